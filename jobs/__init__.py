@@ -1,0 +1,1 @@
+"""Conveyor's core, shared by producers and workers: settings, kinds, broker, store, middleware."""

@@ -1,0 +1,71 @@
+"""Declare one Dramatiq actor per job kind on a given broker (explicitly, never at import)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import dramatiq
+
+from jobs.context import current_job
+from jobs.errors import PermanentError
+from jobs.kinds import KINDS, JobKind
+from jobs.settings import Settings
+
+
+def declare_actors(
+    broker: dramatiq.Broker, settings: Settings, kinds: Iterable[JobKind] | None = None
+) -> dict[str, dramatiq.Actor[Any, Any]]:
+    """Register every kind's actor on ``broker``, on its namespaced queue.
+
+    Returns:
+        The actors by kind name.
+
+    Raises:
+        ValueError: an actor option that no middleware on the broker understands.
+    """
+    actors = {}
+    for kind in kinds if kinds is not None else KINDS.values():
+        options: dict[str, Any] = {
+            "max_retries": kind.max_retries,
+            "min_backoff": int(kind.min_backoff * 1000),
+            "max_backoff": int(kind.max_backoff * 1000),
+            "throws": (PermanentError,),
+        }
+        unknown = set(options) - broker.actor_options
+        if unknown:
+            raise ValueError(f"actor {kind.actor_name}: no middleware understands {sorted(unknown)}")
+        actors[kind.name] = dramatiq.Actor(
+            job_function(kind),
+            broker=broker,
+            actor_name=kind.actor_name,
+            queue_name=settings.queue_name(kind.queue),
+            priority=0,
+            options=options,
+        )
+    return actors
+
+
+def job_function(kind: JobKind) -> Callable[..., None]:
+    """The function Dramatiq calls: checks the payload, runs the kind, hands the result over.
+
+    The result goes to the lifecycle middleware through the job context rather than
+    as a return value, so that no result backend is needed.
+    """
+
+    def run_job(*args: Any, **payload: Any) -> None:
+        if args:
+            raise PermanentError(
+                f"{kind.actor_name} takes keyword arguments only; got {len(args)} positional argument(s)"
+            )
+        try:
+            clean = kind.validate(payload)
+        except ValueError as exc:
+            raise PermanentError(f"invalid payload: {exc}") from None
+        result = kind.run(**clean)
+        ctx = current_job()
+        if ctx is not None:
+            ctx.result = result
+
+    run_job.__name__ = run_job.__qualname__ = kind.actor_name
+    return run_job

@@ -1,0 +1,28 @@
+"""Documented defaults. Each ``DEFAULT_*`` names its unit."""
+
+from __future__ import annotations
+
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/conveyor"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_SMTP_URL = "file://./outbox"
+DEFAULT_NAMESPACE = "conveyor"
+
+#: Seconds between AMQP heartbeats; a dead peer is noticed after about two of them.
+DEFAULT_BROKER_HEARTBEAT = 30
+#: Seconds a connection attempt to any service may take before it counts as unreachable.
+DEFAULT_CONNECT_TIMEOUT = 5
+
+#: Worker processes and threads per process started by ``conveyor worker``.
+DEFAULT_WORKER_PROCESSES = 2
+DEFAULT_WORKER_THREADS = 8
+#: Seconds ``conveyor worker`` waits for in-flight jobs after SIGTERM before giving up on them
+#: (they are redelivered, never lost).
+DEFAULT_SHUTDOWN_TIMEOUT = 600
+
+#: Seconds between two polls of a job's row in ``Job.wait`` (it backs off up to the maximum).
+DEFAULT_WAIT_POLL_MIN = 0.02
+DEFAULT_WAIT_POLL_MAX = 0.5
+
+#: Seconds: the longest sleep a ``noop`` job may ask for.
+NOOP_MAX_SLEEP = 60.0

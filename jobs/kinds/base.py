@@ -1,0 +1,48 @@
+"""What a job kind is: its actor, its queue, its retry defaults, its payload rules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Payload = dict[str, Any]
+Result = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A kind of job (SPEC §1): ``email``, ``report``, ``image``, ``noop``."""
+
+    name: str
+    actor_name: str
+    #: Queue name without the namespace: ``email`` becomes ``<ns>.email``.
+    queue: str
+    max_retries: int
+    #: Seconds: the first retry waits between ``min_backoff`` and twice that, doubling each time.
+    min_backoff: float
+    #: Seconds: no retry waits longer.
+    max_backoff: float
+    #: Checks and normalises a payload; raises ``ValueError`` with a clear message.
+    validate: Callable[[Mapping[str, Any]], Payload]
+    #: The job's code, run in the worker with the payload as keyword arguments.
+    run: Callable[..., Result]
+
+
+def require_keys(kind: str, payload: Mapping[str, Any], allowed: set[str]) -> None:
+    """Reject keys a kind does not know, naming them (a typo must not be ignored)."""
+    unknown = sorted(set(payload) - allowed)
+    if unknown:
+        raise ValueError(
+            f"{kind} payload: unknown field(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(allowed)) or 'none'}"
+        )
+
+
+def as_number(kind: str, key: str, value: Any, *, low: float, high: float) -> float:
+    """``value`` as a float within ``[low, high]``, or a ``ValueError`` naming the field."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{kind} payload: {key} must be a number, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{kind} payload: {key}={value} must be between {low:g} and {high:g}")
+    return float(value)

@@ -1,0 +1,162 @@
+"""One typed settings object, built once at start-up from ``CONVEYOR_*`` variables.
+
+Nothing in Conveyor reads the environment anywhere else: the CLI, the worker
+and :class:`producers.Client` each call :meth:`Settings.from_env` (or take a
+``Settings``) and hand it down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+from jobs import defaults
+from jobs.errors import SettingsError
+
+ENV_PREFIX = "CONVEYOR_"
+
+# A namespace becomes part of queue names, so it must satisfy Dramatiq's queue-name rule.
+_NAMESPACE_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]{0,62}$")
+
+_URL_SCHEMES: dict[str, tuple[str, ...]] = {
+    "broker_url": ("amqp", "amqps", "memory"),
+    "database_url": ("postgresql", "postgresql+psycopg", "sqlite"),
+    "redis_url": ("redis", "rediss", "unix"),
+    "smtp_url": ("smtp", "smtps", "file"),
+}
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with its password replaced by ``***`` (the user name stays)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    if parts.password is None:
+        return url
+    userinfo = f"{parts.username or ''}:***"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{userinfo}@{host}" + (f":{parts.port}" if _safe_port(parts) else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _safe_port(parts: SplitResult) -> int | None:
+    try:
+        return parts.port
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Conveyor's configuration. Build it with :meth:`from_env`; passwords never appear in ``repr``."""
+
+    broker_url: str = defaults.DEFAULT_BROKER_URL
+    database_url: str = defaults.DEFAULT_DATABASE_URL
+    redis_url: str = defaults.DEFAULT_REDIS_URL
+    smtp_url: str = defaults.DEFAULT_SMTP_URL
+    namespace: str = defaults.DEFAULT_NAMESPACE
+    templates_dir: str | None = None
+    #: RabbitMQ ``x-max-priority`` for Conveyor's queues; ``None`` keeps Dramatiq's plain queues.
+    max_priority: int | None = None
+    #: Heartbeat negotiated with RabbitMQ, in seconds.
+    broker_heartbeat: int = defaults.DEFAULT_BROKER_HEARTBEAT
+
+    def __post_init__(self) -> None:
+        for name, schemes in _URL_SCHEMES.items():
+            _check_url(name, getattr(self, name), schemes)
+        if not _NAMESPACE_RE.match(self.namespace):
+            raise SettingsError(
+                f"CONVEYOR_NAMESPACE={self.namespace!r} is invalid: use letters, digits, '_' or '-', "
+                "starting with a letter or '_' (at most 63 characters)"
+            )
+        if self.max_priority is not None and not 1 <= self.max_priority <= 255:
+            raise SettingsError(f"CONVEYOR_MAX_PRIORITY={self.max_priority} must be between 1 and 255")
+        if self.broker_heartbeat < 0:
+            raise SettingsError("CONVEYOR_BROKER_HEARTBEAT must be 0 (disabled) or a number of seconds")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Build settings from ``CONVEYOR_*`` variables; keyword ``overrides`` (CLI flags) win.
+
+        Raises:
+            SettingsError: an unknown ``CONVEYOR_*`` variable, a malformed URL or value.
+        """
+        values: dict[str, Any] = {}
+        known = {f"{ENV_PREFIX}{name.upper()}": name for name in _field_names()}
+        for key, raw in environ.items():
+            if not key.startswith(ENV_PREFIX):
+                continue
+            name = known.get(key)
+            if name is None:
+                hint = difflib.get_close_matches(key, known, n=1)
+                suggestion = f" (did you mean {hint[0]}?)" if hint else ""
+                raise SettingsError(
+                    f"unknown setting {key}{suggestion}; known settings: {', '.join(sorted(known))}"
+                )
+            values[name] = _convert(name, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with some fields replaced (``None`` values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when the broker lives in this process (``memory://``)."""
+        return self.broker_url.startswith("memory:")
+
+    def queue_name(self, suffix: str) -> str:
+        """The namespaced name of a queue, e.g. ``conveyor.email``."""
+        return f"{self.namespace}.{suffix}"
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={mask_url(v) if f.name.endswith('_url') else v!r}"
+            for f in dataclasses.fields(self)
+            if (v := getattr(self, f.name)) is not None
+        )
+        return f"Settings({shown})"
+
+    __str__ = __repr__
+
+
+def _field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(Settings)]
+
+
+def _convert(name: str, raw: str) -> Any:
+    if name in ("max_priority", "broker_heartbeat"):
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not an integer") from None
+    if name == "templates_dir":
+        return raw or None
+    return raw
+
+
+def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
+    env = f"{ENV_PREFIX}{name.upper()}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise SettingsError(f"{env}={mask_url(url)} is not a valid URL: {exc}") from None
+    if parts.scheme not in schemes:
+        raise SettingsError(
+            f"{env}={mask_url(url)} must start with one of: {', '.join(s + '://' for s in schemes)}"
+        )
+    needs_host = parts.scheme not in ("memory", "sqlite", "file", "unix")
+    if needs_host and not parts.hostname:
+        raise SettingsError(f"{env}={mask_url(url)} names no host")
+    if port is not None and not 0 < port < 65536:
+        raise SettingsError(f"{env}={mask_url(url)} has an invalid port")

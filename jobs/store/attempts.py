@@ -1,0 +1,153 @@
+"""Storage operations of the worker side: an attempt starts, an attempt ends.
+
+Both are guarded so that ordering between replicas does not matter: a job row is
+upserted on first sight (a plain Dramatiq producer's message gets one too), and an
+attempt only moves the job's status while it is still the job's latest attempt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+
+from jobs.status import RUNNABLE_STATUSES, AttemptOutcome, JobStatus
+from jobs.store.database import Database
+from jobs.store.jobs import utcnow
+from jobs.store.models import AttemptRow, JobRow
+
+_RUNNABLE = [status.value for status in RUNNABLE_STATUSES]
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    """Who runs an attempt."""
+
+    worker_id: str
+    host: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class SeenMessage:
+    """What the worker knows of a job from its message alone."""
+
+    job_id: str
+    kind: str
+    queue: str
+    payload: dict[str, Any]
+    max_retries: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    """How an attempt ended."""
+
+    outcome: AttemptOutcome
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    traceback: str | None = None
+    #: When a retry is due.
+    eta: datetime | None = None
+
+
+_JOB_STATUS_AFTER = {
+    AttemptOutcome.SUCCEEDED: JobStatus.SUCCEEDED,
+    AttemptOutcome.RETRYING: JobStatus.RETRYING,
+    AttemptOutcome.FAILED: JobStatus.FAILED,
+}
+
+
+class AttemptStore:
+    """Records the start and the end of each run of a job."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def start(self, seen: SeenMessage, worker: WorkerIdentity) -> int | None:
+        """Mark the job ``running`` and open an attempt row, in one transaction.
+
+        Returns:
+            The attempt number, or ``None`` when the job must not run (it is already
+            succeeded, failed or cancelled: a redelivery or a cancelled job).
+        """
+        now = utcnow()
+        insert = self._insert(JobRow).values(
+            id=seen.job_id,
+            kind=seen.kind,
+            queue=seen.queue,
+            status=JobStatus.RUNNING.value,
+            payload=seen.payload,
+            attempts=1,
+            max_retries=seen.max_retries,
+            created_at=seen.created_at,
+            started_at=now,
+        )
+        upsert = insert.on_conflict_do_update(
+            index_elements=[JobRow.id],
+            set_={
+                "status": JobStatus.RUNNING.value,
+                "attempts": JobRow.attempts + 1,
+                "started_at": now,
+                "eta": None,
+                "error": None,
+            },
+            where=JobRow.status.in_(_RUNNABLE),
+        ).returning(JobRow.attempts)
+        with self.db.session() as session:
+            attempt = session.execute(upsert).scalar_one_or_none()
+            if attempt is None:
+                return None
+            # An attempt still open belongs to a worker that died mid-run.
+            session.execute(
+                update(AttemptRow)
+                .where(and_(AttemptRow.job_id == seen.job_id, AttemptRow.finished_at.is_(None)))
+                .values(outcome=AttemptOutcome.LOST.value, finished_at=now, error="worker lost mid-run")
+            )
+            session.add(
+                AttemptRow(
+                    job_id=seen.job_id,
+                    attempt=attempt,
+                    worker=worker.worker_id,
+                    host=worker.host,
+                    pid=worker.pid,
+                    started_at=now,
+                )
+            )
+            return int(attempt)
+
+    def finish(self, job_id: str, attempt: int, end: AttemptEnd) -> bool:
+        """Close the attempt and move the job on, in one transaction.
+
+        Returns:
+            Whether the job row moved: ``False`` when a newer attempt has started meanwhile.
+        """
+        now = utcnow()
+        status = _JOB_STATUS_AFTER[end.outcome]
+        with self.db.session() as session:
+            session.execute(
+                update(AttemptRow)
+                .where(and_(AttemptRow.job_id == job_id, AttemptRow.attempt == attempt))
+                .values(outcome=end.outcome.value, finished_at=now, error=end.error, traceback=end.traceback)
+            )
+            values: dict[str, Any] = {"status": status.value, "error": end.error}
+            if end.outcome is AttemptOutcome.SUCCEEDED:
+                values.update(result=end.result, finished_at=now, progress=None)
+            elif end.outcome is AttemptOutcome.FAILED:
+                values.update(finished_at=now)
+            else:
+                values.update(eta=end.eta)
+            moved = session.execute(
+                update(JobRow).where(and_(JobRow.id == job_id, JobRow.attempts == attempt)).values(**values)
+            )
+            return bool(moved.rowcount)  # type: ignore[attr-defined]
+
+    def _insert(self, table: type[JobRow]) -> Any:
+        dialect_insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
+        statement: Insert = dialect_insert(table)
+        return statement

@@ -1,0 +1,113 @@
+"""The narrow boundary to the SQL driver: engines, sessions, and error translation.
+
+Every storage operation goes through :meth:`Database.session`, which turns a driver's
+connection failure into :class:`~jobs.errors.ServiceUnavailable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
+from sqlalchemy.exc import InterfaceError as SAInterfaceError
+from sqlalchemy.orm import Session, sessionmaker
+
+from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
+from jobs.errors import ConveyorError, ServiceUnavailable
+from jobs.settings import mask_url
+
+
+class Database:
+    """An engine and a session factory for one database URL (PostgreSQL, or SQLite for the demo)."""
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.url = url
+        self.masked_url = mask_url(url)
+        self.engine = _make_engine(url, pool_size=pool_size)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def service(self) -> str:
+        return "PostgreSQL" if self.dialect == "postgresql" else "SQLite"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error.
+
+        Raises:
+            ServiceUnavailable: the database cannot be reached.
+        """
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except (OperationalError, SAInterfaceError) as exc:
+            if _is_missing_table(exc):
+                raise SchemaMissing(self.masked_url) from None
+            raise self.unavailable(exc) from None
+        except ProgrammingError as exc:
+            if _is_missing_table(exc):
+                raise SchemaMissing(self.masked_url) from None
+            raise
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise self.unavailable(exc) from None
+            raise
+
+    def unavailable(self, exc: BaseException) -> ServiceUnavailable:
+        reason = str(getattr(exc, "orig", exc) or type(exc).__name__).strip().splitlines()[0]
+        if "does not exist" in reason:
+            reason += " (`conveyor db upgrade` creates it)"
+        return ServiceUnavailable(self.service, self.masked_url, reason)
+
+    def check(self) -> None:
+        """Raise :class:`ServiceUnavailable` unless the database answers."""
+        with self.session() as session:
+            session.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+class SchemaMissing(ConveyorError):
+    """The database answers but has no Conveyor tables yet."""
+
+    def __init__(self, masked_url: str) -> None:
+        super().__init__(f"the job store at {masked_url} has no schema: run `conveyor db upgrade`")
+
+
+def _is_missing_table(exc: DBAPIError) -> bool:
+    # PostgreSQL: undefined_table (42P01); SQLite: "no such table".
+    return getattr(exc.orig, "sqlstate", None) == "42P01" or "no such table" in str(exc.orig)
+
+
+def _make_engine(url: str, *, pool_size: int) -> Engine:
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if parsed.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if parsed.drivername == "postgresql":
+        # psycopg 3 is the driver we ship; the bare scheme would ask for psycopg2.
+        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    kwargs["connect_args"] = {"connect_timeout": DEFAULT_CONNECT_TIMEOUT, "application_name": "conveyor"}
+    kwargs["pool_size"] = pool_size
+    kwargs["max_overflow"] = pool_size
+    return create_engine(url, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets the demo's worker threads write while the client reads.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

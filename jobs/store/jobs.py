@@ -1,0 +1,214 @@
+"""Storage operations on jobs as producers and admins see them: create, read, list."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from jobs.errors import JobNotFound
+from jobs.status import JobStatus
+from jobs.store.database import Database
+from jobs.store.models import AttemptRow, JobRow
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every time Conveyor stores is UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job about to be enqueued by a producer."""
+
+    id: str
+    kind: str
+    queue: str
+    payload: dict[str, Any]
+    max_retries: int
+    priority: int | None = None
+    idempotency_key: str | None = None
+    eta: datetime | None = None
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A job's row as read from the store."""
+
+    id: str
+    kind: str
+    queue: str
+    status: str
+    payload: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+    attempts: int
+    max_retries: int | None
+    priority: int | None
+    idempotency_key: str | None
+    progress: int | None
+    eta: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: JobRow) -> JobInfo:
+        return cls(
+            id=str(row.id),
+            kind=row.kind,
+            queue=row.queue,
+            status=row.status,
+            payload=row.payload,
+            result=row.result,
+            error=row.error,
+            attempts=row.attempts,
+            max_retries=row.max_retries,
+            priority=row.priority,
+            idempotency_key=row.idempotency_key,
+            progress=row.progress,
+            eta=as_utc(row.eta),
+            created_at=as_utc(row.created_at) or utcnow(),
+            started_at=as_utc(row.started_at),
+            finished_at=as_utc(row.finished_at),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: datetimes as ISO 8601 strings."""
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class AttemptInfo:
+    """One run of a job, as read from the store."""
+
+    attempt: int
+    worker: str
+    host: str
+    pid: int
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str | None
+    error: str | None
+    traceback: str | None
+
+    @classmethod
+    def from_row(cls, row: AttemptRow) -> AttemptInfo:
+        return cls(
+            attempt=row.attempt,
+            worker=row.worker,
+            host=row.host,
+            pid=row.pid,
+            started_at=as_utc(row.started_at) or utcnow(),
+            finished_at=as_utc(row.finished_at),
+            outcome=row.outcome,
+            error=row.error,
+            traceback=row.traceback,
+        )
+
+    @property
+    def duration(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()}
+        data["duration"] = self.duration
+        return data
+
+
+class JobStore:
+    """Create, read and list jobs."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(self, job: NewJob) -> tuple[JobInfo, bool]:
+        """Insert a ``queued`` row. With an idempotency key already taken, return that job instead.
+
+        Returns:
+            The job and whether this call created it.
+        """
+        row = JobRow(
+            id=job.id,
+            kind=job.kind,
+            queue=job.queue,
+            status=JobStatus.QUEUED.value,
+            payload=job.payload,
+            attempts=0,
+            max_retries=job.max_retries,
+            priority=job.priority,
+            idempotency_key=job.idempotency_key,
+            eta=job.eta,
+            created_at=utcnow(),
+        )
+        try:
+            with self.db.session() as session:
+                session.add(row)
+            return JobInfo.from_row(row), True
+        except IntegrityError:
+            # The unique index on idempotency_key decides: whoever inserted first owns the key.
+            if job.idempotency_key is None:
+                raise
+            existing = self.find_by_idempotency_key(job.idempotency_key)
+            if existing is None:  # deleted between our insert and this read: try once more
+                return self.create(job)
+            return existing, False
+
+    def forget(self, job_id: str) -> None:
+        """Remove a job whose message could not be published (the enqueue is undone)."""
+        with self.db.session() as session:
+            session.execute(delete(JobRow).where(JobRow.id == job_id))
+
+    def find_by_idempotency_key(self, key: str) -> JobInfo | None:
+        with self.db.session() as session:
+            row = session.scalars(select(JobRow).where(JobRow.idempotency_key == key)).one_or_none()
+            return JobInfo.from_row(row) if row else None
+
+    def get(self, job_id: str) -> JobInfo:
+        """The job with this id.
+
+        Raises:
+            JobNotFound: no such job (also for an id that is not a UUID).
+        """
+        if not _looks_like_uuid(job_id):
+            raise JobNotFound(f"no job {job_id!r}: a job id is a UUID")
+        with self.db.session() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise JobNotFound(f"no job {job_id}")
+            return JobInfo.from_row(row)
+
+    def find(self, *, status: str | None = None, kind: str | None = None, limit: int = 50) -> list[JobInfo]:
+        """Newest first, filtered by status and kind."""
+        query = select(JobRow).order_by(JobRow.created_at.desc()).limit(limit)
+        if status:
+            query = query.where(JobRow.status == status)
+        if kind:
+            query = query.where(JobRow.kind == kind)
+        with self.db.session() as session:
+            return [JobInfo.from_row(row) for row in session.scalars(query)]
+
+    def attempts(self, job_id: str) -> list[AttemptInfo]:
+        query = select(AttemptRow).where(AttemptRow.job_id == job_id).order_by(AttemptRow.attempt)
+        with self.db.session() as session:
+            return [AttemptInfo.from_row(row) for row in session.scalars(query)]
+
+
+def _looks_like_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        return False
+    return True

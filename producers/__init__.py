@@ -1,0 +1,20 @@
+"""Conveyor's client library: ``from producers import Client``."""
+
+from jobs.errors import JobFailed, JobNotFound, PermanentError, ServiceUnavailable, SettingsError
+from jobs.settings import Settings
+from jobs.status import JobStatus
+from producers.client import Client, DeliveryOptions
+from producers.job import Job
+
+__all__ = [
+    "Client",
+    "DeliveryOptions",
+    "Job",
+    "JobFailed",
+    "JobNotFound",
+    "JobStatus",
+    "PermanentError",
+    "ServiceUnavailable",
+    "Settings",
+    "SettingsError",
+]

@@ -1,0 +1,225 @@
+"""The client library applications use to enqueue jobs and follow them."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+import dramatiq
+
+from jobs.broker import BROKER_ERRORS, broker_unavailable, build_broker
+from jobs.kinds import JobKind, get_kind
+from jobs.settings import Settings
+from jobs.store import Database, JobStore, NewJob
+from producers.job import Job
+
+#: Option names that ``enqueue`` keeps for itself; a payload cannot use them.
+DELIVERY_OPTIONS = ("idempotency_key", "delay", "priority", "max_retries", "min_backoff", "max_backoff")
+_MAX_IDEMPOTENCY_KEY = 255
+
+
+@dataclass(frozen=True)
+class DeliveryOptions:
+    """How a job is delivered, apart from what it does (its payload)."""
+
+    idempotency_key: str | None = None
+    delay: float | timedelta | None = None
+    priority: int | None = None
+    max_retries: int | None = None
+    min_backoff: float | None = None
+    max_backoff: float | None = None
+
+    def delay_ms(self) -> int | None:
+        if self.delay is None:
+            return None
+        seconds = self.delay.total_seconds() if isinstance(self.delay, timedelta) else float(self.delay)
+        return int(seconds * 1000) if seconds > 0 else None
+
+    def check(self, max_priority: int | None) -> None:
+        """Raises ``ValueError`` naming the bad option."""
+        key = self.idempotency_key
+        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY):
+            raise ValueError(f"idempotency_key must be a non-empty string of at most {_MAX_IDEMPOTENCY_KEY}")
+        if self.delay is not None:
+            if isinstance(self.delay, bool) or not isinstance(self.delay, int | float | timedelta):
+                raise ValueError("delay must be a number of seconds or a timedelta")
+            if _seconds(self.delay) < 0:
+                raise ValueError("delay must not be negative")
+        if self.priority is not None:
+            top = max_priority or 255
+            if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+                raise ValueError("priority must be an integer")
+            if not 0 <= self.priority <= top:
+                raise ValueError(f"priority must be between 0 and {top}")
+        if self.max_retries is not None and (
+            isinstance(self.max_retries, bool)
+            or not isinstance(self.max_retries, int)
+            or self.max_retries < 0
+        ):
+            raise ValueError("max_retries must be a whole number ≥ 0")
+        for name in ("min_backoff", "max_backoff"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+            ):
+                raise ValueError(f"{name} must be a number of seconds ≥ 0")
+        if (
+            self.min_backoff is not None
+            and self.max_backoff is not None
+            and self.min_backoff > self.max_backoff
+        ):
+            raise ValueError("min_backoff must not exceed max_backoff")
+
+    def message_options(self) -> dict[str, Any]:
+        """Dramatiq's per-message options (milliseconds, as its ``Retries`` middleware reads them)."""
+        options: dict[str, Any] = {}
+        if self.max_retries is not None:
+            options["max_retries"] = self.max_retries
+        if self.min_backoff is not None:
+            options["min_backoff"] = int(self.min_backoff * 1000)
+        if self.max_backoff is not None:
+            options["max_backoff"] = int(self.max_backoff * 1000)
+        if self.priority is not None:
+            options["broker_priority"] = self.priority
+        return options
+
+
+def _seconds(delay: float | timedelta) -> float:
+    return delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+
+
+class Client:
+    """Enqueue jobs and look them up.
+
+    ``Client()`` reads the ``CONVEYOR_*`` environment; keyword arguments override it.
+
+    Raises:
+        SettingsError: a bad ``CONVEYOR_*`` variable or argument.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        broker_url: str | None = None,
+        database_url: str | None = None,
+        namespace: str | None = None,
+        broker: dramatiq.Broker | None = None,
+    ) -> None:
+        base = settings if settings is not None else Settings.from_env(os.environ)
+        self.settings = base.with_overrides(
+            broker_url=broker_url, database_url=database_url, namespace=namespace
+        )
+        self.db = Database(self.settings.database_url)
+        self.jobs = JobStore(self.db)
+        self._owns_broker = broker is None
+        self.broker = broker if broker is not None else build_broker(self.settings)
+
+    def enqueue(
+        self,
+        kind: str,
+        /,
+        *,
+        idempotency_key: str | None = None,
+        delay: float | timedelta | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        min_backoff: float | None = None,
+        max_backoff: float | None = None,
+        **payload: Any,
+    ) -> Job:
+        """Enqueue a job of ``kind`` with ``payload``; returns once RabbitMQ confirmed it and its row exists.
+
+        With an ``idempotency_key`` already used, the first job is returned and nothing is sent.
+
+        Raises:
+            ValueError: an unknown kind, a bad payload or a bad option (nothing was sent).
+            ServiceUnavailable: RabbitMQ or the database cannot be reached (no job was created).
+        """
+        options = DeliveryOptions(idempotency_key, delay, priority, max_retries, min_backoff, max_backoff)
+        return self.enqueue_with_options(kind, payload, options)
+
+    def enqueue_with_options(
+        self, kind_name: str, payload: Mapping[str, Any], options: DeliveryOptions
+    ) -> Job:
+        """Like :meth:`enqueue`, with the payload and delivery options kept apart."""
+        kind = get_kind(kind_name)
+        clean = kind.validate(payload)
+        _check_json(kind, clean)
+        options.check(self.settings.max_priority)
+        message = self._message(kind, clean, options)
+        delay_ms = options.delay_ms()
+        eta = datetime.now(UTC) + timedelta(milliseconds=delay_ms) if delay_ms else None
+        info, created = self.jobs.create(
+            NewJob(
+                id=message.message_id,
+                kind=kind.name,
+                queue=message.queue_name,
+                payload=clean,
+                max_retries=options.max_retries if options.max_retries is not None else kind.max_retries,
+                priority=options.priority,
+                idempotency_key=options.idempotency_key,
+                eta=eta,
+            )
+        )
+        if created:
+            self._publish(message, delay_ms)
+        return Job(self, info)
+
+    def get(self, job_id: str) -> Job:
+        """The job with this id.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        return Job(self, self.jobs.get(job_id))
+
+    def close(self) -> None:
+        """Close connections to RabbitMQ and the database."""
+        if self._owns_broker:
+            self.broker.close()
+        self.db.dispose()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.settings!r})"
+
+    def _message(
+        self, kind: JobKind, payload: dict[str, Any], options: DeliveryOptions
+    ) -> dramatiq.Message[Any]:
+        return dramatiq.Message(
+            queue_name=self.settings.queue_name(kind.queue),
+            actor_name=kind.actor_name,
+            args=(),
+            kwargs=payload,
+            options=options.message_options(),
+            message_id=str(uuid.uuid4()),
+        )
+
+    def _publish(self, message: dramatiq.Message[Any], delay_ms: int | None) -> None:
+        try:
+            self.broker.enqueue(message, delay=delay_ms)
+        except BROKER_ERRORS as exc:
+            # Undo the row: the job was never sent, so it must not wait as `queued` forever.
+            self.jobs.forget(message.message_id)
+            raise broker_unavailable(self.settings, exc) from None
+
+
+def _check_json(kind: JobKind, payload: dict[str, Any]) -> None:
+    try:
+        json.dumps(payload, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{kind.name} payload is not JSON-serialisable: {exc}") from None

@@ -1,0 +1,104 @@
+"""Test fixtures. Integration tests talk to the real RabbitMQ, PostgreSQL and Redis on 127.0.0.1.
+
+Each test session (each xdist worker is one) gets a database of its own; each test gets a
+namespace of its own, so that runs never see each other's queues or rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+from collections.abc import Iterator
+
+import pika
+import pytest
+from sqlalchemy import create_engine, text
+
+from jobs.settings import Settings
+from jobs.store import Database
+from jobs.store.migrate import ensure_database, upgrade
+from producers import Client
+from tests.helpers import WorkerProcess, queue_names
+
+PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+# The app's own variables must not leak in from the developer's shell.
+for _name in [n for n in os.environ if n.startswith("CONVEYOR_")]:
+    del os.environ[_name]
+
+
+@pytest.fixture(scope="session")
+def session_token(worker_id: str) -> str:
+    return f"{worker_id}{secrets.token_hex(3)}"
+
+
+@pytest.fixture(scope="session")
+def database_url(session_token: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session; dropped afterwards."""
+    url = f"{PG_SERVER}/conveyor_test_{session_token}"
+    ensure_database(url)
+    db = Database(url)
+    upgrade(db)
+    db.dispose()
+    yield url
+    admin = create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "conveyor_test_{session_token}" WITH (FORCE)'))
+    admin.dispose()
+
+
+_namespace_counter = itertools.count()
+
+
+@pytest.fixture
+def namespace(session_token: str) -> Iterator[str]:
+    """A namespace for this test alone; its RabbitMQ queues are deleted afterwards."""
+    ns = f"t{session_token}-{next(_namespace_counter)}"
+    yield ns
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        channel = connection.channel()
+        for name in queue_names(ns):
+            channel.queue_delete(name)
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def settings(database_url: str, namespace: str) -> Settings:
+    return Settings(broker_url=AMQP_URL, database_url=database_url, namespace=namespace)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[Client]:
+    with Client(settings) as c:
+        yield c
+
+
+@pytest.fixture
+def service_env(settings: Settings) -> dict[str, str]:
+    """The environment a `conveyor` subprocess of this test runs with."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update(
+        CONVEYOR_BROKER_URL=settings.broker_url,
+        CONVEYOR_DATABASE_URL=settings.database_url,
+        CONVEYOR_NAMESPACE=settings.namespace,
+    )
+    return env
+
+
+@pytest.fixture
+def start_worker(service_env: dict[str, str]) -> Iterator[WorkerProcess.Factory]:
+    """Start `conveyor worker` replicas; all are stopped when the test ends."""
+    started: list[WorkerProcess] = []
+
+    def factory(*args: str) -> WorkerProcess:
+        worker = WorkerProcess.start(service_env, *args)
+        started.append(worker)
+        return worker
+
+    yield factory
+    for worker in started:
+        worker.terminate()

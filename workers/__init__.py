@@ -1,0 +1,1 @@
+"""The worker runtime: ``conveyor worker`` processes that run jobs from RabbitMQ."""

@@ -1,0 +1,74 @@
+"""``conveyor demo``: the whole flow in one process, on the embedded stack.
+
+In-process broker, SQLite store, ``.eml`` outbox: nothing to install or start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dramatiq
+
+from jobs.errors import JobFailed
+from jobs.settings import Settings
+from jobs.store import JobInfo
+from jobs.store.migrate import ensure_database, upgrade
+from producers import Client, Job
+from workers.runtime import build_worker_stack
+
+DEMO_DATABASE_URL = "sqlite:///.conveyor/demo.db"
+DEMO_THREADS = 4
+
+
+@dataclass(frozen=True)
+class DemoJob:
+    """One job the demo enqueues, and why."""
+
+    title: str
+    enqueue: Callable[[Client], Job]
+
+
+DEMO_JOBS = (
+    DemoJob("a quick no-op", lambda c: c.enqueue("noop", sleep=0.05)),
+    DemoJob("a slower no-op", lambda c: c.enqueue("noop", sleep=0.3)),
+    DemoJob(
+        "fails twice, then succeeds",
+        lambda c: c.enqueue("noop", fail_attempts=2, min_backoff=0.2, max_backoff=0.5),
+    ),
+    DemoJob("delayed by 1 s", lambda c: c.enqueue("noop", delay=1.0)),
+    DemoJob("fails permanently", lambda c: c.enqueue("noop", permanent=True)),
+    DemoJob(
+        "retries exhausted",
+        lambda c: c.enqueue("noop", fail_attempts=9, max_retries=1, min_backoff=0.1, max_backoff=0.2),
+    ),
+)
+
+
+def embedded_settings(base: Settings) -> Settings:
+    """The demo's stack: in-process broker and SQLite, unless the caller chose a database."""
+    database_url = base.database_url if base.database_url.startswith("sqlite") else DEMO_DATABASE_URL
+    return base.with_overrides(broker_url="memory://", database_url=database_url)
+
+
+def run_demo(settings: Settings, *, on_event: Callable[[str], None] = print) -> list[tuple[str, JobInfo]]:
+    """Run the demo jobs through an in-process worker; return each job's final row with its title."""
+    ensure_database(settings.database_url)
+    stack = build_worker_stack(settings, threads=DEMO_THREADS)
+    upgrade(stack.db)
+    worker = dramatiq.Worker(stack.broker, worker_threads=DEMO_THREADS, worker_timeout=100)
+    worker.start()
+    client = Client(settings, broker=stack.broker)
+    try:
+        jobs = [(demo.title, demo.enqueue(client)) for demo in DEMO_JOBS]
+        on_event(f"enqueued {len(jobs)} jobs; waiting for them to finish…")
+        for title, job in jobs:
+            with contextlib.suppress(JobFailed):
+                job.wait(timeout=30)
+            on_event(f"  {title}: {job.status.value} after {job.attempts} attempt(s)")
+        return [(title, job.info) for title, job in jobs]
+    finally:
+        worker.stop(timeout=10_000)
+        client.close()
+        stack.close()

@@ -1,0 +1,131 @@
+"""The worker-side stack: a broker with Conveyor's middleware and actors, and one worker process."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import FrameType
+
+import dramatiq
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    CurrentMessage,
+    Middleware,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
+
+from jobs.actors import declare_actors
+from jobs.broker import build_broker
+from jobs.kinds import KINDS
+from jobs.middleware import Lifecycle
+from jobs.settings import Settings
+from jobs.store import AttemptStore, Database, WorkerIdentity
+from workers.identity import current_identity
+
+logger = logging.getLogger("conveyor.worker")
+
+#: Milliseconds a worker thread waits on an empty queue before checking whether to stop.
+WORKER_TIMEOUT_MS = 1000
+
+
+@dataclass
+class WorkerStack:
+    """Everything one worker process runs on."""
+
+    settings: Settings
+    db: Database
+    broker: dramatiq.Broker
+    identity: WorkerIdentity
+    stopping: threading.Event
+
+    def close(self) -> None:
+        self.broker.close()
+        self.db.dispose()
+
+
+def worker_middleware(
+    attempts: AttemptStore, identity: WorkerIdentity, stopping: threading.Event
+) -> list[Middleware]:
+    """Dramatiq's defaults with the lifecycle recorder.
+
+    Order matters: Dramatiq runs ``after_*`` hooks in reverse order, so ``Lifecycle``
+    sits before ``Retries`` to record the decision ``Retries`` made (retry, or
+    dead-letter) once it is made.
+    """
+    return [
+        AgeLimit(),
+        TimeLimit(),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        CurrentMessage(),
+        Lifecycle(attempts, identity, stopping=stopping),
+        Retries(),
+    ]
+
+
+def build_worker_stack(settings: Settings, *, threads: int, db: Database | None = None) -> WorkerStack:
+    """A broker carrying the lifecycle middleware and every kind's actor."""
+    db = db or Database(settings.database_url, pool_size=threads + 2)
+    identity = current_identity()
+    stopping = threading.Event()
+    broker = build_broker(settings, worker_middleware(AttemptStore(db), identity, stopping))
+    declare_actors(broker, settings)
+    return WorkerStack(settings=settings, db=db, broker=broker, identity=identity, stopping=stopping)
+
+
+def resolve_queues(settings: Settings, names: Iterable[str]) -> set[str]:
+    """Turn ``email,images`` (or full names like ``conveyor.email``) into namespaced queue names.
+
+    Raises:
+        ValueError: a queue no job kind uses.
+    """
+    known = {settings.queue_name(kind.queue) for kind in KINDS.values()}
+    short = {kind.queue: settings.queue_name(kind.queue) for kind in KINDS.values()}
+    short.update({name: settings.queue_name(kind.queue) for name, kind in KINDS.items()})
+    resolved = set()
+    for name in (n.strip() for n in names):
+        if not name:
+            continue
+        queue = name if name in known else short.get(name)
+        if queue is None:
+            raise ValueError(f"unknown queue {name!r}; known queues: {', '.join(sorted(short))}")
+        resolved.add(queue)
+    return resolved
+
+
+def run_worker_process(settings: Settings, *, queues: set[str], threads: int, shutdown_timeout: float) -> int:
+    """Consume until SIGTERM or SIGINT, then let in-flight jobs finish and exit 0."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        logger.info("received %s: finishing in-flight jobs", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    stack = build_worker_stack(settings, threads=threads)
+    worker = dramatiq.Worker(
+        stack.broker, queues=queues or None, worker_threads=threads, worker_timeout=WORKER_TIMEOUT_MS
+    )
+    worker.start()
+    logger.info(
+        "worker %s ready: %d threads on %s",
+        stack.identity.worker_id,
+        threads,
+        ", ".join(sorted(queues or stack.broker.get_declared_queues())),
+    )
+    while not stop.wait(1.0):
+        pass
+    worker.stop(timeout=int(shutdown_timeout * 1000))
+    stack.stopping.set()
+    stack.close()
+    logger.info("worker %s stopped", stack.identity.worker_id)
+    return 0
