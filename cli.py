@@ -52,6 +52,11 @@ class AppState:
 
     @cached_property
     def client(self) -> Client:
+        if self.settings.is_embedded:
+            raise SettingsError(
+                "memory:// lives inside one process, so a shell command cannot reach a worker: "
+                "use RabbitMQ, or `conveyor demo`"
+            )
         return Client(self.settings)
 
     def close(self) -> None:

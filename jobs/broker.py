@@ -19,6 +19,7 @@ from dramatiq.middleware import Middleware
 
 from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
 from jobs.errors import ServiceUnavailable
+from jobs.kinds import KINDS
 from jobs.settings import Settings, mask_url
 
 #: Exceptions meaning "RabbitMQ could not be reached or dropped us".
@@ -37,7 +38,11 @@ def build_broker(settings: Settings, middleware: Sequence[Middleware] = ()) -> d
     ``CONVEYOR_MAX_PRIORITY`` opts into priority queues.
     """
     if settings.is_embedded:
-        return StubBroker(middleware=list(middleware))
+        stub = StubBroker(middleware=list(middleware))
+        # RabbitMQ creates queues on first use; the stub broker needs them declared up front.
+        for kind in KINDS.values():
+            stub.declare_queue(settings.queue_name(kind.queue))
+        return stub
     return RabbitmqBroker(
         url=amqp_url(settings),
         confirm_delivery=True,

@@ -157,3 +157,24 @@ def _eventually_row(client: Client, job_id: str) -> str:
             return None
 
     return eventually(found)
+
+
+def test_priority_queues_are_opt_in_and_carry_each_message_priority(settings: Settings) -> None:
+    import pika
+
+    prioritized = settings.with_overrides(max_priority=10)
+    with Client(prioritized) as client:
+        job = client.enqueue("noop", priority=7)
+        with pytest.raises(ValueError, match="priority must be between 0 and 10"):
+            client.enqueue("noop", priority=11)
+
+    connection = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
+    try:
+        queue = f"{settings.namespace}.default"
+        method, properties, body = connection.channel().basic_get(queue, auto_ack=True)
+    finally:
+        connection.close()
+    assert method is not None
+    assert properties.priority == 7
+    assert job.id.encode() in body
+    assert job.info.priority == 7
