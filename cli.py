@@ -232,6 +232,64 @@ def enqueue_noop(
     _enqueue(state, "noop", {k: v for k, v in payload.items() if v is not None}, **options)
 
 
+@enqueue.command("email")
+@click.option("--to", "to", multiple=True, required=True, help="Recipient (repeat for more).")
+@click.option("--cc", multiple=True, help="Copy recipient (repeat for more).")
+@click.option("--bcc", multiple=True, help="Blind copy recipient (repeat for more).")
+@click.option("--reply-to", multiple=True, help="Reply-To address.")
+@click.option("--template", required=True, help="Template name: the folder email/NAME/.")
+@click.option("--context", "context_json", help='Template variables as a JSON object: \'{"name": "Ada"}\'.')
+@click.option(
+    "--var", "variables", multiple=True, metavar="KEY=VALUE", help="One template variable (repeatable)."
+)
+@click.option("--subject", help="Overrides the template's subject.")
+@click.option("--attach", "attachments", multiple=True, metavar="ARTIFACT_ID", help="Attach an artifact.")
+@delivery_options
+@click.pass_obj
+def enqueue_email(
+    state: AppState,
+    /,
+    to: tuple[str, ...],
+    cc: tuple[str, ...],
+    bcc: tuple[str, ...],
+    reply_to: tuple[str, ...],
+    template: str,
+    context_json: str | None,
+    variables: tuple[str, ...],
+    subject: str | None,
+    attachments: tuple[str, ...],
+    **options: Any,
+) -> None:
+    """A templated email (SMTP or the .eml outbox)."""
+    payload: dict[str, Any] = {
+        "to": list(to),
+        "template": template,
+        "context": _template_context(context_json, variables),
+    }
+    extras = {"cc": list(cc), "bcc": list(bcc), "reply_to": list(reply_to), "attachments": list(attachments)}
+    payload.update({k: v for k, v in extras.items() if v})
+    if subject is not None:
+        payload["subject"] = subject
+    _enqueue(state, "email", payload, **options)
+
+
+def _template_context(context_json: str | None, variables: tuple[str, ...]) -> dict[str, Any]:
+    context: Any = {}
+    if context_json:
+        try:
+            context = json.loads(context_json)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--context") from None
+        if not isinstance(context, dict):
+            raise click.BadParameter("must be a JSON object", param_hint="--context")
+    for variable in variables:
+        key, sep, value = variable.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{variable!r} is not KEY=VALUE", param_hint="--var")
+        context[key] = value
+    return dict(context)
+
+
 def _enqueue(
     state: AppState,
     kind: str,

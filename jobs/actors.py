@@ -10,11 +10,11 @@ import dramatiq
 from jobs.context import current_job
 from jobs.errors import PermanentError
 from jobs.kinds import KINDS, JobKind
-from jobs.settings import Settings
+from jobs.services import Services
 
 
 def declare_actors(
-    broker: dramatiq.Broker, settings: Settings, kinds: Iterable[JobKind] | None = None
+    broker: dramatiq.Broker, services: Services, kinds: Iterable[JobKind] | None = None
 ) -> dict[str, dramatiq.Actor[Any, Any]]:
     """Register every kind's actor on ``broker``, on its namespaced queue.
 
@@ -36,17 +36,17 @@ def declare_actors(
         if unknown:
             raise ValueError(f"actor {kind.actor_name}: no middleware understands {sorted(unknown)}")
         actors[kind.name] = dramatiq.Actor(
-            job_function(kind),
+            job_function(kind, services),
             broker=broker,
             actor_name=kind.actor_name,
-            queue_name=settings.queue_name(kind.queue),
+            queue_name=services.settings.queue_name(kind.queue),
             priority=0,
             options=options,
         )
     return actors
 
 
-def job_function(kind: JobKind) -> Callable[..., None]:
+def job_function(kind: JobKind, services: Services) -> Callable[..., None]:
     """The function Dramatiq calls: checks the payload, runs the kind, hands the result over.
 
     The result goes to the lifecycle middleware through the job context rather than
@@ -59,10 +59,10 @@ def job_function(kind: JobKind) -> Callable[..., None]:
                 f"{kind.actor_name} takes keyword arguments only; got {len(args)} positional argument(s)"
             )
         try:
-            clean = kind.validate(payload)
+            clean = kind.validate(payload, services.settings)
         except ValueError as exc:
             raise PermanentError(f"invalid payload: {exc}") from None
-        result = kind.run(**clean)
+        result = kind.run(services, **clean)
         ctx = current_job()
         if ctx is not None:
             ctx.result = result

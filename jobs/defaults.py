@@ -26,3 +26,14 @@ DEFAULT_WAIT_POLL_MAX = 0.5
 
 #: Seconds: the longest sleep a ``noop`` job may ask for.
 NOOP_MAX_SLEEP = 60.0
+
+#: Seconds a Redis command may take before Conveyor goes on without Redis (fail open).
+DEFAULT_REDIS_TIMEOUT = 1.0
+
+#: Email: sender, recipients per message, SMTP timeout (seconds), idle connection lifetime (seconds).
+DEFAULT_EMAIL_FROM = "Conveyor <noreply@localhost>"
+DEFAULT_EMAIL_MAX_RECIPIENTS = 50
+DEFAULT_SMTP_TIMEOUT = 30.0
+DEFAULT_SMTP_IDLE_TIMEOUT = 30.0
+#: Bytes: the largest email (all attachments included) Conveyor will build.
+DEFAULT_EMAIL_MAX_BYTES = 25 * 1024 * 1024

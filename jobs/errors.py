@@ -60,3 +60,7 @@ class JobFailed(ConveyorError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.job_id, self.status, self.error))
+
+
+class ArtifactNotFound(ConveyorError, LookupError):
+    """No artifact has this id."""

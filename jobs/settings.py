@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
 from jobs import defaults
 from jobs.errors import SettingsError
@@ -68,10 +68,17 @@ class Settings:
     max_priority: int | None = None
     #: Heartbeat negotiated with RabbitMQ, in seconds.
     broker_heartbeat: int = defaults.DEFAULT_BROKER_HEARTBEAT
+    #: ``From`` of every email.
+    email_from: str = defaults.DEFAULT_EMAIL_FROM
+    #: Emails per period across all replicas, e.g. ``20/s`` or ``1000/h``; ``None``: unlimited.
+    email_rate: str | None = None
+    #: Most recipients (to + cc + bcc) one email may have.
+    email_max_recipients: int = defaults.DEFAULT_EMAIL_MAX_RECIPIENTS
 
     def __post_init__(self) -> None:
         for name, schemes in _URL_SCHEMES.items():
             _check_url(name, getattr(self, name), schemes)
+        _check_smtp_parameters(self.smtp_url)
         if not _NAMESPACE_RE.match(self.namespace):
             raise SettingsError(
                 f"CONVEYOR_NAMESPACE={self.namespace!r} is invalid: use letters, digits, '_' or '-', "
@@ -81,6 +88,12 @@ class Settings:
             raise SettingsError(f"CONVEYOR_MAX_PRIORITY={self.max_priority} must be between 1 and 255")
         if self.broker_heartbeat < 0:
             raise SettingsError("CONVEYOR_BROKER_HEARTBEAT must be 0 (disabled) or a number of seconds")
+        if self.email_rate is not None:
+            parse_rate(self.email_rate)
+        if self.email_max_recipients < 1:
+            raise SettingsError("CONVEYOR_EMAIL_MAX_RECIPIENTS must be at least 1")
+        if any(c in self.email_from for c in "\r\n") or "@" not in self.email_from:
+            raise SettingsError(f"CONVEYOR_EMAIL_FROM={self.email_from!r} is not an email address")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -133,15 +146,54 @@ def _field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(Settings)]
 
 
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*$")
+_RATE_PERIODS = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "h": 3600,
+    "hour": 3600,
+    "d": 86400,
+    "day": 86400,
+}
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """``"20/s"`` → ``(20, 1.0)``: a count and a period in seconds.
+
+    Raises:
+        SettingsError: not ``N/s``, ``N/m``, ``N/h`` or ``N/d`` with N ≥ 1.
+    """
+    match = _RATE_RE.match(text)
+    if not match or int(match.group(1)) < 1:
+        raise SettingsError(f"rate {text!r} must look like 20/s, 600/m, 1000/h or 5000/d")
+    return int(match.group(1)), float(_RATE_PERIODS[match.group(2)])
+
+
 def _convert(name: str, raw: str) -> Any:
-    if name in ("max_priority", "broker_heartbeat"):
+    if name in ("max_priority", "broker_heartbeat", "email_max_recipients"):
         try:
             return int(raw)
         except ValueError:
             raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not an integer") from None
-    if name == "templates_dir":
+    if name in ("templates_dir", "email_rate"):
         return raw or None
     return raw
+
+
+_SMTP_PARAMETERS = {"starttls", "timeout", "cafile", "verify", "reuse"}
+
+
+def _check_smtp_parameters(url: str) -> None:
+    unknown = {key for key, _ in parse_qsl(urlsplit(url).query)} - _SMTP_PARAMETERS
+    if unknown:
+        raise SettingsError(
+            f"CONVEYOR_SMTP_URL: unknown parameter(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(_SMTP_PARAMETERS))}"
+        )
 
 
 def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:

@@ -17,6 +17,7 @@ from jobs.broker import BROKER_ERRORS, broker_unavailable, build_broker
 from jobs.kinds import JobKind, get_kind
 from jobs.settings import Settings
 from jobs.store import Database, JobStore, NewJob
+from jobs.store.artifacts import ArtifactStore
 from producers.job import Job
 
 #: Option names that ``enqueue`` keeps for itself; a payload cannot use them.
@@ -118,6 +119,7 @@ class Client:
         )
         self.db = Database(self.settings.database_url)
         self.jobs = JobStore(self.db)
+        self.artifacts = ArtifactStore(self.db)
         self._owns_broker = broker is None
         self.broker = broker if broker is not None else build_broker(self.settings)
 
@@ -150,9 +152,12 @@ class Client:
     ) -> Job:
         """Like :meth:`enqueue`, with the payload and delivery options kept apart."""
         kind = get_kind(kind_name)
-        clean = kind.validate(payload)
+        clean = kind.validate(payload, self.settings)
         _check_json(kind, clean)
         options.check(self.settings.max_priority)
+        missing = self.artifacts.missing(kind.artifact_ids(clean))
+        if missing:
+            raise ValueError(f"{kind.name} payload: no artifact {', '.join(missing)}")
         message = self._message(kind, clean, options)
         delay_ms = options.delay_ms()
         eta = datetime.now(UTC) + timedelta(milliseconds=delay_ms) if delay_ms else None
@@ -171,6 +176,45 @@ class Client:
         if created:
             self._publish(message, delay_ms)
         return Job(self, info)
+
+    def send_email(
+        self,
+        to: str | list[str],
+        template: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        cc: str | list[str] | None = None,
+        bcc: str | list[str] | None = None,
+        reply_to: str | list[str] | None = None,
+        subject: str | None = None,
+        attachments: list[str] | None = None,
+        **options: Any,
+    ) -> Job:
+        """Send the email template ``template`` (``email/NAME/`` folder) rendered with ``context``.
+
+        ``attachments`` are artifact ids (see :meth:`put_artifact`); ``options`` are the
+        delivery options of :meth:`enqueue`.
+
+        Raises:
+            ValueError: a bad address, a line break in a header, too many recipients,
+                an unknown template or attachment (nothing was sent).
+        """
+        payload: dict[str, Any] = {
+            "to": to,
+            "template": template,
+            "context": {} if context is None else context,
+        }
+        extras = {"cc": cc, "bcc": bcc, "reply_to": reply_to, "subject": subject, "attachments": attachments}
+        payload.update({k: v for k, v in extras.items() if v is not None})
+        return self.enqueue_with_options("email", payload, DeliveryOptions(**options))
+
+    def put_artifact(self, data: bytes, name: str, content_type: str | None = None) -> str:
+        """Store a file for jobs to use (an attachment, a source image); returns its id."""
+        return self.artifacts.put(data, name=name, content_type=content_type).id
+
+    def get_artifact(self, artifact_id: str) -> bytes:
+        """The bytes of an artifact. Raises ``ArtifactNotFound``."""
+        return self.artifacts.read(artifact_id)[1]
 
     def get(self, job_id: str) -> Job:
         """The job with this id.

@@ -94,8 +94,8 @@ def start_worker(service_env: dict[str, str]) -> Iterator[WorkerProcess.Factory]
     """Start `conveyor worker` replicas; all are stopped when the test ends."""
     started: list[WorkerProcess] = []
 
-    def factory(*args: str) -> WorkerProcess:
-        worker = WorkerProcess.start(service_env, *args)
+    def factory(*args: str, env: dict[str, str] | None = None) -> WorkerProcess:
+        worker = WorkerProcess.start({**service_env, **(env or {})}, *args)
         started.append(worker)
         return worker
 

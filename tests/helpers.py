@@ -74,7 +74,7 @@ class WorkerProcess:
     """A `conveyor worker` subprocess whose log lines are collected as they come."""
 
     class Factory(Protocol):
-        def __call__(self, *args: str) -> WorkerProcess: ...
+        def __call__(self, *args: str, env: dict[str, str] | None = None) -> WorkerProcess: ...
 
     def __init__(self, process: subprocess.Popen[str], processes: int) -> None:
         self.process = process

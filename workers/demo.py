@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import dramatiq
 
+from jobs.email.transport import FileOutbox
 from jobs.errors import JobFailed
 from jobs.settings import Settings
 from jobs.store import JobInfo
@@ -38,6 +39,10 @@ DEMO_JOBS = (
         lambda c: c.enqueue("noop", fail_attempts=2, min_backoff=0.2, max_backoff=0.5),
     ),
     DemoJob("delayed by 1 s", lambda c: c.enqueue("noop", delay=1.0)),
+    DemoJob(
+        "a welcome email, to the outbox",
+        lambda c: c.send_email("ada@example.com", "welcome", {"name": "Ada"}),
+    ),
     DemoJob("fails permanently", lambda c: c.enqueue("noop", permanent=True)),
     DemoJob(
         "retries exhausted",
@@ -67,6 +72,10 @@ def run_demo(settings: Settings, *, on_event: Callable[[str], None] = print) -> 
             with contextlib.suppress(JobFailed):
                 job.wait(timeout=30)
             on_event(f"  {title}: {job.status.value} after {job.attempts} attempt(s)")
+        emails = [job for _, job in jobs if job.info.kind == "email" and job.status.value == "succeeded"]
+        if emails and settings.smtp_url.startswith("file:"):
+            folder = FileOutbox.from_url(settings.smtp_url).folder
+            on_event(f"emails written to {', '.join(str(folder / f'{job.id}.eml') for job in emails)}")
         return [(title, job.info) for title, job in jobs]
     finally:
         worker.stop(timeout=10_000)

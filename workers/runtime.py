@@ -25,6 +25,7 @@ from jobs.actors import declare_actors
 from jobs.broker import build_broker
 from jobs.kinds import KINDS
 from jobs.middleware import Lifecycle
+from jobs.services import Services
 from jobs.settings import Settings
 from jobs.store import AttemptStore, Database, WorkerIdentity
 from workers.identity import current_identity
@@ -40,13 +41,18 @@ class WorkerStack:
     """Everything one worker process runs on."""
 
     settings: Settings
-    db: Database
+    services: Services
     broker: dramatiq.Broker
     identity: WorkerIdentity
     stopping: threading.Event
 
+    @property
+    def db(self) -> Database:
+        return self.services.db
+
     def close(self) -> None:
         self.broker.close()
+        self.services.close()
         self.db.dispose()
 
 
@@ -76,9 +82,12 @@ def build_worker_stack(settings: Settings, *, threads: int, db: Database | None 
     db = db or Database(settings.database_url, pool_size=threads + 2)
     identity = current_identity()
     stopping = threading.Event()
+    services = Services(settings, db)
     broker = build_broker(settings, worker_middleware(AttemptStore(db), identity, stopping))
-    declare_actors(broker, settings)
-    return WorkerStack(settings=settings, db=db, broker=broker, identity=identity, stopping=stopping)
+    declare_actors(broker, services)
+    return WorkerStack(
+        settings=settings, services=services, broker=broker, identity=identity, stopping=stopping
+    )
 
 
 def resolve_queues(settings: Settings, names: Iterable[str]) -> set[str]:

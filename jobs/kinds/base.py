@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobs.settings import Settings
 
 Payload = dict[str, Any]
 Result = dict[str, Any]
@@ -24,9 +27,11 @@ class JobKind:
     #: Seconds: no retry waits longer.
     max_backoff: float
     #: Checks and normalises a payload; raises ``ValueError`` with a clear message.
-    validate: Callable[[Mapping[str, Any]], Payload]
-    #: The job's code, run in the worker with the payload as keyword arguments.
+    validate: Callable[[Mapping[str, Any], Settings], Payload]
+    #: The job's code: ``run(services, **payload)`` in the worker; returns the job's result.
     run: Callable[..., Result]
+    #: The artifacts a payload refers to, which must exist when it is enqueued.
+    artifact_ids: Callable[[Payload], list[str]] = lambda _payload: []
 
 
 def require_keys(kind: str, payload: Mapping[str, Any], allowed: set[str]) -> None:

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs.context import current_job
 from jobs.defaults import NOOP_MAX_SLEEP
 from jobs.errors import PermanentError, TransientError
 from jobs.kinds.base import JobKind, Payload, Result, as_number, require_keys
 
+if TYPE_CHECKING:
+    from jobs.services import Services
+    from jobs.settings import Settings
+
 _FIELDS = {"sleep", "fail_attempts", "permanent"}
 
 
-def validate(payload: Mapping[str, Any]) -> Payload:
+def validate(payload: Mapping[str, Any], settings: Settings | None = None) -> Payload:
     """``sleep`` (seconds, ≤ 60); ``fail_attempts`` (the first N runs fail and are retried);
     ``permanent`` (fail at once, without retries)."""
     require_keys("noop", payload, _FIELDS)
@@ -33,7 +37,9 @@ def validate(payload: Mapping[str, Any]) -> Payload:
     return clean
 
 
-def run(sleep: float = 0.0, fail_attempts: int = 0, permanent: bool = False) -> Result:
+def run(
+    services: Services | None = None, *, sleep: float = 0.0, fail_attempts: int = 0, permanent: bool = False
+) -> Result:
     """Sleep, then succeed or fail as asked. Returns the attempt number and the time slept."""
     ctx = current_job()
     attempt = ctx.attempt if ctx else 1

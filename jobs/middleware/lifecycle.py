@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -23,18 +22,15 @@ from dramatiq.common import q_name
 from dramatiq.middleware import Middleware, SkipMessage
 
 from jobs.context import JobContext, current_job, set_current_job
-from jobs.errors import ServiceUnavailable
+from jobs.ids import is_uuid
 from jobs.kinds import ACTOR_KINDS, JobKind
 from jobs.status import AttemptOutcome
 from jobs.store import AttemptEnd, AttemptStore, SeenMessage, WorkerIdentity
+from jobs.store.waiting import wait_for_store
 
 logger = logging.getLogger("conveyor.lifecycle")
 
 T = TypeVar("T")
-
-#: Seconds between two tries of a store write while the database is unreachable.
-STORE_RETRY_MIN = 0.5
-STORE_RETRY_MAX = 10.0
 
 
 class Lifecycle(Middleware):
@@ -57,7 +53,7 @@ class Lifecycle(Middleware):
         kind = self.kinds.get(message.actor_name)
         if kind is None:  # an actor of the application's own: not a Conveyor job
             return
-        if not _is_uuid(message.message_id):
+        if not is_uuid(message.message_id):
             logger.error("rejecting message %r: its id is not a UUID", message.message_id)
             message.fail()
             raise SkipMessage("malformed message id")
@@ -129,21 +125,7 @@ class Lifecycle(Middleware):
         )
 
     def _write(self, operation: Callable[[], T]) -> T:
-        """Run a store write, waiting out a database outage rather than losing the record.
-
-        The message stays unacknowledged meanwhile: if the worker is stopped first,
-        RabbitMQ redelivers it.
-        """
-        pause = STORE_RETRY_MIN
-        while True:
-            try:
-                return operation()
-            except ServiceUnavailable as exc:
-                if self.stopping.is_set():
-                    raise
-                logger.warning("%s; retrying in %.1f s", exc, pause)
-                time.sleep(pause)
-                pause = min(pause * 2, STORE_RETRY_MAX)
+        return wait_for_store(operation, self.stopping)
 
 
 def describe_error(exception: BaseException) -> str:
@@ -168,11 +150,3 @@ def _seen_message(message: dramatiq.MessageProxy, kind: JobKind, broker: dramati
         max_retries=max_retries,
         created_at=datetime.fromtimestamp(message.message_timestamp / 1000, UTC),
     )
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(str(value))
-    except ValueError:
-        return False
-    return True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -11,6 +10,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from jobs.errors import JobNotFound
+from jobs.ids import is_uuid
 from jobs.status import JobStatus
 from jobs.store.database import Database
 from jobs.store.models import AttemptRow, JobRow
@@ -182,7 +182,7 @@ class JobStore:
         Raises:
             JobNotFound: no such job (also for an id that is not a UUID).
         """
-        if not _looks_like_uuid(job_id):
+        if not is_uuid(job_id):
             raise JobNotFound(f"no job {job_id!r}: a job id is a UUID")
         with self.db.session() as session:
             row = session.get(JobRow, job_id)
@@ -204,11 +204,3 @@ class JobStore:
         query = select(AttemptRow).where(AttemptRow.job_id == job_id).order_by(AttemptRow.attempt)
         with self.db.session() as session:
             return [AttemptInfo.from_row(row) for row in session.scalars(query)]
-
-
-def _looks_like_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except (ValueError, AttributeError, TypeError):
-        return False
-    return True

@@ -107,3 +107,19 @@ class ArtifactRow(Base):
         UuidStr, ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True, index=True
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class EmailDeliveryRow(Base):
+    """What became of an email job's message: ``sending`` while DATA is in flight, then ``sent``.
+
+    Checked before every send, so that a retry or a redelivery never sends twice.
+    """
+
+    __tablename__ = "email_deliveries"
+
+    job_id: Mapped[str] = mapped_column(UuidStr, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    message_id: Mapped[str] = mapped_column(String(255))
+    accepted: Mapped[list[str] | None] = mapped_column(JsonType, nullable=True)
+    rejected: Mapped[dict[str, str] | None] = mapped_column(JsonType, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

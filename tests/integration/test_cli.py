@@ -8,6 +8,7 @@ import secrets
 import pytest
 from sqlalchemy import create_engine, text
 
+from jobs.store.migrate import head_revision
 from producers import Client
 from tests.helpers import WorkerProcess, run_cli
 
@@ -137,11 +138,11 @@ def test_db_upgrade_creates_a_missing_database_then_migrates_it(service_env: dic
         first = run_cli("--database-url", url, "db", "upgrade", env=service_env)
         assert first.returncode == 0, first.stderr
         assert f"created database {url}" in first.stdout
-        assert "schema at 0001 (was empty)" in first.stdout
+        assert f"schema at {head_revision()} (was empty)" in first.stdout
 
         again = run_cli("--database-url", url, "db", "upgrade", env=service_env)
         assert again.returncode == 0
-        assert again.stdout.strip() == "schema up to date at 0001"
+        assert again.stdout.strip() == f"schema up to date at {head_revision()}"
     finally:
         admin = create_engine(
             "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
@@ -163,3 +164,39 @@ def test_help_shows_each_option_with_its_environment_variable() -> None:
     ):
         assert variable in result.stdout
     assert "Examples:" in result.stdout
+
+
+def test_enqueue_email_takes_context_json_and_vars(service_env: dict[str, str], client: Client) -> None:
+    result = run_cli(
+        "enqueue",
+        "email",
+        "--to",
+        "ada@example.com",
+        "--template",
+        "password_reset",
+        "--context",
+        '{"name": "Ada"}',
+        "--var",
+        "reset_url=https://example.com/r",
+        "--json",
+        env=service_env,
+    )
+
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout)
+    assert row["kind"] == "email"
+    assert row["queue"].endswith(".email")
+    assert row["payload"]["context"] == {"name": "Ada", "reset_url": "https://example.com/r"}
+    bad = run_cli(
+        "enqueue",
+        "email",
+        "--to",
+        "ada@example.com",
+        "--template",
+        "welcome",
+        "--var",
+        "oops",
+        env=service_env,
+    )
+    assert bad.returncode == 2
+    assert "KEY=VALUE" in bad.stderr

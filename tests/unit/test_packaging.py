@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from jobs.settings import Settings
+from jobs.store.migrate import head_revision
 from templates import SHIPPED_DIR, search_path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +42,8 @@ def test_the_wheel_ships_migrations_templates_and_the_cli(tmp_path: Path) -> Non
     assert "jobs/store/migrations/versions/0001_initial.py" in names
     assert "jobs/store/migrations/script.py.mako" in names
     assert "templates/__init__.py" in names
-    assert "templates/email/README.txt" in names
+    assert "templates/email/welcome/body.html" in names
+    assert "templates/email/_layout.html" in names
     assert "producers/py.typed" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "conveyor = cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
@@ -61,7 +63,7 @@ def test_the_wheel_ships_migrations_templates_and_the_cli(tmp_path: Path) -> Non
         check=True,
         cwd=tmp_path,
     )
-    assert probe.stdout.split() == [str(target / "jobs/store/migrations"), "0001"]
+    assert probe.stdout.split() == [str(target / "jobs/store/migrations"), head_revision()]
 
 
 def test_templates_dir_is_searched_before_the_shipped_templates(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Email: addresses, templates, MIME messages, SMTP delivery and the record of deliveries."""

@@ -1,0 +1,145 @@
+"""Deliver one email job: render, build, rate-limit, send — and never send it twice."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from jobs.email.addresses import bare_address
+from jobs.email.message import Attachment, Envelope, build_message
+from jobs.email.templates import EmailTemplates, check_subject
+from jobs.email.transport import FileOutbox, SendResult, SmtpConfig, SmtpTransport
+from jobs.errors import ArtifactNotFound, PermanentError, TransientError
+from jobs.ratelimit import RateLimiter
+from jobs.services import Services
+from jobs.store.deliveries import DeliveryState, DeliveryStore
+from jobs.store.waiting import wait_for_store
+from templates import search_path
+
+logger = logging.getLogger("conveyor.email")
+
+#: Bytes: the largest message (attachments included) Conveyor builds.
+MAX_MESSAGE_BYTES = 25 * 1024 * 1024
+
+
+class Transport(Protocol):
+    def send(
+        self, message: Any, sender: str, recipients: list[str], before_data: Callable[[], None]
+    ) -> SendResult: ...
+
+    def close(self) -> None: ...
+
+
+class Mailer:
+    """One per worker process: compiled templates, the SMTP connection pool, the rate limiter."""
+
+    def __init__(self, services: Services) -> None:
+        settings = services.settings
+        self.services = services
+        self.templates = EmailTemplates(search_path(settings))
+        self.deliveries = DeliveryStore(services.db)
+        self.sender = settings.email_from
+        self._outbox: FileOutbox | None = None
+        self._smtp: SmtpTransport | None = None
+        if settings.smtp_url.startswith("file:"):
+            self._outbox = FileOutbox.from_url(settings.smtp_url)
+        else:
+            self._smtp = SmtpTransport(SmtpConfig.from_url(settings.smtp_url))
+        self.limiter = (
+            RateLimiter(services.redis, f"{settings.namespace}:ratelimit:email", settings.email_rate)
+            if settings.email_rate
+            else None
+        )
+
+    def deliver(self, job_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send the email of job ``job_id`` unless it was sent already; returns the job's result."""
+        done = self.deliveries.get(job_id)
+        if done is not None and done.state is DeliveryState.SENT:
+            logger.info("job %s: email %s already sent, not sending again", job_id, done.message_id)
+            return {"message_id": done.message_id, "accepted": done.accepted, "rejected": done.rejected}
+        if done is not None:
+            raise PermanentError(_uncertain(done.message_id))
+        envelope = Envelope(
+            sender=self.sender,
+            to=payload["to"],
+            cc=payload.get("cc", []),
+            bcc=payload.get("bcc", []),
+            reply_to=payload.get("reply_to", []),
+        )
+        rendered = self.templates.render(payload["template"], payload.get("context", {}))
+        if payload.get("subject"):
+            check_subject(payload["subject"])
+            rendered = type(rendered)(subject=payload["subject"], text=rendered.text, html=rendered.html)
+        message = build_message(job_id, envelope, rendered, self._attachments(payload.get("attachments", [])))
+        message_id = str(message["Message-ID"])
+        if len(message.as_bytes()) > MAX_MESSAGE_BYTES:
+            raise PermanentError(f"the email is larger than {MAX_MESSAGE_BYTES // 2**20} MiB")
+        if self.limiter is not None:
+            self.limiter.wait_for_slot()
+        result = self._send(job_id, message, message_id, envelope)
+        wait_for_store(
+            lambda: self.deliveries.mark_sent(job_id, message_id, result.accepted, result.rejected)
+        )
+        return {"message_id": message_id, "accepted": result.accepted, "rejected": result.rejected}
+
+    def _send(self, job_id: str, message: Any, message_id: str, envelope: Envelope) -> SendResult:
+        def record_intent() -> None:
+            wait_for_store(lambda: self.deliveries.mark_sending(job_id, message_id))
+
+        sender = bare_address(envelope.sender)
+        recipients = [bare_address(r) for r in envelope.recipients]
+        if self._outbox is not None:
+            return self._outbox.send(message, sender, recipients, record_intent, job_id=job_id)
+        assert self._smtp is not None
+        try:
+            return self._smtp.send(message, sender, recipients, record_intent)
+        except smtplib.SMTPServerDisconnected as exc:
+            if getattr(exc, "conveyor_after_data", False):
+                # DATA went out and no reply came back: the server may have the message.
+                raise PermanentError(_uncertain(message_id)) from None
+            raise TransientError(f"SMTP connection lost: {exc}") from None
+        except smtplib.SMTPDataError:
+            # The server answered DATA with a refusal: nothing was delivered, a retry may send.
+            self.deliveries.forget(job_id)
+            raise
+
+    def _attachments(self, artifact_ids: list[str]) -> list[Attachment]:
+        attachments = []
+        for artifact_id in artifact_ids:
+            try:
+                info, data = self.services.artifacts.read(artifact_id)
+            except ArtifactNotFound:
+                raise PermanentError(f"attachment {artifact_id} does not exist") from None
+            attachments.append(Attachment(name=info.name, content_type=info.content_type, data=data))
+        return attachments
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            self._smtp.close()
+
+
+def _uncertain(message_id: str) -> str:
+    return (
+        f"DeliveryUncertain: an earlier attempt handed message {message_id} to the SMTP server and "
+        "stopped before its answer; not sent again, to never send twice"
+    )
+
+
+def classify_smtp_error(exc: Exception) -> Exception:
+    """4xx replies, lost connections and timeouts are worth a retry; 5xx replies are final."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = {code for code, _ in exc.recipients.values()}
+        detail = "; ".join(f"{r}: {c} {m.decode(errors='replace')}" for r, (c, m) in exc.recipients.items())
+        kind = TransientError if all(400 <= c < 500 for c in codes) else PermanentError
+        return kind(f"all recipients refused: {detail}")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        text = (
+            exc.smtp_error.decode(errors="replace")
+            if isinstance(exc.smtp_error, bytes)
+            else str(exc.smtp_error)
+        )
+        kind = TransientError if 400 <= exc.smtp_code < 500 else PermanentError
+        return kind(f"SMTP {exc.smtp_code} {text}")
+    return TransientError(f"SMTP {type(exc).__name__}: {exc}")

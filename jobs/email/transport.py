@@ -1,0 +1,271 @@
+"""Delivery: SMTP with one reused connection per worker thread, or a folder of ``.eml`` files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import smtplib
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from jobs.defaults import DEFAULT_SMTP_IDLE_TIMEOUT, DEFAULT_SMTP_TIMEOUT
+from jobs.errors import PermanentError
+
+logger = logging.getLogger("conveyor.email")
+
+
+@dataclass(frozen=True)
+class SendResult:
+    accepted: list[str]
+    rejected: dict[str, str]
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """What ``smtp://user:pass@host:port?starttls=true&timeout=10&cafile=…&verify=false&reuse=true`` says."""
+
+    host: str
+    port: int
+    implicit_tls: bool
+    starttls: bool
+    username: str | None
+    password: str | None
+    timeout: float
+    cafile: str | None
+    verify: bool
+    #: Keep one connection per worker thread across messages (``reuse=false``: one per message).
+    reuse: bool = True
+
+    @classmethod
+    def from_url(cls, url: str) -> SmtpConfig:
+        parts = urlsplit(url)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(query) - {"starttls", "timeout", "cafile", "verify", "reuse"}
+        if unknown:
+            raise ValueError(f"CONVEYOR_SMTP_URL: unknown parameter(s) {', '.join(sorted(unknown))}")
+        implicit_tls = parts.scheme == "smtps"
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (465 if implicit_tls else 25),
+            implicit_tls=implicit_tls,
+            starttls=_flag(query.get("starttls", "false")),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            timeout=float(query.get("timeout", DEFAULT_SMTP_TIMEOUT)),
+            cafile=query.get("cafile"),
+            verify=_flag(query.get("verify", "true")),
+            reuse=_flag(query.get("reuse", "true")),
+        )
+
+    def tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.cafile)
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+
+def _flag(value: str) -> bool:
+    return value.lower() in ("1", "true", "yes", "on")
+
+
+class _PooledConnection:
+    def __init__(self, smtp: smtplib.SMTP) -> None:
+        self.smtp = smtp
+        self.last_used = time.monotonic()
+        self.lock = threading.Lock()
+
+
+class SmtpTransport:
+    """Sends over SMTP, keeping one connection per thread; a janitor closes idle ones."""
+
+    def __init__(self, config: SmtpConfig, idle_timeout: float = DEFAULT_SMTP_IDLE_TIMEOUT) -> None:
+        self.config = config
+        self.idle_timeout = idle_timeout
+        self.connections_opened = 0
+        self._local = threading.local()
+        self._all: set[_PooledConnection] = set()
+        self._all_lock = threading.Lock()
+        self._closed = threading.Event()
+        self._janitor = threading.Thread(
+            target=self._close_idle_connections, daemon=True, name="smtp-janitor"
+        )
+        self._janitor.start()
+
+    def send(
+        self, message: EmailMessage, sender: str, recipients: list[str], before_data: Callable[[], None]
+    ) -> SendResult:
+        """MAIL, RCPT for each recipient, then ``before_data()``, then DATA.
+
+        Raises:
+            smtplib.SMTPException, OSError: as the server or the network said; a reused
+                connection the server had closed is replaced once, before anything was sent.
+        """
+        for reused in (True, False):
+            pooled = self._connection(fresh=not reused)
+            with pooled.lock:
+                try:
+                    return self._transaction(pooled.smtp, message, sender, recipients, before_data)
+                except smtplib.SMTPServerDisconnected as exc:
+                    self._discard(pooled)
+                    if not reused or getattr(exc, "conveyor_after_data", False):
+                        raise
+                    logger.info("SMTP connection was closed by the server; reconnecting")
+                except (smtplib.SMTPException, OSError):
+                    self._discard(pooled)
+                    raise
+                finally:
+                    pooled.last_used = time.monotonic()
+                    if not self.config.reuse:
+                        self._discard(pooled)
+        raise AssertionError("unreachable")
+
+    def _transaction(
+        self,
+        smtp: smtplib.SMTP,
+        message: EmailMessage,
+        sender: str,
+        recipients: list[str],
+        before_data: Callable[[], None],
+    ) -> SendResult:
+        code, reply = smtp.mail(sender)
+        if code != 250:
+            smtp.rset()
+            raise smtplib.SMTPSenderRefused(code, reply, sender)
+        rejected: dict[str, tuple[int, bytes]] = {}
+        for recipient in recipients:
+            code, reply = smtp.rcpt(recipient)
+            if code not in (250, 251):
+                rejected[recipient] = (code, reply)
+        if len(rejected) == len(recipients):
+            smtp.rset()
+            raise smtplib.SMTPRecipientsRefused(rejected)
+        before_data()
+        try:
+            code, reply = smtp.data(message.as_bytes())
+        except smtplib.SMTPServerDisconnected as exc:
+            exc.conveyor_after_data = True  # type: ignore[attr-defined]
+            raise
+        if code != 250:
+            smtp.rset()
+            raise smtplib.SMTPDataError(code, reply)
+        return SendResult(
+            accepted=[r for r in recipients if r not in rejected],
+            rejected={r: f"{code} {reply.decode(errors='replace')}" for r, (code, reply) in rejected.items()},
+        )
+
+    def _connection(self, *, fresh: bool) -> _PooledConnection:
+        pooled: _PooledConnection | None = getattr(self._local, "connection", None)
+        if pooled is not None and (fresh or pooled not in self._all):
+            self._discard(pooled)
+            pooled = None
+        if pooled is None:
+            pooled = _PooledConnection(self._connect())
+            self._local.connection = pooled
+            with self._all_lock:
+                self._all.add(pooled)
+        return pooled
+
+    def _connect(self) -> smtplib.SMTP:
+        config = self.config
+        smtp: smtplib.SMTP
+        if config.implicit_tls:
+            smtp = smtplib.SMTP_SSL(
+                config.host, config.port, timeout=config.timeout, context=config.tls_context()
+            )
+        else:
+            smtp = smtplib.SMTP(config.host, config.port, timeout=config.timeout)
+        try:
+            smtp.ehlo()
+            if config.starttls:
+                if not smtp.has_extn("starttls"):
+                    raise PermanentError(f"SMTP server {config.host}:{config.port} does not offer STARTTLS")
+                smtp.starttls(context=config.tls_context())
+                smtp.ehlo()
+            if config.username:
+                smtp.login(config.username, config.password or "")
+        except BaseException:
+            smtp.close()
+            raise
+        self.connections_opened += 1
+        return smtp
+
+    def _discard(self, pooled: _PooledConnection) -> None:
+        with self._all_lock:
+            self._all.discard(pooled)
+        if getattr(self._local, "connection", None) is pooled:
+            self._local.connection = None
+        _quit(pooled.smtp)
+
+    def _close_idle_connections(self) -> None:
+        while not self._closed.wait(min(5.0, self.idle_timeout)):
+            now = time.monotonic()
+            with self._all_lock:
+                idle = [p for p in self._all if now - p.last_used > self.idle_timeout]
+            for pooled in idle:
+                if pooled.lock.acquire(blocking=False):
+                    try:
+                        with self._all_lock:
+                            self._all.discard(pooled)
+                        _quit(pooled.smtp)
+                    finally:
+                        pooled.lock.release()
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._all_lock:
+            pooled, self._all = list(self._all), set()
+        for p in pooled:
+            _quit(p.smtp)
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
+
+
+class FileOutbox:
+    """``file://DIR``: one ``<job id>.eml`` per message, written atomically."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @classmethod
+    def from_url(cls, url: str) -> FileOutbox:
+        parts = urlsplit(url)
+        return cls(Path(unquote(parts.netloc + parts.path)).expanduser())
+
+    def send(
+        self,
+        message: EmailMessage,
+        sender: str,
+        recipients: list[str],
+        before_data: Callable[[], None],
+        *,
+        job_id: str,
+    ) -> SendResult:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        before_data()
+        fd, temporary = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".eml.tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(message.as_bytes())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.folder / f"{job_id}.eml")
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return SendResult(accepted=list(recipients), rejected={})
+
+    def close(self) -> None:
+        """Nothing to close."""

@@ -1,0 +1,53 @@
+"""What job code may use in a worker: settings, the store, Redis, and per-process resources."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any, TypeVar
+
+import redis
+
+from jobs.defaults import DEFAULT_REDIS_TIMEOUT
+from jobs.settings import Settings
+from jobs.store import Database
+from jobs.store.artifacts import ArtifactStore
+
+T = TypeVar("T")
+
+
+class Services:
+    """Built once per worker process and handed to every job's ``run``."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        self.artifacts = ArtifactStore(db)
+        self._resources: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        """A Redis client with short timeouts: Redis is an aid, never a reason to stall jobs."""
+        return redis.Redis.from_url(
+            self.settings.redis_url,
+            socket_timeout=DEFAULT_REDIS_TIMEOUT,
+            socket_connect_timeout=DEFAULT_REDIS_TIMEOUT,
+        )
+
+    def resource(self, name: str, factory: Callable[[], T]) -> T:
+        """A per-process resource (an SMTP pool, compiled templates), made on first use."""
+        with self._lock:
+            if name not in self._resources:
+                self._resources[name] = factory()
+            value: T = self._resources[name]
+            return value
+
+    def close(self) -> None:
+        for resource in self._resources.values():
+            close = getattr(resource, "close", None)
+            if callable(close):
+                close()
+        if "redis" in self.__dict__:
+            self.redis.close()

@@ -1,0 +1,118 @@
+"""A real SMTP server (aiosmtpd) inside the test process, scriptable per test."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+
+@dataclass
+class Received:
+    sender: str
+    recipients: list[str]
+    message: EmailMessage
+    at: float
+
+
+@dataclass
+class Behaviour:
+    """What the server answers; tests change it before or while workers send."""
+
+    #: Replies to DATA, used up one by one (e.g. ["451 try later"] * 2); then "250 OK".
+    data_replies: list[str] = field(default_factory=list)
+    #: Recipients refused at RCPT with this reply.
+    refused: dict[str, str] = field(default_factory=dict)
+    #: Called with the message after it is stored, before the 250 reply goes out.
+    after_accept: Callable[[EmailMessage], None] | None = None
+
+
+class RecordingHandler:
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.behaviour = Behaviour()
+        self.connections = 0
+        self.lock = threading.Lock()
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ):
+        with self.lock:
+            self.connections += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        reply = self.behaviour.refused.get(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.behaviour.data_replies:
+            return self.behaviour.data_replies.pop(0)
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self.lock:
+            self.received.append(
+                Received(envelope.mail_from, list(envelope.rcpt_tos), message, time.monotonic())
+            )
+        if self.behaviour.after_accept is not None:
+            self.behaviour.after_accept(message)  # type: ignore[arg-type]
+        return "250 OK: queued"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class SmtpServer:
+    def __init__(
+        self, *, tls_context: ssl.SSLContext | None = None, credentials: tuple[str, str] | None = None
+    ):
+        self.handler = RecordingHandler()
+        self.port = free_port()
+        kwargs: dict[str, Any] = {}
+        if tls_context is not None:
+            kwargs.update(tls_context=tls_context, require_starttls=True)
+        if credentials is not None:
+            kwargs.update(authenticator=_authenticator(credentials), auth_required=True)
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, **kwargs)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    @property
+    def received(self) -> list[Received]:
+        return self.handler.received
+
+    def start(self) -> SmtpServer:
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+def _authenticator(credentials: tuple[str, str]) -> Callable[..., AuthResult]:
+    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and (auth_data.login.decode(), auth_data.password.decode()) == credentials
+        )
+        return AuthResult(success=ok, handled=False)
+
+    return authenticate
