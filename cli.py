@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -19,6 +20,7 @@ from rich.table import Table
 from jobs import defaults
 from jobs.broker import check_broker
 from jobs.errors import ConveyorError, JobFailed, SettingsError
+from jobs.images.shorthand import parse_operation
 from jobs.logs import configure_logging, mask_secrets
 from jobs.settings import Settings, mask_url
 from jobs.status import JobStatus
@@ -271,6 +273,56 @@ def enqueue_email(
     if subject is not None:
         payload["subject"] = subject
     _enqueue(state, "email", payload, **options)
+
+
+@enqueue.command("image")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Upload this image as the source.",
+)
+@click.option("--source", help="Or: the artifact id of an image already stored.")
+@click.option(
+    "--op",
+    "ops",
+    multiple=True,
+    metavar="OP",
+    help="thumbnail=WxH, resize=WxH[:fill], crop=L,T,R,B, rotate=DEG, grayscale, blur=R, "
+    "watermark=TEXT, or a JSON object (repeatable, applied in order).",
+)
+@click.option(
+    "--format", "output_format", type=click.Choice(["jpeg", "png", "webp"]), default="jpeg", show_default=True
+)
+@click.option("--quality", type=click.IntRange(1, 100), default=85, show_default=True)
+@click.option("--keep-metadata", is_flag=True, help="Keep EXIF (GPS included); stripped by default.")
+@delivery_options
+@click.pass_obj
+def enqueue_image(
+    state: AppState,
+    /,
+    path: Path | None,
+    source: str | None,
+    ops: tuple[str, ...],
+    output_format: str,
+    quality: int,
+    keep_metadata: bool,
+    **options: Any,
+) -> None:
+    """An image job: operations on one image, stored as a new artifact."""
+    if (path is None) == (source is None):
+        raise click.UsageError("give exactly one of --file and --source")
+    operations = [parse_operation(op) for op in ops]
+    if path is not None:
+        source = state.client.put_artifact(path.read_bytes(), name=path.name)
+    payload = {
+        "source": source,
+        "operations": operations,
+        "format": output_format,
+        "quality": quality,
+        "keep_metadata": keep_metadata,
+    }
+    _enqueue(state, "image", payload, **options)
 
 
 def _template_context(context_json: str | None, variables: tuple[str, ...]) -> dict[str, Any]:

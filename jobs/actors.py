@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import dramatiq
+from dramatiq.middleware import TimeLimitExceeded
 
 from jobs.context import current_job
 from jobs.errors import PermanentError
@@ -32,6 +33,10 @@ def declare_actors(
             "max_backoff": int(kind.max_backoff * 1000),
             "throws": (PermanentError,),
         }
+        if kind.time_limit is not None:
+            options["time_limit"] = int(kind.time_limit * 1000)
+            # An image that takes too long will take too long again: fail it, do not retry.
+            options["throws"] = (PermanentError, TimeLimitExceeded)
         unknown = set(options) - broker.actor_options
         if unknown:
             raise ValueError(f"actor {kind.actor_name}: no middleware understands {sorted(unknown)}")

@@ -37,3 +37,9 @@ DEFAULT_SMTP_TIMEOUT = 30.0
 DEFAULT_SMTP_IDLE_TIMEOUT = 30.0
 #: Bytes: the largest email (all attachments included) Conveyor will build.
 DEFAULT_EMAIL_MAX_BYTES = 25 * 1024 * 1024
+
+#: Images: the largest input in bytes and in pixels (checked from the header, before decoding),
+#: and the seconds one image job may run.
+DEFAULT_IMAGE_MAX_BYTES = 50 * 1024 * 1024
+DEFAULT_IMAGE_MAX_PIXELS = 100_000_000
+DEFAULT_IMAGE_TIME_LIMIT = 60.0

@@ -74,6 +74,11 @@ class Settings:
     email_rate: str | None = None
     #: Most recipients (to + cc + bcc) one email may have.
     email_max_recipients: int = defaults.DEFAULT_EMAIL_MAX_RECIPIENTS
+    #: Largest image input, in bytes and in pixels.
+    image_max_bytes: int = defaults.DEFAULT_IMAGE_MAX_BYTES
+    image_max_pixels: int = defaults.DEFAULT_IMAGE_MAX_PIXELS
+    #: JPEG draft mode: decode big JPEGs at a reduced scale when every output is small.
+    image_draft: bool = True
 
     def __post_init__(self) -> None:
         for name, schemes in _URL_SCHEMES.items():
@@ -90,6 +95,8 @@ class Settings:
             raise SettingsError("CONVEYOR_BROKER_HEARTBEAT must be 0 (disabled) or a number of seconds")
         if self.email_rate is not None:
             parse_rate(self.email_rate)
+        if self.image_max_bytes < 1 or self.image_max_pixels < 1:
+            raise SettingsError("CONVEYOR_IMAGE_MAX_BYTES and CONVEYOR_IMAGE_MAX_PIXELS must be positive")
         if self.email_max_recipients < 1:
             raise SettingsError("CONVEYOR_EMAIL_MAX_RECIPIENTS must be at least 1")
         if any(c in self.email_from for c in "\r\n") or "@" not in self.email_from:
@@ -174,7 +181,17 @@ def parse_rate(text: str) -> tuple[int, float]:
 
 
 def _convert(name: str, raw: str) -> Any:
-    if name in ("max_priority", "broker_heartbeat", "email_max_recipients"):
+    if name == "image_draft":
+        if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} must be true or false")
+        return raw.lower() in ("1", "true", "yes", "on")
+    if name in (
+        "max_priority",
+        "broker_heartbeat",
+        "email_max_recipients",
+        "image_max_bytes",
+        "image_max_pixels",
+    ):
         try:
             return int(raw)
         except ValueError:

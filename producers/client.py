@@ -208,6 +208,38 @@ class Client:
         payload.update({k: v for k, v in extras.items() if v is not None})
         return self.enqueue_with_options("email", payload, DeliveryOptions(**options))
 
+    def process_image(
+        self,
+        source: str,
+        operations: list[dict[str, Any]] | None = None,
+        format: str = "jpeg",
+        quality: int = 85,
+        *,
+        variants: list[dict[str, Any]] | None = None,
+        keep_metadata: bool = False,
+        background: str = "#ffffff",
+        **options: Any,
+    ) -> Job:
+        """Process the image artifact ``source``: ``operations`` in order, then encode as ``format``.
+
+        ``variants`` (``[{"name": "small", "operations": [...], "format": "webp"}, ...]``) make
+        several outputs from one decode. ``options`` are the delivery options of :meth:`enqueue`.
+
+        Raises:
+            ValueError: an unknown operation, a bad parameter, a missing source artifact.
+        """
+        payload: dict[str, Any] = {
+            "source": source,
+            "operations": operations or [],
+            "format": format,
+            "quality": quality,
+            "keep_metadata": keep_metadata,
+            "background": background,
+        }
+        if variants is not None:
+            payload["variants"] = variants
+        return self.enqueue_with_options("image", payload, DeliveryOptions(**options))
+
     def put_artifact(self, data: bytes, name: str, content_type: str | None = None) -> str:
         """Store a file for jobs to use (an attachment, a source image); returns its id."""
         return self.artifacts.put(data, name=name, content_type=content_type).id

@@ -6,10 +6,12 @@ In-process broker, SQLite store, ``.eml`` outbox: nothing to install or start.
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import dramatiq
+from PIL import Image, ImageDraw
 
 from jobs.email.transport import FileOutbox
 from jobs.errors import JobFailed
@@ -43,12 +45,58 @@ DEMO_JOBS = (
         "a welcome email, to the outbox",
         lambda c: c.send_email("ada@example.com", "welcome", {"name": "Ada"}),
     ),
+    DemoJob("a thumbnail set from one photo", lambda c: _thumbnail_set(c)),
     DemoJob("fails permanently", lambda c: c.enqueue("noop", permanent=True)),
     DemoJob(
         "retries exhausted",
         lambda c: c.enqueue("noop", fail_attempts=9, max_retries=1, min_backoff=0.1, max_backoff=0.2),
     ),
 )
+
+
+def _thumbnail_set(client: Client) -> Job:
+    source = client.put_artifact(_sample_photo(), name="sample.jpg")
+    return client.process_image(
+        source,
+        variants=[
+            {"name": "small", "operations": [{"op": "thumbnail", "width": 160, "height": 160}]},
+            {
+                "name": "medium",
+                "operations": [{"op": "thumbnail", "width": 640, "height": 640}],
+                "format": "webp",
+            },
+            {
+                "name": "square",
+                "operations": [
+                    {"op": "resize", "width": 300, "height": 300, "mode": "fill"},
+                    {"op": "watermark", "text": "Conveyor"},
+                ],
+                "format": "png",
+            },
+        ],
+    )
+
+
+def _sample_photo() -> bytes:
+    """A 2400×1600 JPEG drawn on the spot: a sky gradient, a sun, hills."""
+    width, height = 2400, 1600
+    sky = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+    image = Image.merge(
+        "RGB",
+        (
+            sky.getchannel(0).point(lambda v: 60 + v // 3),
+            sky.getchannel(0).point(lambda v: 120 + v // 3),
+            Image.new("L", (width, height), 230),
+        ),
+    )
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((1700, 200, 2000, 500), fill=(255, 210, 80))
+    draw.polygon(
+        [(0, 1600), (0, 1100), (700, 800), (1400, 1150), (2400, 900), (2400, 1600)], fill=(60, 130, 70)
+    )
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
 
 
 def embedded_settings(base: Settings) -> Settings:
@@ -72,6 +120,12 @@ def run_demo(settings: Settings, *, on_event: Callable[[str], None] = print) -> 
             with contextlib.suppress(JobFailed):
                 job.wait(timeout=30)
             on_event(f"  {title}: {job.status.value} after {job.attempts} attempt(s)")
+        for _, job in jobs:
+            for artifact in (job.result or {}).get("artifacts", []):
+                on_event(
+                    f"  image {artifact['name']}: {artifact['width']}×{artifact['height']} "
+                    f"{artifact['format']}, {artifact['size']:,} bytes"
+                )
         emails = [job for _, job in jobs if job.info.kind == "email" and job.status.value == "succeeded"]
         if emails and settings.smtp_url.startswith("file:"):
             folder = FileOutbox.from_url(settings.smtp_url).folder

@@ -32,6 +32,8 @@ class JobKind:
     run: Callable[..., Result]
     #: The artifacts a payload refers to, which must exist when it is enqueued.
     artifact_ids: Callable[[Payload], list[str]] = lambda _payload: []
+    #: Seconds one attempt may run before it is stopped and failed for good (``None``: Dramatiq's 10 min).
+    time_limit: float | None = None
 
 
 def require_keys(kind: str, payload: Mapping[str, Any], allowed: set[str]) -> None:

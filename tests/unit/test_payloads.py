@@ -40,7 +40,7 @@ def test_a_bad_noop_payload_is_a_value_error_naming_the_field(
 
 
 def test_an_unknown_kind_lists_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="unknown job kind 'fax'; known kinds: email, noop"):
+    with pytest.raises(ValueError, match="unknown job kind 'fax'; known kinds: email, image, noop"):
         get_kind("fax")
 
 
