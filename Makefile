@@ -15,6 +15,7 @@ $(BIN)/python:
 
 # Reinstall whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
+	@bash scripts/ensure-system-packages.sh
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
 	@touch $@
 

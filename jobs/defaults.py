@@ -43,3 +43,8 @@ DEFAULT_EMAIL_MAX_BYTES = 25 * 1024 * 1024
 DEFAULT_IMAGE_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_IMAGE_MAX_PIXELS = 100_000_000
 DEFAULT_IMAGE_TIME_LIMIT = 60.0
+
+#: Seconds an identical report (name, params, formats) reuses the artifacts of the previous run.
+DEFAULT_REPORT_CACHE_TTL = 600
+#: Bytes read or written at a time when artifacts stream.
+ARTIFACT_CHUNK = 1024 * 1024

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import redis
 
@@ -17,13 +17,23 @@ from jobs.store.artifacts import ArtifactStore
 T = TypeVar("T")
 
 
+class Producer(Protocol):
+    """Enqueues follow-up jobs from inside a job (``producers.Client`` is one)."""
+
+    def enqueue_with_options(
+        self, kind_name: str, payload: Mapping[str, Any], options: Any, *, parent_id: str | None = None
+    ) -> Any: ...
+
+
 class Services:
     """Built once per worker process and handed to every job's ``run``."""
 
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db
-        self.artifacts = ArtifactStore(db)
+        #: Set by the worker runtime once its broker exists.
+        self.producer: Producer | None = None
+        self.artifacts = ArtifactStore(db, settings.artifact_url)
         self._resources: dict[str, Any] = {}
         self._lock = threading.Lock()
 

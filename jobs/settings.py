@@ -79,6 +79,10 @@ class Settings:
     image_max_pixels: int = defaults.DEFAULT_IMAGE_MAX_PIXELS
     #: JPEG draft mode: decode big JPEGs at a reduced scale when every output is small.
     image_draft: bool = True
+    #: Where artifacts' bytes go: ``None`` keeps them in the database; ``file:///DIR`` on a filesystem.
+    artifact_url: str | None = None
+    #: Seconds an identical report request reuses the previous one's artifacts.
+    report_cache_ttl: int = defaults.DEFAULT_REPORT_CACHE_TTL
 
     def __post_init__(self) -> None:
         for name, schemes in _URL_SCHEMES.items():
@@ -95,6 +99,10 @@ class Settings:
             raise SettingsError("CONVEYOR_BROKER_HEARTBEAT must be 0 (disabled) or a number of seconds")
         if self.email_rate is not None:
             parse_rate(self.email_rate)
+        if self.artifact_url is not None:
+            _check_url("artifact_url", self.artifact_url, ("file",))
+        if self.report_cache_ttl < 0:
+            raise SettingsError("CONVEYOR_REPORT_CACHE_TTL must be 0 (no cache) or a number of seconds")
         if self.image_max_bytes < 1 or self.image_max_pixels < 1:
             raise SettingsError("CONVEYOR_IMAGE_MAX_BYTES and CONVEYOR_IMAGE_MAX_PIXELS must be positive")
         if self.email_max_recipients < 1:
@@ -191,12 +199,13 @@ def _convert(name: str, raw: str) -> Any:
         "email_max_recipients",
         "image_max_bytes",
         "image_max_pixels",
+        "report_cache_ttl",
     ):
         try:
             return int(raw)
         except ValueError:
             raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not an integer") from None
-    if name in ("templates_dir", "email_rate"):
+    if name in ("templates_dir", "email_rate", "artifact_url"):
         return raw or None
     return raw
 

@@ -6,7 +6,6 @@ import json
 import os
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -14,85 +13,12 @@ from typing import Any
 import dramatiq
 
 from jobs.broker import BROKER_ERRORS, broker_unavailable, build_broker
+from jobs.delivery import DeliveryOptions
 from jobs.kinds import JobKind, get_kind
 from jobs.settings import Settings
 from jobs.store import Database, JobStore, NewJob
 from jobs.store.artifacts import ArtifactStore
 from producers.job import Job
-
-#: Option names that ``enqueue`` keeps for itself; a payload cannot use them.
-DELIVERY_OPTIONS = ("idempotency_key", "delay", "priority", "max_retries", "min_backoff", "max_backoff")
-_MAX_IDEMPOTENCY_KEY = 255
-
-
-@dataclass(frozen=True)
-class DeliveryOptions:
-    """How a job is delivered, apart from what it does (its payload)."""
-
-    idempotency_key: str | None = None
-    delay: float | timedelta | None = None
-    priority: int | None = None
-    max_retries: int | None = None
-    min_backoff: float | None = None
-    max_backoff: float | None = None
-
-    def delay_ms(self) -> int | None:
-        if self.delay is None:
-            return None
-        seconds = self.delay.total_seconds() if isinstance(self.delay, timedelta) else float(self.delay)
-        return int(seconds * 1000) if seconds > 0 else None
-
-    def check(self, max_priority: int | None) -> None:
-        """Raises ``ValueError`` naming the bad option."""
-        key = self.idempotency_key
-        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY):
-            raise ValueError(f"idempotency_key must be a non-empty string of at most {_MAX_IDEMPOTENCY_KEY}")
-        if self.delay is not None:
-            if isinstance(self.delay, bool) or not isinstance(self.delay, int | float | timedelta):
-                raise ValueError("delay must be a number of seconds or a timedelta")
-            if _seconds(self.delay) < 0:
-                raise ValueError("delay must not be negative")
-        if self.priority is not None:
-            top = max_priority or 255
-            if isinstance(self.priority, bool) or not isinstance(self.priority, int):
-                raise ValueError("priority must be an integer")
-            if not 0 <= self.priority <= top:
-                raise ValueError(f"priority must be between 0 and {top}")
-        if self.max_retries is not None and (
-            isinstance(self.max_retries, bool)
-            or not isinstance(self.max_retries, int)
-            or self.max_retries < 0
-        ):
-            raise ValueError("max_retries must be a whole number ≥ 0")
-        for name in ("min_backoff", "max_backoff"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float) or value < 0
-            ):
-                raise ValueError(f"{name} must be a number of seconds ≥ 0")
-        if (
-            self.min_backoff is not None
-            and self.max_backoff is not None
-            and self.min_backoff > self.max_backoff
-        ):
-            raise ValueError("min_backoff must not exceed max_backoff")
-
-    def message_options(self) -> dict[str, Any]:
-        """Dramatiq's per-message options (milliseconds, as its ``Retries`` middleware reads them)."""
-        options: dict[str, Any] = {}
-        if self.max_retries is not None:
-            options["max_retries"] = self.max_retries
-        if self.min_backoff is not None:
-            options["min_backoff"] = int(self.min_backoff * 1000)
-        if self.max_backoff is not None:
-            options["max_backoff"] = int(self.max_backoff * 1000)
-        if self.priority is not None:
-            options["broker_priority"] = self.priority
-        return options
-
-
-def _seconds(delay: float | timedelta) -> float:
-    return delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
 
 
 class Client:
@@ -119,7 +45,7 @@ class Client:
         )
         self.db = Database(self.settings.database_url)
         self.jobs = JobStore(self.db)
-        self.artifacts = ArtifactStore(self.db)
+        self.artifacts = ArtifactStore(self.db, self.settings.artifact_url)
         self._owns_broker = broker is None
         self.broker = broker if broker is not None else build_broker(self.settings)
 
@@ -148,9 +74,17 @@ class Client:
         return self.enqueue_with_options(kind, payload, options)
 
     def enqueue_with_options(
-        self, kind_name: str, payload: Mapping[str, Any], options: DeliveryOptions
+        self,
+        kind_name: str,
+        payload: Mapping[str, Any],
+        options: DeliveryOptions,
+        *,
+        parent_id: str | None = None,
     ) -> Job:
-        """Like :meth:`enqueue`, with the payload and delivery options kept apart."""
+        """Like :meth:`enqueue`, with the payload and delivery options kept apart.
+
+        ``parent_id`` links a follow-up job to the job that enqueued it.
+        """
         kind = get_kind(kind_name)
         clean = kind.validate(payload, self.settings)
         _check_json(kind, clean)
@@ -171,6 +105,7 @@ class Client:
                 priority=options.priority,
                 idempotency_key=options.idempotency_key,
                 eta=eta,
+                parent_id=parent_id,
             )
         )
         if created:
@@ -207,6 +142,32 @@ class Client:
         extras = {"cc": cc, "bcc": bcc, "reply_to": reply_to, "subject": subject, "attachments": attachments}
         payload.update({k: v for k, v in extras.items() if v is not None})
         return self.enqueue_with_options("email", payload, DeliveryOptions(**options))
+
+    def generate_report(
+        self,
+        report: str,
+        params: Mapping[str, Any] | None = None,
+        formats: list[str] | None = None,
+        *,
+        email_to: str | list[str] | None = None,
+        **options: Any,
+    ) -> Job:
+        """Generate the report ``report`` (e.g. ``jobs_summary``) in ``formats`` (html, csv, pdf).
+
+        The result lists the stored artifacts; with ``email_to`` a follow-up email job sends
+        them as attachments. ``options`` are the delivery options of :meth:`enqueue`.
+
+        Raises:
+            ValueError: an unknown report, bad params (e.g. ``since`` not a date), a bad address.
+        """
+        payload: dict[str, Any] = {
+            "report": report,
+            "params": {} if params is None else params,
+            "formats": formats or ["html"],
+        }
+        if email_to:
+            payload["email_to"] = email_to
+        return self.enqueue_with_options("report", payload, DeliveryOptions(**options))
 
     def process_image(
         self,

@@ -6,9 +6,11 @@ In-process broker, SQLite store, ``.eml`` outbox: nothing to install or start.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import dramatiq
 from PIL import Image, ImageDraw
@@ -22,6 +24,7 @@ from producers import Client, Job
 from workers.runtime import build_worker_stack
 
 DEMO_DATABASE_URL = "sqlite:///.conveyor/demo.db"
+DEMO_ARTIFACT_URL = f"file://{Path('.conveyor/artifacts').resolve()}"
 DEMO_THREADS = 4
 
 
@@ -102,7 +105,11 @@ def _sample_photo() -> bytes:
 def embedded_settings(base: Settings) -> Settings:
     """The demo's stack: in-process broker and SQLite, unless the caller chose a database."""
     database_url = base.database_url if base.database_url.startswith("sqlite") else DEMO_DATABASE_URL
-    return base.with_overrides(broker_url="memory://", database_url=database_url)
+    settings = base.with_overrides(
+        broker_url="memory://", database_url=database_url, artifact_url=base.artifact_url or DEMO_ARTIFACT_URL
+    )
+    # The demo needs no Redis: without a cache it never tries to reach one.
+    return dataclasses.replace(settings, report_cache_ttl=0)
 
 
 def run_demo(settings: Settings, *, on_event: Callable[[str], None] = print) -> list[tuple[str, JobInfo]]:
@@ -126,6 +133,16 @@ def run_demo(settings: Settings, *, on_event: Callable[[str], None] = print) -> 
                     f"  image {artifact['name']}: {artifact['width']}×{artifact['height']} "
                     f"{artifact['format']}, {artifact['size']:,} bytes"
                 )
+        report = client.enqueue("report", report="jobs_summary", formats=["html", "csv", "pdf"])
+        with contextlib.suppress(JobFailed):
+            report.wait(timeout=60)
+        on_event(f"  jobs_summary report of these jobs: {report.status.value}")
+        for artifact in (report.result or {}).get("artifacts", []):
+            info = client.artifacts.info(artifact["id"])
+            on_event(
+                f"    {info.name} ({info.size:,} bytes): {(info.location or '').removeprefix('file://')}"
+            )
+        jobs.append(("the jobs_summary report", report))
         emails = [job for _, job in jobs if job.info.kind == "email" and job.status.value == "succeeded"]
         if emails and settings.smtp_url.startswith("file:"):
             folder = FileOutbox.from_url(settings.smtp_url).folder

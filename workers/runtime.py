@@ -28,6 +28,7 @@ from jobs.middleware import Lifecycle
 from jobs.services import Services
 from jobs.settings import Settings
 from jobs.store import AttemptStore, Database, WorkerIdentity
+from producers.client import Client
 from workers.identity import current_identity
 
 logger = logging.getLogger("conveyor.worker")
@@ -51,6 +52,8 @@ class WorkerStack:
         return self.services.db
 
     def close(self) -> None:
+        if isinstance(self.services.producer, Client):
+            self.services.producer.close()
         self.broker.close()
         self.services.close()
         self.db.dispose()
@@ -85,6 +88,7 @@ def build_worker_stack(settings: Settings, *, threads: int, db: Database | None 
     services = Services(settings, db)
     broker = build_broker(settings, worker_middleware(AttemptStore(db), identity, stopping))
     declare_actors(broker, services)
+    services.producer = Client(settings, broker=broker)
     return WorkerStack(
         settings=settings, services=services, broker=broker, identity=identity, stopping=stopping
     )

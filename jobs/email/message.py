@@ -10,8 +10,10 @@ from email.utils import formatdate
 from jobs.email.addresses import domain_of
 from jobs.email.templates import RenderedEmail
 
-# 7-bit transfer encodings: any SMTP server relays them, 8BITMIME or not.
-SMTP_POLICY = policy.SMTP.clone(cte_type="7bit")
+# 7-bit transfer encodings: any SMTP server relays them, 8BITMIME or not. Headers may run to
+# RFC 5322's 998 characters: folding a long subject right after "Subject:" leaves a leading
+# space that mail clients show.
+SMTP_POLICY = policy.SMTP.clone(cte_type="7bit", max_line_length=998)
 
 
 @dataclass(frozen=True)

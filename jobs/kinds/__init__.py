@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from jobs.kinds import email, image, noop
+from jobs.kinds import email, image, noop, report
 from jobs.kinds.base import JobKind
 
-KINDS: dict[str, JobKind] = {kind.name: kind for kind in (email.KIND, image.KIND, noop.KIND)}
+KINDS: dict[str, JobKind] = {kind.name: kind for kind in (email.KIND, image.KIND, noop.KIND, report.KIND)}
 ACTOR_KINDS: dict[str, JobKind] = {kind.actor_name: kind for kind in KINDS.values()}
 
 

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import mimetypes
+import os
+import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import select
 
+from jobs.defaults import ARTIFACT_CHUNK
 from jobs.errors import ArtifactNotFound
 from jobs.ids import is_uuid
 from jobs.store.database import Database
@@ -33,6 +38,8 @@ class ArtifactInfo:
     sha256: str
     job_id: str | None
     created_at: datetime
+    #: ``file:///…`` when the bytes are in a file; ``None`` when they are in the database.
+    location: str | None = None
 
     @classmethod
     def from_row(cls, row: ArtifactRow) -> ArtifactInfo:
@@ -44,6 +51,7 @@ class ArtifactInfo:
             sha256=row.sha256,
             job_id=str(row.job_id) if row.job_id else None,
             created_at=as_utc(row.created_at) or utcnow(),
+            location=row.location,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,10 +61,14 @@ class ArtifactInfo:
 
 
 class ArtifactStore:
-    """Put and get artifacts (bytes kept in the database)."""
+    """Put and get artifacts: bytes in the database, or in files under ``file:///DIR``.
 
-    def __init__(self, db: Database) -> None:
+    Files are written and read in chunks, so that large outputs never sit whole in memory.
+    """
+
+    def __init__(self, db: Database, url: str | None = None) -> None:
         self.db = db
+        self.folder = Path(unquote(urlsplit(url).path)) if url else None
 
     def put(
         self, data: bytes, *, name: str, content_type: str | None = None, job_id: str | None = None
@@ -68,16 +80,35 @@ class ArtifactStore:
         """
         if not isinstance(data, bytes | bytearray | memoryview):
             raise ValueError(f"an artifact's data must be bytes, not {type(data).__name__}")
+        return self.put_stream([bytes(data)], name=name, content_type=content_type, job_id=job_id)
+
+    def put_stream(
+        self,
+        chunks: Iterable[bytes],
+        *,
+        name: str,
+        content_type: str | None = None,
+        job_id: str | None = None,
+    ) -> ArtifactInfo:
+        """Store the concatenation of ``chunks``, hashing as they come."""
         if not name or len(name) > MAX_NAME or any(c in name for c in "\r\n\0/\\"):
             raise ValueError(f"an artifact's name must be 1..{MAX_NAME} characters, without path separators")
-        payload = bytes(data)
+        artifact_id = str(uuid.uuid4())
+        data: bytes | None = None
+        location: str | None = None
+        if self.folder is None:
+            data = b"".join(chunks)
+            digest, size = hashlib.sha256(data), len(data)
+        else:
+            location, size, digest = self._write_file(f"{artifact_id}-{name}", chunks)
         row = ArtifactRow(
-            id=str(uuid.uuid4()),
+            id=artifact_id,
             name=name,
             content_type=content_type or mimetypes.guess_type(name)[0] or "application/octet-stream",
-            size=len(payload),
-            sha256=hashlib.sha256(payload).hexdigest(),
-            data=payload,
+            size=size,
+            sha256=digest.hexdigest(),
+            data=data,
+            location=location,
             job_id=job_id,
             created_at=utcnow(),
         )
@@ -85,16 +116,59 @@ class ArtifactStore:
             session.add(row)
         return ArtifactInfo.from_row(row)
 
+    def _write_file(self, filename: str, chunks: Iterable[bytes]) -> tuple[str, int, Any]:
+        assert self.folder is not None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        digest, size = hashlib.sha256(), 0
+        fd, temporary = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            final = self.folder / filename
+            os.replace(temporary, final)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return final.resolve().as_uri(), size, digest
+
+    def open(self, artifact_id: str) -> tuple[ArtifactInfo, Iterator[bytes]]:
+        """The artifact and its bytes as chunks (from a file, never whole in memory).
+
+        Raises:
+            ArtifactNotFound: no such artifact, or its file is gone.
+        """
+        with self.db.session() as session:
+            row = self._row(session, artifact_id)
+            info, location, data = ArtifactInfo.from_row(row), row.location, row.data
+        if location is None:
+            return info, iter([bytes(data or b"")])
+        path = Path(unquote(urlsplit(location).path))
+        if not path.is_file():
+            raise ArtifactNotFound(f"artifact {artifact_id}: its file {path} is missing")
+        return info, _file_chunks(path)
+
     def info(self, artifact_id: str) -> ArtifactInfo:
         """Raises ``ArtifactNotFound``."""
         with self.db.session() as session:
             return ArtifactInfo.from_row(self._row(session, artifact_id))
 
     def read(self, artifact_id: str) -> tuple[ArtifactInfo, bytes]:
-        """The artifact and its bytes. Raises ``ArtifactNotFound``."""
+        """The artifact and its bytes, whole. Raises ``ArtifactNotFound``."""
+        info, chunks = self.open(artifact_id)
+        return info, b"".join(chunks)
+
+    def recent(self, *, job_id: str | None = None, limit: int = 50) -> list[ArtifactInfo]:
+        """Newest first."""
+        query = select(ArtifactRow).order_by(ArtifactRow.created_at.desc()).limit(limit)
+        if job_id is not None:
+            query = query.where(ArtifactRow.job_id == job_id)
         with self.db.session() as session:
-            row = self._row(session, artifact_id)
-            return ArtifactInfo.from_row(row), bytes(row.data or b"")
+            return [ArtifactInfo.from_row(row) for row in session.scalars(query)]
 
     def missing(self, artifact_ids: Iterable[str]) -> list[str]:
         """Those of ``artifact_ids`` that do not exist (or are not UUIDs)."""
@@ -109,3 +183,9 @@ class ArtifactStore:
         if row is None:
             raise ArtifactNotFound(f"no artifact {artifact_id!r}")
         return row  # type: ignore[no-any-return]
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(ARTIFACT_CHUNK):
+            yield chunk

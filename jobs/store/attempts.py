@@ -137,7 +137,7 @@ class AttemptStore:
             )
             values: dict[str, Any] = {"status": status.value, "error": end.error}
             if end.outcome is AttemptOutcome.SUCCEEDED:
-                values.update(result=end.result, finished_at=now, progress=None)
+                values.update(result=end.result, finished_at=now)
             elif end.outcome is AttemptOutcome.FAILED:
                 values.update(finished_at=now)
             else:

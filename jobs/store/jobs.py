@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from jobs.errors import JobNotFound
@@ -39,6 +39,7 @@ class NewJob:
     priority: int | None = None
     idempotency_key: str | None = None
     eta: datetime | None = None
+    parent_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class JobInfo:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    parent_id: str | None = None
 
     @classmethod
     def from_row(cls, row: JobRow) -> JobInfo:
@@ -81,6 +83,7 @@ class JobInfo:
             created_at=as_utc(row.created_at) or utcnow(),
             started_at=as_utc(row.started_at),
             finished_at=as_utc(row.finished_at),
+            parent_id=str(row.parent_id) if row.parent_id else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,6 +154,7 @@ class JobStore:
             priority=job.priority,
             idempotency_key=job.idempotency_key,
             eta=job.eta,
+            parent_id=job.parent_id,
             created_at=utcnow(),
         )
         try:
@@ -197,6 +201,17 @@ class JobStore:
             query = query.where(JobRow.status == status)
         if kind:
             query = query.where(JobRow.kind == kind)
+        with self.db.session() as session:
+            return [JobInfo.from_row(row) for row in session.scalars(query)]
+
+    def set_progress(self, job_id: str, percent: int) -> None:
+        """Record how far a running job is (0–100)."""
+        with self.db.session() as session:
+            session.execute(update(JobRow).where(JobRow.id == job_id).values(progress=percent))
+
+    def children(self, job_id: str) -> list[JobInfo]:
+        """Jobs this job enqueued."""
+        query = select(JobRow).where(JobRow.parent_id == job_id).order_by(JobRow.created_at)
         with self.db.session() as session:
             return [JobInfo.from_row(row) for row in session.scalars(query)]
 

@@ -56,6 +56,10 @@ class JobRow(Base):
     priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
     progress: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: The job that enqueued this one (a report's follow-up email).
+    parent_id: Mapped[str | None] = mapped_column(
+        UuidStr, ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True, index=True
+    )
     #: When a delayed or retrying job is due.
     eta: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

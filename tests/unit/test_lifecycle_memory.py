@@ -110,6 +110,10 @@ def test_the_demo_shows_success_retry_delay_and_both_kinds_of_failure(settings: 
     assert results["fails permanently"].attempts == 1
     assert results["retries exhausted"].status == "failed"
     assert results["retries exhausted"].attempts == 2
+    report = results["the jobs_summary report"]
+    assert report.status == "succeeded"
+    assert [a["name"].rsplit(".", 1)[1] for a in report.result["artifacts"]] == ["html", "csv", "pdf"]  # type: ignore[index]
+    assert report.result["rows"] >= 9  # type: ignore[index]
 
 
 def _wait_for_row(client: Client, job_id: str):  # type: ignore[no-untyped-def]
@@ -123,3 +127,13 @@ def _wait_for_row(client: Client, job_id: str):  # type: ignore[no-untyped-def]
             return None
 
     return eventually(found, timeout=10)
+
+
+def test_image_jobs_have_a_time_limit_and_are_not_retried_past_it(stack: WorkerStack) -> None:
+    from dramatiq.middleware import TimeLimitExceeded
+
+    options = stack.broker.get_actor("process_image").options
+
+    assert options["time_limit"] == 60_000
+    assert TimeLimitExceeded in options["throws"]
+    assert "time_limit" not in stack.broker.get_actor("send_email").options

@@ -1,0 +1,1 @@
+"""The `conveyor` command's parts: shared options and state, views, command groups."""

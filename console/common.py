@@ -1,0 +1,109 @@
+"""What every `conveyor` command shares: state, options, errors, consoles."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+
+from jobs.errors import ConveyorError, SettingsError
+from jobs.logs import mask_secrets
+from jobs.settings import Settings
+from producers import Client
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+F = TypeVar("F", bound=Callable[..., Any])
+# Piped output is not cut at 80 columns: ids and errors stay whole for grep.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class AppState:
+    """Per-command context: settings and a client, built on first use."""
+
+    def __init__(self, overrides: dict[str, Any]) -> None:
+        self.overrides = overrides
+
+    @cached_property
+    def settings(self) -> Settings:
+        return Settings.from_env(os.environ, **self.overrides)
+
+    @cached_property
+    def client(self) -> Client:
+        if self.settings.is_embedded:
+            raise SettingsError(
+                "memory:// lives inside one process, so a shell command cannot reach a worker: "
+                "use RabbitMQ, or `conveyor demo`"
+            )
+        return Client(self.settings)
+
+    def close(self) -> None:
+        if "client" in self.__dict__:
+            self.client.close()
+
+
+class ConveyorGroup(click.Group):
+    """Turns Conveyor's errors into one line on stderr and the right exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConveyorError as exc:
+            fail(str(exc), exc.exit_code)
+        except ValueError as exc:
+            fail(str(exc), EXIT_USAGE)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    err.print(f"conveyor: error: {mask_secrets(message)}", markup=False)
+    sys.exit(code)
+
+
+def service_options(command: F) -> F:
+    """The connection options every command shares; each shows its environment variable."""
+    options = [
+        click.option("--broker-url", envvar="CONVEYOR_BROKER_URL", show_envvar=True, help="RabbitMQ URL."),
+        click.option(
+            "--database-url", envvar="CONVEYOR_DATABASE_URL", show_envvar=True, help="Job store URL."
+        ),
+        click.option("--redis-url", envvar="CONVEYOR_REDIS_URL", show_envvar=True, help="Redis URL."),
+        click.option(
+            "--namespace", envvar="CONVEYOR_NAMESPACE", show_envvar=True, help="Prefix of queues and keys."
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def json_option(command: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(command)
+
+
+def delivery_options(command: F) -> F:
+    options = [
+        click.option("--delay", type=click.FloatRange(0), help="Seconds before the job may run."),
+        click.option("--priority", type=int, help="Message priority (needs CONVEYOR_MAX_PRIORITY)."),
+        click.option("--max-retries", type=click.IntRange(0), help="Retries after the first attempt."),
+        click.option("--min-backoff", type=click.FloatRange(0), help="Seconds before the first retry."),
+        click.option(
+            "--max-backoff", type=click.FloatRange(0), help="Longest wait between retries, seconds."
+        ),
+        click.option("--idempotency-key", help="Enqueue at most once per key."),
+        click.option(
+            "--wait", "wait_timeout", type=float, default=None, help="Wait up to N seconds for the result."
+        ),
+        json_option,
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command

@@ -1,0 +1,94 @@
+"""Rich tables and small formatters for jobs and attempts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from rich.table import Table
+
+from jobs.store import AttemptInfo, JobInfo
+
+
+def jobs_table(rows: Sequence[JobInfo], notes: Sequence[str] = ()) -> Table:
+    """One line per job; ``notes`` adds a last column (the demo says what each job shows)."""
+    table = Table(title=f"{len(rows)} job(s)", title_justify="left")
+    for column in ("id", "kind", "status", "attempts", "created", "took"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("error", overflow="fold")
+    if notes:
+        table.add_column("what")
+    for index, row in enumerate(rows):
+        cells = [
+            row.id,
+            row.kind,
+            status_markup(row.status),
+            str(row.attempts),
+            when(row.created_at),
+            took(row.started_at, row.finished_at),
+            short(row.error),
+        ]
+        table.add_row(*cells, *([notes[index]] if notes else []))
+    return table
+
+
+def job_details(info: JobInfo) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    fields = info.to_dict()
+    fields["status"] = status_markup(info.status)
+    for key in ("payload", "result"):
+        fields[key] = json.dumps(fields[key]) if fields[key] is not None else None
+    for key, value in fields.items():
+        if value is not None:
+            table.add_row(key, str(value))
+    return table
+
+
+def attempts_table(attempts: Sequence[AttemptInfo]) -> Table:
+    table = Table(title="attempts", title_justify="left")
+    for column in ("#", "worker", "started", "took", "outcome", "error"):
+        table.add_column(column, overflow="fold")
+    for a in attempts:
+        table.add_row(
+            str(a.attempt),
+            a.worker,
+            when(a.started_at),
+            took(a.started_at, a.finished_at),
+            status_markup(a.outcome or "running"),
+            short(a.error),
+        )
+    return table
+
+
+STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "retrying": "yellow",
+    "running": "cyan",
+    "lost": "red",
+    "cancelled": "dim",
+}
+
+
+def status_markup(status: str) -> str:
+    style = STATUS_STYLE.get(status)
+    return f"[{style}]{status}[/]" if style else status
+
+
+def when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def took(start: datetime | None, end: datetime | None) -> str:
+    if not start or not end:
+        return ""
+    return f"{(end - start).total_seconds() * 1000:.0f} ms"
+
+
+def short(text: str | None, width: int = 60) -> str:
+    if not text:
+        return ""
+    return text if len(text) <= width else text[: width - 1] + "…"
