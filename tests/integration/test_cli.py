@@ -200,3 +200,18 @@ def test_enqueue_email_takes_context_json_and_vars(service_env: dict[str, str], 
     )
     assert bad.returncode == 2
     assert "KEY=VALUE" in bad.stderr
+
+
+def test_artifacts_list_and_get_from_the_shell(service_env: dict[str, str], client: Client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    artifact = client.put_artifact(b"hello, artifact", name="hello.txt")
+
+    listed = run_cli("artifacts", "list", "--json", "--limit", "500", env=service_env)
+    got = run_cli("artifacts", "get", artifact, "-o", str(tmp_path / "out.txt"), env=service_env)
+    missing = run_cli("artifacts", "get", "9d1c1a0a-1111-4111-8111-111111111111", env=service_env)
+
+    assert listed.returncode == 0, listed.stderr
+    assert artifact in [row["id"] for row in json.loads(listed.stdout)]
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "out.txt").read_bytes() == b"hello, artifact"
+    assert missing.returncode == 1
+    assert "no artifact" in missing.stderr

@@ -1,0 +1,1 @@
+"""Operations for admins: queues, dead letters, workers, statistics, pruning."""
