@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from console.admin import config, prune_command, queues, stats, top
 from console.common import (
     EXIT_FAILURE,
     AppState,
@@ -20,9 +21,12 @@ from console.common import (
     out,
     service_options,
 )
+from console.dlq import dlq
 from console.enqueue import enqueue
-from console.inspect import artifacts, jobs
+from console.inspect import artifacts
+from console.jobs import jobs
 from console.views import jobs_table
+from console.workers import workers
 from jobs import defaults
 from jobs.broker import check_broker
 from jobs.errors import SettingsError
@@ -59,6 +63,13 @@ def main(ctx: click.Context, /, verbose: bool, **overrides: Any) -> None:
 main.add_command(enqueue)
 main.add_command(jobs)
 main.add_command(artifacts)
+main.add_command(queues)
+main.add_command(stats)
+main.add_command(top)
+main.add_command(prune_command, name="prune")
+main.add_command(config)
+main.add_command(workers)
+main.add_command(dlq)
 
 
 # ---------------------------------------------------------------- worker

@@ -9,8 +9,10 @@ from functools import cached_property
 from typing import Any, NoReturn, TypeVar
 
 import click
+import redis
 from rich.console import Console
 
+from jobs.defaults import DEFAULT_REDIS_TIMEOUT
 from jobs.errors import ConveyorError, SettingsError
 from jobs.logs import mask_secrets
 from jobs.settings import Settings
@@ -46,9 +48,20 @@ class AppState:
             )
         return Client(self.settings)
 
+    @cached_property
+    def redis(self) -> redis.Redis:
+        """Short timeouts: Redis only adds to what the admin sees, it never blocks a command."""
+        return redis.Redis.from_url(
+            self.settings.redis_url,
+            socket_timeout=DEFAULT_REDIS_TIMEOUT,
+            socket_connect_timeout=DEFAULT_REDIS_TIMEOUT,
+        )
+
     def close(self) -> None:
         if "client" in self.__dict__:
             self.client.close()
+        if "redis" in self.__dict__:
+            self.redis.close()
 
 
 class ConveyorGroup(click.Group):

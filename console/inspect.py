@@ -1,4 +1,4 @@
-"""`conveyor jobs …` and `conveyor artifacts …`: look at jobs and their files."""
+"""`conveyor artifacts …`: list and download the files jobs produce and consume."""
 
 from __future__ import annotations
 
@@ -15,54 +15,7 @@ from console.common import (
     json_option,
     out,
 )
-from console.views import attempts_table, job_details, jobs_table, status_markup, when
-from jobs.status import JobStatus
-
-# ---------------------------------------------------------------- jobs
-
-
-@click.group()
-def jobs() -> None:
-    """List and inspect jobs."""
-
-
-@jobs.command("list")
-@click.option("--status", type=click.Choice([s.value for s in JobStatus]), help="Only jobs in this status.")
-@click.option("--kind", help="Only jobs of this kind.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
-@json_option
-@click.pass_obj
-def jobs_list(state: AppState, status: str | None, kind: str | None, limit: int, as_json: bool) -> None:
-    """Jobs, newest first."""
-    rows = state.client.jobs.find(status=status, kind=kind, limit=limit)
-    if as_json:
-        click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
-        return
-    out.print(jobs_table(rows))
-
-
-@jobs.command("show")
-@click.argument("job_id")
-@json_option
-@click.pass_obj
-def jobs_show(state: AppState, job_id: str, as_json: bool) -> None:
-    """One job with its attempt history (and the jobs it enqueued, e.g. a report's email)."""
-    info = state.client.jobs.get(job_id)
-    attempts = state.client.jobs.attempts(job_id)
-    children = state.client.jobs.children(job_id)
-    if as_json:
-        data = {
-            **info.to_dict(),
-            "history": [a.to_dict() for a in attempts],
-            "children": [{"id": c.id, "kind": c.kind, "status": c.status} for c in children],
-        }
-        click.echo(json.dumps(data, indent=2))
-        return
-    out.print(job_details(info))
-    out.print(attempts_table(attempts))
-    for child in children:
-        out.print(f"follow-up job {child.id} ({child.kind}, {status_markup(child.status)})")
-
+from console.views import when
 
 # ---------------------------------------------------------------- artifacts
 

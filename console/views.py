@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from rich.table import Table
 
+from jobs.logs import mask_secrets
 from jobs.store import AttemptInfo, JobInfo
 
 
@@ -39,8 +42,8 @@ def job_details(info: JobInfo) -> Table:
     table.add_column(overflow="fold")
     fields = info.to_dict()
     fields["status"] = status_markup(info.status)
-    for key in ("payload", "result"):
-        fields[key] = json.dumps(fields[key]) if fields[key] is not None else None
+    fields["payload"] = json.dumps(mask_payload(fields["payload"]))
+    fields["result"] = json.dumps(fields["result"]) if fields["result"] is not None else None
     for key, value in fields.items():
         if value is not None:
             table.add_row(key, str(value))
@@ -92,3 +95,43 @@ def short(text: str | None, width: int = 60) -> str:
     if not text:
         return ""
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+_SECRET_KEY = re.compile(r"pass(word)?|secret|token|api[_-]?key|authorization|credential", re.IGNORECASE)
+
+
+def mask_payload(value: Any) -> Any:
+    """The payload with secret-looking fields and URL passwords masked, for display."""
+    if isinstance(value, dict):
+        return {k: "***" if _SECRET_KEY.search(str(k)) else mask_payload(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_payload(v) for v in value]
+    if isinstance(value, str):
+        return mask_secrets(value)
+    return value
+
+
+def timeline(info: JobInfo, attempts: Sequence[AttemptInfo]) -> Table:
+    """Created, each attempt's start and end, finished: with the time since creation."""
+    events: list[tuple[datetime, str]] = [(info.created_at, "created (queued)")]
+    if info.eta and info.eta > info.created_at:
+        events.append((info.eta, "due (delay or retry)"))
+    for a in attempts:
+        events.append((a.started_at, f"attempt {a.attempt} started on {a.worker}"))
+        if a.finished_at:
+            events.append(
+                (
+                    a.finished_at,
+                    f"attempt {a.attempt} {a.outcome}" + (f": {short(a.error)}" if a.error else ""),
+                )
+            )
+    if info.finished_at:
+        events.append((info.finished_at, f"finished: {info.status}"))
+    table = Table(title="timeline", title_justify="left", show_header=False)
+    table.add_column(no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    table.add_column(overflow="fold")
+    for moment, text in sorted(events, key=lambda event: event[0]):
+        offset = (moment - info.created_at).total_seconds()
+        table.add_row(when(moment), f"+{offset:.3f} s", text)
+    return table

@@ -8,7 +8,7 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import TimeLimitExceeded
 
-from jobs.context import current_job
+from jobs.context import JobCancelled, current_job
 from jobs.errors import PermanentError
 from jobs.kinds import KINDS, JobKind
 from jobs.services import Services
@@ -67,8 +67,15 @@ def job_function(kind: JobKind, services: Services) -> Callable[..., None]:
             clean = kind.validate(payload, services.settings)
         except ValueError as exc:
             raise PermanentError(f"invalid payload: {exc}") from None
-        result = kind.run(services, **clean)
         ctx = current_job()
+        try:
+            result = kind.run(services, **clean)
+        except JobCancelled:
+            # Not a failure: acknowledged, recorded as cancelled, never retried or dead-lettered.
+            if ctx is None:
+                raise
+            ctx.cancelled = True
+            return
         if ctx is not None:
             ctx.result = result
 

@@ -83,6 +83,9 @@ class Settings:
     artifact_url: str | None = None
     #: Seconds an identical report request reuses the previous one's artifacts.
     report_cache_ttl: int = defaults.DEFAULT_REPORT_CACHE_TTL
+    #: Seconds a worker process stays listed by ``conveyor workers`` after its last heartbeat;
+    #: it beats every ``worker_ttl // 3`` seconds, so two missed beats are tolerated.
+    worker_ttl: int = 30
 
     def __post_init__(self) -> None:
         for name, schemes in _URL_SCHEMES.items():
@@ -109,6 +112,8 @@ class Settings:
             raise SettingsError("CONVEYOR_EMAIL_MAX_RECIPIENTS must be at least 1")
         if any(c in self.email_from for c in "\r\n") or "@" not in self.email_from:
             raise SettingsError(f"CONVEYOR_EMAIL_FROM={self.email_from!r} is not an email address")
+        if self.worker_ttl < 3:
+            raise SettingsError("CONVEYOR_WORKER_TTL must be at least 3 seconds (workers beat every TTL/3 s)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -200,6 +205,7 @@ def _convert(name: str, raw: str) -> Any:
         "image_max_bytes",
         "image_max_pixels",
         "report_cache_ttl",
+        "worker_ttl",
     ):
         try:
             return int(raw)

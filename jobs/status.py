@@ -36,3 +36,5 @@ class AttemptOutcome(StrEnum):
     FAILED = "failed"
     #: The worker died mid-run; RabbitMQ redelivered the message.
     LOST = "lost"
+    #: Stopped at a cooperative check after an admin cancelled the running job.
+    CANCELLED = "cancelled"

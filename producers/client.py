@@ -209,6 +209,45 @@ class Client:
         """The bytes of an artifact. Raises ``ArtifactNotFound``."""
         return self.artifacts.read(artifact_id)[1]
 
+    def cancel(self, job_id: str) -> str:
+        """Cancel a job: ``cancelled`` when it was waiting (workers will skip it), ``requested``
+        when it is running (a report or image job stops at its next step), else its final status.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        self.jobs.get(job_id)
+        return self.jobs.cancel(job_id)
+
+    def retry(self, job_id: str) -> bool:
+        """Run a failed or cancelled job again: same id, attempts and history continue.
+
+        Returns:
+            ``False`` when the job is not failed or cancelled (nothing done).
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        self.jobs.get(job_id)
+        info = self.jobs.reopen(job_id)
+        if info is None:
+            return False
+        kind = get_kind(info.kind)
+        options = {"max_retries": info.max_retries} if info.max_retries is not None else {}
+        message: dramatiq.Message[Any] = dramatiq.Message(
+            queue_name=info.queue,
+            actor_name=kind.actor_name,
+            args=(),
+            kwargs=info.payload,
+            options=options,
+            message_id=info.id,
+        )
+        try:
+            self.broker.enqueue(message)
+        except BROKER_ERRORS as exc:
+            raise broker_unavailable(self.settings, exc) from None
+        return True
+
     def get(self, job_id: str) -> Job:
         """The job with this id.
 

@@ -25,6 +25,7 @@ from jobs.actors import declare_actors
 from jobs.broker import build_broker
 from jobs.kinds import KINDS
 from jobs.middleware import Lifecycle
+from jobs.middleware.heartbeat import Heartbeat, Replica
 from jobs.services import Services
 from jobs.settings import Settings
 from jobs.store import AttemptStore, Database, WorkerIdentity
@@ -60,15 +61,20 @@ class WorkerStack:
 
 
 def worker_middleware(
-    attempts: AttemptStore, identity: WorkerIdentity, stopping: threading.Event
+    attempts: AttemptStore,
+    identity: WorkerIdentity,
+    stopping: threading.Event,
+    heartbeat: Heartbeat | None = None,
 ) -> list[Middleware]:
-    """Dramatiq's defaults with the lifecycle recorder.
+    """Dramatiq's defaults with the lifecycle recorder, and the heartbeat when given.
 
     Order matters: Dramatiq runs ``after_*`` hooks in reverse order, so ``Lifecycle``
     sits before ``Retries`` to record the decision ``Retries`` made (retry, or
-    dead-letter) once it is made.
+    dead-letter) once it is made. ``Heartbeat`` comes first so that it counts every
+    message before another middleware may skip it.
     """
     return [
+        *([heartbeat] if heartbeat is not None else []),
         AgeLimit(),
         TimeLimit(),
         ShutdownNotifications(),
@@ -80,13 +86,28 @@ def worker_middleware(
     ]
 
 
-def build_worker_stack(settings: Settings, *, threads: int, db: Database | None = None) -> WorkerStack:
-    """A broker carrying the lifecycle middleware and every kind's actor."""
+def build_worker_stack(
+    settings: Settings, *, threads: int, db: Database | None = None, replica: Replica | None = None
+) -> WorkerStack:
+    """A broker carrying the lifecycle middleware and every kind's actor.
+
+    ``replica`` is the ``conveyor worker`` this process belongs to (by default a replica of
+    its own); its heartbeat goes to Redis, except on ``memory://`` (the demo has no Redis).
+    """
     db = db or Database(settings.database_url, pool_size=threads + 2)
     identity = current_identity()
     stopping = threading.Event()
     services = Services(settings, db)
-    broker = build_broker(settings, worker_middleware(AttemptStore(db), identity, stopping))
+    heartbeat = None
+    if not settings.is_embedded:
+        heartbeat = Heartbeat(
+            services.redis,
+            namespace=settings.namespace,
+            replica=replica or Replica.create(processes=1),
+            threads=threads,
+            ttl=settings.worker_ttl,
+        )
+    broker = build_broker(settings, worker_middleware(AttemptStore(db), identity, stopping, heartbeat))
     declare_actors(broker, services)
     services.producer = Client(settings, broker=broker)
     return WorkerStack(
@@ -114,7 +135,14 @@ def resolve_queues(settings: Settings, names: Iterable[str]) -> set[str]:
     return resolved
 
 
-def run_worker_process(settings: Settings, *, queues: set[str], threads: int, shutdown_timeout: float) -> int:
+def run_worker_process(
+    settings: Settings,
+    *,
+    queues: set[str],
+    threads: int,
+    shutdown_timeout: float,
+    replica: Replica | None = None,
+) -> int:
     """Consume until SIGTERM or SIGINT, then let in-flight jobs finish and exit 0."""
     stop = threading.Event()
 
@@ -124,7 +152,9 @@ def run_worker_process(settings: Settings, *, queues: set[str], threads: int, sh
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    stack = build_worker_stack(settings, threads=threads)
+    stack = build_worker_stack(
+        settings, threads=threads, replica=replica or Replica.create(processes=1, queues=queues)
+    )
     worker = dramatiq.Worker(
         stack.broker, queues=queues or None, worker_threads=threads, worker_timeout=WORKER_TIMEOUT_MS
     )

@@ -16,6 +16,7 @@ from multiprocessing.context import ForkProcess
 from types import FrameType
 
 from jobs.logs import configure_logging
+from jobs.middleware.heartbeat import Replica
 from jobs.settings import Settings
 from workers.runtime import run_worker_process
 
@@ -28,13 +29,17 @@ RESTART_DELAY_MAX = 30.0
 HEALTHY_AFTER = 10.0
 
 
-def _child_main(settings: Settings, queues: set[str], threads: int, shutdown_timeout: float) -> None:
+def _child_main(
+    settings: Settings, queues: set[str], threads: int, shutdown_timeout: float, replica: Replica
+) -> None:
     # The supervisor's handlers came along with the fork: a child must not signal its siblings.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     configure_logging()
     raise SystemExit(
-        run_worker_process(settings, queues=queues, threads=threads, shutdown_timeout=shutdown_timeout)
+        run_worker_process(
+            settings, queues=queues, threads=threads, shutdown_timeout=shutdown_timeout, replica=replica
+        )
     )
 
 
@@ -49,6 +54,8 @@ class Supervisor:
         self.threads = threads
         self.queues = queues
         self.shutdown_timeout = shutdown_timeout
+        # One id for the whole replica, made here in the supervisor: every child reports under it.
+        self.replica = Replica.create(processes=processes, queues=queues)
         self.children: dict[int, tuple[ForkProcess, float]] = {}
         self.stopping = False
         self.restart_delay = RESTART_DELAY_MIN
@@ -57,6 +64,7 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
+        logger.info("replica %s: starting %d worker processes", self.replica.replica_id, self.processes)
         for _ in range(self.processes):
             self._spawn()
         while self.children:
@@ -68,7 +76,7 @@ class Supervisor:
     def _spawn(self) -> None:
         process = self._context.Process(
             target=_child_main,
-            args=(self.settings, self.queues, self.threads, self.shutdown_timeout),
+            args=(self.settings, self.queues, self.threads, self.shutdown_timeout, self.replica),
             daemon=False,
         )
         process.start()

@@ -9,7 +9,7 @@ from typing import Any
 
 from PIL import ImageColor
 
-from jobs.context import current_job
+from jobs.context import check_cancelled, current_job
 from jobs.defaults import DEFAULT_IMAGE_TIME_LIMIT
 from jobs.errors import ArtifactNotFound, PermanentError
 from jobs.ids import is_uuid
@@ -108,6 +108,7 @@ def run(services: Services, **payload: Any) -> Result:
         Variant(name="", operations=[], format=payload["format"], quality=payload["quality"])
     ]
     shared = payload["operations"]
+    check_cancelled()
     outputs = process(
         data,
         variants,
@@ -119,6 +120,7 @@ def run(services: Services, **payload: Any) -> Result:
     stem = PurePath(source.name).stem or "image"
     artifacts = []
     for output in outputs:
+        check_cancelled()
         name = f"{stem}-{output.name}.{output.extension}" if output.name else f"{stem}.{output.extension}"
         info = services.artifacts.put(
             output.data, name=name, content_type=output.content_type, job_id=ctx.job_id if ctx else None

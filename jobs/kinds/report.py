@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from jobs.context import current_job
+from jobs.context import check_cancelled, current_job
 from jobs.delivery import DeliveryOptions
 from jobs.email.addresses import normalise_addresses
 from jobs.kinds.base import JobKind, Payload, Result, require_keys
@@ -149,6 +149,7 @@ class ProgressWriter:
         self.last_write = 0.0
 
     def set(self, fraction: float) -> None:
+        check_cancelled()  # progress points double as cooperative stop points
         percent = max(0, min(100, int(fraction * 100)))
         now = time.monotonic()
         if self.job_id is None or percent == self.last_percent:

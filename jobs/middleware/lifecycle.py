@@ -58,21 +58,28 @@ class Lifecycle(Middleware):
             message.fail()
             raise SkipMessage("malformed message id")
         seen = _seen_message(message, kind, broker)
-        attempt = self._write(lambda: self.attempts.start(seen, self.identity))
-        if attempt is None:
+        started = self._write(lambda: self.attempts.start(seen, self.identity))
+        if started is None:
             logger.info("job %s %s: already finished or cancelled, skipping", seen.job_id, kind.name)
             raise SkipMessage("job already finished or cancelled")
         self._local.started = time.monotonic()
         self._local.eta = None
-        set_current_job(JobContext(job_id=seen.job_id, kind=kind.name, attempt=attempt))
-        allowed = (seen.max_retries if seen.max_retries is not None else kind.max_retries) + 1
-        if attempt > allowed:
-            # Only lost runs (a worker killed mid-job) push attempts past the budget: a
-            # message that keeps crashing its worker is dead-lettered, not run forever.
+        job_id = seen.job_id
+        set_current_job(
+            JobContext(
+                job_id=job_id,
+                kind=kind.name,
+                attempt=started.number,
+                cancel_check=lambda: self.attempts.cancel_requested(job_id),
+            )
+        )
+        budget = seen.max_retries if seen.max_retries is not None else kind.max_retries
+        if started.lost_runs > budget:
+            # A message whose runs keep killing their worker is dead-lettered, not run forever.
             message.fail()
-            self._finish(message, AttemptEnd(AttemptOutcome.FAILED, error=_gave_up(attempt)))
+            self._finish(message, AttemptEnd(AttemptOutcome.FAILED, error=_gave_up(started.lost_runs)))
             raise SkipMessage("too many lost attempts")
-        logger.info("job %s %s attempt %d: running", seen.job_id, kind.name, attempt)
+        logger.info("job %s %s attempt %d: running", job_id, kind.name, started.number)
 
     def after_process_message(
         self,
@@ -85,7 +92,9 @@ class Lifecycle(Middleware):
         ctx = current_job()
         if ctx is None or ctx.job_id != message.message_id:
             return
-        if exception is None:
+        if exception is None and ctx.cancelled:
+            end = AttemptEnd(AttemptOutcome.CANCELLED, error="JobCancelled: cancelled while running")
+        elif exception is None:
             end = AttemptEnd(AttemptOutcome.SUCCEEDED, result=ctx.result)
         else:
             outcome = AttemptOutcome.FAILED if message.failed else AttemptOutcome.RETRYING
@@ -134,8 +143,8 @@ def describe_error(exception: BaseException) -> str:
     return f"{type(exception).__name__}: {text}" if text else type(exception).__name__
 
 
-def _gave_up(attempt: int) -> str:
-    return f"WorkerLost: gave up after {attempt - 1} runs that ended with their worker dying"
+def _gave_up(lost_runs: int) -> str:
+    return f"WorkerLost: gave up after {lost_runs} runs that ended with their worker dying"
 
 
 def _seen_message(message: dramatiq.MessageProxy, kind: JobKind, broker: dramatiq.Broker) -> SeenMessage:

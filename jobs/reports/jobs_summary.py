@@ -6,17 +6,17 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Float, case, cast, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
 from jobs.reports.base import Progress, Report, ReportData
 from jobs.status import JobStatus
 from jobs.store import Database
+from jobs.store.aggregates import percentiles_by, run_seconds, wait_seconds
 from jobs.store.jobs import as_utc
 from jobs.store.models import AttemptRow, JobRow
 
-PERCENTILES = (0.5, 0.95, 0.99)
 CSV_COLUMNS = [
     "id",
     "kind",
@@ -82,10 +82,8 @@ def data(db: Database, params: dict[str, Any], progress: Progress) -> ReportData
             "throughput": _throughput(session, db.dialect, since, until),
         }
         progress(0.3)
-        summary["wait_seconds"] = _percentiles(
-            session, db.dialect, _wait_seconds(db.dialect), in_window, True
-        )
-        summary["run_seconds"] = _percentiles(session, db.dialect, _run_seconds(db.dialect), in_window, False)
+        summary["wait_seconds"] = _percentiles(session, db.dialect, wait_seconds(db.dialect), in_window, True)
+        summary["run_seconds"] = _percentiles(session, db.dialect, run_seconds(db.dialect), in_window, False)
         progress(0.45)
         summary["retry_rate"] = _retry_rate(session, in_window)
         summary["top_errors"] = _top_errors(session, in_window)
@@ -158,20 +156,6 @@ def _throughput(session: Session, dialect: str, since: datetime, until: datetime
     return series
 
 
-def _seconds_between(dialect: str, end: Any, start: Any) -> Any:
-    if dialect == "postgresql":
-        return func.extract("epoch", end - start)
-    return (func.julianday(end) - func.julianday(start)) * 86400.0
-
-
-def _wait_seconds(dialect: str) -> Any:
-    return _seconds_between(dialect, AttemptRow.started_at, JobRow.created_at)
-
-
-def _run_seconds(dialect: str) -> Any:
-    return _seconds_between(dialect, AttemptRow.finished_at, AttemptRow.started_at)
-
-
 def _percentiles(
     session: Session,
     dialect: str,
@@ -180,32 +164,8 @@ def _percentiles(
     first_attempt: bool,
 ) -> dict[str, float | None]:
     """p50/p95/p99 of ``value`` over attempts (the first only, for queue waits)."""
-    conditions = [*in_window, AttemptRow.finished_at.is_not(None)]
-    if first_attempt:
-        conditions.append(AttemptRow.attempt == 1)
-    base = (
-        select(cast(value, Float).label("v"))
-        .select_from(JobRow)
-        .join(AttemptRow, AttemptRow.job_id == JobRow.id)
-    )
-    base = base.where(*conditions)
-    names = [f"p{round(p * 100)}" for p in PERCENTILES]
-    if dialect == "postgresql":
-        sub = base.subquery()
-        aggregates = [func.percentile_cont(p).within_group(sub.c.v) for p in PERCENTILES]
-        values = session.execute(select(*aggregates)).one()
-        return {name: _round(v) for name, v in zip(names, values, strict=True)}
-    # SQLite has no percentile aggregate: count, then read the value at each rank.
-    sub = base.subquery()
-    total = session.scalar(select(func.count()).select_from(sub)) or 0
-    result: dict[str, float | None] = {}
-    for name, p in zip(names, PERCENTILES, strict=True):
-        offset = int(p * (total - 1)) if total else 0
-        value_at = (
-            session.scalar(select(sub.c.v).order_by(sub.c.v).offset(offset).limit(1)) if total else None
-        )
-        result[name] = _round(value_at)
-    return result
+    conditions = [*in_window, *([AttemptRow.attempt == 1] if first_attempt else [])]
+    return percentiles_by(session, dialect, value, conditions)[None]
 
 
 def _round(value: Any) -> float | None:

@@ -1,8 +1,8 @@
 """The job store: PostgreSQL (or SQLite for the demo) through SQLAlchemy 2, migrated by Alembic."""
 
-from jobs.store.attempts import AttemptEnd, AttemptStore, SeenMessage, WorkerIdentity
+from jobs.store.attempts import AttemptEnd, AttemptStore, SeenMessage, StartedAttempt, WorkerIdentity
 from jobs.store.database import Database
-from jobs.store.jobs import AttemptInfo, JobInfo, JobStore, NewJob
+from jobs.store.jobs import AttemptInfo, JobInfo, JobSelection, JobStore, NewJob
 
 __all__ = [
     "AttemptEnd",
@@ -10,8 +10,10 @@ __all__ = [
     "AttemptStore",
     "Database",
     "JobInfo",
+    "JobSelection",
     "JobStore",
     "NewJob",
     "SeenMessage",
+    "StartedAttempt",
     "WorkerIdentity",
 ]

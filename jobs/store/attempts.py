@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
@@ -45,6 +45,13 @@ class SeenMessage:
 
 
 @dataclass(frozen=True)
+class StartedAttempt:
+    number: int
+    #: Runs of this job that ended with their worker dying (a poison message kills workers).
+    lost_runs: int
+
+
+@dataclass(frozen=True)
 class AttemptEnd:
     """How an attempt ended."""
 
@@ -60,6 +67,7 @@ _JOB_STATUS_AFTER = {
     AttemptOutcome.SUCCEEDED: JobStatus.SUCCEEDED,
     AttemptOutcome.RETRYING: JobStatus.RETRYING,
     AttemptOutcome.FAILED: JobStatus.FAILED,
+    AttemptOutcome.CANCELLED: JobStatus.CANCELLED,
 }
 
 
@@ -69,11 +77,11 @@ class AttemptStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def start(self, seen: SeenMessage, worker: WorkerIdentity) -> int | None:
+    def start(self, seen: SeenMessage, worker: WorkerIdentity) -> StartedAttempt | None:
         """Mark the job ``running`` and open an attempt row, in one transaction.
 
         Returns:
-            The attempt number, or ``None`` when the job must not run (it is already
+            The attempt, or ``None`` when the job must not run (it is already
             succeeded, failed or cancelled: a redelivery or a cancelled job).
         """
         now = utcnow()
@@ -104,11 +112,21 @@ class AttemptStore:
             if attempt is None:
                 return None
             # An attempt still open belongs to a worker that died mid-run.
-            session.execute(
+            marked = session.execute(
                 update(AttemptRow)
                 .where(and_(AttemptRow.job_id == seen.job_id, AttemptRow.finished_at.is_(None)))
                 .values(outcome=AttemptOutcome.LOST.value, finished_at=now, error="worker lost mid-run")
             )
+            lost = 0
+            if marked.rowcount:  # type: ignore[attr-defined]
+                lost = (
+                    session.scalar(
+                        select(func.count()).where(
+                            AttemptRow.job_id == seen.job_id, AttemptRow.outcome == AttemptOutcome.LOST.value
+                        )
+                    )
+                    or 0
+                )
             session.add(
                 AttemptRow(
                     job_id=seen.job_id,
@@ -119,7 +137,12 @@ class AttemptStore:
                     started_at=now,
                 )
             )
-            return int(attempt)
+            return StartedAttempt(number=int(attempt), lost_runs=int(lost))
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether an admin asked this running job to stop."""
+        with self.db.session() as session:
+            return session.scalar(select(JobRow.cancel_requested_at).where(JobRow.id == job_id)) is not None
 
     def finish(self, job_id: str, attempt: int, end: AttemptEnd) -> bool:
         """Close the attempt and move the job on, in one transaction.
@@ -138,7 +161,7 @@ class AttemptStore:
             values: dict[str, Any] = {"status": status.value, "error": end.error}
             if end.outcome is AttemptOutcome.SUCCEEDED:
                 values.update(result=end.result, finished_at=now)
-            elif end.outcome is AttemptOutcome.FAILED:
+            elif end.outcome in (AttemptOutcome.FAILED, AttemptOutcome.CANCELLED):
                 values.update(finished_at=now)
             else:
                 values.update(eta=end.eta)

@@ -55,6 +55,8 @@ class Database:
         except ProgrammingError as exc:
             if _is_missing_table(exc):
                 raise SchemaMissing(self.masked_url) from None
+            if getattr(exc.orig, "sqlstate", None) == "42703":  # undefined_column: an older schema
+                raise SchemaMissing(self.masked_url, outdated=True) from None
             raise
         except DBAPIError as exc:
             if exc.connection_invalidated:
@@ -79,8 +81,9 @@ class Database:
 class SchemaMissing(ConveyorError):
     """The database answers but has no Conveyor tables yet."""
 
-    def __init__(self, masked_url: str) -> None:
-        super().__init__(f"the job store at {masked_url} has no schema: run `conveyor db upgrade`")
+    def __init__(self, masked_url: str, *, outdated: bool = False) -> None:
+        state = "has an older schema than this Conveyor" if outdated else "has no schema"
+        super().__init__(f"the job store at {masked_url} {state}: run `conveyor db upgrade`")
 
 
 def _is_missing_table(exc: DBAPIError) -> bool:

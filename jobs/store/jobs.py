@@ -131,6 +131,43 @@ class AttemptInfo:
         return data
 
 
+@dataclass(frozen=True)
+class JobSelection:
+    """Which jobs: by status, kind, queue, creation window and error text; a page of them."""
+
+    status: str | None = None
+    kind: str | None = None
+    queue: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    error: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+    def apply(self, query: Any) -> Any:
+        if self.status:
+            query = query.where(JobRow.status == self.status)
+        if self.kind:
+            query = query.where(JobRow.kind == self.kind)
+        if self.queue:
+            query = query.where(JobRow.queue == self.queue)
+        if self.since:
+            query = query.where(JobRow.created_at >= self.since)
+        if self.until:
+            query = query.where(JobRow.created_at < self.until)
+        if self.error:
+            query = query.where(JobRow.error.ilike(f"%{_escape_like(self.error)}%", escape="\\"))
+        return query
+
+    @property
+    def is_empty(self) -> bool:
+        return not any((self.status, self.kind, self.queue, self.since, self.until, self.error))
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 class JobStore:
     """Create, read and list jobs."""
 
@@ -194,15 +231,73 @@ class JobStore:
                 raise JobNotFound(f"no job {job_id}")
             return JobInfo.from_row(row)
 
-    def find(self, *, status: str | None = None, kind: str | None = None, limit: int = 50) -> list[JobInfo]:
-        """Newest first, filtered by status and kind."""
-        query = select(JobRow).order_by(JobRow.created_at.desc()).limit(limit)
-        if status:
-            query = query.where(JobRow.status == status)
-        if kind:
-            query = query.where(JobRow.kind == kind)
+    def find(self, selection: JobSelection | None = None, **filters: Any) -> list[JobInfo]:
+        """Newest first: a :class:`JobSelection`, or its fields as keywords."""
+        selection = selection or JobSelection(**filters)
+        query = selection.apply(select(JobRow)).order_by(JobRow.created_at.desc(), JobRow.id)
+        query = query.limit(selection.limit).offset(selection.offset)
         with self.db.session() as session:
             return [JobInfo.from_row(row) for row in session.scalars(query)]
+
+    def ids(self, selection: JobSelection) -> list[str]:
+        """The ids of every job the selection matches (no limit)."""
+        with self.db.session() as session:
+            return [str(i) for i in session.scalars(selection.apply(select(JobRow.id)))]
+
+    def cancel(self, job_id: str) -> str:
+        """``cancelled`` (it was waiting), ``requested`` (it is running: it stops at its next
+        check), or the final status it already had."""
+        now = utcnow()
+        waiting = [JobStatus.QUEUED.value, JobStatus.RETRYING.value]
+        with self.db.session() as session:
+            done = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status.in_(waiting))
+                .values(status=JobStatus.CANCELLED.value, finished_at=now, error="cancelled by an admin")
+            )
+            if done.rowcount:  # type: ignore[attr-defined]
+                return "cancelled"
+            asked = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == JobStatus.RUNNING.value)
+                .values(cancel_requested_at=now)
+            )
+            if asked.rowcount:  # type: ignore[attr-defined]
+                return "requested"
+            status = session.scalar(select(JobRow.status).where(JobRow.id == job_id))
+        if status is None:
+            raise JobNotFound(f"no job {job_id}")
+        return str(status)
+
+    def reopen(self, job_id: str) -> JobInfo | None:
+        """A failed or cancelled job back to ``queued`` (id, attempts and history kept), or ``None``."""
+        final = [JobStatus.FAILED.value, JobStatus.CANCELLED.value]
+        with self.db.session() as session:
+            row = session.scalars(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status.in_(final))
+                .values(
+                    status=JobStatus.QUEUED.value,
+                    error=None,
+                    finished_at=None,
+                    cancel_requested_at=None,
+                    progress=None,
+                )
+                .returning(JobRow)
+            ).one_or_none()
+            return JobInfo.from_row(row) if row else None
+
+    def finished_per_minute(self, since: datetime) -> list[int]:
+        """How many jobs finished in each minute from ``since`` until now (oldest first)."""
+        now = utcnow()
+        minutes = max(1, int((now - since).total_seconds() // 60))
+        counts = [0] * minutes
+        with self.db.session() as session:
+            for (moment,) in session.execute(select(JobRow.finished_at).where(JobRow.finished_at >= since)):
+                index = int(((as_utc(moment) or now) - since).total_seconds() // 60)
+                if 0 <= index < minutes:
+                    counts[index] += 1
+        return counts
 
     def set_progress(self, job_id: str, percent: int) -> None:
         """Record how far a running job is (0–100)."""

@@ -56,6 +56,8 @@ class JobRow(Base):
     priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
     progress: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: An admin asked a running job to stop; it does at its next step (a cooperative check).
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     #: The job that enqueued this one (a report's follow-up email).
     parent_id: Mapped[str | None] = mapped_column(
         UuidStr, ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True, index=True

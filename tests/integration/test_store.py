@@ -48,7 +48,8 @@ def test_a_worker_seeing_a_job_first_creates_its_row(db: Database) -> None:
 
     attempt = AttemptStore(db).start(_seen(job_id), WORKER)
 
-    assert attempt == 1
+    assert attempt is not None
+    assert attempt.number == 1
     info = JobStore(db).get(job_id)
     assert (info.status, info.attempts, info.kind) == ("running", 1, "noop")
 
@@ -61,7 +62,8 @@ def test_concurrent_first_sights_of_one_job_make_one_row_and_distinct_attempts(d
 
     def start() -> None:
         barrier.wait()
-        attempts.append(store.start(_seen(job_id), WORKER))
+        started = store.start(_seen(job_id), WORKER)
+        attempts.append(started.number if started else None)
 
     threads = [threading.Thread(target=start) for _ in range(4)]
     for thread in threads:
@@ -76,9 +78,9 @@ def test_concurrent_first_sights_of_one_job_make_one_row_and_distinct_attempts(d
 def test_a_finished_job_is_not_started_again(db: Database) -> None:
     job_id = str(uuid.uuid4())
     store = AttemptStore(db)
-    store.finish(
-        job_id, store.start(_seen(job_id), WORKER) or 0, AttemptEnd(AttemptOutcome.SUCCEEDED, result={})
-    )
+    started = store.start(_seen(job_id), WORKER)
+    assert started is not None
+    store.finish(job_id, started.number, AttemptEnd(AttemptOutcome.SUCCEEDED, result={}))
 
     assert store.start(_seen(job_id), WORKER) is None
     assert JobStore(db).get(job_id).status == "succeeded"
@@ -90,13 +92,15 @@ def test_a_stale_attempt_does_not_overwrite_a_newer_one(db: Database) -> None:
     first = store.start(_seen(job_id), WORKER)
     second = store.start(_seen(job_id), WORKER)
 
-    moved = store.finish(job_id, first or 0, AttemptEnd(AttemptOutcome.RETRYING, error="late"))
+    assert first is not None
+    moved = store.finish(job_id, first.number, AttemptEnd(AttemptOutcome.RETRYING, error="late"))
 
     assert moved is False
     assert JobStore(db).get(job_id).status == "running"
     history = JobStore(db).attempts(job_id)
     assert [(a.attempt, a.outcome) for a in history] == [(1, "retrying"), (2, None)]
-    assert second == 2
+    assert second is not None
+    assert second.number == 2
 
 
 def test_an_idempotency_key_is_enforced_by_the_database(db: Database) -> None:

@@ -1,0 +1,217 @@
+"""`conveyor queues`, `stats`, `top`, `prune`, `config`: the admin's view of the platform."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+from rich.console import Group
+from rich.live import Live
+from rich.progress import Progress
+from rich.table import Table
+
+from console.common import AppState, err, json_option, out
+from console.jobs import parse_moment
+from console.views import jobs_table
+from console.workers import workers_table
+from jobs.admin.prune import count_prunable, prune
+from jobs.admin.queues import QueueStats, queue_stats
+from jobs.admin.stats import GroupStats, job_stats
+from jobs.admin.workers import live_replicas
+from jobs.settings import mask_url
+from jobs.status import FINAL_STATUSES, JobStatus
+from jobs.store import JobSelection
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+@click.command()
+@json_option
+@click.pass_obj
+def queues(state: AppState, as_json: bool) -> None:
+    """Per queue: ready, delayed, dead-lettered, consumers (RabbitMQ), running and the oldest
+    waiting job's age (PostgreSQL)."""
+    rows = queue_stats(state.settings, state.client.db)
+    if as_json:
+        click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
+        return
+    out.print(queues_table(rows))
+
+
+def queues_table(rows: list[QueueStats]) -> Table:
+    table = Table(
+        title="queues — ready/delayed/dead/consumers: RabbitMQ; running/oldest wait: PostgreSQL",
+        title_justify="left",
+    )
+    for column in ("queue", "kinds", "ready", "delayed", "dead", "consumers", "running", "oldest wait"):
+        table.add_column(column, justify="left" if column in ("queue", "kinds") else "right")
+    for r in rows:
+        wait = "" if r.oldest_wait_seconds is None else _age(r.oldest_wait_seconds)
+        table.add_row(
+            r.queue,
+            ", ".join(r.kinds),
+            str(r.ready),
+            str(r.delayed),
+            f"[red]{r.dead}[/]" if r.dead else "0",
+            str(r.consumers),
+            str(r.running),
+            wait,
+        )
+    return table
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@click.command()
+@click.option("--since", default="1h", show_default=True, help="A duration ago (15m, 1h, 7d) or a date.")
+@click.option("--by", type=click.Choice(["kind", "queue"]), default="kind", show_default=True)
+@json_option
+@click.pass_obj
+def stats(state: AppState, since: str, by: str, as_json: bool) -> None:
+    """Done, failed, retried, throughput per minute and queue wait / run time p50/p95/p99."""
+    moment = parse_moment(since)
+    assert moment is not None
+    rows = job_stats(state.client.db, moment, by)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"since": moment.isoformat(), "by": by, "groups": [r.to_dict() for r in rows]}, indent=2
+            )
+        )
+        return
+    out.print(stats_table(rows, by, moment))
+
+
+def stats_table(rows: list[GroupStats], by: str, since: datetime) -> Table:
+    table = Table(title=f"finished since {since:%Y-%m-%d %H:%M} UTC", title_justify="left")
+    for column in (by, "done", "failed", "retried", "per min", "wait p50/p95/p99 s", "run p50/p95/p99 s"):
+        table.add_column(column, justify="left" if column == by else "right")
+    for r in rows:
+        table.add_row(
+            r.group,
+            str(r.done),
+            f"[red]{r.failed}[/]" if r.failed else "0",
+            str(r.retried),
+            f"{r.per_minute:.2f}",
+            _triple(r.wait),
+            _triple(r.run),
+        )
+    return table
+
+
+def _triple(values: dict[str, float | None]) -> str:
+    return " / ".join("–" if values[k] is None else f"{values[k]:.3f}" for k in ("p50", "p95", "p99"))
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="Render one frame and exit (for scripts and tests).")
+@click.option(
+    "--interval", default=2.0, show_default=True, type=click.FloatRange(0.5), help="Seconds per refresh."
+)
+@click.pass_obj
+def top(state: AppState, once: bool, interval: float) -> None:
+    """A live view: queues, throughput sparkline, recent failures. Ctrl-C quits."""
+    if once:
+        out.print(_frame(state))
+        return
+    with Live(_frame(state), console=out, refresh_per_second=4, screen=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(_frame(state))
+        except KeyboardInterrupt:
+            pass
+
+
+def _frame(state: AppState) -> Group:
+    since = datetime.now(UTC) - timedelta(minutes=30)
+    per_kind = job_stats(state.client.db, since, "kind")
+    failures = state.client.jobs.find(JobSelection(status=JobStatus.FAILED.value, since=since, limit=5))
+    spark = _sparkline(state, since)
+    replicas = live_replicas(state.settings, state.redis, state.client.db)
+    return Group(
+        f"[bold]Conveyor[/] · {state.settings.namespace} · {datetime.now(UTC):%H:%M:%S} UTC",
+        queues_table(queue_stats(state.settings, state.client.db)),
+        workers_table(replicas, state.settings.namespace, now=datetime.now(UTC)),
+        f"finished per minute, last 30 min: {spark}",
+        stats_table(per_kind, "kind", since),
+        jobs_table(failures) if failures else "no failures in the last 30 minutes",
+    )
+
+
+def _sparkline(state: AppState, since: datetime) -> str:
+    counts = state.client.jobs.finished_per_minute(since)
+    peak = max(counts, default=0) or 1
+    return (
+        "".join(SPARK[min(len(SPARK) - 1, round(c / peak * (len(SPARK) - 1)))] for c in counts)
+        + f"  (peak {peak})"
+    )
+
+
+@click.command()
+@click.option(
+    "--older-than", "older_than", required=True, help="Finished before this long ago (30d) or a date."
+)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice([s.value for s in FINAL_STATUSES]),
+    help="Only these statuses (repeatable; default: every finished status).",
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@click.pass_obj
+def prune_command(
+    state: AppState, older_than: str, statuses: tuple[str, ...], yes: bool, as_json: bool
+) -> None:
+    """Delete old finished jobs, their attempts and output artifacts, in batches."""
+    cutoff = parse_moment(older_than)
+    assert cutoff is not None
+    total = count_prunable(state.client.db, cutoff, statuses or None)
+    if total and not yes:
+        click.confirm(
+            f"Delete {total} job(s) finished before {cutoff:%Y-%m-%d %H:%M} UTC?", abort=True, err=True
+        )
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("pruning", total=total, visible=total > 1000)
+        jobs_deleted, artifacts_deleted = prune(
+            state.client.db, cutoff, statuses or None, lambda n: progress.advance(task, n)
+        )
+    result = {"jobs": jobs_deleted, "artifacts": artifacts_deleted, "older_than": cutoff.isoformat()}
+    click.echo(
+        json.dumps(result)
+        if as_json
+        else f"deleted {jobs_deleted} job(s) and {artifacts_deleted} artifact(s)"
+    )
+
+
+@click.command()
+@json_option
+@click.pass_obj
+def config(state: AppState, as_json: bool) -> None:
+    """The effective settings (environment and flags), passwords masked."""
+    values: dict[str, Any] = {
+        f.name: mask_url(v) if f.name.endswith("_url") and isinstance(v, str) else v
+        for f in dataclasses.fields(state.settings)
+        for v in [getattr(state.settings, f.name)]
+    }
+    if as_json:
+        click.echo(json.dumps(values, indent=2))
+        return
+    table = Table(title="effective settings", title_justify="left")
+    table.add_column("setting")
+    table.add_column("value", overflow="fold")
+    for name, value in values.items():
+        table.add_row(f"CONVEYOR_{name.upper()}", "" if value is None else str(value))
+    out.print(table)

@@ -1,0 +1,162 @@
+"""`conveyor dlq …`: what the dead-letter queues hold; run it again, or drop it for good."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+from rich.markup import escape
+from rich.progress import Progress, TaskID
+from rich.table import Table
+
+from console.common import EXIT_FAILURE, AppState, err, json_option, out
+from console.views import short, status_markup, when
+from jobs.admin.dlq import DeadLetter, Outcome, list_dead, purge, requeue, select_dead
+
+#: Above this many messages, requeue and purge show a progress bar.
+PROGRESS_FROM = 20
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def queue_option(command: F) -> F:
+    return click.option(
+        "--queue", "-q", help="Only this queue's dead letters (e.g. email or conveyor.email)."
+    )(command)
+
+
+def selection_arguments(command: F) -> F:
+    """``ID…`` or ``--all``, and ``--queue``: the dead letters requeue and purge act on."""
+    command = queue_option(command)
+    command = click.option("--all", "everything", is_flag=True, help="Every dead letter (of --queue).")(
+        command
+    )
+    return click.argument("job_ids", nargs=-1, metavar="[ID]...")(command)
+
+
+@click.group()
+def dlq() -> None:
+    """Dead-lettered jobs: list them, run them again, or purge them for good."""
+
+
+@dlq.command("list")
+@queue_option
+@json_option
+@click.pass_obj
+def dlq_list(state: AppState, queue: str | None, as_json: bool) -> None:
+    """Messages in the dead-letter queues, oldest first per queue (nothing is removed)."""
+    letters = list_dead(state.settings, state.client.db, queue=queue)
+    if as_json:
+        click.echo(json.dumps([letter.to_dict() for letter in letters], indent=2))
+    elif not letters:
+        out.print("no dead-lettered messages", markup=False)
+    else:
+        out.print(dead_letters_table(letters))
+
+
+@dlq.command("requeue")
+@selection_arguments
+@json_option
+@click.pass_obj
+def dlq_requeue(
+    state: AppState, job_ids: tuple[str, ...], everything: bool, queue: str | None, as_json: bool
+) -> None:
+    """Run dead-lettered jobs again: same id and history, a fresh retry budget.
+
+    Foreign messages (no job row) are never requeued: purge them.
+    """
+    _check_selection(job_ids, everything)
+    with _progress("requeueing") as progress:
+        outcome = requeue(
+            state.settings, state.client.db, job_ids, all=everything, queue=queue, progress=progress
+        )
+    _report(outcome, "requeued", as_json, strict=bool(job_ids))
+
+
+@dlq.command("purge")
+@selection_arguments
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@click.pass_obj
+def dlq_purge(
+    state: AppState, job_ids: tuple[str, ...], everything: bool, queue: str | None, yes: bool, as_json: bool
+) -> None:
+    """Remove dead-lettered messages for good; their jobs stay failed."""
+    _check_selection(job_ids, everything)
+    settings, db = state.settings, state.client.db
+    if not yes:
+        # Unknown ids fail here, before anyone is asked anything.
+        letters = list_dead(settings, db, queue=queue)
+        chosen = set(select_dead(letters, job_ids, all=everything))
+        count = sum(letter.id in chosen for letter in letters)
+        if not count:
+            err.print("the dead-letter queues are empty: nothing to purge", markup=False)
+            return
+        click.confirm(
+            f"Remove {count} dead-lettered message(s) for good (their jobs stay failed)?",
+            abort=True,
+            err=True,
+        )
+    with _progress("purging") as progress:
+        outcome = purge(settings, db, job_ids, all=everything, queue=queue, progress=progress)
+    _report(outcome, "purged", as_json, strict=bool(job_ids))
+
+
+def dead_letters_table(letters: Sequence[DeadLetter]) -> Table:
+    """One line per dead letter; a foreign message shows why it is foreign as its error."""
+    table = Table(title=f"{len(letters)} dead-lettered message(s)", title_justify="left")
+    for column in ("job id", "kind", "queue", "status", "dead since", "attempts"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("last error", overflow="fold")
+    for letter in letters:
+        # Errors and foreign ids are arbitrary text: never let rich read them as markup.
+        error = (
+            f"[dim]foreign: {escape(letter.reason or '')}[/]"
+            if letter.foreign
+            else escape(short(letter.error))
+        )
+        table.add_row(
+            escape(letter.id),
+            letter.kind,
+            letter.queue,
+            status_markup(letter.status) if letter.status else "",
+            when(letter.dead_since),
+            "" if letter.attempts is None else str(letter.attempts),
+            error,
+        )
+    return table
+
+
+def _check_selection(job_ids: tuple[str, ...], everything: bool) -> None:
+    if bool(job_ids) == everything:
+        raise click.UsageError("give job ids, or --all (not both)")
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A ``(done, total)`` callback drawing a progress bar on stderr for large batches."""
+    with Progress(console=err, transient=True) as bar:
+        task: list[TaskID] = []
+
+        def advance(done: int, total: int) -> None:
+            if not task:  # the total is known once the dead-letter queues are read
+                task.append(bar.add_task(label, total=total, visible=total > PROGRESS_FROM))
+            bar.update(task[0], completed=done)
+
+        yield advance
+
+
+def _report(outcome: Outcome, verb: str, as_json: bool, *, strict: bool) -> None:
+    """Print what was done and skipped; named ids that were skipped make the command fail."""
+    if as_json:
+        click.echo(json.dumps(outcome.to_dict(), indent=2))
+    else:
+        click.echo(f"{verb} {outcome.count} dead letter(s)")
+        for ident, reason in outcome.skipped:
+            err.print(f"skipped {ident}: {reason}", markup=False)
+    if strict and outcome.skipped:
+        sys.exit(EXIT_FAILURE)

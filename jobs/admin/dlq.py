@@ -1,0 +1,397 @@
+"""Dead-letter queues (``<queue>.XQ``): list, requeue and purge the messages Dramatiq gave up on.
+
+RabbitMQ cannot peek: every message of an XQ is got unacknowledged, and closing the connection
+hands back, in place, all those not acknowledged. Only selected messages are acknowledged (removed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pika
+import pika.exceptions
+from sqlalchemy import func, select, update
+
+from jobs.broker import BROKER_ERRORS, amqp_url, broker_unavailable
+from jobs.errors import ConveyorError
+from jobs.ids import is_uuid
+from jobs.kinds import ACTOR_KINDS, KINDS
+from jobs.settings import Settings
+from jobs.status import JobStatus
+from jobs.store.database import Database
+from jobs.store.jobs import as_utc, utcnow
+from jobs.store.models import JobRow
+
+#: The kind shown for a message without a job row (undecodable, or not a Conveyor job).
+FOREIGN_KIND = "?"
+PURGED_ERROR = "purged from the dead-letter queue"
+#: Called with ``(done, total)`` after each selected message.
+Progress = Callable[[int, int], None]
+
+# Retry bookkeeping of Dramatiq: without it a requeued message has a fresh budget, due at once.
+_DROPPED_OPTIONS = frozenset({"retries", "traceback", "eta"})
+# Jobs whose dead message is their only copy (failed, or dead-lettered before running).
+_DEAD = (JobStatus.FAILED.value, JobStatus.QUEUED.value, JobStatus.RETRYING.value)
+_JOIN_CHUNK = 500
+#: A message got and not yet acknowledged: channel, queue, delivery tag, properties, body.
+_Raw = tuple[Any, str, int, Any, bytes]
+
+
+class DeadLetterNotFound(ConveyorError, LookupError):
+    """An id given to requeue or purge matches no message of the dead-letter queues."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One message of a dead-letter queue, joined with its job row when it has one."""
+
+    #: The job id (Dramatiq's ``message_id``), or a digest of an undecodable message.
+    id: str
+    queue: str
+    kind: str = FOREIGN_KIND
+    job_id: str | None = None
+    actor: str | None = None
+    status: str | None = None
+    dead_since: datetime | None = None
+    attempts: int | None = None
+    error: str | None = None
+    #: Why the message is foreign (it has no job row): ``not JSON``, ``no job row``…
+    reason: str | None = None
+
+    @property
+    def foreign(self) -> bool:
+        return self.job_id is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with stable snake_case keys."""
+        data = asdict(self)
+        data.update(dead_since=self.dead_since.isoformat() if self.dead_since else None, foreign=self.foreign)
+        return data
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a requeue or a purge did: the ids it handled, and those it skipped with why."""
+
+    done: tuple[str, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def count(self) -> int:
+        return len(self.done)
+
+    def to_dict(self) -> dict[str, Any]:
+        skipped = [{"id": ident, "reason": reason} for ident, reason in self.skipped]
+        return {"count": self.count, "ids": list(self.done), "skipped": skipped}
+
+
+@dataclass(frozen=True)
+class _Held:
+    channel: Any
+    tag: int  # only valid on its channel
+    message: dict[str, Any] | None
+    letter: DeadLetter
+
+
+def dead_letter_queues(settings: Settings, queue: str | None = None) -> list[str]:
+    """Every kind's namespaced queue, or only ``queue``: ``email``, ``conveyor.email``, or its XQ.
+
+    Raises:
+        ValueError: no job kind uses that queue (the message lists the known ones).
+    """
+    queues = {kind.queue: settings.queue_name(kind.queue) for kind in KINDS.values()}
+    if queue is None:
+        return list(dict.fromkeys(queues.values()))
+    aliases = {**queues, **{n: queues[k.queue] for n, k in KINDS.items()}, **{q: q for q in queues.values()}}
+    name = queue.strip().removesuffix(".XQ")
+    if name not in aliases:
+        raise ValueError(f"unknown queue {queue!r}; known queues: {', '.join(sorted(queues))}")
+    return [aliases[name]]
+
+
+def list_dead(settings: Settings, db: Database, queue: str | None = None) -> list[DeadLetter]:
+    """Every message of the dead-letter queues, oldest first per queue; none is removed.
+
+    Raises:
+        ServiceUnavailable: RabbitMQ or PostgreSQL cannot be reached.
+        ValueError: an unknown ``queue``.
+    """
+    with _scan(settings, db, queue) as held:
+        return [item.letter for item in held]
+
+
+def select_dead(letters: Sequence[DeadLetter], ids: Sequence[str] = (), *, all: bool = False) -> list[str]:
+    """The ids of ``letters`` that ``ids`` (or ``all``) selects.
+
+    Raises:
+        ValueError: neither or both of ``ids`` and ``all``.
+        DeadLetterNotFound: an id matches no dead letter (nothing is selected then).
+    """
+    if bool(ids) == all:
+        raise ValueError("give job ids or all=True (not both)")
+    if all:
+        return [letter.id for letter in letters]
+    wanted = list(dict.fromkeys(_normal(i) for i in ids))
+    present = {letter.id for letter in letters}
+    missing = [i for i in wanted if i not in present]
+    if missing:
+        raise DeadLetterNotFound(
+            f"no dead-lettered message for {', '.join(missing)} (see `conveyor dlq list`)"
+        )
+    return wanted
+
+
+def requeue(
+    settings: Settings,
+    db: Database,
+    ids: Sequence[str] = (),
+    *,
+    all: bool = False,
+    queue: str | None = None,
+    progress: Progress | None = None,
+) -> Outcome:
+    """Run dead-lettered jobs again: same id, attempts and history; a fresh retry budget.
+
+    Per message: the job goes back to ``queued``, the message (less its retry bookkeeping)
+    is published to its queue and confirmed, then removed from the XQ: a crash in between
+    leaves at worst a duplicate. Foreign messages and jobs no longer failed are skipped.
+
+    Raises:
+        ValueError: neither or both of ``ids`` and ``all``; an unknown ``queue``.
+        DeadLetterNotFound: an id matches no dead letter (nothing is done then).
+        ConveyorError: RabbitMQ refused a message (it stays dead, its job as it was).
+        ServiceUnavailable: RabbitMQ or PostgreSQL cannot be reached.
+    """
+    return _apply(settings, db, (ids, all, queue), _requeue_one, progress, confirm=True)
+
+
+def purge(
+    settings: Settings,
+    db: Database,
+    ids: Sequence[str] = (),
+    *,
+    all: bool = False,
+    queue: str | None = None,
+    progress: Progress | None = None,
+) -> Outcome:
+    """Remove dead-lettered messages for good; their jobs stay (or become) ``failed``.
+
+    A job that succeeded, was cancelled or runs meanwhile is left alone: its message just goes.
+
+    Raises:
+        ValueError: neither or both of ``ids`` and ``all``; an unknown ``queue``.
+        DeadLetterNotFound: an id matches no dead letter (nothing is done then).
+        ServiceUnavailable: RabbitMQ or PostgreSQL cannot be reached.
+    """
+    return _apply(settings, db, (ids, all, queue), _purge_one, progress)
+
+
+def _apply(
+    settings: Settings,
+    db: Database,
+    selection: tuple[Sequence[str], bool, str | None],
+    action: Callable[[Database, _Held, dict[str, None]], str | None],
+    progress: Progress | None,
+    *,
+    confirm: bool = False,
+) -> Outcome:
+    """``action`` on each selected message; it returns why it skipped one, or ``None``."""
+    ids, everything, queue = selection
+    with _scan(settings, db, queue, confirm=confirm) as held:
+        wanted = set(select_dead([item.letter for item in held], ids, all=everything))
+        chosen = [item for item in held if item.letter.id in wanted]
+        done: dict[str, None] = {}  # ordered, with fast membership
+        skipped: list[tuple[str, str]] = []
+        for index, item in enumerate(chosen, 1):
+            reason = action(db, item, done)
+            if reason is None:
+                done[item.letter.id] = None
+            else:
+                skipped.append((item.letter.id, reason))
+            if progress:
+                progress(index, len(chosen))
+        return Outcome(tuple(done), tuple(skipped))
+
+
+def _requeue_one(db: Database, item: _Held, already: dict[str, None]) -> str | None:
+    """Requeue one message; the reason when it is skipped instead."""
+    job_id = item.letter.job_id
+    if item.message is None or job_id is None:
+        return f"foreign message ({item.letter.reason}): not requeued"
+    if job_id in already:
+        # A second dead copy of a job requeued a moment ago: one live copy is enough.
+        item.channel.basic_ack(item.tag)
+        return "duplicate of a message requeued in this run: removed"
+    previous = _reopen(db, job_id)
+    if isinstance(previous, str):
+        return previous
+    try:
+        _publish(item)
+    except BaseException:
+        # Nothing was sent: the job goes back to how it was, its message still dead.
+        with suppress(ConveyorError), db.session() as session:
+            back = update(JobRow).where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED.value)
+            session.execute(back.values(**previous))
+        raise
+    item.channel.basic_ack(item.tag)
+    return None
+
+
+def _reopen(db: Database, job_id: str) -> dict[str, Any] | str:
+    """Back to ``queued`` before its message is live, so a worker runs it: the row's status, error
+    and finished_at before (to undo), or why it must not run again."""
+    query = select(JobRow.status, JobRow.error, JobRow.finished_at).where(JobRow.id == job_id)
+    with db.session() as session:
+        row = session.execute(query.with_for_update()).one_or_none()
+        if row is None:
+            return "its job row is gone"
+        if row.status not in _DEAD:
+            return f"job is {row.status}: not requeued"
+        queued = {"status": JobStatus.QUEUED.value, "error": None, "finished_at": None}
+        session.execute(update(JobRow).where(JobRow.id == job_id).values(**queued, eta=None, progress=None))
+        return dict(row._mapping)
+
+
+def _publish(item: _Held) -> None:
+    """The original message to its queue, persistent as Dramatiq sends it; waits for the confirm.
+
+    Raises:
+        ConveyorError: RabbitMQ returned or refused the message.
+    """
+    assert item.message is not None
+    options = {k: v for k, v in (item.message.get("options") or {}).items() if k not in _DROPPED_OPTIONS}
+    body = json.dumps({**item.message, "queue_name": item.letter.queue, "options": options}).encode()
+    priority = options.get("broker_priority") if isinstance(options.get("broker_priority"), int) else None
+    properties = pika.BasicProperties(delivery_mode=2, priority=priority)
+    try:
+        item.channel.basic_publish("", item.letter.queue, body, properties, mandatory=True)
+    except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+        refused = f"RabbitMQ refused job {item.letter.id} on {item.letter.queue} ({type(exc).__name__})"
+        raise ConveyorError(f"{refused}; it stays in the dead-letter queue") from None
+
+
+def _purge_one(db: Database, item: _Held, _done: dict[str, None]) -> None:
+    """Fail the job for good (unless it finished or runs meanwhile), then remove its message."""
+    # The row first: were the ack lost, the message would still be there to purge again.
+    if item.letter.job_id is not None:
+        dead = update(JobRow).where(JobRow.id == item.letter.job_id, JobRow.status.in_(_DEAD))
+        error = func.coalesce(JobRow.error, PURGED_ERROR)
+        finished = func.coalesce(JobRow.finished_at, utcnow())
+        with db.session() as session:
+            session.execute(
+                dead.values(status=JobStatus.FAILED.value, error=error, finished_at=finished, eta=None)
+            )
+    item.channel.basic_ack(item.tag)
+
+
+@contextmanager
+def _scan(
+    settings: Settings, db: Database, queue: str | None, *, confirm: bool = False
+) -> Iterator[list[_Held]]:
+    """Every message of the selected XQs, joined with its job row, unacknowledged until the block ends.
+
+    Raises:
+        ServiceUnavailable: RabbitMQ cannot be reached or drops the connection.
+    """
+    queues = dead_letter_queues(settings, queue)
+    try:
+        connection = pika.BlockingConnection(pika.URLParameters(amqp_url(settings)))
+    except BROKER_ERRORS as exc:
+        raise broker_unavailable(settings, exc) from None
+    try:
+        fetched = [message for name in queues for message in _drain(connection, name, confirm=confirm)]
+        decoded = [(raw, *_decode(raw[4])) for raw in fetched]
+        rows = _job_rows(db, [message["message_id"] for _, message, _ in decoded if message])
+        yield [_Held(raw[0], raw[2], m, _letter(raw, m, rows, why)) for raw, m, why in decoded]
+    except BROKER_ERRORS as exc:
+        raise broker_unavailable(settings, exc) from None
+    finally:
+        # Closing hands every message not acknowledged back to its XQ.
+        if connection.is_open:
+            with suppress(*BROKER_ERRORS):
+                connection.close()
+
+
+def _drain(connection: Any, queue: str, *, confirm: bool) -> list[_Raw]:
+    """The messages of ``queue``'s XQ at this moment, got on a channel of their own."""
+    channel = connection.channel()
+    try:
+        declared = channel.queue_declare(f"{queue}.XQ", passive=True)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404:  # never declared: nothing was ever dead-lettered there
+            return []
+        raise
+    if confirm:
+        channel.confirm_delivery()
+    fetched: list[_Raw] = []
+    # A snapshot: what is dead-lettered while we read waits for the next command.
+    for _ in range(declared.method.message_count):
+        method, properties, body = channel.basic_get(f"{queue}.XQ", auto_ack=False)
+        if method is None:
+            break
+        fetched.append((channel, queue, method.delivery_tag, properties, body))
+    return fetched
+
+
+def _decode(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """Dramatiq's JSON message, or why it is not one."""
+    try:
+        data = json.loads(body)
+    except ValueError:  # bad UTF-8 too
+        return None, "not JSON"
+    ok = isinstance(data, dict) and all(isinstance(data.get(k), str) for k in ("message_id", "actor_name"))
+    if not ok or not isinstance(data.get("options", {}), dict):
+        return None, "not a Dramatiq message"
+    return data, None
+
+
+def _job_rows(db: Database, message_ids: list[str]) -> dict[str, dict[str, Any]]:
+    # Only UUIDs: anything else cannot be a job id, and PostgreSQL would reject it.
+    ids = sorted({_normal(i) for i in message_ids if is_uuid(i)})
+    columns = (JobRow.id, JobRow.kind, JobRow.status, JobRow.attempts, JobRow.error)
+    rows: dict[str, dict[str, Any]] = {}
+    with db.session() as session:
+        for start in range(0, len(ids), _JOIN_CHUNK):
+            query = select(*columns).where(JobRow.id.in_(ids[start : start + _JOIN_CHUNK]))
+            rows.update({str(row.id): dict(row._mapping) for row in session.execute(query)})
+    return rows
+
+
+def _letter(
+    raw: _Raw, message: dict[str, Any] | None, rows: dict[str, dict[str, Any]], why: str | None
+) -> DeadLetter:
+    _, queue, _, properties, body = raw
+    if message is None:
+        ident = str(properties.message_id or "") or f"sha256:{hashlib.sha256(body).hexdigest()[:16]}"
+        return DeadLetter(ident, queue, dead_since=_dead_since(properties), reason=why)
+    ident, actor = _normal(message["message_id"]), message["actor_name"]
+    since = _dead_since(properties, message)
+    row = rows.get(ident)
+    if row is None:
+        why = "no job row" if actor in ACTOR_KINDS else f"no job row (actor {actor!r} is not a Conveyor job)"
+        return DeadLetter(ident, queue, actor=actor, dead_since=since, reason=why)
+    facts = {key: row[key] for key in ("kind", "status", "attempts", "error")}
+    return DeadLetter(ident, queue, job_id=ident, actor=actor, dead_since=since, **facts)
+
+
+def _dead_since(properties: Any, message: dict[str, Any] | None = None) -> datetime | None:
+    """When RabbitMQ dead-lettered it (``x-death``), else when it was first enqueued."""
+    deaths = (properties.headers or {}).get("x-death") or [None]
+    moment = deaths[0].get("time") if isinstance(deaths, list) and isinstance(deaths[0], dict) else None
+    stamp = (message or {}).get("message_timestamp")
+    if not isinstance(moment, datetime) and isinstance(stamp, int) and not isinstance(stamp, bool):
+        with suppress(ValueError, OverflowError, OSError):
+            moment = datetime.fromtimestamp(stamp / 1000, UTC)
+    return as_utc(moment) if isinstance(moment, datetime) else None
+
+
+def _normal(ident: str) -> str:
+    """UUIDs compare in their canonical form (ids may be typed in upper case)."""
+    return str(uuid.UUID(ident)) if is_uuid(ident) else ident.strip()

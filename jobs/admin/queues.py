@@ -1,0 +1,106 @@
+"""What each queue holds: RabbitMQ's counts (passive declares) and PostgreSQL's job ages."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import pika
+import pika.exceptions
+from sqlalchemy import func, or_, select
+
+from jobs.broker import BROKER_ERRORS, amqp_url, broker_unavailable
+from jobs.kinds import KINDS
+from jobs.settings import Settings
+from jobs.status import JobStatus
+from jobs.store import Database
+from jobs.store.jobs import as_utc, utcnow
+from jobs.store.models import JobRow
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """One queue. ``ready``/``delayed``/``dead``/``consumers`` come from RabbitMQ; ``running``
+    and ``oldest_wait_seconds`` (the queue's latency) from PostgreSQL."""
+
+    queue: str
+    kinds: list[str]
+    ready: int
+    delayed: int
+    dead: int
+    consumers: int
+    running: int
+    oldest_wait_seconds: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def queue_stats(settings: Settings, db: Database) -> list[QueueStats]:
+    """Every queue of the namespace.
+
+    Raises:
+        ServiceUnavailable: RabbitMQ or PostgreSQL cannot be reached.
+    """
+    names = sorted({settings.queue_name(kind.queue) for kind in KINDS.values()})
+    counts = _rabbitmq_counts(settings, names)
+    running, oldest = _store_figures(db, names)
+    now = utcnow()
+    return [
+        QueueStats(
+            queue=name,
+            kinds=sorted(k.name for k in KINDS.values() if settings.queue_name(k.queue) == name),
+            ready=counts[name][0],
+            delayed=counts[f"{name}.DQ"][0],
+            dead=counts[f"{name}.XQ"][0],
+            consumers=counts[name][1],
+            running=running.get(name, 0),
+            oldest_wait_seconds=round((now - oldest[name]).total_seconds(), 3) if name in oldest else None,
+        )
+        for name in names
+    ]
+
+
+def _rabbitmq_counts(settings: Settings, names: list[str]) -> dict[str, tuple[int, int]]:
+    counts: dict[str, tuple[int, int]] = {}
+    try:
+        connection = pika.BlockingConnection(pika.URLParameters(amqp_url(settings)))
+    except BROKER_ERRORS as exc:
+        raise broker_unavailable(settings, exc) from None
+    try:
+        for name in names:
+            for queue in (name, f"{name}.DQ", f"{name}.XQ"):
+                channel = connection.channel()
+                try:
+                    method = channel.queue_declare(queue, passive=True).method
+                    counts[queue] = (int(method.message_count), int(method.consumer_count))
+                    channel.close()
+                except pika.exceptions.ChannelClosedByBroker:  # not declared yet: nothing in it
+                    counts[queue] = (0, 0)
+    finally:
+        connection.close()
+    return counts
+
+
+def _store_figures(db: Database, names: list[str]) -> tuple[dict[str, int], dict[str, datetime]]:
+    now = utcnow()
+    waiting = (JobRow.status == JobStatus.QUEUED.value) & or_(JobRow.eta.is_(None), JobRow.eta <= now)
+    with db.session() as session:
+        running = dict(
+            session.execute(
+                select(JobRow.queue, func.count())
+                .where(JobRow.queue.in_(names), JobRow.status == JobStatus.RUNNING.value)
+                .group_by(JobRow.queue)
+            ).all()
+        )
+        oldest = {
+            queue: as_utc(moment)
+            for queue, moment in session.execute(
+                select(JobRow.queue, func.min(JobRow.created_at))
+                .where(JobRow.queue.in_(names), waiting)
+                .group_by(JobRow.queue)
+            )
+            if moment is not None
+        }
+    return running, oldest  # type: ignore[return-value]
