@@ -43,24 +43,30 @@ def queues(state: AppState, as_json: bool) -> None:
 
 
 def queues_table(rows: list[QueueStats]) -> Table:
+    api = any(r.unacked is not None for r in rows)
+    title = "queues — ready/delayed/dead/consumers: RabbitMQ (AMQP); running/oldest wait: PostgreSQL"
     table = Table(
-        title="queues — ready/delayed/dead/consumers: RabbitMQ; running/oldest wait: PostgreSQL",
-        title_justify="left",
+        title=title + ("; unacked, in/s, out/s: management API" if api else ""), title_justify="left"
     )
-    for column in ("queue", "kinds", "ready", "delayed", "dead", "consumers", "running", "oldest wait"):
+    columns = ["queue", "kinds", "ready", "delayed", "dead", "consumers", "running", "oldest wait"]
+    for column in columns + (["unacked", "in/s", "out/s"] if api else []):
         table.add_column(column, justify="left" if column in ("queue", "kinds") else "right")
     for r in rows:
         wait = "" if r.oldest_wait_seconds is None else _age(r.oldest_wait_seconds)
-        table.add_row(
+        dead = f"[red]{r.dead}[/]" if r.dead else "0"
+        cells = [
             r.queue,
             ", ".join(r.kinds),
             str(r.ready),
             str(r.delayed),
-            f"[red]{r.dead}[/]" if r.dead else "0",
+            dead,
             str(r.consumers),
             str(r.running),
             wait,
-        )
+        ]
+        if api:
+            cells += [str(r.unacked), f"{r.publish_rate or 0:.1f}", f"{r.deliver_rate or 0:.1f}"]
+        table.add_row(*cells)
     return table
 
 

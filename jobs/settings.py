@@ -79,6 +79,9 @@ class Settings:
     image_max_pixels: int = defaults.DEFAULT_IMAGE_MAX_PIXELS
     #: JPEG draft mode: decode big JPEGs at a reduced scale when every output is small.
     image_draft: bool = True
+    #: RabbitMQ's management API (``http://user:pass@host:15672``): adds unacknowledged counts and
+    #: rates to ``conveyor queues``. ``None``: RabbitMQ is read through AMQP alone.
+    rabbitmq_api_url: str | None = None
     #: Where artifacts' bytes go: ``None`` keeps them in the database; ``file:///DIR`` on a filesystem.
     artifact_url: str | None = None
     #: Seconds an identical report request reuses the previous one's artifacts.
@@ -102,6 +105,8 @@ class Settings:
             raise SettingsError("CONVEYOR_BROKER_HEARTBEAT must be 0 (disabled) or a number of seconds")
         if self.email_rate is not None:
             parse_rate(self.email_rate)
+        if self.rabbitmq_api_url is not None:
+            _check_url("rabbitmq_api_url", self.rabbitmq_api_url, ("http", "https"))
         if self.artifact_url is not None:
             _check_url("artifact_url", self.artifact_url, ("file",))
         if self.report_cache_ttl < 0:
@@ -211,7 +216,7 @@ def _convert(name: str, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not an integer") from None
-    if name in ("templates_dir", "email_rate", "artifact_url"):
+    if name in ("templates_dir", "email_rate", "artifact_url", "rabbitmq_api_url"):
         return raw or None
     return raw
 

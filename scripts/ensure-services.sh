@@ -186,7 +186,26 @@ ensure_rabbitmq() {
     log "RabbitMQ ready ($((SECONDS - start)) s)"
 }
 
+readonly MANAGEMENT_PORT=15672
+
+# `conveyor queues` reads unacknowledged counts and rates from the management API; its tests need it.
+ensure_rabbitmq_management() {
+    tcp_open "$MANAGEMENT_PORT" && return 0
+    log "enabling the RabbitMQ management plugin…"
+    priv rabbitmq-plugins enable --quiet rabbitmq_management >/dev/null \
+        || die "rabbitmq-plugins enable rabbitmq_management failed; see $(rabbit_logfile)"
+    local start=$SECONDS
+    until tcp_open "$MANAGEMENT_PORT"; do
+        if (( SECONDS - start >= 60 )); then
+            die "the RabbitMQ management API did not answer on $HOST:$MANAGEMENT_PORT within 60 s"
+        fi
+        sleep 1
+    done
+    log "RabbitMQ management API ready ($((SECONDS - start)) s)"
+}
+
 ensure_postgres
 ensure_redis
 ensure_rabbitmq
-log "PostgreSQL, Redis, RabbitMQ answer on $HOST"
+ensure_rabbitmq_management
+log "PostgreSQL, Redis, RabbitMQ (with its management API) answer on $HOST"

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
+from urllib.error import HTTPError, URLError
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.request import Request, urlopen
 
 import pika
 import pika.exceptions
 from sqlalchemy import func, or_, select
 
 from jobs.broker import BROKER_ERRORS, amqp_url, broker_unavailable
+from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
+from jobs.errors import ServiceUnavailable
 from jobs.kinds import KINDS
-from jobs.settings import Settings
+from jobs.settings import Settings, mask_url
 from jobs.status import JobStatus
 from jobs.store import Database
 from jobs.store.jobs import as_utc, utcnow
@@ -32,6 +39,10 @@ class QueueStats:
     consumers: int
     running: int
     oldest_wait_seconds: float | None
+    #: From the management API when configured (``None`` otherwise).
+    unacked: int | None = None
+    publish_rate: float | None = None
+    deliver_rate: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,6 +57,9 @@ def queue_stats(settings: Settings, db: Database) -> list[QueueStats]:
     names = sorted({settings.queue_name(kind.queue) for kind in KINDS.values()})
     counts = _rabbitmq_counts(settings, names)
     running, oldest = _store_figures(db, names)
+    management = (
+        {name: _management_figures(settings, name) for name in names} if settings.rabbitmq_api_url else {}
+    )
     now = utcnow()
     return [
         QueueStats(
@@ -57,6 +71,7 @@ def queue_stats(settings: Settings, db: Database) -> list[QueueStats]:
             consumers=counts[name][1],
             running=running.get(name, 0),
             oldest_wait_seconds=round((now - oldest[name]).total_seconds(), 3) if name in oldest else None,
+            **management.get(name, {}),
         )
         for name in names
     ]
@@ -104,3 +119,43 @@ def _store_figures(db: Database, names: list[str]) -> tuple[dict[str, int], dict
             if moment is not None
         }
     return running, oldest  # type: ignore[return-value]
+
+
+def _management_figures(settings: Settings, queue: str) -> dict[str, Any]:
+    """Unacknowledged messages and publish/deliver rates of one queue, from the management API.
+
+    Raises:
+        ServiceUnavailable: the API cannot be reached or refuses the credentials.
+    """
+    assert settings.rabbitmq_api_url is not None
+    parts = urlsplit(settings.rabbitmq_api_url)
+    vhost = urlsplit(settings.broker_url).path.lstrip("/") or "%2F"
+    netloc = (parts.hostname or "127.0.0.1") + (f":{parts.port}" if parts.port else "")
+    path = f"/api/queues/{vhost}/{quote(queue, safe='')}"
+    url = urlunsplit((parts.scheme, netloc, path, "", ""))
+    request = Request(url)  # noqa: S310 -- http(s) only, checked when the settings were built
+    if parts.username:
+        token = base64.b64encode(
+            f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        ).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        # S310: the scheme is http(s), checked when the settings were built.
+        with urlopen(request, timeout=DEFAULT_CONNECT_TIMEOUT) as response:  # noqa: S310
+            data = json.load(response)
+    except HTTPError as exc:
+        if exc.code == 404:  # not declared yet
+            return {"unacked": 0, "publish_rate": 0.0, "deliver_rate": 0.0}
+        raise ServiceUnavailable(
+            "RabbitMQ management API", mask_url(settings.rabbitmq_api_url), str(exc)
+        ) from None
+    except (URLError, OSError, ValueError) as exc:
+        raise ServiceUnavailable(
+            "RabbitMQ management API", mask_url(settings.rabbitmq_api_url), str(exc)
+        ) from None
+    stats = data.get("message_stats") or {}
+    return {
+        "unacked": int(data.get("messages_unacknowledged", 0)),
+        "publish_rate": round(float((stats.get("publish_details") or {}).get("rate", 0.0)), 2),
+        "deliver_rate": round(float((stats.get("deliver_get_details") or {}).get("rate", 0.0)), 2),
+    }

@@ -223,3 +223,26 @@ def test_config_prints_the_effective_settings_with_passwords_masked(service_env:
     assert data["smtp_url"] == "smtp://mailer:***@127.0.0.1:2525"  # type: ignore[index]
     assert data["namespace"] == service_env["CONVEYOR_NAMESPACE"]  # type: ignore[index]
     assert "hunter2" not in run_cli("config", env=env).stdout
+
+
+def test_queues_adds_unacknowledged_counts_from_the_management_api(
+    client: Client, settings: Settings, service_env: dict[str, str], start_worker: WorkerProcess.Factory
+) -> None:
+    env = {**service_env, "CONVEYOR_RABBITMQ_API_URL": "http://guest:guest@127.0.0.1:15672"}
+    queue = f"{settings.namespace}.default"
+    start_worker()
+    job = client.enqueue("noop", sleep=12)
+    eventually(lambda: job.refresh().status is JobStatus.RUNNING)
+
+    # The API refreshes its figures every few seconds: the running job's message is unacked.
+    row = eventually(
+        lambda: (r := by_queue(cli_json(env, "queues"), queue))["unacked"] == 1 and r, timeout=11
+    )
+
+    assert row["running"] == 1
+    assert row["consumers"] >= 1
+    assert "unacked" in run_cli("queues", env=env).stdout
+    down = run_cli("queues", env={**env, "CONVEYOR_RABBITMQ_API_URL": "http://guest:s3cret@127.0.0.1:1"})
+    assert down.returncode == 3
+    assert "RabbitMQ management API is unreachable" in down.stderr
+    assert "s3cret" not in down.stderr
