@@ -74,6 +74,8 @@ class JobRow(Base):
         Index(None, "kind", "created_at"),
         Index(None, "created_at"),
         Index(None, "queue", "status"),
+        # `conveyor stats` and `top` read what finished in a window; `prune` what finished long ago.
+        Index(None, "finished_at"),
     )
 
 
@@ -94,7 +96,11 @@ class AttemptRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     traceback: Mapped[str | None] = mapped_column(Text, nullable=True)
 
-    __table_args__ = (UniqueConstraint("job_id", "attempt"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "attempt"),
+        # `conveyor workers` falls back to the attempts of the last minutes when Redis is down.
+        Index(None, "started_at"),
+    )
 
 
 class ArtifactRow(Base):

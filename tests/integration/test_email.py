@@ -278,3 +278,21 @@ def test_with_redis_down_emails_are_still_sent(
 
     assert len(smtp.received) == 1
     assert worker.count("not enforced: Redis unreachable") == 1
+
+
+def test_a_dead_email_requeued_from_the_dlq_succeeds_with_its_history_kept(
+    client: Client, smtp: SmtpServer, mail_worker: WorkerProcess, service_env: dict[str, str]
+) -> None:
+    from tests.helpers import run_cli
+
+    smtp.handler.behaviour.data_replies = ["550 5.7.1 mailbox full"]
+    job = client.send_email("ada@example.com", "welcome", {"name": "Ada"})
+    with pytest.raises(JobFailed, match="550"):
+        job.wait(timeout=20)
+
+    requeued = run_cli("dlq", "requeue", job.id, env=service_env)
+
+    assert requeued.returncode == 0, requeued.stderr
+    assert job.wait(timeout=20)["accepted"] == ["ada@example.com"]
+    assert [a.outcome for a in job.history()] == ["failed", "succeeded"]
+    assert len(smtp.received) == 1
