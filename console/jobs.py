@@ -119,6 +119,10 @@ def jobs_show(state: AppState, job_id: str, as_json: bool) -> None:
         return
     out.print(job_details(info))
     out.print(attempts_table(attempts))
+    failed = [a for a in attempts if a.traceback]
+    if failed:
+        out.print(f"traceback of attempt {failed[-1].attempt}:", style="bold")
+        out.print(failed[-1].traceback, markup=False, highlight=False)
     out.print(timeline(info, attempts))
     for child in children:
         out.print(f"follow-up job {child.id} ({child.kind}, {status_markup(child.status)})")

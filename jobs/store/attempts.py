@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 
 from jobs.status import RUNNABLE_STATUSES, AttemptOutcome, JobStatus
@@ -111,22 +112,7 @@ class AttemptStore:
             attempt = session.execute(upsert).scalar_one_or_none()
             if attempt is None:
                 return None
-            # An attempt still open belongs to a worker that died mid-run.
-            marked = session.execute(
-                update(AttemptRow)
-                .where(and_(AttemptRow.job_id == seen.job_id, AttemptRow.finished_at.is_(None)))
-                .values(outcome=AttemptOutcome.LOST.value, finished_at=now, error="worker lost mid-run")
-            )
-            lost = 0
-            if marked.rowcount:  # type: ignore[attr-defined]
-                lost = (
-                    session.scalar(
-                        select(func.count()).where(
-                            AttemptRow.job_id == seen.job_id, AttemptRow.outcome == AttemptOutcome.LOST.value
-                        )
-                    )
-                    or 0
-                )
+            lost = _mark_lost_runs(session, seen.job_id, now)
             session.add(
                 AttemptRow(
                     job_id=seen.job_id,
@@ -174,3 +160,20 @@ class AttemptStore:
         dialect_insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
         statement: Insert = dialect_insert(table)
         return statement
+
+
+def _mark_lost_runs(session: Session, job_id: str, now: datetime) -> int:
+    """Close attempts still open (their worker died mid-run); return how many runs were lost so far."""
+    marked = session.execute(
+        update(AttemptRow)
+        .where(and_(AttemptRow.job_id == job_id, AttemptRow.finished_at.is_(None)))
+        .values(outcome=AttemptOutcome.LOST.value, finished_at=now, error="worker lost mid-run")
+    )
+    if not marked.rowcount:  # type: ignore[attr-defined]
+        return 0  # the usual case: no query for the count
+    lost = session.scalar(
+        select(func.count()).where(
+            AttemptRow.job_id == job_id, AttemptRow.outcome == AttemptOutcome.LOST.value
+        )
+    )
+    return int(lost or 0)

@@ -162,6 +162,9 @@ def test_retry_by_filter_touches_exactly_the_matching_jobs(
         eventually(lambda job=job: job.refresh().attempts == 2 and job.status is JobStatus.FAILED)
         assert [a.outcome for a in job.history()] == ["failed", "failed"]
     assert transient.refresh().attempts == 1
+    shown = run_cli("jobs", "show", permanent[0].id, env=service_env).stdout
+    assert "traceback of attempt 2" in shown
+    assert "PermanentError: noop asked to fail permanently" in shown
     waited = run_cli("jobs", "wait", permanent[0].id, "--timeout", "5", env=service_env)
     assert waited.returncode == 1
     assert "PermanentError" in waited.stderr
