@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import click
+from rich.progress import Progress, TaskID
 
 from console.admin import config, prune_command, queues, stats, top
 from console.common import (
@@ -34,6 +35,7 @@ from jobs.logs import configure_logging
 from jobs.settings import Settings, mask_url
 from jobs.store import Database
 from jobs.store.migrate import ensure_database, upgrade
+from workers.bench import run_bench
 from workers.demo import embedded_settings, run_demo
 from workers.runtime import resolve_queues
 from workers.supervisor import Supervisor
@@ -164,6 +166,41 @@ def ping(state: AppState, timeout: float, as_json: bool) -> None:
         click.echo(json.dumps({"job_id": job.id, "round_trip_ms": round(elapsed, 2), "worker": worker_id}))
     else:
         click.echo(f"pong: job {job.id} ran on {worker_id}, round trip {elapsed:.1f} ms")
+
+
+@main.command()
+@click.option(
+    "--jobs",
+    "job_count",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Jobs in the backlog.",
+)
+@click.option(
+    "--sleep", default=0.0, show_default=True, type=click.FloatRange(0, 60), help="Seconds each job sleeps."
+)
+@json_option
+@click.pass_obj
+def bench(state: AppState, job_count: int, sleep: float, as_json: bool) -> None:
+    """Load the configured stack (workers must run): enqueue rate, processing rate, latency p50/p99."""
+    with Progress(console=err, transient=True, disable=as_json) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def on_progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = progress.add_task(phase, total=total)
+            progress.update(tasks[phase], completed=done)
+
+        result = run_bench(state.client, jobs=job_count, sleep=sleep, on_progress=on_progress)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    click.echo(
+        f"{result.jobs} noop jobs (sleep {result.sleep:g} s): enqueue {result.enqueue_per_second:,.0f}/s, "
+        f"processed {result.processed_per_second:,.0f}/s; enqueue-to-start latency "
+        f"p50 {result.latency_p50_ms:.1f} ms, p99 {result.latency_p99_ms:.1f} ms; {result.failed} failed"
+    )
 
 
 @main.group()

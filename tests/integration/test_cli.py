@@ -215,3 +215,26 @@ def test_artifacts_list_and_get_from_the_shell(service_env: dict[str, str], clie
     assert (tmp_path / "out.txt").read_bytes() == b"hello, artifact"
     assert missing.returncode == 1
     assert "no artifact" in missing.stderr
+
+
+def test_bench_measures_the_running_stack(
+    service_env: dict[str, str], start_worker: WorkerProcess.Factory
+) -> None:
+    start_worker("--processes", "1", "--threads", "4")
+
+    result = run_cli("bench", "--jobs", "60", "--json", env=service_env, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["jobs"] == 60
+    assert data["failed"] == 0
+    assert data["enqueue_per_second"] > 0
+    assert data["processed_per_second"] > 0
+    assert 0 < data["latency_p50_ms"] <= data["latency_p99_ms"]
+
+
+def test_bench_without_a_worker_says_so(service_env: dict[str, str]) -> None:
+    result = run_cli("bench", "--jobs", "5", env=service_env, timeout=60)
+
+    assert result.returncode == 1
+    assert "is `conveyor worker` running?" in result.stderr
