@@ -228,7 +228,7 @@ class Client:
         Raises:
             JobNotFound: no such job.
         """
-        self.jobs.get(job_id)
+        before = self.jobs.get(job_id)
         info = self.jobs.reopen(job_id)
         if info is None:
             return False
@@ -245,6 +245,8 @@ class Client:
         try:
             self.broker.enqueue(message)
         except BROKER_ERRORS as exc:
+            # Not sent: the job goes back to how it was, rather than waiting as `queued` forever.
+            self.jobs.restore(before)
             raise broker_unavailable(self.settings, exc) from None
         return True
 

@@ -310,6 +310,15 @@ class JobStore:
                     counts[index] += 1
         return counts
 
+    def restore(self, info: JobInfo) -> None:
+        """Put back a job's status, error and end as ``info`` had them (an undone retry)."""
+        with self.db.session() as session:
+            session.execute(
+                update(JobRow)
+                .where(JobRow.id == info.id, JobRow.status == JobStatus.QUEUED.value)
+                .values(status=info.status, error=info.error, finished_at=info.finished_at)
+            )
+
     def set_progress(self, job_id: str, percent: int) -> None:
         """Record how far a running job is (0–100)."""
         with self.db.session() as session:

@@ -249,3 +249,21 @@ def test_queues_adds_unacknowledged_counts_from_the_management_api(
     assert down.returncode == 3
     assert "RabbitMQ management API is unreachable" in down.stderr
     assert "s3cret" not in down.stderr
+
+
+def test_a_retry_that_cannot_be_published_leaves_the_job_as_it_was(
+    client: Client, settings: Settings, start_worker: WorkerProcess.Factory
+) -> None:
+    from jobs.errors import ServiceUnavailable
+
+    start_worker()
+    job = client.enqueue("noop", permanent=True)
+    with pytest.raises(JobFailed):
+        job.wait(timeout=20)
+
+    offline = Client(settings.with_overrides(broker_url="amqp://guest:guest@127.0.0.1:1/%2F"))
+    with offline, pytest.raises(ServiceUnavailable, match="RabbitMQ"):
+        offline.retry(job.id)
+
+    assert job.refresh().status is JobStatus.FAILED
+    assert "PermanentError" in (job.error or "")
