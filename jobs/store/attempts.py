@@ -112,7 +112,8 @@ class AttemptStore:
             attempt = session.execute(upsert).scalar_one_or_none()
             if attempt is None:
                 return None
-            lost = _mark_lost_runs(session, seen.job_id, now)
+            # A first attempt has no earlier run that could have been lost: save the round trip.
+            lost = _mark_lost_runs(session, seen.job_id, now) if attempt > 1 else 0
             session.add(
                 AttemptRow(
                     job_id=seen.job_id,

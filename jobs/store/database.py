@@ -24,10 +24,10 @@ from jobs.settings import mask_url
 class Database:
     """An engine and a session factory for one database URL (PostgreSQL, or SQLite for the demo)."""
 
-    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5, pre_ping: bool = True) -> None:
         self.url = url
         self.masked_url = mask_url(url)
-        self.engine = _make_engine(url, pool_size=pool_size)
+        self.engine = _make_engine(url, pool_size=pool_size, pre_ping=pre_ping)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -91,9 +91,9 @@ def _is_missing_table(exc: DBAPIError) -> bool:
     return getattr(exc.orig, "sqlstate", None) == "42P01" or "no such table" in str(exc.orig)
 
 
-def _make_engine(url: str, *, pool_size: int) -> Engine:
+def _make_engine(url: str, *, pool_size: int, pre_ping: bool) -> Engine:
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {"pool_pre_ping": pre_ping, "pool_recycle": 1800}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         engine = create_engine(url, **kwargs)
