@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -23,15 +22,13 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import prepare_database, running_worker
 
 from jobs.email.message import Envelope, build_message
 from jobs.email.templates import RenderedEmail
 from jobs.email.transport import SmtpConfig, SmtpTransport
 from jobs.settings import Settings
-from jobs.store import Database
-from jobs.store.migrate import ensure_database, upgrade
 from producers import Client
 
 DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/conveyor_bench"
@@ -69,41 +66,16 @@ def run_mode(reuse: bool, emails: int) -> dict[str, Any]:
     namespace = f"bench-{secrets.token_hex(3)}"
     smtp_url = f"smtp://127.0.0.1:{port}?reuse={'true' if reuse else 'false'}"
     settings = Settings(database_url=DATABASE_URL, namespace=namespace, smtp_url=smtp_url)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
-        "CONVEYOR_DATABASE_URL": DATABASE_URL,
-        "CONVEYOR_NAMESPACE": namespace,
-        "CONVEYOR_SMTP_URL": smtp_url,
-    }
     with Client(settings) as client:
         for i in range(emails):
             client.send_email(f"user{i}@example.com", "welcome", {"name": f"User {i}"})
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "cli.py"),
-            "worker",
-            "--processes",
-            "1",
-            "--threads",
-            "8",
-            "--queues",
-            "email",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=None if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL,
-    )
+    worker_settings = {"database_url": DATABASE_URL, "namespace": namespace, "smtp_url": smtp_url}
     try:
-        deadline = time.monotonic() + 120
-        while len(handler.arrivals) < emails and time.monotonic() < deadline:
-            time.sleep(0.05)
+        with running_worker(worker_settings, "--processes", "1", "--threads", "8", "--queues", "email"):
+            deadline = time.monotonic() + 120
+            while len(handler.arrivals) < emails and time.monotonic() < deadline:
+                time.sleep(0.05)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
         controller.stop()
     arrivals = sorted(handler.arrivals)
     span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else float("nan")
@@ -168,10 +140,7 @@ def main() -> None:
     parser.add_argument("--emails", type=int, default=400)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    ensure_database(DATABASE_URL)
-    db = Database(DATABASE_URL)
-    upgrade(db)
-    db.dispose()
+    prepare_database(DATABASE_URL)
     worker = [run_mode(True, args.emails), run_mode(False, args.emails)]
     transport = [run_transport(True, args.emails * 5), run_transport(False, args.emails * 5)]
     if args.json:

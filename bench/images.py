@@ -13,9 +13,7 @@ import argparse
 import io
 import json
 import multiprocessing
-import os
 import secrets
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,12 +21,10 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import prepare_database, running_worker
 
 from jobs.settings import Settings
-from jobs.store import Database
-from jobs.store.migrate import ensure_database, upgrade
 from producers import Client
 
 DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/conveyor_bench"
@@ -73,11 +69,10 @@ def run_plain(data: bytes, jobs: int, processes: int, draft: bool) -> float:
 def run_conveyor(data: bytes, jobs: int, processes: int, draft: bool) -> float:
     namespace = f"bench-{secrets.token_hex(3)}"
     settings = Settings(database_url=DATABASE_URL, namespace=namespace)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
-        "CONVEYOR_DATABASE_URL": DATABASE_URL,
-        "CONVEYOR_NAMESPACE": namespace,
-        "CONVEYOR_IMAGE_DRAFT": "true" if draft else "false",
+    worker_settings = {
+        "database_url": DATABASE_URL,
+        "namespace": namespace,
+        "image_draft": str(draft).lower(),
     }
     with Client(settings) as client:
         source = client.put_artifact(data, name="photo.jpg")
@@ -85,28 +80,10 @@ def run_conveyor(data: bytes, jobs: int, processes: int, draft: bool) -> float:
             client.process_image(source, [{"op": "thumbnail", "width": 256, "height": 256}])
             for _ in range(jobs)
         ]
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "cli.py"),
-                "worker",
-                "--processes",
-                str(processes),
-                "--threads",
-                "1",
-                "--queues",
-                "images",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
+        args = ("--processes", str(processes), "--threads", "1", "--queues", "images")
+        with running_worker(worker_settings, *args):
             for job in queued:
                 job.wait(timeout=600)
-        finally:
-            worker.terminate()
-            worker.wait(timeout=60)
         infos = [job.info for job in queued]
         span = (max(i.finished_at for i in infos) - min(i.started_at for i in infos)).total_seconds()  # type: ignore[type-var,operator]
         return jobs / span
@@ -117,10 +94,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=40)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    ensure_database(DATABASE_URL)
-    db = Database(DATABASE_URL)
-    upgrade(db)
-    db.dispose()
+    prepare_database(DATABASE_URL)
     data = photo()
     rows: list[dict[str, Any]] = []
     for processes in (1, 2):

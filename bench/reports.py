@@ -20,23 +20,21 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import prepare_database
 
 from jobs.kinds.report import _compute
 from jobs.services import Services
 from jobs.settings import Settings
 from jobs.store import Database
-from jobs.store.migrate import ensure_database, upgrade
 
 DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/conveyor_bench_reports"
 START = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 def seed(rows: int) -> None:
-    ensure_database(DATABASE_URL)
+    prepare_database(DATABASE_URL)
     db = Database(DATABASE_URL)
-    upgrade(db)
     with db.engine.begin() as connection:
         connection.execute(text("TRUNCATE jobs CASCADE"))
         connection.execute(

@@ -12,9 +12,9 @@ import click
 import redis
 from rich.console import Console
 
-from jobs.defaults import DEFAULT_REDIS_TIMEOUT
 from jobs.errors import ConveyorError, SettingsError
 from jobs.logs import mask_secrets
+from jobs.services import redis_client
 from jobs.settings import Settings
 from producers import Client
 
@@ -50,12 +50,7 @@ class AppState:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        """Short timeouts: Redis only adds to what the admin sees, it never blocks a command."""
-        return redis.Redis.from_url(
-            self.settings.redis_url,
-            socket_timeout=DEFAULT_REDIS_TIMEOUT,
-            socket_connect_timeout=DEFAULT_REDIS_TIMEOUT,
-        )
+        return redis_client(self.settings.redis_url)
 
     def close(self) -> None:
         if "client" in self.__dict__:

@@ -7,14 +7,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import click
-import redis
 from rich.table import Table
 
 from console.common import AppState, err, json_option, out
 from console.views import when
 from jobs.admin.workers import RecentWorker, ReplicaView, WorkersView, live_replicas
-from jobs.defaults import DEFAULT_REDIS_TIMEOUT
-from jobs.store import Database
 
 
 @click.command()
@@ -27,17 +24,7 @@ def workers(state: AppState, as_json: bool) -> None:
     last 10 minutes, from PostgreSQL (and says so).
     """
     settings = state.settings
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=DEFAULT_REDIS_TIMEOUT,
-        socket_connect_timeout=DEFAULT_REDIS_TIMEOUT,
-    )
-    db = Database(settings.database_url)
-    try:
-        view = live_replicas(settings, client, db)
-    finally:
-        client.close()
-        db.dispose()
+    view = live_replicas(settings, state.redis, state.client.db)
     if as_json:
         click.echo(json.dumps(view.to_dict(), indent=2))
         return

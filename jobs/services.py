@@ -17,6 +17,13 @@ from jobs.store.artifacts import ArtifactStore
 T = TypeVar("T")
 
 
+def redis_client(url: str) -> redis.Redis:
+    """A Redis client with short timeouts: Redis is an aid, never a reason to stall jobs or commands."""
+    return redis.Redis.from_url(
+        url, socket_timeout=DEFAULT_REDIS_TIMEOUT, socket_connect_timeout=DEFAULT_REDIS_TIMEOUT
+    )
+
+
 class Producer(Protocol):
     """Enqueues follow-up jobs from inside a job (``producers.Client`` is one)."""
 
@@ -39,12 +46,7 @@ class Services:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        """A Redis client with short timeouts: Redis is an aid, never a reason to stall jobs."""
-        return redis.Redis.from_url(
-            self.settings.redis_url,
-            socket_timeout=DEFAULT_REDIS_TIMEOUT,
-            socket_connect_timeout=DEFAULT_REDIS_TIMEOUT,
-        )
+        return redis_client(self.settings.redis_url)
 
     def resource(self, name: str, factory: Callable[[], T]) -> T:
         """A per-process resource (an SMTP pool, compiled templates), made on first use."""

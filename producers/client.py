@@ -38,12 +38,14 @@ class Client:
         database_url: str | None = None,
         namespace: str | None = None,
         broker: dramatiq.Broker | None = None,
+        db: Database | None = None,
     ) -> None:
         base = settings if settings is not None else Settings.from_env(os.environ)
         self.settings = base.with_overrides(
             broker_url=broker_url, database_url=database_url, namespace=namespace
         )
-        self.db = Database(self.settings.database_url)
+        self._owns_db = db is None
+        self.db = db if db is not None else Database(self.settings.database_url)
         self.jobs = JobStore(self.db)
         self.artifacts = ArtifactStore(self.db, self.settings.artifact_url)
         self._owns_broker = broker is None
@@ -262,7 +264,8 @@ class Client:
         """Close connections to RabbitMQ and the database."""
         if self._owns_broker:
             self.broker.close()
-        self.db.dispose()
+        if self._owns_db:
+            self.db.dispose()
 
     def __enter__(self) -> Client:
         return self

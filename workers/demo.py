@@ -119,7 +119,7 @@ def run_demo(settings: Settings, *, on_event: Callable[[str], None] = print) -> 
     upgrade(stack.db)
     worker = dramatiq.Worker(stack.broker, worker_threads=DEMO_THREADS, worker_timeout=100)
     worker.start()
-    client = Client(settings, broker=stack.broker)
+    client = Client(settings, broker=stack.broker, db=stack.db)
     try:
         jobs = [(demo.title, demo.enqueue(client)) for demo in DEMO_JOBS]
         on_event(f"enqueued {len(jobs)} jobs; waiting for them to finish…")

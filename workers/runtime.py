@@ -112,7 +112,7 @@ def build_worker_stack(
         )
     broker = build_broker(settings, worker_middleware(AttemptStore(db), identity, stopping, heartbeat))
     declare_actors(broker, services)
-    services.producer = Client(settings, broker=broker)
+    services.producer = Client(settings, broker=broker, db=db)
     return WorkerStack(
         settings=settings, services=services, broker=broker, identity=identity, stopping=stopping
     )

@@ -37,6 +37,21 @@ def check_template_name(name: object) -> str:
     return name
 
 
+def template_folder_index(folders: list[Path], name: str) -> int | None:
+    """Which of ``folders`` holds the email template ``name`` (its subject and text body)."""
+    for index, folder in enumerate(folders):
+        parts = folder / "email" / name
+        if (parts / "subject.txt").is_file() and (parts / "body.txt").is_file():
+            return index
+    return None
+
+
+def known_templates(folders: list[Path]) -> list[str]:
+    """Every email template name along ``folders``."""
+    parts = (p.parent for f in folders for p in (f / "email").glob("*/subject.txt"))
+    return sorted({folder.name for folder in parts if (folder / "body.txt").is_file()})
+
+
 @dataclass(frozen=True)
 class RenderedEmail:
     subject: str
@@ -67,14 +82,7 @@ class EmailTemplates:
         )
 
     def exists(self, name: str) -> bool:
-        return self._folder_index(name) is not None
-
-    def _folder_index(self, name: str) -> int | None:
-        for index, folder in enumerate(self.folders):
-            parts = folder / "email" / name
-            if (parts / "subject.txt").is_file() and (parts / "body.txt").is_file():
-                return index
-        return None
+        return template_folder_index(self.folders, name) is not None
 
     def render(self, name: str, context: dict[str, Any]) -> RenderedEmail:
         """Render the three parts.
@@ -83,7 +91,7 @@ class EmailTemplates:
             PermanentError: an unknown template, a missing variable (named), a syntax or
                 sandbox error, or a subject spanning several lines.
         """
-        index = self._folder_index(name)
+        index = template_folder_index(self.folders, name)
         if index is None:
             raise PermanentError(f"unknown email template {name!r}")
         base = f"{index}/email/{name}"

@@ -9,7 +9,7 @@ from typing import Any
 from jobs.context import current_job
 from jobs.email.addresses import check_header_value, normalise_addresses
 from jobs.email.delivery import Mailer, classify_smtp_error
-from jobs.email.templates import check_template_name
+from jobs.email.templates import check_template_name, known_templates, template_folder_index
 from jobs.ids import is_uuid
 from jobs.kinds.base import JobKind, Payload, Result, require_keys
 from jobs.services import Services
@@ -59,9 +59,9 @@ def validate(payload: Mapping[str, Any], settings: Settings) -> Payload:
 def _known_template(name: object, settings: Settings) -> str:
     template = check_template_name(name)
     folders = search_path(settings)
-    if not any((f / "email" / template / "subject.txt").is_file() for f in folders):
-        known = sorted({p.parent.name for f in folders for p in (f / "email").glob("*/subject.txt")})
-        raise ValueError(f"email payload: unknown template {template!r}; known: {', '.join(known) or 'none'}")
+    if template_folder_index(folders, template) is None:
+        known = ", ".join(known_templates(folders)) or "none"
+        raise ValueError(f"email payload: unknown template {template!r}; known: {known}")
     return template
 
 
