@@ -12,6 +12,7 @@ import click
 import redis
 from rich.console import Console
 
+from jobs.broker import check_broker
 from jobs.errors import ConveyorError, SettingsError
 from jobs.logs import mask_secrets
 from jobs.services import redis_client
@@ -47,6 +48,12 @@ class AppState:
                 "use RabbitMQ, or `conveyor demo`"
             )
         return Client(self.settings)
+
+    def publisher(self) -> Client:
+        """The client, once RabbitMQ has answered: a shell command fails at once (exit 3) rather
+        than retrying an enqueue the way an application's producer rides out a broker restart."""
+        check_broker(self.settings)
+        return self.client
 
     @cached_property
     def redis(self) -> redis.Redis:

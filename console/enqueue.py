@@ -198,7 +198,7 @@ def _enqueue(
     wait_timeout: float | None,
     **options: Any,
 ) -> None:
-    job = state.client.enqueue_with_options(kind, payload, DeliveryOptions(**options))
+    job = state.publisher().enqueue_with_options(kind, payload, DeliveryOptions(**options))
     if wait_timeout is not None:
         try:
             job.wait(timeout=wait_timeout)

@@ -171,8 +171,9 @@ def jobs_retry(
     By ids, or by filter: conveyor jobs retry --status failed --kind email --since 1h
     """
     targets = _targets(state, job_ids, yes, "retry", filters)
+    client = state.publisher()
     outcomes = _bulk(
-        targets, lambda i: "retried" if state.client.retry(i) else "skipped (not failed)", as_json, "retrying"
+        targets, lambda i: "retried" if client.retry(i) else "skipped (not failed)", as_json, "retrying"
     )
     if job_ids and any(o != "retried" for o in outcomes.values()):
         raise SystemExit(EXIT_FAILURE)

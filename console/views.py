@@ -72,6 +72,7 @@ STATUS_STYLE = {
     "retrying": "yellow",
     "running": "cyan",
     "lost": "red",
+    "interrupted": "yellow",
     "cancelled": "dim",
 }
 

@@ -6,14 +6,17 @@ the broker they built and pass it on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dramatiq
 import pika
 import pika.exceptions
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import xq_name
 from dramatiq.errors import BrokerConnectionError
 from dramatiq.middleware import Middleware
 
@@ -43,12 +46,63 @@ def build_broker(settings: Settings, middleware: Sequence[Middleware] = ()) -> d
         for kind in KINDS.values():
             stub.declare_queue(settings.queue_name(kind.queue))
         return stub
-    return RabbitmqBroker(
+    broker = ConveyorRabbitmqBroker(
         url=amqp_url(settings),
         confirm_delivery=True,
         max_priority=settings.max_priority,
         middleware=list(middleware),
     )
+    if settings.queue_type == "quorum":
+        broker.quorum_delivery_limit = settings.delivery_limit
+    return broker
+
+
+#: Set on a ``.DQ`` message once the store holds it: Dramatiq's hand-over to the queue then publishes
+#: nothing, and only acknowledges it.
+HELD_OPTION = "conveyor_held"
+
+#: Where a delayed message goes instead of RabbitMQ's ``.DQ``: the message and when it is due.
+HoldSink = Callable[[dramatiq.Message[Any], datetime], None]
+
+
+class ConveyorRabbitmqBroker(RabbitmqBroker):
+    """Dramatiq's RabbitMQ broker, with delayed messages held by Conveyor and optional quorum queues.
+
+    With a ``hold`` sink set (workers set it), ``enqueue(..., delay=…)`` hands the message to
+    the sink rather than to the ``.DQ`` queue, where a Dramatiq worker would keep it
+    unacknowledged in memory until due (RabbitMQ's ``consumer_timeout`` closes such a channel
+    after 30 min: Dramatiq #827).
+    """
+
+    hold: HoldSink | None = None
+    #: Set for quorum queues: RabbitMQ dead-letters a message after this many deliveries.
+    quorum_delivery_limit: int | None = None
+
+    def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
+        if message.options.get(HELD_OPTION):
+            return message
+        if delay is None or self.hold is None:
+            return super().enqueue(message, delay=delay)
+        self.emit_before("enqueue", message, delay)
+        self.hold(message, datetime.now(UTC) + timedelta(milliseconds=delay))
+        self.emit_after("enqueue", message, delay)
+        return message
+
+    def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
+        arguments: dict[str, Any] = super()._build_queue_arguments(queue_name)  # type: ignore[no-untyped-call]
+        if self.quorum_delivery_limit is not None:
+            arguments["x-queue-type"] = "quorum"
+            arguments["x-delivery-limit"] = self.quorum_delivery_limit
+        return arguments
+
+    def _declare_xq_queue(self, queue_name: str) -> Any:
+        if self.quorum_delivery_limit is None:
+            return super()._declare_xq_queue(queue_name)  # type: ignore[no-untyped-call]
+        return self.channel.queue_declare(
+            queue=xq_name(queue_name),
+            durable=True,
+            arguments={"x-queue-type": "quorum", "x-message-ttl": DEAD_MESSAGE_TTL},
+        )
 
 
 def amqp_url(settings: Settings) -> str:

@@ -13,6 +13,17 @@ DEFAULT_BROKER_HEARTBEAT = 30
 #: Seconds a connection attempt to any service may take before it counts as unreachable.
 DEFAULT_CONNECT_TIMEOUT = 5
 
+#: Quorum queues: deliveries of one message before RabbitMQ dead-letters it.
+DEFAULT_DELIVERY_LIMIT = 20
+#: Seconds a producer retries one enqueue across a RabbitMQ restart before raising.
+DEFAULT_ENQUEUE_TIMEOUT = 30.0
+#: Seconds a worker process may fail to consume before it exits to be restarted.
+DEFAULT_CONSUME_TIMEOUT = 120.0
+#: Seconds between two sweeps for orphaned jobs (each sweep needs two sightings before acting).
+DEFAULT_RECONCILE_INTERVAL = 30.0
+#: Seconds between two polls for delayed messages that have come due.
+DELAYED_POLL_INTERVAL = 0.5
+
 #: Worker processes and threads per process started by ``conveyor worker``.
 DEFAULT_WORKER_PROCESSES = 2
 DEFAULT_WORKER_THREADS = 8

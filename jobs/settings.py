@@ -89,6 +89,16 @@ class Settings:
     #: Seconds a worker process stays listed by ``conveyor workers`` after its last heartbeat;
     #: it beats every ``worker_ttl // 3`` seconds, so two missed beats are tolerated.
     worker_ttl: int = 30
+    #: RabbitMQ queue type: ``classic`` (Dramatiq's own declaration) or ``quorum`` (replicated, for a
+    #: cluster; each message dead-lettered after ``delivery_limit`` deliveries).
+    queue_type: str = "classic"
+    delivery_limit: int = defaults.DEFAULT_DELIVERY_LIMIT
+    #: Seconds a producer keeps retrying one enqueue while RabbitMQ is unreachable (e.g. restarting).
+    enqueue_timeout: float = defaults.DEFAULT_ENQUEUE_TIMEOUT
+    #: Seconds a worker process may be unable to consume before it exits (non-zero) to be restarted.
+    consume_timeout: float = defaults.DEFAULT_CONSUME_TIMEOUT
+    #: Seconds between two sweeps for jobs left ``running`` or ``queued`` with no message to run them.
+    reconcile_interval: float = defaults.DEFAULT_RECONCILE_INTERVAL
 
     def __post_init__(self) -> None:
         for name, schemes in _URL_SCHEMES.items():
@@ -117,6 +127,15 @@ class Settings:
             raise SettingsError("CONVEYOR_EMAIL_MAX_RECIPIENTS must be at least 1")
         if any(c in self.email_from for c in "\r\n") or "@" not in self.email_from:
             raise SettingsError(f"CONVEYOR_EMAIL_FROM={self.email_from!r} is not an email address")
+        if self.queue_type not in ("classic", "quorum"):
+            raise SettingsError(f"CONVEYOR_QUEUE_TYPE={self.queue_type!r} must be classic or quorum")
+        if self.queue_type == "quorum" and self.max_priority is not None:
+            raise SettingsError("CONVEYOR_MAX_PRIORITY cannot be used with quorum queues (no priorities)")
+        if self.delivery_limit < 1:
+            raise SettingsError("CONVEYOR_DELIVERY_LIMIT must be at least 1")
+        for name in ("enqueue_timeout", "consume_timeout", "reconcile_interval"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be a positive number of seconds")
         if self.worker_ttl < 3:
             raise SettingsError("CONVEYOR_WORKER_TTL must be at least 3 seconds (workers beat every TTL/3 s)")
 
@@ -211,11 +230,17 @@ def _convert(name: str, raw: str) -> Any:
         "image_max_pixels",
         "report_cache_ttl",
         "worker_ttl",
+        "delivery_limit",
     ):
         try:
             return int(raw)
         except ValueError:
             raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not an integer") from None
+    if name in ("enqueue_timeout", "consume_timeout", "reconcile_interval"):
+        try:
+            return float(raw)
+        except ValueError:
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a number of seconds") from None
     if name in ("templates_dir", "email_rate", "artifact_url", "rabbitmq_api_url"):
         return raw or None
     return raw

@@ -38,3 +38,6 @@ class AttemptOutcome(StrEnum):
     LOST = "lost"
     #: Stopped at a cooperative check after an admin cancelled the running job.
     CANCELLED = "cancelled"
+    #: Its worker was stopped (shutdown timeout, a second SIGTERM, RabbitMQ lost) before it ended;
+    #: the message went back to RabbitMQ. Unlike ``lost``, it does not count towards giving up.
+    INTERRUPTED = "interrupted"

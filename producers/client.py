@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -18,7 +20,14 @@ from jobs.kinds import JobKind, get_kind
 from jobs.settings import Settings
 from jobs.store import Database, JobStore, NewJob
 from jobs.store.artifacts import ArtifactStore
+from jobs.store.delayed import HeldMessage
 from producers.job import Job
+
+logger = logging.getLogger("conveyor.producer")
+
+#: Seconds between two publish attempts while RabbitMQ is unreachable (doubling up to the maximum).
+PUBLISH_RETRY_MIN = 0.25
+PUBLISH_RETRY_MAX = 2.0
 
 
 class Client:
@@ -97,6 +106,9 @@ class Client:
         message = self._message(kind, clean, options)
         delay_ms = options.delay_ms()
         eta = datetime.now(UTC) + timedelta(milliseconds=delay_ms) if delay_ms else None
+        # A delayed job's message waits in the store, written with the row, until a worker's
+        # dispatcher publishes it when due (the embedded broker keeps delays in memory itself).
+        held = HeldMessage.of(message, eta) if eta is not None and not self.settings.is_embedded else None
         info, created = self.jobs.create(
             NewJob(
                 id=message.message_id,
@@ -108,9 +120,10 @@ class Client:
                 idempotency_key=options.idempotency_key,
                 eta=eta,
                 parent_id=parent_id,
+                held=held,
             )
         )
-        if created:
+        if created and held is None:
             self._publish(message, delay_ms)
         return Job(self, info)
 
@@ -291,12 +304,24 @@ class Client:
         )
 
     def _publish(self, message: dramatiq.Message[Any], delay_ms: int | None) -> None:
-        try:
-            self.broker.enqueue(message, delay=delay_ms)
-        except BROKER_ERRORS as exc:
-            # Undo the row: the job was never sent, so it must not wait as `queued` forever.
-            self.jobs.forget(message.message_id)
-            raise broker_unavailable(self.settings, exc) from None
+        """Publish and wait for RabbitMQ's confirm, retrying for up to ``enqueue_timeout`` seconds
+        (a broker restart); then undo the row and raise."""
+        deadline = time.monotonic() + self.settings.enqueue_timeout
+        pause = PUBLISH_RETRY_MIN
+        while True:
+            try:
+                self.broker.enqueue(message, delay=delay_ms)
+                return
+            except BROKER_ERRORS as exc:
+                if time.monotonic() + pause > deadline:
+                    # Undo the row: the job was never sent, so it must not wait as `queued` forever.
+                    self.jobs.forget(message.message_id)
+                    raise broker_unavailable(self.settings, exc) from None
+                logger.warning(
+                    "enqueue of job %s: RabbitMQ unavailable (%s); retrying", message.message_id, exc
+                )
+                time.sleep(pause)
+                pause = min(pause * 2, PUBLISH_RETRY_MAX)
 
 
 def _check_json(kind: JobKind, payload: dict[str, Any]) -> None:

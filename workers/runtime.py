@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from types import FrameType
 
 import dramatiq
 from dramatiq.middleware import (
@@ -22,7 +20,7 @@ from dramatiq.middleware import (
 )
 
 from jobs.actors import declare_actors
-from jobs.broker import build_broker
+from jobs.broker import ConveyorRabbitmqBroker, build_broker
 from jobs.kinds import KINDS
 from jobs.middleware import Lifecycle
 from jobs.middleware.heartbeat import Heartbeat, Replica
@@ -34,9 +32,6 @@ from workers.identity import current_identity
 
 logger = logging.getLogger("conveyor.worker")
 
-#: Milliseconds a worker thread waits on an empty queue before checking whether to stop.
-WORKER_TIMEOUT_MS = 1000
-
 
 @dataclass
 class WorkerStack:
@@ -47,6 +42,7 @@ class WorkerStack:
     broker: dramatiq.Broker
     identity: WorkerIdentity
     stopping: threading.Event
+    lifecycle: Lifecycle
 
     @property
     def db(self) -> Database:
@@ -60,12 +56,7 @@ class WorkerStack:
         self.db.dispose()
 
 
-def worker_middleware(
-    attempts: AttemptStore,
-    identity: WorkerIdentity,
-    stopping: threading.Event,
-    heartbeat: Heartbeat | None = None,
-) -> list[Middleware]:
+def worker_middleware(lifecycle: Lifecycle, heartbeat: Heartbeat | None = None) -> list[Middleware]:
     """Dramatiq's defaults with the lifecycle recorder, and the heartbeat when given.
 
     Order matters: Dramatiq runs ``after_*`` hooks in reverse order, so ``Lifecycle``
@@ -81,7 +72,7 @@ def worker_middleware(
         Callbacks(),
         Pipelines(),
         CurrentMessage(),
-        Lifecycle(attempts, identity, stopping=stopping),
+        lifecycle,
         Retries(),
     ]
 
@@ -109,12 +100,22 @@ def build_worker_stack(
             replica=replica or Replica.create(processes=1),
             threads=threads,
             ttl=settings.worker_ttl,
+            worker_id=identity.worker_id,
         )
-    broker = build_broker(settings, worker_middleware(AttemptStore(db), identity, stopping, heartbeat))
+    lifecycle = Lifecycle(AttemptStore(db), identity, stopping=stopping)
+    broker = build_broker(settings, worker_middleware(lifecycle, heartbeat))
+    if isinstance(broker, ConveyorRabbitmqBroker):
+        # Retries and delayed messages wait in PostgreSQL, not in this process's memory.
+        broker.hold = lifecycle.hold
     declare_actors(broker, services)
     services.producer = Client(settings, broker=broker, db=db)
     return WorkerStack(
-        settings=settings, services=services, broker=broker, identity=identity, stopping=stopping
+        settings=settings,
+        services=services,
+        broker=broker,
+        identity=identity,
+        stopping=stopping,
+        lifecycle=lifecycle,
     )
 
 
@@ -136,42 +137,3 @@ def resolve_queues(settings: Settings, names: Iterable[str]) -> set[str]:
             raise ValueError(f"unknown queue {name!r}; known queues: {', '.join(sorted(short))}")
         resolved.add(queue)
     return resolved
-
-
-def run_worker_process(
-    settings: Settings,
-    *,
-    queues: set[str],
-    threads: int,
-    shutdown_timeout: float,
-    replica: Replica | None = None,
-) -> int:
-    """Consume until SIGTERM or SIGINT, then let in-flight jobs finish and exit 0."""
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        logger.info("received %s: finishing in-flight jobs", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    stack = build_worker_stack(
-        settings, threads=threads, replica=replica or Replica.create(processes=1, queues=queues)
-    )
-    worker = dramatiq.Worker(
-        stack.broker, queues=queues or None, worker_threads=threads, worker_timeout=WORKER_TIMEOUT_MS
-    )
-    worker.start()
-    logger.info(
-        "worker %s ready: %d threads on %s",
-        stack.identity.worker_id,
-        threads,
-        ", ".join(sorted(queues or stack.broker.get_declared_queues())),
-    )
-    while not stop.wait(1.0):
-        pass
-    worker.stop(timeout=int(shutdown_timeout * 1000))
-    stack.stopping.set()
-    stack.close()
-    logger.info("worker %s stopped", stack.identity.worker_id)
-    return 0

@@ -18,7 +18,7 @@ from types import FrameType
 from jobs.logs import configure_logging
 from jobs.middleware.heartbeat import Replica
 from jobs.settings import Settings
-from workers.runtime import run_worker_process
+from workers.process import run_worker_process
 
 logger = logging.getLogger("conveyor.supervisor")
 

@@ -22,6 +22,7 @@ from jobs.kinds import KINDS
 from jobs.settings import Settings, mask_url
 from jobs.status import JobStatus
 from jobs.store import Database
+from jobs.store.delayed import DelayedStore
 from jobs.store.jobs import as_utc, utcnow
 from jobs.store.models import JobRow
 
@@ -55,8 +56,9 @@ def queue_stats(settings: Settings, db: Database) -> list[QueueStats]:
         ServiceUnavailable: RabbitMQ or PostgreSQL cannot be reached.
     """
     names = sorted({settings.queue_name(kind.queue) for kind in KINDS.values()})
-    counts = _rabbitmq_counts(settings, names)
+    counts = rabbitmq_counts(settings, names)
     running, oldest = _store_figures(db, names)
+    held = DelayedStore(db).count_by_queue()
     management = (
         {name: _management_figures(settings, name) for name in names} if settings.rabbitmq_api_url else {}
     )
@@ -66,7 +68,7 @@ def queue_stats(settings: Settings, db: Database) -> list[QueueStats]:
             queue=name,
             kinds=sorted(k.name for k in KINDS.values() if settings.queue_name(k.queue) == name),
             ready=counts[name][0],
-            delayed=counts[f"{name}.DQ"][0],
+            delayed=counts[f"{name}.DQ"][0] + held.get(name, (0, None))[0],
             dead=counts[f"{name}.XQ"][0],
             consumers=counts[name][1],
             running=running.get(name, 0),
@@ -77,7 +79,12 @@ def queue_stats(settings: Settings, db: Database) -> list[QueueStats]:
     ]
 
 
-def _rabbitmq_counts(settings: Settings, names: list[str]) -> dict[str, tuple[int, int]]:
+def rabbitmq_counts(settings: Settings, names: list[str]) -> dict[str, tuple[int, int]]:
+    """Ready messages and consumers of each queue, its ``.DQ`` and its ``.XQ`` (0, 0 when undeclared).
+
+    Raises:
+        ServiceUnavailable: RabbitMQ cannot be reached.
+    """
     counts: dict[str, tuple[int, int]] = {}
     try:
         connection = pika.BlockingConnection(pika.URLParameters(amqp_url(settings)))

@@ -46,6 +46,8 @@ class ProcessBeat:
     started: datetime
     heartbeat: datetime
     state: str
+    #: The id the process signs its attempts with (empty from older versions).
+    worker_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,7 @@ def parse_beat(fields: Mapping[Any, Any]) -> ProcessBeat | None:
             started=_utc(data["started"]),
             heartbeat=_utc(data["heartbeat"]),
             state=data.get("state", "running"),
+            worker_id=data.get("worker_id", ""),
         )
     except (KeyError, ValueError):
         # Another version's layout, or a stray key under the prefix: not worth failing for.

@@ -86,9 +86,18 @@ class Heartbeat(Middleware):
     """Keeps this process's entry in the worker registry fresh while the worker runs."""
 
     def __init__(
-        self, client: redis.Redis, *, namespace: str, replica: Replica, threads: int, ttl: int
+        self,
+        client: redis.Redis,
+        *,
+        namespace: str,
+        replica: Replica,
+        threads: int,
+        ttl: int,
+        worker_id: str = "",
     ) -> None:
         self.client = client
+        #: The id this process signs its attempts with: the reconciler's proof of life.
+        self.worker_id = worker_id
         self.namespace = namespace
         self.replica = replica
         self.threads = threads
@@ -168,6 +177,7 @@ class Heartbeat(Middleware):
             "replica_id": self.replica.replica_id,
             "host": self.replica.host,
             "pid": self.pid,
+            "worker_id": self.worker_id,
             "supervisor_pid": self.replica.supervisor_pid,
             "version": self.version,
             "queues": ",".join(self.queues),

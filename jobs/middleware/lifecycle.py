@@ -21,11 +21,13 @@ import dramatiq
 from dramatiq.common import q_name
 from dramatiq.middleware import Middleware, SkipMessage
 
+from jobs.broker import HELD_OPTION, ConveyorRabbitmqBroker
 from jobs.context import JobContext, current_job, set_current_job
 from jobs.ids import is_uuid
 from jobs.kinds import ACTOR_KINDS, JobKind
 from jobs.status import AttemptOutcome
 from jobs.store import AttemptEnd, AttemptStore, SeenMessage, WorkerIdentity
+from jobs.store.delayed import DelayedStore, HeldMessage
 from jobs.store.waiting import wait_for_store
 
 logger = logging.getLogger("conveyor.lifecycle")
@@ -44,10 +46,14 @@ class Lifecycle(Middleware):
         stopping: threading.Event | None = None,
     ) -> None:
         self.attempts = attempts
+        self.delayed = DelayedStore(attempts.db)
         self.identity = identity
         self.kinds = kinds
         self.stopping = stopping or threading.Event()
         self._local = threading.local()
+        # What each worker thread is running, for a stop that cannot wait for it to end.
+        self._in_flight: dict[int, JobContext] = {}
+        self._in_flight_lock = threading.Lock()
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         kind = self.kinds.get(message.actor_name)
@@ -63,16 +69,17 @@ class Lifecycle(Middleware):
             logger.info("job %s %s: already finished or cancelled, skipping", seen.job_id, kind.name)
             raise SkipMessage("job already finished or cancelled")
         self._local.started = time.monotonic()
-        self._local.eta = None
+        self._local.retry = None
         job_id = seen.job_id
-        set_current_job(
-            JobContext(
-                job_id=job_id,
-                kind=kind.name,
-                attempt=started.number,
-                cancel_check=lambda: self.attempts.cancel_requested(job_id),
-            )
+        ctx = JobContext(
+            job_id=job_id,
+            kind=kind.name,
+            attempt=started.number,
+            cancel_check=lambda: self.attempts.cancel_requested(job_id),
         )
+        set_current_job(ctx)
+        with self._in_flight_lock:
+            self._in_flight[threading.get_ident()] = ctx
         budget = seen.max_retries if seen.max_retries is not None else kind.max_retries
         if started.lost_runs > budget:
             # A message whose runs keep killing their worker is dead-lettered, not run forever.
@@ -102,24 +109,76 @@ class Lifecycle(Middleware):
                 outcome,
                 error=describe_error(exception),
                 traceback="".join(traceback.format_exception(exception, limit=30)),
-                eta=getattr(self._local, "eta", None),
+                eta=retry.due_at if (retry := getattr(self._local, "retry", None)) else None,
             )
         self._finish(message, end)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         set_current_job(None)
+        with self._in_flight_lock:
+            self._in_flight.pop(threading.get_ident(), None)
 
-    def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
-        # Retries re-enqueues the failed message with a delay: remember when it is due.
+    def interrupt_in_flight(self, reason: str) -> int:
+        """Record the jobs still running as ``interrupted``: their worker stops without waiting.
+
+        One try each, no waiting out an outage (the process is about to exit); an attempt
+        left open is marked ``lost`` when its message is redelivered. Returns how many were recorded.
+        """
+        with self._in_flight_lock:
+            running = list(self._in_flight.values())
+            self._in_flight.clear()
+        recorded = 0
+        for ctx in running:
+            try:
+                self.attempts.finish(
+                    ctx.job_id,
+                    ctx.attempt,
+                    AttemptEnd(AttemptOutcome.INTERRUPTED, error=f"WorkerStopped: {reason}"),
+                )
+                recorded += 1
+            except Exception as exc:  # best effort on the way out: never block the exit
+                logger.warning("job %s: could not record the interruption: %s", ctx.job_id, exc)
+        for ctx in running:
+            logger.warning(
+                "job %s %s attempt %d: interrupted (%s)", ctx.job_id, ctx.kind, ctx.attempt, reason
+            )
+        return recorded
+
+    def hold(self, message: dramatiq.Message[Any], due_at: datetime) -> None:
+        """The broker's sink for delayed messages (see ``ConveyorRabbitmqBroker``).
+
+        The retry of the job this thread runs is kept until the attempt's end is written, and
+        goes into the same transaction: a retry is never lost, nor acknowledged before it is
+        stored (Dramatiq #545). Any other delayed message is stored at once.
+        """
+        held = HeldMessage.of(message, due_at)
         ctx = current_job()
-        if ctx is not None and ctx.job_id == message.message_id and delay:
-            self._local.eta = datetime.fromtimestamp(message.options["eta"] / 1000, UTC)
+        if ctx is not None and ctx.job_id == message.message_id:
+            self._local.retry = held
+            return
+        self._write(lambda: self.delayed.hold(held))
+
+    def before_delay_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        # A plain Dramatiq producer's delayed message reached a ``.DQ``: store it and let Dramatiq
+        # acknowledge it now (HELD_OPTION makes its hand-over publish nothing) instead of holding it.
+        if not isinstance(broker, ConveyorRabbitmqBroker) or broker.hold is None:
+            return
+        eta = message.options.get("eta") or 0
+        self._write(
+            lambda: self.delayed.hold(HeldMessage.of(message, datetime.fromtimestamp(eta / 1000, UTC)))
+        )
+        message.options[HELD_OPTION] = True
+        message.options["eta"] = 0
 
     def _finish(self, message: dramatiq.MessageProxy, end: AttemptEnd) -> None:
         ctx = current_job()
         assert ctx is not None
         set_current_job(None)
-        self._write(lambda: self.attempts.finish(ctx.job_id, ctx.attempt, end))
+        with self._in_flight_lock:
+            self._in_flight.pop(threading.get_ident(), None)
+        retry = getattr(self._local, "retry", None)
+        self._local.retry = None
+        self._write(lambda: self.attempts.finish(ctx.job_id, ctx.attempt, end, held=retry))
         duration = time.monotonic() - getattr(self._local, "started", time.monotonic())
         log = logger.info if end.outcome is AttemptOutcome.SUCCEEDED else logger.warning
         suffix = f": {end.error}" if end.error else ""

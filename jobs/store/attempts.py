@@ -18,6 +18,7 @@ from sqlalchemy.sql.dml import Insert
 
 from jobs.status import RUNNABLE_STATUSES, AttemptOutcome, JobStatus
 from jobs.store.database import Database
+from jobs.store.delayed import HeldMessage, hold
 from jobs.store.jobs import utcnow
 from jobs.store.models import AttemptRow, JobRow
 
@@ -69,6 +70,7 @@ _JOB_STATUS_AFTER = {
     AttemptOutcome.RETRYING: JobStatus.RETRYING,
     AttemptOutcome.FAILED: JobStatus.FAILED,
     AttemptOutcome.CANCELLED: JobStatus.CANCELLED,
+    AttemptOutcome.INTERRUPTED: JobStatus.RETRYING,
 }
 
 
@@ -131,8 +133,8 @@ class AttemptStore:
         with self.db.session() as session:
             return session.scalar(select(JobRow.cancel_requested_at).where(JobRow.id == job_id)) is not None
 
-    def finish(self, job_id: str, attempt: int, end: AttemptEnd) -> bool:
-        """Close the attempt and move the job on, in one transaction.
+    def finish(self, job_id: str, attempt: int, end: AttemptEnd, *, held: HeldMessage | None = None) -> bool:
+        """Close the attempt and move the job on, in one transaction (with the retry's message, if any).
 
         Returns:
             Whether the job row moved: ``False`` when a newer attempt has started meanwhile.
@@ -155,6 +157,8 @@ class AttemptStore:
             moved = session.execute(
                 update(JobRow).where(and_(JobRow.id == job_id, JobRow.attempts == attempt)).values(**values)
             )
+            if held is not None:
+                hold(session, held)
             return bool(moved.rowcount)  # type: ignore[attr-defined]
 
     def _insert(self, table: type[JobRow]) -> Any:

@@ -14,7 +14,8 @@ from jobs.errors import JobNotFound
 from jobs.ids import is_uuid
 from jobs.status import JobStatus
 from jobs.store.database import Database
-from jobs.store.models import AttemptRow, JobRow
+from jobs.store.delayed import HeldMessage, hold
+from jobs.store.models import AttemptRow, DelayedMessageRow, JobRow
 
 
 def utcnow() -> datetime:
@@ -41,6 +42,8 @@ class NewJob:
     idempotency_key: str | None = None
     eta: datetime | None = None
     parent_id: str | None = None
+    #: A delayed job's message, held in the store (in the row's transaction) until it is due.
+    held: HeldMessage | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,9 @@ class JobStore:
         try:
             with self.db.session() as session:
                 session.add(row)
+                if job.held is not None:
+                    session.flush()  # the job row first: the unique key decides before anything is held
+                    hold(session, job.held)
             return JobInfo.from_row(row), True
         except IntegrityError:
             # The unique index on idempotency_key decides: whoever inserted first owns the key.
@@ -267,6 +273,7 @@ class JobStore:
                 .values(status=JobStatus.CANCELLED.value, finished_at=now, error="cancelled by an admin")
             )
             if done.rowcount:  # type: ignore[attr-defined]
+                session.execute(delete(DelayedMessageRow).where(DelayedMessageRow.message_id == job_id))
                 return "cancelled"
             asked = session.execute(
                 update(JobRow)

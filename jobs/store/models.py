@@ -135,3 +135,33 @@ class EmailDeliveryRow(Base):
     accepted: Mapped[list[str] | None] = mapped_column(JsonType, nullable=True)
     rejected: Mapped[dict[str, str] | None] = mapped_column(JsonType, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DelayedMessageRow(Base):
+    """A message held until it is due: a delayed enqueue, or a retry waiting out its backoff.
+
+    Held here rather than in a worker's memory (Dramatiq's ``.DQ``), so that a delay of
+    days trips no ``consumer_timeout`` and costs no worker memory; every replica's
+    dispatcher publishes what is due.
+    """
+
+    __tablename__ = "delayed_messages"
+
+    message_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    queue: Mapped[str] = mapped_column(String(255))
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    #: The Dramatiq message as it will be published (its JSON wire format).
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ScheduleTickRow(Base):
+    """The last tick of one schedule entry the scheduler has dealt with (enqueued, or skipped
+    by the entry's catch-up rule); the leader moves it forward after each enqueue."""
+
+    __tablename__ = "schedule_ticks"
+
+    namespace: Mapped[str] = mapped_column(String(63), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    last_tick: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,114 @@
+"""Messages held in PostgreSQL until they are due: delayed enqueues and retries waiting out a backoff.
+
+Dramatiq keeps a delayed message unacknowledged in a worker's memory until it is due,
+which trips RabbitMQ's ``consumer_timeout`` (30 min by default) and grows the worker
+with the delay (Dramatiq #827). Conveyor keeps them here instead; every replica's
+dispatcher publishes what is due, each row taken by one replica (``SKIP LOCKED``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import dramatiq
+from dramatiq.common import q_name
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from jobs.store.database import Database
+from jobs.store.models import DelayedMessageRow
+
+
+@dataclass(frozen=True)
+class HeldMessage:
+    """A message to publish to its queue (never to a ``.DQ``) once ``due_at`` has come."""
+
+    message: dramatiq.Message[Any]
+    due_at: datetime
+
+    @classmethod
+    def of(cls, message: dramatiq.Message[Any] | dramatiq.MessageProxy, due_at: datetime) -> HeldMessage:
+        """The message bound for its canonical queue, without the ``eta`` Dramatiq adds for ``.DQ``."""
+        options = {key: value for key, value in message.options.items() if key != "eta"}
+        return cls(message.copy(queue_name=q_name(message.queue_name), options=options), due_at)
+
+
+def hold(session: Session, held: HeldMessage) -> None:
+    """Add ``held`` to the session's transaction (replacing a row of the same message)."""
+    dialect_insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    values = {
+        "message_id": held.message.message_id,
+        "queue": held.message.queue_name,
+        "due_at": held.due_at,
+        "body": held.message.encode(),
+        "created_at": datetime.now(UTC),
+    }
+    insert = dialect_insert(DelayedMessageRow).values(**values)
+    session.execute(
+        insert.on_conflict_do_update(
+            index_elements=[DelayedMessageRow.message_id],
+            set_={"due_at": values["due_at"], "body": values["body"], "queue": values["queue"]},
+        )
+    )
+
+
+class DelayedStore:
+    """The ``delayed_messages`` table."""
+
+    #: Messages published per transaction.
+    BATCH = 500
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def hold(self, held: HeldMessage) -> None:
+        with self.db.session() as session:
+            hold(session, held)
+
+    def dispatch_due(self, publish: Callable[[dramatiq.Message[Any]], object], *, limit: int = BATCH) -> int:
+        """Publish up to ``limit`` due messages, deleting each row in the transaction that locked it.
+
+        A row is deleted only if its publish returned (RabbitMQ confirmed it); a publish
+        error rolls the whole batch back for the next round. Rows locked by another
+        replica are skipped, so replicas share the work without a leader.
+
+        Returns:
+            How many messages were published.
+        """
+        query = (
+            select(DelayedMessageRow.message_id, DelayedMessageRow.body)
+            .where(DelayedMessageRow.due_at <= datetime.now(UTC))
+            .order_by(DelayedMessageRow.due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        with self.db.session() as session:
+            rows = session.execute(query).all()
+            for _message_id, body in rows:
+                publish(dramatiq.Message.decode(body))
+            if rows:
+                session.execute(
+                    delete(DelayedMessageRow).where(DelayedMessageRow.message_id.in_([r[0] for r in rows]))
+                )
+            return len(rows)
+
+    def forget(self, message_ids: Iterable[str]) -> int:
+        """Drop held messages (their jobs were cancelled or retried now)."""
+        ids = list(message_ids)
+        if not ids:
+            return 0
+        with self.db.session() as session:
+            result = session.execute(delete(DelayedMessageRow).where(DelayedMessageRow.message_id.in_(ids)))
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def count_by_queue(self) -> dict[str, tuple[int, datetime | None]]:
+        """Per queue: how many messages are held, and when the next is due."""
+        query = select(DelayedMessageRow.queue, func.count(), func.min(DelayedMessageRow.due_at)).group_by(
+            DelayedMessageRow.queue
+        )
+        with self.db.session() as session:
+            return {queue: (int(count), due) for queue, count, due in session.execute(query).all()}

@@ -1,0 +1,124 @@
+"""Jobs that nothing will run: ``running`` with a dead owner, or ``queued`` with no message.
+
+The first happens when a message is lost with its worker (a purged queue, a lost
+non-replicated node), the second when a producer dies between writing the row and
+publishing. The reconciler (``workers/reconciler.py``) decides; this module reads the
+candidates and puts a fresh message in line for them, guarded so that of several
+replicas sweeping at once only one does it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import String, and_, cast, exists, or_, select, update
+
+from jobs.status import AttemptOutcome, JobStatus
+from jobs.store.database import Database
+from jobs.store.delayed import HeldMessage, hold
+from jobs.store.jobs import utcnow
+from jobs.store.models import AttemptRow, DelayedMessageRow, JobRow
+
+#: Rows looked at per sweep.
+SWEEP_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class Orphan:
+    job_id: str
+    kind: str
+    queue: str
+    status: str
+    payload: dict[str, Any]
+    max_retries: int | None
+    priority: int | None
+    attempts: int
+    #: The worker of the open attempt (``running`` orphans only).
+    owner: str | None
+
+
+class OrphanStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def candidates(self, older_than: datetime) -> list[Orphan]:
+        """``running`` jobs whose open attempt began before ``older_than``, and ``queued`` jobs never
+        started, created (or last requeued) before it, with no held message."""
+        latest_open = and_(
+            AttemptRow.job_id == JobRow.id,
+            AttemptRow.attempt == JobRow.attempts,
+            AttemptRow.finished_at.is_(None),
+            AttemptRow.started_at < older_than,
+        )
+        running = (
+            select(JobRow, AttemptRow.worker)
+            .join(AttemptRow, latest_open)
+            .where(JobRow.status == JobStatus.RUNNING.value)
+            .limit(SWEEP_LIMIT)
+        )
+        never_sent = ~exists().where(DelayedMessageRow.message_id == cast(JobRow.id, String))
+        queued = (
+            select(JobRow)
+            .where(
+                JobRow.status == JobStatus.QUEUED.value,
+                JobRow.attempts == 0,
+                JobRow.created_at < older_than,
+                or_(JobRow.eta.is_(None), JobRow.eta < older_than),
+                never_sent,
+            )
+            .limit(SWEEP_LIMIT)
+        )
+        with self.db.session() as session:
+            found = [_orphan(row, worker) for row, worker in session.execute(running).all()]
+            found += [_orphan(row, None) for row in session.scalars(queued)]
+        return found
+
+    def requeue(self, orphan: Orphan, held: HeldMessage, older_than: datetime) -> bool:
+        """Put ``held`` in line for ``orphan`` unless its row moved since it was read.
+
+        A ``running`` orphan's open attempt is closed as ``lost`` (so a message that keeps
+        killing workers still runs out of tries) and the job becomes ``retrying``; a
+        ``queued`` one keeps its status and gets ``eta`` = now, which keeps the next sweeps
+        off it while its new message waits. Returns whether this call did it.
+        """
+        now = utcnow()
+        with self.db.session() as session:
+            if orphan.status == JobStatus.RUNNING.value:
+                guard = and_(JobRow.status == JobStatus.RUNNING.value, JobRow.attempts == orphan.attempts)
+                values: dict[str, Any] = {"status": JobStatus.RETRYING.value, "error": _LOST, "eta": now}
+            else:
+                guard = and_(
+                    JobRow.status == JobStatus.QUEUED.value,
+                    JobRow.attempts == 0,
+                    or_(JobRow.eta.is_(None), JobRow.eta < older_than),
+                )
+                values = {"eta": now}
+            moved = session.execute(update(JobRow).where(JobRow.id == orphan.job_id, guard).values(**values))
+            if not moved.rowcount:  # type: ignore[attr-defined]
+                return False
+            session.execute(
+                update(AttemptRow)
+                .where(AttemptRow.job_id == orphan.job_id, AttemptRow.finished_at.is_(None))
+                .values(outcome=AttemptOutcome.LOST.value, finished_at=now, error=_LOST)
+            )
+            hold(session, held)
+            return True
+
+
+_LOST = "WorkerLost: its worker is gone and RabbitMQ no longer held its message; sent again"
+
+
+def _orphan(row: JobRow, worker: str | None) -> Orphan:
+    return Orphan(
+        job_id=row.id,
+        kind=row.kind,
+        queue=row.queue,
+        status=row.status,
+        payload=dict(row.payload),
+        max_retries=row.max_retries,
+        priority=row.priority,
+        attempts=row.attempts,
+        owner=worker,
+    )

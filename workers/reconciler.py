@@ -1,0 +1,96 @@
+"""The orphan sweep every worker process runs: no job stays ``running`` or ``queued`` with nothing to run it.
+
+A job is sent again only when all of these hold, at two sweeps in a row:
+- it is ``running`` and the worker of its open attempt has no heartbeat in the registry
+  (or it is ``queued``, never started, and no message is held for it in PostgreSQL);
+- its queue has no ready message in RabbitMQ, so its message is not waiting there
+  (a worker that dies hands its unacknowledged messages back at once, and they are ready).
+Redis down means liveness is unknown: ``running`` rows are left alone until it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import dramatiq
+import redis
+
+from jobs.admin.queues import rabbitmq_counts
+from jobs.admin.workers import read_beats
+from jobs.kinds import KINDS
+from jobs.settings import Settings
+from jobs.status import JobStatus
+from jobs.store.delayed import HeldMessage
+from jobs.store.orphans import Orphan, OrphanStore
+
+logger = logging.getLogger("conveyor.reconciler")
+
+
+class Reconciler:
+    def __init__(self, settings: Settings, store: OrphanStore, redis_client: redis.Redis) -> None:
+        self.settings = settings
+        self.store = store
+        self.redis = redis_client
+        self._seen_before: set[str] = set()
+
+    @property
+    def grace(self) -> timedelta:
+        """How old a candidate must be: more than a worker's TTL, and more than a sweep interval."""
+        return timedelta(seconds=max(self.settings.worker_ttl, self.settings.reconcile_interval))
+
+    def sweep(self) -> int:
+        """One sweep; returns how many jobs were sent again."""
+        older_than = datetime.now(UTC) - self.grace
+        candidates = self.store.candidates(older_than)
+        if any(c.status == JobStatus.RUNNING.value for c in candidates):
+            live = self._live_workers()
+            candidates = [c for c in candidates if c.status != JobStatus.RUNNING.value or _dead(c, live)]
+        if candidates:
+            ready = rabbitmq_counts(self.settings, sorted({c.queue for c in candidates}))
+            candidates = [c for c in candidates if ready.get(c.queue, (0, 0))[0] == 0]
+        seen_now = {c.job_id for c in candidates}
+        confirmed = [c for c in candidates if c.job_id in self._seen_before and c.kind in KINDS]
+        self._seen_before = seen_now
+        requeued = 0
+        for orphan in confirmed:
+            if self.store.requeue(orphan, HeldMessage(_message(orphan), datetime.now(UTC)), older_than):
+                requeued += 1
+                logger.warning(
+                    "job %s %s was %s with nothing to run it (%s): sent again",
+                    orphan.job_id,
+                    orphan.kind,
+                    orphan.status,
+                    f"worker {orphan.owner} is gone" if orphan.owner else "its message was never published",
+                )
+        return requeued
+
+    def _live_workers(self) -> set[str] | None:
+        try:
+            return {beat.worker_id for beat in read_beats(self.redis, self.settings.namespace)}
+        except redis.RedisError as exc:
+            logger.info("worker registry unavailable (%s): running jobs are not swept this time", exc)
+            return None
+
+
+def _dead(orphan: Orphan, live: set[str] | None) -> bool:
+    return live is not None and orphan.owner is not None and orphan.owner not in live
+
+
+def _message(orphan: Orphan) -> dramatiq.Message[object]:
+    """A fresh copy of the job's message: same id, payload and retry policy; earlier failures counted."""
+    kind = KINDS[orphan.kind]
+    options: dict[str, object] = {"retries": max(orphan.attempts - 1, 0)}
+    if orphan.max_retries is not None:
+        options["max_retries"] = orphan.max_retries
+    if orphan.priority is not None:
+        options["broker_priority"] = orphan.priority
+    message: dramatiq.Message[object] = dramatiq.Message(
+        queue_name=orphan.queue,
+        actor_name=kind.actor_name,
+        args=(),
+        kwargs=orphan.payload,
+        options=options,
+        message_id=orphan.job_id,
+    )
+    return message
