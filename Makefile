@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Parallel pytest workers; each gets its own database and namespace.
 TEST_WORKERS ?= 4
 
-.PHONY: demo test lint format services install clean
+.PHONY: demo test lint format services install clean chaos
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -36,8 +36,14 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The suite in parallel, then the fault-injection suite alone (it stops the shared services).
 test: install services lint
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest tests/chaos -n 0 -m chaos
+
+# Fault injection: stops RabbitMQ, PostgreSQL and Redis in turn, so it runs alone and serially.
+chaos: install services
+	$(BIN)/pytest tests/chaos -n 0 -m chaos
 
 clean:
 	rm -rf $(VENV) .conveyor outbox .pytest_cache .mypy_cache .ruff_cache build *.egg-info

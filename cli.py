@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sys
@@ -26,6 +27,7 @@ from console.dlq import dlq
 from console.enqueue import enqueue
 from console.inspect import artifacts
 from console.jobs import jobs
+from console.schedule import schedule, scheduler
 from console.views import jobs_table
 from console.workers import workers
 from jobs import defaults
@@ -72,6 +74,8 @@ main.add_command(prune_command, name="prune")
 main.add_command(config)
 main.add_command(workers)
 main.add_command(dlq)
+main.add_command(scheduler)
+main.add_command(schedule)
 
 
 # ---------------------------------------------------------------- worker
@@ -102,13 +106,30 @@ main.add_command(dlq)
     type=click.FloatRange(0),
     help="Seconds to let in-flight jobs finish after SIGTERM.",
 )
+@click.option(
+    "--include",
+    "-I",
+    "modules",
+    multiple=True,
+    metavar="MODULE",
+    help="Import MODULE first (repeatable): it may register job kinds of its own with jobs.kinds.register.",
+)
 @click.pass_obj
-def worker(state: AppState, processes: int, threads: int, queues: str, shutdown_timeout: float) -> None:
+def worker(
+    state: AppState,
+    processes: int,
+    threads: int,
+    queues: str,
+    shutdown_timeout: float,
+    modules: tuple[str, ...],
+) -> None:
     """Run one worker replica; start more, on any host, to scale out.
 
-    SIGTERM (or Ctrl-C) lets in-flight jobs finish, then exits.
+    SIGTERM (or Ctrl-C) lets in-flight jobs finish for up to --shutdown-timeout seconds, hands
+    the rest back to RabbitMQ and exits; a second SIGTERM stops at once. Nothing is lost either way.
     """
-
+    for module in modules:
+        _include(module)
     settings = state.settings
     if settings.is_embedded:
         raise SettingsError("conveyor worker needs RabbitMQ: memory:// lives inside one process (try `demo`)")
@@ -129,6 +150,13 @@ def worker(state: AppState, processes: int, threads: int, queues: str, shutdown_
             shutdown_timeout=shutdown_timeout,
         ).run()
     )
+
+
+def _include(module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise click.BadParameter(f"cannot import {module!r}: {exc}", param_hint="--include") from None
 
 
 def _check_services(settings: Settings, db: Database) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobs.defaults import DEFAULT_WAIT_POLL_MAX, DEFAULT_WAIT_POLL_MIN
@@ -44,6 +45,11 @@ class Job:
     @property
     def progress(self) -> int | None:
         return self.info.progress
+
+    @property
+    def eta(self) -> datetime | None:
+        """When a delayed job, or a retry waiting out its backoff, is due."""
+        return self.info.eta
 
     def refresh(self) -> Job:
         """Read the job's row again; returns ``self``."""

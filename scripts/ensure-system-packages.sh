@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # ensure-system-packages.sh — the system libraries Conveyor's Python packages load:
-# WeasyPrint (PDF reports) needs Pango, HarfBuzz and a font. Installs what is missing with
+# WeasyPrint (PDF reports) needs Pango, HarfBuzz and a font; jq serves the autoscaling script. Installs what is missing with
 # apt-get (Debian/Ubuntu); elsewhere prints what to install. Fast when all are present.
 set -euo pipefail
 
-readonly PACKAGES=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b libharfbuzz-subset0 fonts-dejavu-core)
+# jq: deploy/kubernetes/queue-latency-metric.sh (the autoscaling signal) and its tests.
+readonly PACKAGES=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b libharfbuzz-subset0 fonts-dejavu-core jq)
 
 missing=()
 for package in "${PACKAGES[@]}"; do

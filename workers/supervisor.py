@@ -1,7 +1,8 @@
 """``conveyor worker``: a supervisor that runs N worker processes and replaces any that dies.
 
 SIGTERM or SIGINT is passed on to every process, which finishes its in-flight jobs
-and exits; the supervisor exits once they all have.
+and exits; the supervisor exits once they all have. A second signal is passed on too,
+and the processes stop at once (their unfinished messages go back to RabbitMQ).
 """
 
 from __future__ import annotations
@@ -107,12 +108,15 @@ class Supervisor:
                 self._spawn()
 
     def _request_stop(self, signum: int, _frame: FrameType | None) -> None:
+        # Every signal is passed on: a worker process stops at once on its second one.
+        name = signal.Signals(signum).name
         if self.stopping:
-            return
+            logger.warning(
+                "received %s again: stopping %d worker processes at once", name, len(self.children)
+            )
+        else:
+            logger.info("received %s: stopping %d worker processes", name, len(self.children))
         self.stopping = True
-        logger.info(
-            "received %s: stopping %d worker processes", signal.Signals(signum).name, len(self.children)
-        )
         for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)

@@ -33,8 +33,9 @@ class HeldMessage:
     @classmethod
     def of(cls, message: dramatiq.Message[Any] | dramatiq.MessageProxy, due_at: datetime) -> HeldMessage:
         """The message bound for its canonical queue, without the ``eta`` Dramatiq adds for ``.DQ``."""
-        options = {key: value for key, value in message.options.items() if key != "eta"}
-        return cls(message.copy(queue_name=q_name(message.queue_name), options=options), due_at)
+        bound = message.copy(queue_name=q_name(message.queue_name))
+        bound.options.pop("eta", None)  # copy() made a new options dict: the original keeps its eta
+        return cls(bound, due_at)
 
 
 def hold(session: Session, held: HeldMessage) -> None:

@@ -1,0 +1,749 @@
+"""The deployment examples in deploy/ parse, and agree with the CLI and the settings they drive.
+
+Real tools where this machine has them (systemd-analyze, docker compose, bash, jq); a
+structural check where it has not, never a skip: each test can fail.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+
+from cli import main
+from jobs.admin.queues import QueueStats
+from jobs.kinds import KINDS
+from jobs.settings import Settings
+from workers.runtime import resolve_queues
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+SYSTEMD = DEPLOY / "systemd"
+COMPOSE_FILE = DEPLOY / "docker" / "compose.yml"
+DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
+KUBERNETES = DEPLOY / "kubernetes"
+LATENCY_SCRIPT = KUBERNETES / "queue-latency-metric.sh"
+UNITS = ["conveyor-worker@.service", "conveyor-scheduler.service", "conveyor-migrate.service"]
+MANIFESTS = sorted(KUBERNETES.glob("*.yaml"))
+INSTALLED_CONVEYOR = "/opt/conveyor/bin/conveyor"
+
+# ---------------------------------------------------------------- helpers
+
+
+def conveyor_params(argv: list[str], tmp_path: Path) -> tuple[str, dict[str, Any]]:
+    """Parse ``conveyor ARGV`` with the real click commands, without running anything.
+
+    Returns the subcommand path (``"db upgrade"``) and the leaf's parameters, defaults
+    included. Fails on an unknown subcommand, an unknown flag or a bad value.
+    """
+    command: click.Command = main
+    path: list[str] = []
+    rest = list(argv)
+    while isinstance(command, click.Group):
+        assert rest, f"`conveyor {' '.join(path)}` needs a subcommand"
+        name = rest.pop(0)
+        sub = command.commands.get(name)
+        assert sub is not None, f"`conveyor {' '.join([*path, name])}` is not a conveyor command"
+        path.append(name)
+        command = sub
+    # click.Path(exists=True) checks the file, which lives on the target host, not here.
+    local = [_stand_in(arg, tmp_path) if arg.startswith("/etc/conveyor/") else arg for arg in rest]
+    try:
+        context = command.make_context(f"conveyor {' '.join(path)}", local)
+    except click.ClickException as exc:
+        pytest.fail(f"`conveyor {' '.join([*path, *rest])}`: {exc.format_message()}")
+    return " ".join(path), context.params
+
+
+def _stand_in(container_path: str, tmp_path: Path) -> str:
+    stand_in = tmp_path / "stand-ins" / container_path.lstrip("/")
+    stand_in.parent.mkdir(parents=True, exist_ok=True)
+    stand_in.touch()
+    return str(stand_in)
+
+
+def seconds(text: str | int | float) -> float:
+    """A systemd (``330s``, ``5min``, ``1h 30s``) or Compose (``5m30s``) duration, in seconds."""
+    if isinstance(text, int | float):
+        return float(text)
+    units = {"us": 1e-6, "ms": 1e-3, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]*)", text.strip())
+    assert re.fullmatch(r"(\s*\d+(\.\d+)?\s*[a-z]*)+", text), f"not a duration: {text!r}"
+    return sum(float(number) * units[unit or "s"] for number, unit in parts)
+
+
+def parse_unit(path: Path) -> dict[str, dict[str, list[str]]]:
+    """A unit file as {section: {key: [values]}}; configparser rejects repeated keys, systemd does not."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] | None = None
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            assert line.endswith("]"), f"{path.name}:{number}: bad section header"
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        assert current is not None, f"{path.name}:{number}: a setting outside any section"
+        assert "=" in line, f"{path.name}:{number}: not KEY=VALUE"
+        key, value = line.split("=", 1)
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def unit_value(unit: dict[str, dict[str, list[str]]], section: str, key: str) -> str:
+    values = unit.get(section, {}).get(key)
+    assert values, f"[{section}] {key}= is missing"
+    return values[-1]
+
+
+def env_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            values[key.strip()] = value.strip().strip('"')
+    return values
+
+
+def compose() -> dict[str, Any]:
+    document = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert isinstance(document, dict)
+    return document
+
+
+def manifests(path: Path) -> list[dict[str, Any]]:
+    documents = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+    assert documents, f"{path.name} holds no document"
+    assert all(isinstance(doc, dict) for doc in documents)
+    return documents
+
+
+def all_manifests() -> dict[tuple[str, str], dict[str, Any]]:
+    return {(doc["kind"], doc["metadata"]["name"]): doc for path in MANIFESTS for doc in manifests(path)}
+
+
+def pod_spec(document: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = document["spec"]["template"]["spec"]
+    return spec
+
+
+def shutdown_timeout(params: dict[str, Any]) -> float:
+    value = params["shutdown_timeout"]
+    assert isinstance(value, int | float)
+    return float(value)
+
+
+# ---------------------------------------------------------------- systemd
+
+
+def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        # Fallback without systemd: every key must be one systemd knows in its section.
+        for name in UNITS:
+            _check_unit_keys(parse_unit(SYSTEMD / name), name)
+        return
+    # verify insists on an executable ExecStart; point the units at a stand-in.
+    fake = tmp_path / "bin" / "conveyor"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    for name in UNITS:
+        text = (SYSTEMD / name).read_text()
+        assert INSTALLED_CONVEYOR in text
+        (tmp_path / name).write_text(text.replace(INSTALLED_CONVEYOR, str(fake)))
+    targets = [str(tmp_path / name.replace("@.", "@1.")) for name in UNITS]
+    result = subprocess.run(
+        [analyze, "verify", "--man=no", *targets], capture_output=True, text=True, timeout=60, check=False
+    )
+    # verify reports unknown keys and unparsable values on stderr, yet exits 0 for them.
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+_UNIT_KEYS = {
+    "Unit": {"Description", "Documentation", "Wants", "Requires", "After", "Before", "StartLimitIntervalSec"},
+    "Install": {"WantedBy", "RequiredBy"},
+    "Service": {
+        "Type", "User", "Group", "EnvironmentFile", "Environment", "ExecStart", "Restart", "RestartSec",
+        "KillMode", "KillSignal", "TimeoutStopSec", "TimeoutStartSec", "StateDirectory",
+        "StateDirectoryMode", "WorkingDirectory", "ReadWritePaths", "NoNewPrivileges", "ProtectSystem",
+        "ProtectHome", "PrivateTmp", "PrivateDevices", "ProtectKernelTunables", "ProtectKernelModules",
+        "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock", "ProtectHostname", "RestrictNamespaces",
+        "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality", "RestrictAddressFamilies",
+        "CapabilityBoundingSet", "SystemCallArchitectures", "SystemCallFilter", "UMask",
+    },
+}  # fmt: skip
+
+
+def _check_unit_keys(unit: dict[str, dict[str, list[str]]], name: str) -> None:
+    for section, keys in unit.items():
+        assert section in _UNIT_KEYS, f"{name}: unknown section [{section}]"
+        unknown = set(keys) - _UNIT_KEYS[section]
+        assert not unknown, f"{name}: unknown keys in [{section}]: {sorted(unknown)}"
+
+
+def test_systemd_unit_keys_are_known_even_without_systemd() -> None:
+    # The fallback above must accept today's units, or it would fail where systemd is missing.
+    for name in UNITS:
+        _check_unit_keys(parse_unit(SYSTEMD / name), name)
+
+
+@pytest.mark.parametrize(
+    ("unit_name", "expected"),
+    [
+        ("conveyor-worker@.service", "worker"),
+        ("conveyor-scheduler.service", "scheduler"),
+        ("conveyor-migrate.service", "db upgrade"),
+    ],
+)
+def test_each_systemd_unit_runs_a_real_conveyor_command(
+    unit_name: str, expected: str, tmp_path: Path
+) -> None:
+    unit = parse_unit(SYSTEMD / unit_name)
+    binary, *argv = shlex.split(unit_value(unit, "Service", "ExecStart"))
+
+    assert binary == INSTALLED_CONVEYOR
+    assert conveyor_params(argv, tmp_path)[0] == expected
+    assert unit_value(unit, "Service", "EnvironmentFile") == "/etc/conveyor/conveyor.env"
+    assert unit_value(unit, "Service", "User") == "conveyor"
+    assert unit_value(unit, "Service", "NoNewPrivileges") == "yes"
+    assert unit_value(unit, "Service", "ProtectSystem") == "strict"
+
+
+def test_the_systemd_worker_restarts_and_stops_gracefully(tmp_path: Path) -> None:
+    unit = parse_unit(SYSTEMD / "conveyor-worker@.service")
+    _, params = conveyor_params(shlex.split(unit_value(unit, "Service", "ExecStart"))[1:], tmp_path)
+
+    assert unit_value(unit, "Service", "Restart") == "on-failure"
+    # mixed: SIGTERM to the supervisor only; a second SIGTERM would stop worker processes at once.
+    assert unit_value(unit, "Service", "KillMode") == "mixed"
+    assert unit_value(unit, "Service", "KillSignal") == "SIGTERM"
+    assert seconds(unit_value(unit, "Service", "TimeoutStopSec")) > shutdown_timeout(params)
+    # Without it, systemd gives up on a worker after five quick failures during an outage.
+    assert unit_value(unit, "Unit", "StartLimitIntervalSec") == "0"
+    assert unit_value(unit, "Install", "WantedBy") == "multi-user.target"
+
+
+def test_the_systemd_migration_is_a_oneshot() -> None:
+    unit = parse_unit(SYSTEMD / "conveyor-migrate.service")
+
+    assert unit_value(unit, "Service", "Type") == "oneshot"
+    assert "Restart" not in unit["Service"]
+
+
+@pytest.mark.parametrize("unit_name", UNITS)
+def test_the_example_file_outbox_is_writable_under_protect_system_strict(unit_name: str) -> None:
+    unit = parse_unit(SYSTEMD / unit_name)
+    smtp_url = env_file(SYSTEMD / "conveyor.env.example")["CONVEYOR_SMTP_URL"]
+    assert smtp_url.startswith("file:///")
+    outbox = Path(smtp_url.removeprefix("file://"))
+    writable = [Path("/var/lib") / d for d in unit["Service"].get("StateDirectory", [])]
+    writable += [Path(p) for v in unit["Service"].get("ReadWritePaths", []) for p in v.split()]
+
+    assert any(outbox.is_relative_to(folder) for folder in writable), f"{outbox} is read-only in {unit_name}"
+
+
+# ---------------------------------------------------------------- settings everywhere
+
+
+def _compose_settings() -> dict[str, str]:
+    return {k: str(v) for k, v in compose()["services"]["worker"]["environment"].items()}
+
+
+def _kubernetes_settings() -> dict[str, str]:
+    docs = all_manifests()
+    return {
+        **docs["ConfigMap", "conveyor-config"]["data"],
+        **docs["Secret", "conveyor-secrets"]["stringData"],
+    }
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        pytest.param(lambda: env_file(SYSTEMD / "conveyor.env.example"), id="systemd-env-file"),
+        pytest.param(_compose_settings, id="compose"),
+        pytest.param(_kubernetes_settings, id="kubernetes"),
+    ],
+)
+def test_every_example_environment_is_accepted_by_settings(source: Any) -> None:
+    environment: dict[str, str] = source()
+    required = {"CONVEYOR_BROKER_URL", "CONVEYOR_DATABASE_URL", "CONVEYOR_REDIS_URL", "CONVEYOR_SMTP_URL"}
+
+    assert required <= set(environment)
+    # from_env rejects unknown CONVEYOR_* names and malformed URLs, as every replica would.
+    settings = Settings.from_env(environment)
+    assert settings.broker_url.startswith("amqp")
+    assert settings.database_url.startswith("postgresql")
+
+
+# ---------------------------------------------------------------- Docker
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    joined = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = [line.strip() for line in joined.splitlines()]
+    instructions = [line.split(None, 1) for line in lines if line and not line.startswith("#")]
+    return [(parts[0].upper(), parts[1] if len(parts) > 1 else "") for parts in instructions]
+
+
+def test_the_dockerfile_builds_a_non_root_conveyor_image() -> None:
+    # No Docker engine on this kind of machine, so the Dockerfile is read, not built.
+    instructions = dockerfile_instructions()
+    known = {
+        "FROM",
+        "RUN",
+        "COPY",
+        "ENV",
+        "WORKDIR",
+        "USER",
+        "STOPSIGNAL",
+        "ENTRYPOINT",
+        "CMD",
+        "ARG",
+        "LABEL",
+    }
+    assert {name for name, _ in instructions} <= known
+    stages = [args for name, args in instructions if name == "FROM"]
+    final = instructions[max(i for i, (name, _) in enumerate(instructions) if name == "FROM") :]
+
+    assert all(stage.split()[0] == "python:3.11-slim" for stage in stages)
+    assert json.loads(next(args for name, args in final if name == "ENTRYPOINT")) == ["conveyor"]
+    user = [args for name, args in final if name == "USER"][-1]
+    assert user.split(":")[0] not in ("0", "root")
+    assert any(name == "RUN" and "pip install" in args and "/src" in args for name, args in instructions)
+    for name, args in instructions:
+        if name == "COPY" and "--from" not in args:
+            *sources, _ = [word for word in args.split() if not word.startswith("--")]
+            assert all((ROOT / source).exists() for source in sources), args
+
+
+def test_the_image_has_the_system_libraries_the_project_installs_for_weasyprint() -> None:
+    script = (ROOT / "scripts" / "ensure-system-packages.sh").read_text()
+    match = re.search(r"PACKAGES=\(([^)]*)\)", script)
+    assert match is not None
+    installs = " ".join(args for name, args in dockerfile_instructions() if name == "RUN")
+
+    assert set(match.group(1).split()) <= set(installs.split())
+    assert "jq" in installs.split()
+
+
+def test_the_docker_build_context_keeps_the_package_and_leaves_the_venv_out() -> None:
+    lines = (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    excluded = [p for p in patterns if not p.startswith("!")]
+
+    def ignored(path: str) -> bool:
+        hit = any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(path, p.removeprefix("**/")) for p in excluded)
+        return hit and f"!{path}" not in patterns
+
+    assert ignored(".venv")
+    assert ignored(".git")
+    for needed in ["pyproject.toml", "README.md", "cli.py", "jobs", "workers", "producers", "templates"]:
+        assert not ignored(needed), needed
+    assert not ignored("console")
+    assert not ignored("deploy/kubernetes/queue-latency-metric.sh")
+
+
+# ---------------------------------------------------------------- Compose
+
+_COMPOSE_TOP = {"name", "services", "volumes", "networks", "configs", "secrets", "include"}
+_COMPOSE_SERVICE = {
+    "build", "command", "container_name", "depends_on", "deploy", "entrypoint", "env_file", "environment",
+    "expose", "healthcheck", "image", "init", "labels", "logging", "networks", "ports", "profiles",
+    "pull_policy", "read_only", "restart", "stop_grace_period", "stop_signal", "user", "volumes",
+    "working_dir", "tmpfs", "ulimits", "security_opt", "cap_drop", "cap_add", "extra_hosts", "hostname",
+}  # fmt: skip
+
+
+def test_the_compose_file_is_valid() -> None:
+    docker = shutil.which("docker")
+    has_compose = docker is not None and (
+        subprocess.run(
+            [docker, "compose", "version"], capture_output=True, timeout=30, check=False
+        ).returncode
+        == 0
+    )
+    if has_compose:
+        assert docker is not None
+        result = subprocess.run(
+            [docker, "compose", "-f", str(COMPOSE_FILE), "config", "-q"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        return
+    # Fallback without the compose plugin: known keys only, and references that resolve.
+    document = compose()
+    assert set(document) - _COMPOSE_TOP <= {k for k in document if k.startswith("x-")}
+    services = document["services"]
+    for name, service in services.items():
+        assert set(service) <= _COMPOSE_SERVICE, f"{name}: {sorted(set(service) - _COMPOSE_SERVICE)}"
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            assert condition["condition"] in (
+                "service_started",
+                "service_healthy",
+                "service_completed_successfully",
+            )
+
+
+def test_compose_volumes_exist() -> None:
+    # `docker compose config` does not look at bind-mount sources; Docker would create a
+    # missing file's path as an empty folder and the scheduler would fail on it.
+    document = compose()
+    for name, service in document["services"].items():
+        for volume in service.get("volumes", []):
+            source = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", volume).split(":")[0]
+            if source.startswith("."):
+                assert (COMPOSE_FILE.parent / source).is_file(), f"{name}: {source}"
+            else:
+                assert source in document["volumes"], f"{name}: volume {source}"
+
+
+def test_compose_workers_scale_and_stop_gracefully(tmp_path: Path) -> None:
+    services = compose()["services"]
+    worker = services["worker"]
+    _, params = conveyor_params(worker["command"], tmp_path)
+
+    # --scale worker=N: names and host ports would collide between replicas.
+    assert "container_name" not in worker
+    assert "ports" not in worker
+    assert worker["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+    assert seconds(worker["stop_grace_period"]) > shutdown_timeout(params)
+    assert worker.get("stop_signal", "SIGTERM") == "SIGTERM"
+    assert worker["restart"] in ("on-failure", "unless-stopped", "always")
+
+
+def test_compose_services_have_healthchecks_that_dependents_wait_for() -> None:
+    services = compose()["services"]
+
+    assert "management" in services["rabbitmq"]["image"]
+    for name in ("rabbitmq", "postgres", "redis"):
+        assert services[name]["healthcheck"]["test"], name
+    for name, service in services.items():
+        for dependency, condition in service.get("depends_on", {}).items():
+            if condition["condition"] == "service_healthy":
+                assert "healthcheck" in services[dependency], f"{name} waits for {dependency}'s health"
+
+
+@pytest.mark.parametrize(
+    ("service", "expected"), [("migrate", "db upgrade"), ("worker", "worker"), ("scheduler", "scheduler")]
+)
+def test_compose_services_run_real_conveyor_commands(service: str, expected: str, tmp_path: Path) -> None:
+    document = compose()
+    definition = document["services"][service]
+    build = definition["build"]
+
+    assert conveyor_params(definition["command"], tmp_path)[0] == expected
+    assert "entrypoint" not in definition  # the image's ENTRYPOINT is `conveyor`
+    context = (COMPOSE_FILE.parent / build["context"]).resolve()
+    assert context == ROOT
+    assert (context / build["dockerfile"]).resolve() == DOCKERFILE
+
+
+# ---------------------------------------------------------------- Kubernetes
+
+_METADATA = {"name", "namespace", "labels", "annotations"}
+_SPEC_KEYS = {
+    "Deployment": {"replicas", "selector", "template", "strategy", "minReadySeconds", "revisionHistoryLimit",
+                   "paused", "progressDeadlineSeconds"},
+    "Job": {"parallelism", "completions", "activeDeadlineSeconds", "backoffLimit", "template",
+            "ttlSecondsAfterFinished", "completionMode", "suspend", "podFailurePolicy"},
+    "Service": {"selector", "ports", "type", "clusterIP", "sessionAffinity", "internalTrafficPolicy"},
+    "ScaledObject": {"scaleTargetRef", "pollingInterval", "cooldownPeriod", "initialCooldownPeriod",
+                     "idleReplicaCount", "minReplicaCount", "maxReplicaCount", "fallback", "advanced",
+                     "triggers"},
+}  # fmt: skip
+_POD_KEYS = {
+    "containers", "initContainers", "volumes", "restartPolicy", "terminationGracePeriodSeconds",
+    "securityContext", "serviceAccountName", "nodeSelector", "affinity", "tolerations",
+    "topologySpreadConstraints", "imagePullSecrets", "priorityClassName", "activeDeadlineSeconds",
+}  # fmt: skip
+_CONTAINER_KEYS = {
+    "name", "image", "command", "args", "env", "envFrom", "ports", "resources", "volumeMounts",
+    "livenessProbe", "readinessProbe", "startupProbe", "securityContext", "imagePullPolicy", "lifecycle",
+    "workingDir",
+}  # fmt: skip
+_DATA_KINDS = {"ConfigMap": {"data"}, "Secret": {"stringData", "data", "type"}}
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=[p.name for p in MANIFESTS])
+def test_each_kubernetes_manifest_is_well_formed(path: Path) -> None:
+    # No API server here for `kubectl --dry-run`: PyYAML, and the fields the API would reject.
+    for document in manifests(path):
+        kind = document["kind"]
+        assert document["apiVersion"], path.name
+        assert document["metadata"]["name"], path.name
+        assert set(document["metadata"]) <= _METADATA
+        if kind in _DATA_KINDS:
+            assert set(document) - {"apiVersion", "kind", "metadata"} <= _DATA_KINDS[kind]
+            continue
+        assert kind in _SPEC_KEYS, f"{path.name}: unexpected kind {kind}"
+        assert set(document["spec"]) <= _SPEC_KEYS[kind], f"{path.name}: {kind} spec"
+        if kind in ("Deployment", "Job"):
+            pod = pod_spec(document)
+            assert set(pod) <= _POD_KEYS, f"{path.name}: pod spec {sorted(set(pod) - _POD_KEYS)}"
+            for container in pod["containers"]:
+                assert set(container) <= _CONTAINER_KEYS, f"{path.name}: container {container['name']}"
+                assert container["resources"]["requests"]
+                assert container["resources"]["limits"]["memory"]
+                assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert pod["securityContext"]["runAsNonRoot"] is True
+        if kind == "Deployment":
+            labels = document["spec"]["template"]["metadata"]["labels"]
+            assert document["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_kubernetes_pods_take_their_settings_from_the_example_configmap_and_secret() -> None:
+    docs = all_manifests()
+    for (kind, name), document in docs.items():
+        if kind not in ("Deployment", "Job"):
+            continue
+        for container in pod_spec(document)["containers"]:
+            if container["name"] == "http":
+                continue  # serves a file, reads no setting
+            sources = {
+                (ref.get("configMapRef") or ref.get("secretRef"))["name"] for ref in container["envFrom"]
+            }
+            assert sources == {"conveyor-config", "conveyor-secrets"}, name
+            assert ("ConfigMap", "conveyor-config") in docs
+            assert ("Secret", "conveyor-secrets") in docs
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "expected"),
+    [
+        ("conveyor-worker", "Deployment", "worker"),
+        ("conveyor-scheduler", "Deployment", "scheduler"),
+        ("conveyor-migrate", "Job", "db upgrade"),
+    ],
+)
+def test_kubernetes_containers_run_real_conveyor_commands(
+    name: str, kind: str, expected: str, tmp_path: Path
+) -> None:
+    (container,) = pod_spec(all_manifests()[kind, name])["containers"]
+
+    assert "command" not in container  # the image's ENTRYPOINT is `conveyor`
+    assert conveyor_params(container["args"], tmp_path)[0] == expected
+
+
+def test_kubernetes_workers_drain_within_their_grace_period(tmp_path: Path) -> None:
+    worker = all_manifests()["Deployment", "conveyor-worker"]
+    pod = pod_spec(worker)
+    (container,) = pod["containers"]
+    _, params = conveyor_params(container["args"], tmp_path)
+
+    assert pod["terminationGracePeriodSeconds"] > shutdown_timeout(params)
+    # `conveyor ping` needs the whole stack: as a liveness probe it restarts every worker in an outage.
+    assert "livenessProbe" not in container
+    assert worker["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_kubernetes_runs_two_schedulers_and_a_migration_job() -> None:
+    docs = all_manifests()
+    migrate = docs["Job", "conveyor-migrate"]
+
+    assert docs["Deployment", "conveyor-scheduler"]["spec"]["replicas"] == 2
+    assert pod_spec(migrate)["restartPolicy"] in ("Never", "OnFailure")
+    assert migrate["spec"]["backoffLimit"] >= 1
+
+
+def test_keda_scales_the_worker_deployment_on_its_real_queues(tmp_path: Path) -> None:
+    docs = all_manifests()
+    scaled = docs["ScaledObject", "conveyor-worker"]["spec"]
+    worker = docs["Deployment", "conveyor-worker"]
+    (container,) = pod_spec(worker)["containers"]
+    _, params = conveyor_params(container["args"], tmp_path)
+    settings = Settings.from_env(_kubernetes_settings())
+    consumed = resolve_queues(settings, params["queues"].split(",")) or {
+        settings.queue_name(kind.queue) for kind in KINDS.values()
+    }
+    rabbitmq = [t["metadata"] for t in scaled["triggers"] if t["type"] == "rabbitmq"]
+
+    assert scaled["scaleTargetRef"]["name"] == worker["metadata"]["name"]
+    # A running worker publishes delayed jobs and retries when due: never scale to zero.
+    assert scaled["minReplicaCount"] >= 1
+    assert {t["queueName"] for t in rabbitmq} == consumed
+    for trigger in rabbitmq:
+        assert trigger["mode"] == "QueueLength"
+        assert float(trigger["value"]) > 0
+        assert trigger["hostFromEnv"] in _kubernetes_settings()
+
+
+def test_keda_reads_latency_from_the_queue_metrics_service(tmp_path: Path) -> None:
+    docs = all_manifests()
+    (latency,) = [
+        t for t in docs["ScaledObject", "conveyor-worker"]["spec"]["triggers"] if t["type"] == "metrics-api"
+    ]
+    service = docs["Service", "conveyor-queue-metrics"]
+    deployment = docs["Deployment", "conveyor-queue-metrics"]
+    containers = {c["name"]: c for c in pod_spec(deployment)["containers"]}
+    url = re.fullmatch(r"http://([\w-]+)\.[\w-]+\.svc:(\d+)/([\w.]+)", latency["metadata"]["url"])
+    assert url is not None
+    (port,) = service["spec"]["ports"]
+
+    # Latency does not add up over replicas: scale by latency / target, not per replica.
+    assert latency["metricType"] == "Value"
+    assert url.group(1) == service["metadata"]["name"]
+    assert int(url.group(2)) == port["port"]
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert port["targetPort"] in {p["name"] for p in containers["http"]["ports"]}
+    assert url.group(3) in containers["sampler"]["args"][0]
+    assert "queue-latency-metric --json" in containers["sampler"]["args"][0]
+    copies = [args for name, args in dockerfile_instructions() if name == "COPY" and "queue-latency" in args]
+    assert copies
+    assert copies[0].endswith("/usr/local/bin/queue-latency-metric")
+    # The field KEDA reads is one the script prints.
+    output = run_latency_script(tmp_path, SAMPLE_ROWS, "--json")
+    assert latency["metadata"]["valueLocation"] in json.loads(output.stdout)
+
+
+# ---------------------------------------------------------------- queue-latency-metric.sh
+
+SAMPLE_ROWS = [
+    QueueStats("conveyor.default", ["noop"], 3, 1, 1, 0, 0, 4.2),
+    QueueStats("conveyor.email", ["email"], 0, 0, 0, 2, 1, None),
+    QueueStats("conveyor.images", ["image"], 9, 0, 0, 2, 4, 61.5),
+    QueueStats("conveyor.reports", ["report"], 0, 0, 0, 1, 0, None),
+]
+
+
+def run_latency_script(
+    tmp_path: Path, rows: list[QueueStats], *args: str, exit_code: int = 0
+) -> subprocess.CompletedProcess[str]:
+    """The script, with a fake `conveyor` on PATH printing ``rows`` as `conveyor queues --json` would."""
+    listing = tmp_path / "queues.json"
+    listing.write_text(json.dumps([row.to_dict() for row in rows], indent=2))
+    fake = tmp_path / "bin" / "conveyor"
+    fake.parent.mkdir(exist_ok=True)
+    body = f'cat "{listing}"' if exit_code == 0 else 'echo "conveyor: error: RabbitMQ unreachable" >&2'
+    fake.write_text(
+        "#!/bin/sh\n"
+        '[ "$*" = "queues --json" ] || { echo "fake conveyor: unexpected arguments: $*" >&2; exit 99; }\n'
+        f"{body}\nexit {exit_code}\n"
+    )
+    fake.chmod(0o755)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    environment["PATH"] = f"{fake.parent}{os.pathsep}{environment.get('PATH', '/usr/bin:/bin')}"
+    return subprocess.run(
+        ["bash", str(LATENCY_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_the_latency_script_is_valid_bash_and_executable() -> None:
+    result = subprocess.run(["bash", "-n", str(LATENCY_SCRIPT)], capture_output=True, text=True, check=False)
+
+    assert result.returncode == 0, result.stderr
+    assert os.access(LATENCY_SCRIPT, os.X_OK)
+
+
+def test_the_latency_script_reads_real_keys_of_conveyor_queues_json(tmp_path: Path) -> None:
+    script = LATENCY_SCRIPT.read_text()
+    _, params = conveyor_params(["queues", "--json"], tmp_path)
+
+    assert params["as_json"] is True
+    assert "conveyor queues --json" in script
+    for key in ("queue", "kinds", "oldest_wait_seconds"):
+        assert f".{key}" in script
+        assert key in QueueStats.__dataclass_fields__
+    # An unknown CONVEYOR_* variable would stop the conveyor command the script runs.
+    assert not re.search(r"\bCONVEYOR_[A-Z_]+=", script)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((), "61.5"),
+        (("email",), "0"),
+        (("default",), "4.2"),
+        (("noop", "conveyor.email"), "4.2"),
+        (("image",), "61.5"),
+        (
+            ("--json", "default", "email"),
+            '{"oldest_wait_seconds":4.2,"queues":["conveyor.default","conveyor.email"]}',
+        ),
+    ],
+)
+def test_the_latency_script_prints_the_oldest_waiting_jobs_age(
+    args: tuple[str, ...], expected: str, tmp_path: Path
+) -> None:
+    result = run_latency_script(tmp_path, SAMPLE_ROWS, *args)
+
+    assert (result.returncode, result.stdout, result.stderr) == (0, expected + "\n", "")
+
+
+def test_the_latency_script_prints_zero_when_nothing_waits(tmp_path: Path) -> None:
+    idle = [QueueStats("conveyor.email", ["email"], 0, 5, 0, 2, 0, None)]
+
+    assert run_latency_script(tmp_path, idle).stdout == "0\n"
+    assert json.loads(run_latency_script(tmp_path, idle, "--json").stdout)["oldest_wait_seconds"] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "exit_code", "expected_code", "message"),
+    [
+        (("bogus",), 0, 2, "unknown queue(s): bogus"),
+        (("--bogus",), 0, 2, "unknown option --bogus"),
+        ((), 3, 3, "RabbitMQ unreachable"),
+    ],
+)
+def test_the_latency_script_fails_loudly_and_prints_no_number(
+    args: tuple[str, ...], exit_code: int, expected_code: int, message: str, tmp_path: Path
+) -> None:
+    # An autoscaler reading a made-up 0 during an outage would scale the workers down.
+    result = run_latency_script(tmp_path, SAMPLE_ROWS, *args, exit_code=exit_code)
+
+    assert (result.returncode, result.stdout) == (expected_code, "")
+    assert message in result.stderr
+
+
+def test_the_latency_script_explains_itself(tmp_path: Path) -> None:
+    result = run_latency_script(tmp_path, SAMPLE_ROWS, "--help")
+
+    assert result.returncode == 0
+    assert "Usage: queue-latency-metric.sh" in result.stdout
+    assert "autoscaler" in result.stdout
+
+
+# ---------------------------------------------------------------- README
+
+
+def test_the_deploy_readme_covers_every_example() -> None:
+    readme = (DEPLOY / "README.md").read_text()
+    shipped = [
+        *(SYSTEMD / name for name in [*UNITS, "conveyor.env.example"]),
+        DOCKERFILE,
+        COMPOSE_FILE,
+        *MANIFESTS,
+        LATENCY_SCRIPT,
+    ]
+
+    for path in shipped:
+        assert path.name in readme, path.name
+    for phrase in (
+        "terminationGracePeriodSeconds",
+        "stop_grace_period",
+        "TimeoutStopSec",
+        "--shutdown-timeout",
+    ):
+        assert phrase in readme
