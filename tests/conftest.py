@@ -15,6 +15,7 @@ import pika
 import pytest
 from sqlalchemy import create_engine, text
 
+from jobs.kinds import ACTOR_KINDS, KINDS, register
 from jobs.settings import Settings
 from jobs.store import Database
 from jobs.store.migrate import ensure_database, upgrade
@@ -102,3 +103,15 @@ def start_worker(service_env: dict[str, str]) -> Iterator[WorkerProcess.Factory]
     yield factory
     for worker in started:
         worker.terminate()
+
+
+@pytest.fixture
+def crash_kind() -> Iterator[None]:
+    """The `crash` kind on this (producer) side too, for this test only: other tests see the
+    shipped kinds alone."""
+    from tests import poison  # importing it registers the kind, as `--include` does in a worker
+
+    register(poison.KIND)
+    yield
+    KINDS.pop(poison.KIND.name, None)
+    ACTOR_KINDS.pop(poison.KIND.actor_name, None)

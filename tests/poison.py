@@ -1,7 +1,7 @@
 """A test-only job kind whose run kills its worker process, as a poison message would.
 
-``conveyor worker --include tests.poison`` registers it in the worker; a test imports this
-module to register it on the producer side.
+``conveyor worker --include tests.poison`` registers it in the worker (importing this module
+registers it); a test registers ``KIND`` on the producer side for itself alone.
 """
 
 from __future__ import annotations

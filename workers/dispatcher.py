@@ -36,6 +36,7 @@ class Dispatcher(threading.Thread):
         broker: dramatiq.Broker,
         delayed: DelayedStore,
         *,
+        namespace: str,
         sweep: Callable[[], object] | None = None,
         sweep_interval: float = 30.0,
         interval: float = DELAYED_POLL_INTERVAL,
@@ -43,6 +44,7 @@ class Dispatcher(threading.Thread):
         super().__init__(name="conveyor-dispatcher", daemon=True)
         self.broker = broker
         self.delayed = delayed
+        self.namespace = namespace
         self.sweep = sweep
         self.sweep_interval = sweep_interval
         self.interval = interval
@@ -67,7 +69,7 @@ class Dispatcher(threading.Thread):
         """Publish what is due now (in batches until none is left); return how many."""
         total = 0
         while True:
-            count = self.delayed.dispatch_due(self.broker.enqueue)
+            count = self.delayed.dispatch_due(self.broker.enqueue, namespace=self.namespace)
             total += count
             if count < DelayedStore.BATCH or self._stop_event.is_set():
                 break

@@ -146,6 +146,7 @@ def _start_dispatcher(stack: WorkerStack) -> Dispatcher | None:
     dispatcher = Dispatcher(
         stack.broker,
         DelayedStore(stack.db),
+        namespace=stack.settings.namespace,
         sweep=reconciler.sweep,
         sweep_interval=stack.settings.reconcile_interval,
     )

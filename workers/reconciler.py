@@ -1,6 +1,8 @@
 """The orphan sweep every worker process runs: no job stays ``running`` or ``queued`` with nothing to run it.
 
-A job is sent again only when all of these hold, at two sweeps in a row:
+A job is sent again only when all of these have held at every sweep for a while (two sweeps,
+and twice the heartbeat TTL for a ``running`` job, so that a worker whose beats are merely late
+is not taken for dead):
 - it is ``running`` and the worker of its open attempt has no heartbeat in the registry
   (or it is ``queued``, never started, and no message is held for it in PostgreSQL);
 - its queue has no ready message in RabbitMQ, so its message is not waiting there
@@ -11,6 +13,7 @@ Redis down means liveness is unknown: ``running`` rows are left alone until it i
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 import dramatiq
@@ -32,7 +35,8 @@ class Reconciler:
         self.settings = settings
         self.store = store
         self.redis = redis_client
-        self._seen_before: set[str] = set()
+        #: When each current candidate was first seen (monotonic seconds).
+        self._since: dict[str, float] = {}
 
     @property
     def grace(self) -> timedelta:
@@ -42,16 +46,18 @@ class Reconciler:
     def sweep(self) -> int:
         """One sweep; returns how many jobs were sent again."""
         older_than = datetime.now(UTC) - self.grace
-        candidates = self.store.candidates(older_than)
+        candidates = self.store.candidates(self.settings.namespace, older_than)
         if any(c.status == JobStatus.RUNNING.value for c in candidates):
             live = self._live_workers()
             candidates = [c for c in candidates if c.status != JobStatus.RUNNING.value or _dead(c, live)]
         if candidates:
             ready = rabbitmq_counts(self.settings, sorted({c.queue for c in candidates}))
             candidates = [c for c in candidates if ready.get(c.queue, (0, 0))[0] == 0]
-        seen_now = {c.job_id for c in candidates}
-        confirmed = [c for c in candidates if c.job_id in self._seen_before and c.kind in KINDS]
-        self._seen_before = seen_now
+        now = time.monotonic()
+        self._since = {c.job_id: self._since.get(c.job_id, now) for c in candidates}
+        confirmed = [
+            c for c in candidates if c.kind in KINDS and now - self._since[c.job_id] >= self._patience(c)
+        ]
         requeued = 0
         for orphan in confirmed:
             if self.store.requeue(orphan, HeldMessage(_message(orphan), datetime.now(UTC)), older_than):
@@ -64,6 +70,13 @@ class Reconciler:
                     f"worker {orphan.owner} is gone" if orphan.owner else "its message was never published",
                 )
         return requeued
+
+    def _patience(self, orphan: Orphan) -> float:
+        """Seconds a candidate must stay one before it is acted on."""
+        sweep = self.settings.reconcile_interval * 0.9  # seen at two sweeps at least
+        if orphan.status == JobStatus.RUNNING.value:
+            return max(sweep, 2.0 * self.settings.worker_ttl)
+        return sweep
 
     def _live_workers(self) -> set[str] | None:
         try:

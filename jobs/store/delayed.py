@@ -70,7 +70,9 @@ class DelayedStore:
         with self.db.session() as session:
             hold(session, held)
 
-    def dispatch_due(self, publish: Callable[[dramatiq.Message[Any]], object], *, limit: int = BATCH) -> int:
+    def dispatch_due(
+        self, publish: Callable[[dramatiq.Message[Any]], object], *, namespace: str, limit: int = BATCH
+    ) -> int:
         """Publish up to ``limit`` due messages, deleting each row in the transaction that locked it.
 
         A row is deleted only if its publish returned (RabbitMQ confirmed it); a publish
@@ -82,7 +84,11 @@ class DelayedStore:
         """
         query = (
             select(DelayedMessageRow.message_id, DelayedMessageRow.body)
-            .where(DelayedMessageRow.due_at <= datetime.now(UTC))
+            .where(
+                DelayedMessageRow.due_at <= datetime.now(UTC),
+                # Namespaces may share a database; each publishes only to its own queues.
+                DelayedMessageRow.queue.startswith(f"{namespace}.", autoescape=True),
+            )
             .order_by(DelayedMessageRow.due_at)
             .limit(limit)
             .with_for_update(skip_locked=True)

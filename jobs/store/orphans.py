@@ -43,9 +43,11 @@ class OrphanStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def candidates(self, older_than: datetime) -> list[Orphan]:
-        """``running`` jobs whose open attempt began before ``older_than``, and ``queued`` jobs never
-        started, created (or last requeued) before it, with no held message."""
+    def candidates(self, namespace: str, older_than: datetime) -> list[Orphan]:
+        """The namespace's ``running`` jobs whose open attempt began before ``older_than``, and its
+        ``queued`` jobs never started, created (or last requeued) before it, with no held message."""
+        # Namespaces may share a database: each replica sweeps its own.
+        own = JobRow.queue.startswith(f"{namespace}.", autoescape=True)
         latest_open = and_(
             AttemptRow.job_id == JobRow.id,
             AttemptRow.attempt == JobRow.attempts,
@@ -55,13 +57,14 @@ class OrphanStore:
         running = (
             select(JobRow, AttemptRow.worker)
             .join(AttemptRow, latest_open)
-            .where(JobRow.status == JobStatus.RUNNING.value)
+            .where(own, JobRow.status == JobStatus.RUNNING.value)
             .limit(SWEEP_LIMIT)
         )
         never_sent = ~exists().where(DelayedMessageRow.message_id == cast(JobRow.id, String))
         queued = (
             select(JobRow)
             .where(
+                own,
                 JobRow.status == JobStatus.QUEUED.value,
                 JobRow.attempts == 0,
                 JobRow.created_at < older_than,

@@ -333,3 +333,39 @@ def restore_all() -> None:
             _rabbitmq_start_app()
     subprocess.run(["bash", str(ENSURE_SERVICES)], check=True, timeout=300, env={**os.environ, "PATH": _PATH})
     release_lock()
+
+
+# ------------------------------------------------- RabbitMQ settings ----
+
+
+def rabbitmq_get_env(key: str) -> int | str | None:
+    """``application:get_env(rabbit, KEY)`` on the running node: an int, a string, or None (unset)."""
+    answer = _run("rabbitmqctl", "eval", f"application:get_env(rabbit, {key}).").stdout.strip()
+    if answer == "undefined":
+        return None
+    if not (answer.startswith("{ok,") and answer.endswith("}")):
+        raise RuntimeError(f"unexpected answer from rabbitmqctl eval: {answer!r}")
+    value = answer.removeprefix("{ok,").removesuffix("}").strip()
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+@contextlib.contextmanager
+def rabbitmq_setting(key: str, value: int) -> Iterator[int | str | None]:
+    """RabbitMQ's ``rabbit`` application setting ``key`` set to ``value`` (an integer) for the
+    ``with`` body; yields the previous value (None: it was unset) and restores it on exit.
+
+    ``application:set_env`` changes the running node only; what reads the setting when it
+    starts (e.g. a channel, for ``consumer_timeout``) sees the new value from then on.
+    """
+    with chaos_lock():
+        previous = rabbitmq_get_env(key)
+        logger.warning("chaos: RabbitMQ %s %s -> %s", key, previous, value)
+        _run("rabbitmqctl", "eval", f"application:set_env(rabbit, {key}, {int(value)}).")
+        try:
+            yield previous
+        finally:
+            if previous is None:
+                _run("rabbitmqctl", "eval", f"application:unset_env(rabbit, {key}).")
+            else:  # an integer, or an Erlang term as rabbitmqctl printed it
+                _run("rabbitmqctl", "eval", f"application:set_env(rabbit, {key}, {previous}).")
+            logger.warning("chaos: RabbitMQ %s restored to %s", key, previous)

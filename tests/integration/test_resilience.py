@@ -16,7 +16,6 @@ import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from sqlalchemy import func, select
 
-import tests.poison  # noqa: F401 - registers the `crash` kind on this (producer) side
 from jobs.errors import JobFailed, ServiceUnavailable
 from jobs.settings import Settings
 from jobs.store import AttemptStore, NewJob, SeenMessage, WorkerIdentity
@@ -31,8 +30,12 @@ FAST_SWEEP = {"CONVEYOR_RECONCILE_INTERVAL": "1", "CONVEYOR_WORKER_TTL": "3"}
 
 
 def held_rows(client: Client) -> list[DelayedMessageRow]:
+    """This test's held messages (the database is shared by the tests of a session)."""
+    prefix = f"{client.settings.namespace}."
     with client.db.session() as session:
-        return list(session.scalars(select(DelayedMessageRow)))
+        return list(
+            session.scalars(select(DelayedMessageRow).where(DelayedMessageRow.queue.startswith(prefix)))
+        )
 
 
 def test_a_delayed_job_waits_in_postgresql_not_in_rabbitmq_and_runs_once_on_time(
@@ -256,6 +259,7 @@ def test_after_the_shutdown_timeout_a_long_job_is_handed_back_not_lost(
     assert "shutdown timeout" in (history[0].error or "")
 
 
+@pytest.mark.usefixtures("crash_kind")
 def test_a_job_that_kills_its_worker_is_dead_lettered_after_its_tries_and_others_still_run(
     client: Client, settings: Settings, start_worker: WorkerProcess.Factory
 ) -> None:
