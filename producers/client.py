@@ -7,8 +7,9 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from types import TracebackType
 from typing import Any
 
@@ -22,12 +23,15 @@ from jobs.store import Database, JobStore, NewJob
 from jobs.store.artifacts import ArtifactStore
 from jobs.store.delayed import HeldMessage
 from producers.job import Job
+from producers.pipelined import PipelinedPublisher
 
 logger = logging.getLogger("conveyor.producer")
 
 #: Seconds between two publish attempts while RabbitMQ is unreachable (doubling up to the maximum).
 PUBLISH_RETRY_MIN = 0.25
 PUBLISH_RETRY_MAX = 2.0
+#: Messages per round of pipelined confirms in ``enqueue_many``.
+PIPELINE_BATCH = 1000
 
 
 class Client:
@@ -126,6 +130,51 @@ class Client:
         if created and held is None:
             self._publish(message, delay_ms)
         return Job(self, info)
+
+    def enqueue_many(
+        self,
+        kind: str,
+        payloads: Iterable[Mapping[str, Any]],
+        /,
+        *,
+        delay: float | timedelta | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        min_backoff: float | None = None,
+        max_backoff: float | None = None,
+    ) -> list[Job]:
+        """Enqueue one job of ``kind`` per payload: one multi-row insert, then every message
+        published at once with pipelined confirms. Returns once all are confirmed.
+
+        All or nothing: a bad payload raises ``ValueError`` before anything is written or sent;
+        if RabbitMQ cannot take them all (after retrying for ``CONVEYOR_ENQUEUE_TIMEOUT``
+        seconds), the rows are removed and ``ServiceUnavailable`` is raised. Jobs that need an
+        idempotency key go through :meth:`enqueue`.
+        """
+        options = DeliveryOptions(None, delay, priority, max_retries, min_backoff, max_backoff)
+        options.check(self.settings.max_priority)
+        job_kind = get_kind(kind)
+        cleaned = []
+        for index, payload in enumerate(payloads):
+            try:
+                clean = job_kind.validate(payload, self.settings)
+                _check_json(job_kind, clean)
+            except ValueError as exc:
+                raise ValueError(f"payload #{index}: {exc}") from None
+            cleaned.append(clean)
+        missing = self.artifacts.missing([a for clean in cleaned for a in job_kind.artifact_ids(clean)])
+        if missing:
+            raise ValueError(f"{job_kind.name} payload: no artifact {', '.join(missing)}")
+        delay_ms = options.delay_ms()
+        eta = datetime.now(UTC) + timedelta(milliseconds=delay_ms) if delay_ms else None
+        held_in_store = eta is not None and not self.settings.is_embedded
+        messages = [self._message(job_kind, clean, options) for clean in cleaned]
+        infos = self.jobs.create_many(
+            [self._new_job(job_kind, m, options, eta, held_in_store) for m in messages]
+        )
+        if not held_in_store:
+            self._publish_many(messages, delay_ms)
+        return [Job(self, info) for info in infos]
 
     def send_email(
         self,
@@ -275,6 +324,8 @@ class Client:
 
     def close(self) -> None:
         """Close connections to RabbitMQ and the database."""
+        if "_pipeline" in self.__dict__:
+            self._pipeline.close()
         if self._owns_broker:
             self.broker.close()
         if self._owns_db:
@@ -302,6 +353,51 @@ class Client:
             options=options.message_options(),
             message_id=str(uuid.uuid4()),
         )
+
+    def _new_job(
+        self,
+        kind: JobKind,
+        message: dramatiq.Message[Any],
+        options: DeliveryOptions,
+        eta: datetime | None,
+        held_in_store: bool,
+    ) -> NewJob:
+        return NewJob(
+            id=message.message_id,
+            kind=kind.name,
+            queue=message.queue_name,
+            payload=dict(message.kwargs),
+            max_retries=options.max_retries if options.max_retries is not None else kind.max_retries,
+            priority=options.priority,
+            eta=eta,
+            held=HeldMessage.of(message, eta) if held_in_store and eta is not None else None,
+        )
+
+    def _publish_many(self, messages: list[dramatiq.Message[Any]], delay_ms: int | None) -> None:
+        if self.settings.is_embedded or delay_ms:  # in-process broker: no AMQP to pipeline
+            for message in messages:
+                self._publish(message, delay_ms)
+            return
+        deadline = time.monotonic() + self.settings.enqueue_timeout
+        pause = PUBLISH_RETRY_MIN
+        while True:
+            try:
+                for queue in {m.queue_name for m in messages}:
+                    self.broker.declare_queue(queue, ensure=True)  # type: ignore[call-arg]
+                for start in range(0, len(messages), PIPELINE_BATCH):
+                    self._pipeline.publish(messages[start : start + PIPELINE_BATCH])
+                return
+            except BROKER_ERRORS as exc:
+                if time.monotonic() + pause > deadline:
+                    self.jobs.forget_many(m.message_id for m in messages)
+                    raise broker_unavailable(self.settings, exc) from None
+                logger.warning("enqueue of %d jobs: RabbitMQ unavailable (%s); retrying", len(messages), exc)
+                time.sleep(pause)
+                pause = min(pause * 2, PUBLISH_RETRY_MAX)
+
+    @cached_property
+    def _pipeline(self) -> PipelinedPublisher:
+        return PipelinedPublisher(self.settings)
 
     def _publish(self, message: dramatiq.Message[Any], delay_ms: int | None) -> None:
         """Publish and wait for RabbitMQ's confirm, retrying for up to ``enqueue_timeout`` seconds

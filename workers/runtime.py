@@ -27,6 +27,7 @@ from jobs.middleware.heartbeat import Heartbeat, Replica
 from jobs.services import Services
 from jobs.settings import Settings
 from jobs.store import AttemptStore, Database, WorkerIdentity
+from jobs.store.batched import BatchedAttemptStore
 from producers.client import Client
 from workers.identity import current_identity
 
@@ -49,6 +50,7 @@ class WorkerStack:
         return self.services.db
 
     def close(self) -> None:
+        self.lifecycle.attempts.close()
         if isinstance(self.services.producer, Client):
             self.services.producer.close()
         self.broker.close()
@@ -102,7 +104,9 @@ def build_worker_stack(
             ttl=settings.worker_ttl,
             worker_id=identity.worker_id,
         )
-    lifecycle = Lifecycle(AttemptStore(db), identity, stopping=stopping)
+    # Group commit on PostgreSQL: the writes of all this process's threads share transactions.
+    attempts = BatchedAttemptStore(db) if db.dialect == "postgresql" else AttemptStore(db)
+    lifecycle = Lifecycle(attempts, identity, stopping=stopping)
     broker = build_broker(settings, worker_middleware(lifecycle, heartbeat))
     if isinstance(broker, ConveyorRabbitmqBroker):
         # Retries and delayed messages wait in PostgreSQL, not in this process's memory.

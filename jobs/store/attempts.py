@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import Connection, and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
@@ -65,7 +65,7 @@ class AttemptEnd:
     eta: datetime | None = None
 
 
-_JOB_STATUS_AFTER = {
+JOB_STATUS_AFTER = {
     AttemptOutcome.SUCCEEDED: JobStatus.SUCCEEDED,
     AttemptOutcome.RETRYING: JobStatus.RETRYING,
     AttemptOutcome.FAILED: JobStatus.FAILED,
@@ -115,7 +115,7 @@ class AttemptStore:
             if attempt is None:
                 return None
             # A first attempt has no earlier run that could have been lost: save the round trip.
-            lost = _mark_lost_runs(session, seen.job_id, now) if attempt > 1 else 0
+            lost = mark_lost_runs(session, seen.job_id, now) if attempt > 1 else 0
             session.add(
                 AttemptRow(
                     job_id=seen.job_id,
@@ -140,7 +140,7 @@ class AttemptStore:
             Whether the job row moved: ``False`` when a newer attempt has started meanwhile.
         """
         now = utcnow()
-        status = _JOB_STATUS_AFTER[end.outcome]
+        status = JOB_STATUS_AFTER[end.outcome]
         with self.db.session() as session:
             session.execute(
                 update(AttemptRow)
@@ -161,13 +161,16 @@ class AttemptStore:
                 hold(session, held)
             return bool(moved.rowcount)  # type: ignore[attr-defined]
 
+    def close(self) -> None:
+        """Nothing to release here (a batching store stops its writer)."""
+
     def _insert(self, table: type[JobRow]) -> Any:
         dialect_insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
         statement: Insert = dialect_insert(table)
         return statement
 
 
-def _mark_lost_runs(session: Session, job_id: str, now: datetime) -> int:
+def mark_lost_runs(session: Session | Connection, job_id: str, now: datetime) -> int:
     """Close attempts still open (their worker died mid-run); return how many runs were lost so far."""
     marked = session.execute(
         update(AttemptRow)

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from jobs.errors import JobNotFound
@@ -213,6 +213,46 @@ class JobStore:
             if existing is None:  # deleted between our insert and this read: try once more
                 return self.create(job)
             return existing, False
+
+    def create_many(self, jobs: list[NewJob]) -> list[JobInfo]:
+        """Insert ``queued`` rows (and held messages of delayed ones) in one transaction.
+
+        Raises:
+            ValueError: an idempotency key (``create`` handles those, one job at a time).
+        """
+        if any(job.idempotency_key is not None for job in jobs):
+            raise ValueError("enqueue_many takes no idempotency_key: enqueue such jobs one by one")
+        now = utcnow()
+        rows = [
+            {
+                "id": job.id,
+                "kind": job.kind,
+                "queue": job.queue,
+                "status": JobStatus.QUEUED.value,
+                "payload": job.payload,
+                "attempts": 0,
+                "max_retries": job.max_retries,
+                "priority": job.priority,
+                "eta": job.eta,
+                "parent_id": job.parent_id,
+                "created_at": now,
+            }
+            for job in jobs
+        ]
+        with self.db.session() as session:
+            if rows:
+                session.execute(insert(JobRow), rows)  # one multi-row INSERT (insertmanyvalues)
+            for job in jobs:
+                if job.held is not None:
+                    hold(session, job.held)
+        return [JobInfo.from_row(JobRow(**row)) for row in rows]
+
+    def forget_many(self, job_ids: Iterable[str]) -> None:
+        """Remove jobs whose messages could not be published (the enqueue is undone)."""
+        ids = list(job_ids)
+        with self.db.session() as session:
+            session.execute(delete(JobRow).where(JobRow.id.in_(ids)))
+            session.execute(delete(DelayedMessageRow).where(DelayedMessageRow.message_id.in_(ids)))
 
     def forget(self, job_id: str) -> None:
         """Remove a job whose message could not be published (the enqueue is undone)."""
