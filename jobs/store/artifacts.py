@@ -173,6 +173,8 @@ class ArtifactStore:
     def missing(self, artifact_ids: Iterable[str]) -> list[str]:
         """Those of ``artifact_ids`` that do not exist (or are not UUIDs)."""
         wanted = list(dict.fromkeys(artifact_ids))
+        if not wanted:
+            return []  # most jobs refer to no artifact: no round trip for them
         valid = [a for a in wanted if is_uuid(a)]
         with self.db.session() as session:
             found = {str(i) for i in session.scalars(select(ArtifactRow.id).where(ArtifactRow.id.in_(valid)))}

@@ -170,11 +170,17 @@ class AttemptStore:
         return statement
 
 
-def mark_lost_runs(session: Session | Connection, job_id: str, now: datetime) -> int:
-    """Close attempts still open (their worker died mid-run); return how many runs were lost so far."""
+def mark_lost_runs(
+    session: Session | Connection, job_id: str, now: datetime, *, before: int | None = None
+) -> int:
+    """Close attempts still open (their worker died mid-run), those numbered below ``before`` if
+    given; return how many runs were lost so far."""
+    open_attempts = and_(AttemptRow.job_id == job_id, AttemptRow.finished_at.is_(None))
+    if before is not None:
+        open_attempts = and_(open_attempts, AttemptRow.attempt < before)
     marked = session.execute(
         update(AttemptRow)
-        .where(and_(AttemptRow.job_id == job_id, AttemptRow.finished_at.is_(None)))
+        .where(open_attempts)
         .values(outcome=AttemptOutcome.LOST.value, finished_at=now, error="worker lost mid-run")
     )
     if not marked.rowcount:  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ once, adding no latency.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -18,11 +19,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, or_, update
+from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql
 
 from jobs.errors import ServiceUnavailable
-from jobs.status import RUNNABLE_STATUSES, AttemptOutcome, JobStatus
+from jobs.status import AttemptOutcome
 from jobs.store.attempts import (
     JOB_STATUS_AFTER,
     AttemptEnd,
@@ -35,7 +36,7 @@ from jobs.store.attempts import (
 from jobs.store.database import Database
 from jobs.store.delayed import HeldMessage
 from jobs.store.jobs import utcnow
-from jobs.store.models import AttemptRow, DelayedMessageRow, JobRow
+from jobs.store.models import DelayedMessageRow
 
 logger = logging.getLogger("conveyor.store")
 
@@ -43,7 +44,6 @@ logger = logging.getLogger("conveyor.store")
 MAX_BATCH = 256
 #: Writer threads (each with its own connection) per worker process.
 WRITERS = 2
-_RUNNABLE = [status.value for status in RUNNABLE_STATUSES]
 
 
 @dataclass
@@ -159,112 +159,92 @@ def _job_id(item: _Write) -> str:
     return item.seen.job_id if isinstance(item, _Start) else item.job_id
 
 
+# One statement per batch for the starts and one for the ends: rows travel as arrays (unnest),
+# so a batch costs two round trips and a commit however many jobs it carries, and psycopg
+# prepares each statement once.
+_START_SQL = """
+WITH up AS (
+    INSERT INTO jobs (id, kind, queue, status, payload, attempts, max_retries, created_at, started_at)
+    SELECT v.id, v.kind, v.queue, 'running', v.payload::jsonb, 1, v.max_retries, v.created_at, %(now)s
+    FROM unnest(%(ids)s::uuid[], %(kinds)s::text[], %(queues)s::text[], %(payloads)s::text[],
+                %(max_retries)s::int[], %(created)s::timestamptz[])
+         AS v(id, kind, queue, payload, max_retries, created_at)
+    ON CONFLICT (id) DO UPDATE
+        SET status = 'running', attempts = jobs.attempts + 1, started_at = excluded.started_at,
+            eta = NULL, error = NULL
+        WHERE jobs.status IN ('queued', 'retrying', 'running')
+    RETURNING jobs.id, jobs.attempts
+)
+INSERT INTO job_attempts (job_id, attempt, worker, host, pid, started_at)
+SELECT up.id, up.attempts, w.worker, w.host, w.pid, %(now)s
+FROM up JOIN unnest(%(ids)s::uuid[], %(workers)s::text[], %(hosts)s::text[], %(pids)s::int[])
+             AS w(id, worker, host, pid) ON w.id = up.id
+RETURNING job_id::text, attempt
+"""
+
+_FINISH_SQL = """
+WITH v AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(outcomes)s::text[], %(statuses)s::text[],
+                         %(errors)s::text[], %(tracebacks)s::text[], %(results)s::text[],
+                         %(finished)s::timestamptz[], %(etas)s::timestamptz[])
+         AS v(id, attempt, outcome, status, error, traceback, result, finished_at, eta)
+), closed AS (
+    UPDATE job_attempts
+    SET outcome = v.outcome, finished_at = %(now)s, error = v.error, traceback = v.traceback
+    FROM v WHERE job_attempts.job_id = v.id AND job_attempts.attempt = v.attempt
+)
+UPDATE jobs SET status = v.status, error = v.error, result = v.result::jsonb,
+                finished_at = v.finished_at, eta = v.eta
+FROM v WHERE jobs.id = v.id AND jobs.attempts = v.attempt
+"""
+
+
 def _start_all(connection: Connection, starts: Sequence[_Start]) -> dict[str, StartedAttempt]:
     now = utcnow()
-    insert_job = postgresql.insert(JobRow)
-    upsert = insert_job.on_conflict_do_update(
-        index_elements=[JobRow.id],
-        set_={
-            "status": JobStatus.RUNNING.value,
-            "attempts": JobRow.attempts + 1,
-            "started_at": insert_job.excluded.started_at,
-            "eta": None,
-            "error": None,
-        },
-        # Equalities, not IN: an expanding IN cannot go into a multi-row statement.
-        where=or_(*(JobRow.status == status for status in _RUNNABLE)),
-    ).returning(JobRow.id, JobRow.attempts)
-    rows = [
-        {
-            "id": s.seen.job_id,
-            "kind": s.seen.kind,
-            "queue": s.seen.queue,
-            "status": JobStatus.RUNNING.value,
-            "payload": s.seen.payload,
-            "attempts": 1,
-            "max_retries": s.seen.max_retries,
-            "created_at": s.seen.created_at,
-            "started_at": now,
-        }
-        for s in starts
-    ]
-    numbers = {str(job_id): int(attempt) for job_id, attempt in connection.execute(upsert, rows)}
-    by_id = {s.seen.job_id: s for s in starts}
+    params = {
+        "now": now,
+        "ids": [s.seen.job_id for s in starts],
+        "kinds": [s.seen.kind for s in starts],
+        "queues": [s.seen.queue for s in starts],
+        "payloads": [json.dumps(s.seen.payload) for s in starts],
+        "max_retries": [s.seen.max_retries for s in starts],
+        "created": [s.seen.created_at for s in starts],
+        "workers": [s.worker.worker_id for s in starts],
+        "hosts": [s.worker.host for s in starts],
+        "pids": [s.worker.pid for s in starts],
+    }
     started: dict[str, StartedAttempt] = {}
-    attempt_rows = []
-    for job_id, number in numbers.items():
+    for job_id, number in connection.exec_driver_sql(_START_SQL, params).all():
         # A first attempt has no earlier run that could have been lost: no query for it.
-        lost = mark_lost_runs(connection, job_id, now) if number > 1 else 0
-        started[job_id] = StartedAttempt(number=number, lost_runs=lost)
-        worker = by_id[job_id].worker
-        attempt_rows.append(
-            {
-                "job_id": job_id,
-                "attempt": number,
-                "worker": worker.worker_id,
-                "host": worker.host,
-                "pid": worker.pid,
-                "started_at": now,
-            }
-        )
-    if attempt_rows:
-        connection.execute(insert(AttemptRow), attempt_rows)
+        lost = mark_lost_runs(connection, job_id, now, before=number) if number > 1 else 0
+        started[job_id] = StartedAttempt(number=int(number), lost_runs=lost)
     return started
 
 
 def _finish_all(connection: Connection, finishes: Sequence[_Finish]) -> None:
-    now = utcnow()
-    connection.execute(
-        update(AttemptRow)
-        .where(and_(AttemptRow.job_id == bindparam("b_job_id"), AttemptRow.attempt == bindparam("b_attempt")))
-        .values(
-            outcome=bindparam("b_outcome"),
-            finished_at=bindparam("b_finished_at"),
-            error=bindparam("b_error"),
-            traceback=bindparam("b_traceback"),
-        )
-        .execution_options(synchronize_session=False),
-        [
-            {
-                "b_job_id": f.job_id,
-                "b_attempt": f.attempt,
-                "b_outcome": f.end.outcome.value,
-                "b_finished_at": now,
-                "b_error": f.end.error,
-                "b_traceback": f.end.traceback,
-            }
-            for f in finishes
-        ],
-    )
-    connection.execute(
-        update(JobRow)
-        .where(and_(JobRow.id == bindparam("b_job_id"), JobRow.attempts == bindparam("b_attempt")))
-        .values(
-            status=bindparam("b_status"),
-            error=bindparam("b_error"),
-            result=bindparam("b_result"),
-            finished_at=bindparam("b_finished_at"),
-            eta=bindparam("b_eta"),
-        )
-        .execution_options(synchronize_session=False),
-        [_job_values(f, now) for f in finishes],
-    )
+    rows = [_end_values(f) for f in finishes]
+    params: dict[str, Any] = {key: [row[key] for row in rows] for key in rows[0]}
+    params["now"] = utcnow()
+    connection.exec_driver_sql(_FINISH_SQL, params)
     held = [f.held for f in finishes if f.held is not None]
     if held:
         _hold_all(connection, held)
 
 
-def _job_values(finish: _Finish, now: Any) -> dict[str, Any]:
+def _end_values(finish: _Finish) -> dict[str, Any]:
     outcome = finish.end.outcome
     final = outcome in (AttemptOutcome.SUCCEEDED, AttemptOutcome.FAILED, AttemptOutcome.CANCELLED)
+    succeeded = outcome is AttemptOutcome.SUCCEEDED
     return {
-        "b_job_id": finish.job_id,
-        "b_attempt": finish.attempt,
-        "b_status": JOB_STATUS_AFTER[outcome].value,
-        "b_error": finish.end.error,
-        "b_result": finish.end.result if outcome is AttemptOutcome.SUCCEEDED else None,
-        "b_finished_at": now if final else None,
-        "b_eta": finish.end.eta if outcome is AttemptOutcome.RETRYING else None,
+        "ids": finish.job_id,
+        "attempts": finish.attempt,
+        "outcomes": outcome.value,
+        "statuses": JOB_STATUS_AFTER[outcome].value,
+        "errors": finish.end.error,
+        "tracebacks": finish.end.traceback,
+        "results": json.dumps(finish.end.result) if succeeded and finish.end.result is not None else None,
+        "finished": utcnow() if final else None,
+        "etas": finish.end.eta if outcome is AttemptOutcome.RETRYING else None,
     }
 
 
