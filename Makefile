@@ -4,8 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Parallel pytest workers; each gets its own database and namespace.
 TEST_WORKERS ?= 4
+# `make bench`: no-op jobs per measurement, and runs (medians are reported).
+BENCH_JOBS ?= 20000
+BENCH_RUNS ?= 3
 
-.PHONY: demo test lint format services install clean chaos
+.PHONY: demo test lint format services install clean chaos bench
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -44,6 +47,11 @@ test: install services lint
 # Fault injection: stops RabbitMQ, PostgreSQL and Redis in turn, so it runs alone and serially.
 chaos: install services
 	$(BIN)/pytest tests/chaos -n 0 -m chaos
+
+# Conveyor side by side with raw pika, Dramatiq and Celery on the same services: bench/results/.
+bench: install services
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/compare.py --jobs $(BENCH_JOBS) --runs $(BENCH_RUNS)
 
 clean:
 	rm -rf $(VENV) .conveyor outbox .pytest_cache .mypy_cache .ruff_cache build *.egg-info

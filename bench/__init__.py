@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` (compare.py) and the focused scripts beside it."""
