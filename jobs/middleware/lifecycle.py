@@ -86,7 +86,8 @@ class Lifecycle(Middleware):
             message.fail()
             self._finish(message, AttemptEnd(AttemptOutcome.FAILED, error=_gave_up(started.lost_runs)))
             raise SkipMessage("too many lost attempts")
-        logger.info("job %s %s attempt %d: running", job_id, kind.name, started.number)
+        # Debug, not info: a line per start costs a worker measurable CPU, and `jobs show` has it.
+        logger.debug("job %s %s attempt %d: running", job_id, kind.name, started.number)
 
     def after_process_message(
         self,

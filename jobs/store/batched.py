@@ -147,8 +147,7 @@ class BatchedAttemptStore(AttemptStore):
         # statements would reorder its writes, so they go one by one, in the order they came.
         if len({_job_id(item) for item in batch}) < len(batch):
             return [self._write_batch([item])[0] for item in batch]
-        with self.db.session() as session:
-            connection = session.connection()
+        with self.db.transaction() as connection:
             started = _start_all(connection, starts) if starts else {}
             if finishes:
                 _finish_all(connection, finishes)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
@@ -45,9 +45,23 @@ class Database:
         Raises:
             ServiceUnavailable: the database cannot be reached.
         """
+        with self._translated(), self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A Core connection in one transaction, without the ORM session's bookkeeping (hot paths).
+
+        Raises:
+            ServiceUnavailable: the database cannot be reached.
+        """
+        with self._translated(), self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
         try:
-            with self._sessions.begin() as session:
-                yield session
+            yield
         except (OperationalError, SAInterfaceError) as exc:
             if _is_missing_table(exc):
                 raise SchemaMissing(self.masked_url) from None
