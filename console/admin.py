@@ -44,7 +44,7 @@ def queues(state: AppState, as_json: bool) -> None:
 
 def queues_table(rows: list[QueueStats]) -> Table:
     api = any(r.unacked is not None for r in rows)
-    title = "queues — ready/delayed/dead/consumers: RabbitMQ (AMQP); running/oldest wait: PostgreSQL"
+    title = "queues — ready/dead/consumers: RabbitMQ; delayed: PostgreSQL + .DQ; running/oldest: PostgreSQL"
     table = Table(
         title=title + ("; unacked, in/s, out/s: management API" if api else ""), title_justify="left"
     )
