@@ -184,20 +184,7 @@ class JobStore:
         Returns:
             The job and whether this call created it.
         """
-        values = {
-            "id": job.id,
-            "kind": job.kind,
-            "queue": job.queue,
-            "status": JobStatus.QUEUED.value,
-            "payload": job.payload,
-            "attempts": 0,
-            "max_retries": job.max_retries,
-            "priority": job.priority,
-            "idempotency_key": job.idempotency_key,
-            "eta": job.eta,
-            "parent_id": job.parent_id,
-            "created_at": utcnow(),
-        }
+        values = _queued_row(job, utcnow())
         try:
             with self.db.session() as session:
                 # A Core statement, not the ORM's unit of work: an enqueue's CPU is mostly this.
@@ -224,22 +211,7 @@ class JobStore:
         if any(job.idempotency_key is not None for job in jobs):
             raise ValueError("enqueue_many takes no idempotency_key: enqueue such jobs one by one")
         now = utcnow()
-        rows = [
-            {
-                "id": job.id,
-                "kind": job.kind,
-                "queue": job.queue,
-                "status": JobStatus.QUEUED.value,
-                "payload": job.payload,
-                "attempts": 0,
-                "max_retries": job.max_retries,
-                "priority": job.priority,
-                "eta": job.eta,
-                "parent_id": job.parent_id,
-                "created_at": now,
-            }
-            for job in jobs
-        ]
+        rows = [_queued_row(job, now) for job in jobs]
         with self.db.session() as session:
             if rows:
                 session.execute(insert(JobRow), rows)  # one multi-row INSERT (insertmanyvalues)
@@ -382,3 +354,21 @@ class JobStore:
         query = select(AttemptRow).where(AttemptRow.job_id == job_id).order_by(AttemptRow.attempt)
         with self.db.session() as session:
             return [AttemptInfo.from_row(row) for row in session.scalars(query)]
+
+
+def _queued_row(job: NewJob, now: datetime) -> dict[str, Any]:
+    """The ``jobs`` row of a job about to be enqueued."""
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "queue": job.queue,
+        "status": JobStatus.QUEUED.value,
+        "payload": job.payload,
+        "attempts": 0,
+        "max_retries": job.max_retries,
+        "priority": job.priority,
+        "idempotency_key": job.idempotency_key,
+        "eta": job.eta,
+        "parent_id": job.parent_id,
+        "created_at": now,
+    }
