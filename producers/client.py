@@ -108,27 +108,10 @@ class Client:
         if missing:
             raise ValueError(f"{kind.name} payload: no artifact {', '.join(missing)}")
         message = self._message(kind, clean, options)
-        delay_ms = options.delay_ms()
-        eta = datetime.now(UTC) + timedelta(milliseconds=delay_ms) if delay_ms else None
-        # A delayed job's message waits in the store, written with the row, until a worker's
-        # dispatcher publishes it when due (the embedded broker keeps delays in memory itself).
-        held = HeldMessage.of(message, eta) if eta is not None and not self.settings.is_embedded else None
-        info, created = self.jobs.create(
-            NewJob(
-                id=message.message_id,
-                kind=kind.name,
-                queue=message.queue_name,
-                payload=clean,
-                max_retries=options.max_retries if options.max_retries is not None else kind.max_retries,
-                priority=options.priority,
-                idempotency_key=options.idempotency_key,
-                eta=eta,
-                parent_id=parent_id,
-                held=held,
-            )
-        )
-        if created and held is None:
-            self._publish(message, delay_ms)
+        job = self._new_job(kind, message, options, parent_id=parent_id)
+        info, created = self.jobs.create(job)
+        if created and job.held is None:
+            self._publish(message, options.delay_ms())
         return Job(self, info)
 
     def enqueue_many(
@@ -165,15 +148,11 @@ class Client:
         missing = self.artifacts.missing([a for clean in cleaned for a in job_kind.artifact_ids(clean)])
         if missing:
             raise ValueError(f"{job_kind.name} payload: no artifact {', '.join(missing)}")
-        delay_ms = options.delay_ms()
-        eta = datetime.now(UTC) + timedelta(milliseconds=delay_ms) if delay_ms else None
-        held_in_store = eta is not None and not self.settings.is_embedded
         messages = [self._message(job_kind, clean, options) for clean in cleaned]
-        infos = self.jobs.create_many(
-            [self._new_job(job_kind, m, options, eta, held_in_store) for m in messages]
-        )
-        if not held_in_store:
-            self._publish_many(messages, delay_ms)
+        new_jobs = [self._new_job(job_kind, m, options) for m in messages]
+        infos = self.jobs.create_many(new_jobs)
+        if all(job.held is None for job in new_jobs):
+            self._publish_many(messages, options.delay_ms())
         return [Job(self, info) for info in infos]
 
     def send_email(
@@ -359,9 +338,15 @@ class Client:
         kind: JobKind,
         message: dramatiq.Message[Any],
         options: DeliveryOptions,
-        eta: datetime | None,
-        held_in_store: bool,
+        *,
+        parent_id: str | None = None,
     ) -> NewJob:
+        """The row of a job about to be enqueued. A delayed job's message waits in the store, written
+        with the row, until a worker's dispatcher publishes it when due (the embedded broker keeps
+        delays in memory itself)."""
+        delay_ms = options.delay_ms()
+        eta = datetime.now(UTC) + timedelta(milliseconds=delay_ms) if delay_ms else None
+        held = HeldMessage.of(message, eta) if eta is not None and not self.settings.is_embedded else None
         return NewJob(
             id=message.message_id,
             kind=kind.name,
@@ -369,12 +354,14 @@ class Client:
             payload=dict(message.kwargs),
             max_retries=options.max_retries if options.max_retries is not None else kind.max_retries,
             priority=options.priority,
+            idempotency_key=options.idempotency_key,
             eta=eta,
-            held=HeldMessage.of(message, eta) if held_in_store and eta is not None else None,
+            parent_id=parent_id,
+            held=held,
         )
 
     def _publish_many(self, messages: list[dramatiq.Message[Any]], delay_ms: int | None) -> None:
-        if self.settings.is_embedded or delay_ms:  # in-process broker: no AMQP to pipeline
+        if self.settings.is_embedded:  # in-process broker: no AMQP to pipeline
             for message in messages:
                 self._publish(message, delay_ms)
             return

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.dialects import postgresql
 
 from jobs.errors import ServiceUnavailable
 from jobs.status import AttemptOutcome
@@ -34,9 +33,8 @@ from jobs.store.attempts import (
     mark_lost_runs,
 )
 from jobs.store.database import Database
-from jobs.store.delayed import HeldMessage
+from jobs.store.delayed import HeldMessage, hold
 from jobs.store.jobs import utcnow
-from jobs.store.models import DelayedMessageRow
 
 logger = logging.getLogger("conveyor.store")
 
@@ -225,9 +223,7 @@ def _finish_all(connection: Connection, finishes: Sequence[_Finish]) -> None:
     params: dict[str, Any] = {key: [row[key] for row in rows] for key in rows[0]}
     params["now"] = utcnow()
     connection.exec_driver_sql(_FINISH_SQL, params)
-    held = [f.held for f in finishes if f.held is not None]
-    if held:
-        _hold_all(connection, held)
+    hold(connection, *(f.held for f in finishes if f.held is not None))
 
 
 def _end_values(finish: _Finish) -> dict[str, Any]:
@@ -245,25 +241,3 @@ def _end_values(finish: _Finish) -> dict[str, Any]:
         "finished": utcnow() if final else None,
         "etas": finish.end.eta if outcome is AttemptOutcome.RETRYING else None,
     }
-
-
-def _hold_all(connection: Connection, held: Sequence[HeldMessage]) -> None:
-    now = utcnow()
-    upsert = postgresql.insert(DelayedMessageRow)
-    upsert = upsert.on_conflict_do_update(
-        index_elements=[DelayedMessageRow.message_id],
-        set_={"due_at": upsert.excluded.due_at, "body": upsert.excluded.body, "queue": upsert.excluded.queue},
-    )
-    connection.execute(
-        upsert,
-        [
-            {
-                "message_id": h.message.message_id,
-                "queue": h.message.queue_name,
-                "due_at": h.due_at,
-                "body": h.message.encode(),
-                "created_at": now,
-            }
-            for h in held
-        ],
-    )

@@ -15,7 +15,7 @@ from typing import Any
 
 import dramatiq
 from dramatiq.common import q_name
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -38,22 +38,32 @@ class HeldMessage:
         return cls(bound, due_at)
 
 
-def hold(session: Session, held: HeldMessage) -> None:
-    """Add ``held`` to the session's transaction (replacing a row of the same message)."""
-    dialect_insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    values = {
-        "message_id": held.message.message_id,
-        "queue": held.message.queue_name,
-        "due_at": held.due_at,
-        "body": held.message.encode(),
-        "created_at": datetime.now(UTC),
-    }
-    insert = dialect_insert(DelayedMessageRow).values(**values)
-    session.execute(
+def hold(executor: Session | Connection, *held: HeldMessage) -> None:
+    """Add ``held`` to the executor's transaction (each replacing a row of the same message)."""
+    if not held:
+        return
+    dialect = executor.get_bind().dialect if isinstance(executor, Session) else executor.dialect
+    insert = (postgresql.insert if dialect.name == "postgresql" else sqlite.insert)(DelayedMessageRow)
+    now = datetime.now(UTC)
+    executor.execute(
         insert.on_conflict_do_update(
             index_elements=[DelayedMessageRow.message_id],
-            set_={"due_at": values["due_at"], "body": values["body"], "queue": values["queue"]},
-        )
+            set_={
+                "due_at": insert.excluded.due_at,
+                "body": insert.excluded.body,
+                "queue": insert.excluded.queue,
+            },
+        ),
+        [
+            {
+                "message_id": h.message.message_id,
+                "queue": h.message.queue_name,
+                "due_at": h.due_at,
+                "body": h.message.encode(),
+                "created_at": now,
+            }
+            for h in held
+        ],
     )
 
 

@@ -215,9 +215,7 @@ class JobStore:
         with self.db.session() as session:
             if rows:
                 session.execute(insert(JobRow), rows)  # one multi-row INSERT (insertmanyvalues)
-            for job in jobs:
-                if job.held is not None:
-                    hold(session, job.held)
+            hold(session, *(job.held for job in jobs if job.held is not None))
         return [JobInfo.from_row(JobRow(**row)) for row in rows]
 
     def forget_many(self, job_ids: Iterable[str]) -> None:
