@@ -20,6 +20,7 @@ from dramatiq.common import xq_name
 from dramatiq.errors import BrokerConnectionError
 from dramatiq.middleware import Middleware
 
+from jobs.consumer import ChannelBoundConsumer
 from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
 from jobs.errors import ServiceUnavailable
 from jobs.kinds import KINDS
@@ -87,6 +88,10 @@ class ConveyorRabbitmqBroker(RabbitmqBroker):
         self.hold(message, datetime.now(UTC) + timedelta(milliseconds=delay))
         self.emit_after("enqueue", message, delay)
         return message
+
+    @property
+    def consumer_class(self) -> type[ChannelBoundConsumer]:
+        return ChannelBoundConsumer
 
     def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
         arguments: dict[str, Any] = super()._build_queue_arguments(queue_name)  # type: ignore[no-untyped-call]

@@ -23,7 +23,9 @@ class JobStatus(StrEnum):
 
 FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 #: A message found in one of these states may (re)start: a redelivery after a crash finds ``running``.
-RUNNABLE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RETRYING, JobStatus.RUNNING})
+#: Statuses in which a delivered message starts its job at once (a ``running`` job is taken
+#: over only when its worker is gone: see ``Lifecycle``).
+STARTABLE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RETRYING})
 
 
 class AttemptOutcome(StrEnum):

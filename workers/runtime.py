@@ -23,13 +23,15 @@ from jobs.actors import declare_actors
 from jobs.broker import ConveyorRabbitmqBroker, build_broker
 from jobs.kinds import KINDS
 from jobs.middleware import Lifecycle
-from jobs.middleware.heartbeat import Heartbeat, Replica
+from jobs.middleware.heartbeat import Heartbeat, Replica, heartbeat_interval
+from jobs.middleware.stale import StaleDeliveries
 from jobs.services import Services
 from jobs.settings import Settings
 from jobs.store import AttemptStore, Database, WorkerIdentity
 from jobs.store.batched import BatchedAttemptStore
 from producers.client import Client
 from workers.identity import current_identity
+from workers.liveness import RegistryLiveness
 
 logger = logging.getLogger("conveyor.worker")
 
@@ -64,10 +66,12 @@ def worker_middleware(lifecycle: Lifecycle, heartbeat: Heartbeat | None = None) 
     Order matters: Dramatiq runs ``after_*`` hooks in reverse order, so ``Lifecycle``
     sits before ``Retries`` to record the decision ``Retries`` made (retry, or
     dead-letter) once it is made. ``Heartbeat`` comes first so that it counts every
-    message before another middleware may skip it.
+    message before another middleware may skip it; ``StaleDeliveries`` next, so that a
+    message whose channel has closed runs nothing.
     """
     return [
         *([heartbeat] if heartbeat is not None else []),
+        StaleDeliveries(),
         AgeLimit(),
         TimeLimit(),
         ShutdownNotifications(),
@@ -106,7 +110,13 @@ def build_worker_stack(
         )
     # Group commit on PostgreSQL: the writes of all this process's threads share transactions.
     attempts = BatchedAttemptStore(db) if db.dialect == "postgresql" else AttemptStore(db)
-    lifecycle = Lifecycle(attempts, identity, stopping=stopping)
+    lifecycle = Lifecycle(
+        attempts,
+        identity,
+        stopping=stopping,
+        alive=RegistryLiveness(services.redis, settings.namespace) if heartbeat else lambda _: None,
+        recheck_after=heartbeat_interval(settings.worker_ttl),
+    )
     broker = build_broker(settings, worker_middleware(lifecycle, heartbeat))
     if isinstance(broker, ConveyorRabbitmqBroker):
         # Retries and delayed messages wait in PostgreSQL, not in this process's memory.

@@ -17,8 +17,10 @@ from multiprocessing.context import ForkProcess
 from types import FrameType
 
 from jobs.logs import configure_logging
-from jobs.middleware.heartbeat import Replica
+from jobs.middleware.heartbeat import Replica, registry_key
+from jobs.services import redis_client
 from jobs.settings import Settings
+from workers.liveness import forget_process
 from workers.process import run_worker_process
 
 logger = logging.getLogger("conveyor.supervisor")
@@ -90,6 +92,7 @@ class Supervisor:
                 continue
             process.join()
             del self.children[pid]
+            self._forget(pid)
             if self.stopping:
                 continue
             lived = time.monotonic() - started
@@ -106,6 +109,17 @@ class Supervisor:
             time.sleep(self.restart_delay)
             if not self.stopping:
                 self._spawn()
+
+    def _forget(self, pid: int) -> None:
+        # A process that died without a word leaves its registry entry behind for a TTL; until
+        # it goes, its running jobs count as running elsewhere and their messages wait.
+        if self.settings.is_embedded:
+            return
+        client = redis_client(self.settings.redis_url)
+        try:
+            forget_process(client, registry_key(self.settings.namespace, self.replica.replica_id, pid))
+        finally:
+            client.close()
 
     def _request_stop(self, signum: int, _frame: FrameType | None) -> None:
         # Every signal is passed on: a worker process stops at once on its second one.

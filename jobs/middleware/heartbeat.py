@@ -43,6 +43,11 @@ def registry_prefix(namespace: str) -> str:
     return f"{namespace}:workers:"
 
 
+def registry_key(namespace: str, replica_id: str, pid: int) -> str:
+    """The registry entry of one worker process."""
+    return f"{registry_prefix(namespace)}{replica_id}:{pid}"
+
+
 def heartbeat_interval(ttl: int) -> int:
     """Seconds between two beats for a key TTL of ``ttl`` seconds: two beats may be missed."""
     return max(1, ttl // 3)
@@ -206,7 +211,7 @@ class Heartbeat(Middleware):
         return self._guard(write)
 
     def _key(self) -> str:
-        return f"{registry_prefix(self.namespace)}{self.replica.replica_id}:{self.pid}"
+        return registry_key(self.namespace, self.replica.replica_id, self.pid)
 
     def _run(self) -> None:
         self.beat()

@@ -14,7 +14,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import dramatiq
@@ -26,13 +26,16 @@ from jobs.context import JobContext, current_job, set_current_job
 from jobs.ids import is_uuid
 from jobs.kinds import ACTOR_KINDS, JobKind
 from jobs.status import AttemptOutcome
-from jobs.store import AttemptEnd, AttemptStore, SeenMessage, WorkerIdentity
+from jobs.store import AttemptEnd, AttemptStore, SeenMessage, StartedAttempt, WorkerIdentity
 from jobs.store.delayed import DelayedStore, HeldMessage
 from jobs.store.waiting import wait_for_store
 
 logger = logging.getLogger("conveyor.lifecycle")
 
 T = TypeVar("T")
+
+#: How many times a copy of a running job's message has been put back to wait (see ``_take_over``).
+RECHECKS_OPTION = "conveyor_rechecks"
 
 
 class Lifecycle(Middleware):
@@ -44,8 +47,14 @@ class Lifecycle(Middleware):
         identity: WorkerIdentity,
         kinds: Mapping[str, JobKind] = ACTOR_KINDS,
         stopping: threading.Event | None = None,
+        alive: Callable[[str], bool | None] = lambda worker_id: None,
+        recheck_after: float = 5.0,
     ) -> None:
         self.attempts = attempts
+        #: Whether a worker process (by id) is alive, None when unknown (the registry is down).
+        self.alive = alive
+        #: Seconds before a message of a job still running elsewhere is looked at again.
+        self.recheck_after = recheck_after
         self.delayed = DelayedStore(attempts.db)
         self.identity = identity
         self.kinds = kinds
@@ -65,6 +74,8 @@ class Lifecycle(Middleware):
             raise SkipMessage("malformed message id")
         seen = _seen_message(message, kind, broker)
         started = self._write(lambda: self.attempts.start(seen, self.identity))
+        if started is None:
+            started = self._take_over(seen, message)
         if started is None:
             logger.info("job %s %s: already finished or cancelled, skipping", seen.job_id, kind.name)
             raise SkipMessage("job already finished or cancelled")
@@ -88,6 +99,42 @@ class Lifecycle(Middleware):
             raise SkipMessage("too many lost attempts")
         # Debug, not info: a line per start costs a worker measurable CPU, and `jobs show` has it.
         logger.debug("job %s %s attempt %d: running", job_id, kind.name, started.number)
+
+    def _take_over(self, seen: SeenMessage, message: dramatiq.MessageProxy) -> StartedAttempt | None:
+        """Start a ``running`` job again if its worker is gone; None if it is not running.
+
+        A job's message can come twice while it runs: RabbitMQ redelivers a message whose
+        channel closed mid-job (a broker restart), or a producer that lost a confirm published
+        it again. Running it beside the live run would run it twice, so the message waits in
+        PostgreSQL and is looked at again later; only a dead worker's job is taken over.
+        """
+        running = self._write(lambda: self.attempts.running_attempt(seen.job_id))
+        if running is None:
+            return None
+        if running.worker is not None and self._runs_elsewhere(seen.job_id, running.worker):
+            # 1 s, 2 s, 4 s … up to ``recheck_after``: a worker that just died is noticed soon
+            # (its supervisor drops its registry entry), a long job is not polled often.
+            rechecks = int(message.options.get(RECHECKS_OPTION, 0))
+            wait = min(2.0**rechecks, self.recheck_after)
+            message.options[RECHECKS_OPTION] = rechecks + 1
+            due = datetime.now(UTC) + timedelta(seconds=wait)
+            self._write(lambda: self.delayed.hold(HeldMessage.of(message, due)))
+            logger.info(
+                "job %s: attempt %d still runs on %s; this copy of its message waits %.0f s",
+                seen.job_id,
+                running.number,
+                running.worker,
+                wait,
+            )
+            raise SkipMessage("job running on a live worker")
+        return self._write(lambda: self.attempts.start(seen, self.identity, take_over=running.number))
+
+    def _runs_elsewhere(self, job_id: str, worker_id: str) -> bool:
+        if worker_id == self.identity.worker_id:  # this very process: is a thread running it?
+            with self._in_flight_lock:
+                return any(ctx.job_id == job_id for ctx in self._in_flight.values())
+        # Unknown (the registry is down) counts as gone: a job never stays stuck on a dead worker.
+        return self.alive(worker_id) is True
 
     def after_process_message(
         self,

@@ -16,13 +16,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 
-from jobs.status import RUNNABLE_STATUSES, AttemptOutcome, JobStatus
+from jobs.status import STARTABLE_STATUSES, AttemptOutcome, JobStatus
 from jobs.store.database import Database
 from jobs.store.delayed import HeldMessage, hold
 from jobs.store.jobs import utcnow
 from jobs.store.models import AttemptRow, JobRow
 
-_RUNNABLE = [status.value for status in RUNNABLE_STATUSES]
+_STARTABLE = [status.value for status in STARTABLE_STATUSES]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,15 @@ class StartedAttempt:
 
 
 @dataclass(frozen=True)
+class RunningAttempt:
+    """The open attempt of a ``running`` job."""
+
+    number: int
+    #: The worker process that runs it (None when no attempt row is open).
+    worker: str | None
+
+
+@dataclass(frozen=True)
 class AttemptEnd:
     """How an attempt ended."""
 
@@ -80,12 +89,18 @@ class AttemptStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def start(self, seen: SeenMessage, worker: WorkerIdentity) -> StartedAttempt | None:
+    def start(
+        self, seen: SeenMessage, worker: WorkerIdentity, *, take_over: int | None = None
+    ) -> StartedAttempt | None:
         """Mark the job ``running`` and open an attempt row, in one transaction.
 
+        ``take_over`` is the number of a ``running`` attempt whose worker is gone: the job
+        starts again only if that attempt is still its latest.
+
         Returns:
-            The attempt, or ``None`` when the job must not run (it is already
-            succeeded, failed or cancelled: a redelivery or a cancelled job).
+            The attempt, or ``None`` when the job must not start: it is already succeeded,
+            failed or cancelled, or running (see :meth:`running_attempt`), or it moved
+            since ``take_over`` was read.
         """
         now = utcnow()
         insert = self._insert(JobRow).values(
@@ -108,7 +123,9 @@ class AttemptStore:
                 "eta": None,
                 "error": None,
             },
-            where=JobRow.status.in_(_RUNNABLE),
+            where=JobRow.status.in_(_STARTABLE)
+            if take_over is None
+            else and_(JobRow.status == JobStatus.RUNNING.value, JobRow.attempts == take_over),
         ).returning(JobRow.attempts)
         with self.db.session() as session:
             attempt = session.execute(upsert).scalar_one_or_none()
@@ -127,6 +144,24 @@ class AttemptStore:
                 )
             )
             return StartedAttempt(number=int(attempt), lost_runs=int(lost))
+
+    def running_attempt(self, job_id: str) -> RunningAttempt | None:
+        """The job's open attempt if the job is ``running`` (None when it is not)."""
+        query = (
+            select(JobRow.attempts, AttemptRow.worker)
+            .outerjoin(
+                AttemptRow,
+                and_(
+                    AttemptRow.job_id == JobRow.id,
+                    AttemptRow.attempt == JobRow.attempts,
+                    AttemptRow.finished_at.is_(None),
+                ),
+            )
+            .where(JobRow.id == job_id, JobRow.status == JobStatus.RUNNING.value)
+        )
+        with self.db.session() as session:
+            row = session.execute(query).first()
+        return None if row is None else RunningAttempt(number=int(row[0]), worker=row[1])
 
     def cancel_requested(self, job_id: str) -> bool:
         """Whether an admin asked this running job to stop."""

@@ -77,7 +77,11 @@ class BatchedAttemptStore(AttemptStore):
         for thread in self._threads:
             thread.start()
 
-    def start(self, seen: SeenMessage, worker: WorkerIdentity) -> StartedAttempt | None:
+    def start(
+        self, seen: SeenMessage, worker: WorkerIdentity, *, take_over: int | None = None
+    ) -> StartedAttempt | None:
+        if take_over is not None:  # rare (a worker died mid-job): no batching
+            return super().start(seen, worker, take_over=take_over)
         done: Future[StartedAttempt | None] = Future()
         self._queue.put(_Start(seen, worker, done))
         return done.result()
@@ -169,7 +173,7 @@ WITH up AS (
     ON CONFLICT (id) DO UPDATE
         SET status = 'running', attempts = jobs.attempts + 1, started_at = excluded.started_at,
             eta = NULL, error = NULL
-        WHERE jobs.status IN ('queued', 'retrying', 'running')
+        WHERE jobs.status IN ('queued', 'retrying')
     RETURNING jobs.id, jobs.attempts
 )
 INSERT INTO job_attempts (job_id, attempt, worker, host, pid, started_at)

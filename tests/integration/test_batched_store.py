@@ -91,7 +91,8 @@ def test_a_finished_job_is_not_started_again_and_a_second_run_marks_the_lost_one
     message = seen(namespace)
     first = store.start(message, WORKER)
     assert first is not None
-    second = store.start(message, WORKER)  # a redelivery after the first worker died
+    assert store.start(message, WORKER) is None  # running: a copy of its message does not start it
+    second = store.start(message, WORKER, take_over=1)  # a redelivery after the first worker died
     assert second is not None
     assert (second.number, second.lost_runs) == (2, 1)
     store.finish(message.job_id, 2, AttemptEnd(AttemptOutcome.SUCCEEDED, result={}))

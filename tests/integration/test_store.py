@@ -54,7 +54,7 @@ def test_a_worker_seeing_a_job_first_creates_its_row(db: Database) -> None:
     assert (info.status, info.attempts, info.kind) == ("running", 1, "noop")
 
 
-def test_concurrent_first_sights_of_one_job_make_one_row_and_distinct_attempts(db: Database) -> None:
+def test_concurrent_first_sights_of_one_job_make_one_row_and_one_run(db: Database) -> None:
     job_id = str(uuid.uuid4())
     store = AttemptStore(db)
     attempts: list[int | None] = []
@@ -71,8 +71,9 @@ def test_concurrent_first_sights_of_one_job_make_one_row_and_distinct_attempts(d
     for thread in threads:
         thread.join()
 
-    assert sorted(a for a in attempts if a is not None) == [1, 2, 3, 4]
-    assert JobStore(db).get(job_id).attempts == 4
+    # The others find it running: they must not run it beside the first.
+    assert sorted(attempts, key=lambda a: a or 0) == [None, None, None, 1]
+    assert JobStore(db).get(job_id).attempts == 1
 
 
 def test_a_finished_job_is_not_started_again(db: Database) -> None:
@@ -90,9 +91,11 @@ def test_a_stale_attempt_does_not_overwrite_a_newer_one(db: Database) -> None:
     job_id = str(uuid.uuid4())
     store = AttemptStore(db)
     first = store.start(_seen(job_id), WORKER)
-    second = store.start(_seen(job_id), WORKER)
-
     assert first is not None
+    assert store.start(_seen(job_id), WORKER) is None  # running: only taken over when its worker is gone
+    second = store.start(_seen(job_id), WORKER, take_over=first.number)
+    assert store.start(_seen(job_id), WORKER, take_over=first.number) is None  # taken over already
+
     moved = store.finish(job_id, first.number, AttemptEnd(AttemptOutcome.RETRYING, error="late"))
 
     assert moved is False

@@ -1,0 +1,76 @@
+"""The RabbitMQ consumer of Conveyor's workers: a message belongs to the channel that delivered it.
+
+When its connection to RabbitMQ drops, Dramatiq starts a new consumer but keeps the messages the
+old one had prefetched in the worker's local queue, and its worker threads go on to run them.
+RabbitMQ has meanwhile put those messages back in their queue (they were unacknowledged on a
+closed channel) and delivers them again: each would run twice. And the stale message's delivery
+tag would then be acknowledged on the new channel, where the same number names another message.
+
+So each message here remembers the consumer that delivered it: ``StaleDeliveries``
+(``jobs/middleware/stale.py``) skips a message whose channel is gone, and ``ack``/``nack`` drop
+a message another consumer delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dramatiq.brokers.rabbitmq import _RabbitmqConsumer
+
+logger = logging.getLogger("conveyor.consumer")
+
+#: The attribute of a delivered message that holds its consumer.
+_DELIVERED_BY = "conveyor_delivered_by"
+
+
+class ChannelBoundConsumer(_RabbitmqConsumer):
+    """Dramatiq's RabbitMQ consumer, whose messages know which channel they came on."""
+
+    closed = False
+
+    def __next__(self) -> Any:
+        message = super().__next__()  # type: ignore[no-untyped-call]
+        if message is not None:
+            setattr(message, _DELIVERED_BY, self)
+        return message
+
+    @property
+    def is_open(self) -> bool:
+        """Whether this consumer's channel can still acknowledge what it delivered."""
+        return not self.closed and bool(self.connection.is_open and self.channel.is_open)
+
+    def ack(self, message: Any) -> None:
+        if self._delivered_here(message, "ack"):
+            super().ack(message)  # type: ignore[no-untyped-call]
+
+    def nack(self, message: Any) -> None:
+        if self._delivered_here(message, "nack"):
+            super().nack(message)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        self.closed = True
+        super().close()  # type: ignore[no-untyped-call]
+
+    def _delivered_here(self, message: Any, action: str) -> bool:
+        if delivered_by(message) in (None, self):
+            return True
+        # Its channel closed: RabbitMQ has the message back, and its tag means another one here.
+        logger.info(
+            "message %s: not %sed, its channel is gone (RabbitMQ delivers it again)",
+            message.message_id,
+            action,
+        )
+        return False
+
+
+def delivered_by(message: Any) -> ChannelBoundConsumer | None:
+    """The consumer that delivered ``message`` (None for a message of another broker)."""
+    consumer = getattr(message, _DELIVERED_BY, None)
+    return consumer if isinstance(consumer, ChannelBoundConsumer) else None
+
+
+def is_stale(message: Any) -> bool:
+    """Whether ``message`` came on a channel that has closed since: RabbitMQ delivers it again."""
+    consumer = delivered_by(message)
+    return consumer is not None and not consumer.is_open

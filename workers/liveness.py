@@ -1,0 +1,54 @@
+"""Whether a worker process is alive, from the worker registry in Redis.
+
+Asked only when a message arrives for a job that is already ``running`` (rare: a broker
+restart mid-job, a worker killed), so one SCAN of the registry serves every question for a
+second rather than each paying for its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+
+from jobs.admin.workers import read_beats
+
+logger = logging.getLogger("conveyor.liveness")
+
+#: Seconds one reading of the registry answers for.
+FRESH_FOR = 1.0
+
+
+class RegistryLiveness:
+    """``alive(worker_id)``: True or False per the registry, None when Redis cannot say."""
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self.client = client
+        self.namespace = namespace
+        self._lock = threading.Lock()
+        self._live: set[str] | None = None
+        self._read_at = float("-inf")
+
+    def __call__(self, worker_id: str) -> bool | None:
+        with self._lock:
+            if time.monotonic() - self._read_at > FRESH_FOR:
+                self._live = self._read()
+                self._read_at = time.monotonic()
+            return None if self._live is None else worker_id in self._live
+
+    def _read(self) -> set[str] | None:
+        try:
+            return {beat.worker_id for beat in read_beats(self.client, self.namespace)}
+        except redis.RedisError as exc:
+            logger.warning("worker registry unavailable (%s): a running job's worker counts as gone", exc)
+            return None
+
+
+def forget_process(client: redis.Redis, key: str) -> None:
+    """Drop a dead process's registry entry now, rather than when its TTL runs out."""
+    try:
+        client.delete(key)
+    except redis.RedisError as exc:
+        logger.info("worker registry: could not drop %s (%s); it expires on its own", key, exc)
