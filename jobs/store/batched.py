@@ -3,9 +3,11 @@
 Each worker thread hands its ``start`` or ``finish`` to the writer and waits for the commit
 of the batch that carries it, so a message is still acknowledged only after its outcome is
 stored (SPEC §6). The writer takes whatever has queued up while the previous batch was
-being written, and writes it in one transaction of a few multi-row statements: under load,
-one commit and a handful of round trips serve many jobs; when idle, a write goes alone at
-once, adding no latency.
+being written, and writes it with one statement for the starts and one for the ends, each
+committing by itself on the writer's own connection (``jobs/store/direct.py``): under load,
+one round trip serves many jobs; when idle, a write goes alone at once, adding no latency.
+The rare extras go through SQLAlchemy: an end that carries its retry's message (in one
+transaction with it), and closing the earlier runs of a job started again as ``lost``.
 """
 
 from __future__ import annotations
@@ -17,9 +19,8 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
-
-from sqlalchemy import Connection
 
 from jobs.errors import ServiceUnavailable
 from jobs.status import AttemptOutcome
@@ -34,6 +35,7 @@ from jobs.store.attempts import (
 )
 from jobs.store.database import Database
 from jobs.store.delayed import HeldMessage, hold
+from jobs.store.direct import DirectConnection
 from jobs.store.jobs import utcnow
 
 logger = logging.getLogger("conveyor.store")
@@ -100,25 +102,33 @@ class BatchedAttemptStore(AttemptStore):
     # ------------------------------------------------------------ the writer
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._write(batch)
-                    return
-                batch.append(item)
-            self._write(batch)
-
-    def _write(self, batch: list[_Write]) -> None:
+        connection = DirectConnection(self.db.url, self.db.translate)
         try:
-            results = self._write_batch(batch)
+            while (batch := self._next_batch()) is not None:
+                self._write(batch, connection)
+        finally:
+            connection.close()
+
+    def _next_batch(self) -> list[_Write] | None:
+        """What has queued up; None once the store closes."""
+        first = self._queue.get()
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # seen again by the next call, which ends the thread
+                break
+            batch.append(item)
+        return batch
+
+    def _write(self, batch: list[_Write], connection: DirectConnection) -> None:
+        try:
+            results = self._write_batch(batch, connection)
         except ServiceUnavailable as exc:
             for item in batch:
                 item.done.set_exception(exc)  # each caller waits the outage out and tries again
@@ -129,31 +139,55 @@ class BatchedAttemptStore(AttemptStore):
                 "a batch of %d store writes failed; writing them one by one", len(batch), exc_info=True
             )
             for item in batch:
-                self._write_alone(item)
+                self._write_alone(item, connection)
             return
         for item, result in zip(batch, results, strict=True):
             item.done.set_result(result)
 
-    def _write_alone(self, item: _Write) -> None:
+    def _write_alone(self, item: _Write, connection: DirectConnection) -> None:
         try:
-            result = self._write_batch([item])[0]
+            result = self._write_batch([item], connection)[0]
         except BaseException as exc:
             item.done.set_exception(exc)
         else:
             item.done.set_result(result)
 
-    def _write_batch(self, batch: Sequence[_Write]) -> list[Any]:
+    def _write_batch(self, batch: Sequence[_Write], connection: DirectConnection) -> list[Any]:
         starts = [item for item in batch if isinstance(item, _Start)]
         finishes = [item for item in batch if isinstance(item, _Finish)]
         # A job met twice in one batch (a duplicate message, or its start beside its finish): the
         # statements would reorder its writes, so they go one by one, in the order they came.
         if len({_job_id(item) for item in batch}) < len(batch):
-            return [self._write_batch([item])[0] for item in batch]
-        with self.db.transaction() as connection:
-            started = _start_all(connection, starts) if starts else {}
-            if finishes:
-                _finish_all(connection, finishes)
+            return [self._write_batch([item], connection)[0] for item in batch]
+        now = utcnow()
+        # A retry's message goes in the transaction of its attempt's end (rare: through SQLAlchemy).
+        plain = [f for f in finishes if f.held is None]
+        holding = [f for f in finishes if f.held is not None]
+        numbers: dict[str, int] = {}
+        with connection.connect() as pg:
+            if starts:
+                rows = pg.execute(_START_SQL, _start_values(starts, now)).fetchall()
+                numbers = {str(job_id): int(number) for job_id, number in rows}
+            if plain:
+                pg.execute(_FINISH_SQL, _finish_values(plain, now))
+        if holding:
+            with self.db.transaction() as sa:
+                sa.exec_driver_sql(_FINISH_SQL, _finish_values(holding, now))
+                hold(sa, *(f.held for f in holding if f.held is not None))
+        started = self._count_lost_runs(numbers, now)
         return [started.get(item.seen.job_id) if isinstance(item, _Start) else True for item in batch]
+
+    def _count_lost_runs(self, numbers: dict[str, int], now: datetime) -> dict[str, StartedAttempt]:
+        # A first attempt has no earlier run that could have been lost: no query for it.
+        again = {job_id: number for job_id, number in numbers.items() if number > 1}
+        lost: dict[str, int] = {}
+        if again:
+            with self.db.transaction() as sa:
+                lost = {job_id: mark_lost_runs(sa, job_id, now, before=n) for job_id, n in again.items()}
+        return {
+            job_id: StartedAttempt(number=number, lost_runs=lost.get(job_id, 0))
+            for job_id, number in numbers.items()
+        }
 
 
 def _job_id(item: _Write) -> str:
@@ -161,8 +195,7 @@ def _job_id(item: _Write) -> str:
 
 
 # One statement per batch for the starts and one for the ends: rows travel as arrays (unnest),
-# so a batch costs two round trips and a commit however many jobs it carries, and psycopg
-# prepares each statement once.
+# so a batch costs two round trips however many jobs it carries, and each is prepared once.
 _START_SQL = """
 WITH up AS (
     INSERT INTO jobs (id, kind, queue, status, payload, attempts, max_retries, created_at, started_at)
@@ -200,9 +233,8 @@ FROM v WHERE jobs.id = v.id AND jobs.attempts = v.attempt
 """
 
 
-def _start_all(connection: Connection, starts: Sequence[_Start]) -> dict[str, StartedAttempt]:
-    now = utcnow()
-    params = {
+def _start_values(starts: Sequence[_Start], now: datetime) -> dict[str, Any]:
+    return {
         "now": now,
         "ids": [s.seen.job_id for s in starts],
         "kinds": [s.seen.kind for s in starts],
@@ -214,20 +246,13 @@ def _start_all(connection: Connection, starts: Sequence[_Start]) -> dict[str, St
         "hosts": [s.worker.host for s in starts],
         "pids": [s.worker.pid for s in starts],
     }
-    started: dict[str, StartedAttempt] = {}
-    for job_id, number in connection.exec_driver_sql(_START_SQL, params).all():
-        # A first attempt has no earlier run that could have been lost: no query for it.
-        lost = mark_lost_runs(connection, job_id, now, before=number) if number > 1 else 0
-        started[job_id] = StartedAttempt(number=int(number), lost_runs=lost)
-    return started
 
 
-def _finish_all(connection: Connection, finishes: Sequence[_Finish]) -> None:
+def _finish_values(finishes: Sequence[_Finish], now: datetime) -> dict[str, Any]:
     rows = [_end_values(f) for f in finishes]
     params: dict[str, Any] = {key: [row[key] for row in rows] for key in rows[0]}
-    params["now"] = utcnow()
-    connection.exec_driver_sql(_FINISH_SQL, params)
-    hold(connection, *(f.held for f in finishes if f.held is not None))
+    params["now"] = now
+    return params
 
 
 def _end_values(finish: _Finish) -> dict[str, Any]:

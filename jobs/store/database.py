@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
 from jobs.errors import ConveyorError, ServiceUnavailable
 from jobs.settings import mask_url
+from jobs.store.direct import DirectConnection
 
 
 class Database:
@@ -29,6 +31,9 @@ class Database:
         self.masked_url = mask_url(url)
         self.engine = _make_engine(url, pool_size=pool_size, pre_ping=pre_ping)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        #: One statement, one round trip, for the hot single-statement writes (PostgreSQL only);
+        #: whoever finds its lock taken goes through the pool instead.
+        self.direct = DirectConnection(url, self.translate) if self.dialect == "postgresql" else None
 
     @property
     def dialect(self) -> str:
@@ -77,6 +82,15 @@ class Database:
                 raise self.unavailable(exc) from None
             raise
 
+    def translate(self, exc: BaseException) -> Exception | None:
+        """Conveyor's own error for a psycopg error met outside SQLAlchemy; None for others."""
+        if isinstance(exc, psycopg.OperationalError):
+            return self.unavailable(exc)
+        sqlstate = getattr(exc, "sqlstate", None)
+        if sqlstate in ("42P01", "42703"):  # undefined table, undefined column (an older schema)
+            return SchemaMissing(self.masked_url, outdated=sqlstate == "42703")
+        return None
+
     def unavailable(self, exc: BaseException) -> ServiceUnavailable:
         reason = str(getattr(exc, "orig", exc) or type(exc).__name__).strip().splitlines()[0]
         if "does not exist" in reason:
@@ -89,6 +103,8 @@ class Database:
             session.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
+        if self.direct is not None:
+            self.direct.close()
         self.engine.dispose()
 
 

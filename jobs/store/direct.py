@@ -1,0 +1,82 @@
+"""A dedicated PostgreSQL connection for the hot paths: autocommit, statements prepared at once.
+
+The lifecycle's writer threads (``jobs/store/batched.py``) and a producer's plain enqueue
+(``JobStore.create``) each send one self-contained statement per operation. Through a pooled
+SQLAlchemy session that statement costs six round trips (pre-ping, BEGIN, the statement,
+COMMIT, the pool's reset); here it costs one, committed by itself. Measured on a 2-core
+machine: an enqueue's row 1,375 µs → 309 µs; the writer's batches of 4 jobs about 250 µs of
+CPU per job (client and server) instead of about 600 µs.
+
+Plans stay custom (PostgreSQL's default): a generic plan cannot know how many rows an
+``unnest`` of a parameter gives, and picked sequential scans that tripled PostgreSQL's time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
+
+logger = logging.getLogger("conveyor.store")
+
+
+class DirectConnection:
+    """One psycopg connection, opened on first use and again after it broke.
+
+    Not for concurrent use: a writer thread owns one; a shared one is taken with ``lock``.
+    """
+
+    def __init__(self, url: str, translate: Callable[[psycopg.Error], Exception | None]) -> None:
+        self._conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        #: Turns a driver error into Conveyor's own (``Database.translate``), None to let it through.
+        self._translate = translate
+        self._connection: psycopg.Connection[Any] | None = None
+        self.lock = threading.Lock()
+
+    @contextmanager
+    def connect(self) -> Iterator[psycopg.Connection[Any]]:
+        """The connection; each statement on it commits by itself.
+
+        Raises:
+            ServiceUnavailable: PostgreSQL cannot be reached (the next call reconnects).
+            SchemaMissing: the database has no (or an older) Conveyor schema.
+        """
+        try:
+            yield self._connect()
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError):
+                self.close()
+            error = self._translate(exc)
+            if error is None:
+                raise
+            raise error from None
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and not self._connection.closed
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except psycopg.Error as exc:  # closing a broken connection: nothing left to save
+                logger.debug("closing a direct connection: %s", exc)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        if self._connection is None or self._connection.closed or self._connection.broken:
+            self._connection = psycopg.connect(
+                self._conninfo,
+                autocommit=True,
+                prepare_threshold=0,
+                connect_timeout=DEFAULT_CONNECT_TIMEOUT,
+                application_name="conveyor",
+            )
+        return self._connection
