@@ -8,13 +8,16 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 import pika
 
 from jobs.kinds import KINDS
+from jobs.store import SeenMessage
 
 ROOT = Path(__file__).resolve().parent.parent
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -28,6 +31,18 @@ def queue_names(namespace: str) -> list[str]:
         base = f"{namespace}.{kind.queue}"
         names += [base, f"{base}.DQ", f"{base}.XQ"]
     return names
+
+
+def seen_noop(queue: str, job_id: str | None = None) -> SeenMessage:
+    """What a worker reads from a ``noop`` job's message on ``queue`` (a new job id by default)."""
+    return SeenMessage(
+        job_id=job_id or str(uuid.uuid4()),
+        kind="noop",
+        queue=queue,
+        payload={"sleep": 0},
+        max_retries=3,
+        created_at=datetime.now(UTC),
+    )
 
 
 def message_count(queue: str) -> int:

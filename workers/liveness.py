@@ -1,8 +1,8 @@
 """Whether a worker process is alive, from the worker registry in Redis.
 
-Asked only when a message arrives for a job that is already ``running`` (rare: a broker
-restart mid-job, a worker killed), so one SCAN of the registry serves every question for a
-second rather than each paying for its own.
+Asked when a message arrives for a job that is already ``running`` (rare: a broker restart
+mid-job, a worker killed) and by the orphan sweep; one SCAN of the registry serves every
+question for a second rather than each paying for its own.
 """
 
 from __future__ import annotations
@@ -32,17 +32,22 @@ class RegistryLiveness:
         self._read_at = float("-inf")
 
     def __call__(self, worker_id: str) -> bool | None:
+        live = self.workers()
+        return None if live is None else worker_id in live
+
+    def workers(self) -> set[str] | None:
+        """The ids of the live worker processes; None when Redis cannot say."""
         with self._lock:
             if time.monotonic() - self._read_at > FRESH_FOR:
                 self._live = self._read()
                 self._read_at = time.monotonic()
-            return None if self._live is None else worker_id in self._live
+            return self._live
 
     def _read(self) -> set[str] | None:
         try:
             return {beat.worker_id for beat in read_beats(self.client, self.namespace)}
         except redis.RedisError as exc:
-            logger.warning("worker registry unavailable (%s): a running job's worker counts as gone", exc)
+            logger.warning("worker registry unavailable (%s): which workers are alive is unknown", exc)
             return None
 
 

@@ -20,12 +20,12 @@ import dramatiq
 import redis
 
 from jobs.admin.queues import rabbitmq_counts
-from jobs.admin.workers import read_beats
 from jobs.kinds import KINDS
 from jobs.settings import Settings
 from jobs.status import JobStatus
 from jobs.store.delayed import HeldMessage
 from jobs.store.orphans import Orphan, OrphanStore
+from workers.liveness import RegistryLiveness
 
 logger = logging.getLogger("conveyor.reconciler")
 
@@ -34,7 +34,7 @@ class Reconciler:
     def __init__(self, settings: Settings, store: OrphanStore, redis_client: redis.Redis) -> None:
         self.settings = settings
         self.store = store
-        self.redis = redis_client
+        self.liveness = RegistryLiveness(redis_client, settings.namespace)
         #: When each current candidate was first seen (monotonic seconds).
         self._since: dict[str, float] = {}
 
@@ -48,7 +48,7 @@ class Reconciler:
         older_than = datetime.now(UTC) - self.grace
         candidates = self.store.candidates(self.settings.namespace, older_than)
         if any(c.status == JobStatus.RUNNING.value for c in candidates):
-            live = self._live_workers()
+            live = self.liveness.workers()  # None: Redis is down, running rows are left alone
             candidates = [c for c in candidates if c.status != JobStatus.RUNNING.value or _dead(c, live)]
         if candidates:
             ready = rabbitmq_counts(self.settings, sorted({c.queue for c in candidates}))
@@ -77,13 +77,6 @@ class Reconciler:
         if orphan.status == JobStatus.RUNNING.value:
             return max(sweep, 2.0 * self.settings.worker_ttl)
         return sweep
-
-    def _live_workers(self) -> set[str] | None:
-        try:
-            return {beat.worker_id for beat in read_beats(self.redis, self.settings.namespace)}
-        except redis.RedisError as exc:
-            logger.info("worker registry unavailable (%s): running jobs are not swept this time", exc)
-            return None
 
 
 def _dead(orphan: Orphan, live: set[str] | None) -> bool:

@@ -21,6 +21,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,24 @@ class System(ABC):
 
     def stop_workers(self, workers: list[subprocess.Popen[bytes]]) -> None:
         stop_processes(workers)
+
+
+class RedisCountedSystem(System):
+    """A system whose workers count their completions with :class:`Recorder` (all but Conveyor)."""
+
+    @cached_property
+    def counter(self) -> RedisCompletions:
+        return RedisCompletions(self.config.redis_url, f"{NAMESPACE}:cmp:{self.key}")
+
+    def reset(self) -> None:
+        self.rabbit.purge(self.queues)
+        self.counter.reset()
+
+    def completions(self) -> Completions:
+        return self.counter.snapshot()
+
+    def probe_latencies(self) -> list[float]:
+        return self.counter.latencies()
 
 
 # ------------------------------------------------------------------ worker side ----

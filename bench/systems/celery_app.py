@@ -26,11 +26,9 @@ from bench.systems.base import (
     DEFAULT_AMQP_URL,
     ENV_AMQP_URL,
     NAMESPACE,
-    Completions,
     Config,
     Recorder,
-    RedisCompletions,
-    System,
+    RedisCountedSystem,
     launch,
     worker_env,
 )
@@ -62,7 +60,7 @@ def noop(sent_at: float = 0.0) -> None:
     recorder.record(sent_at)
 
 
-class CelerySystem(System):
+class CelerySystem(RedisCountedSystem):
     queue = QUEUE
 
     def __init__(self, config: Config, rabbit: Any, pool: str) -> None:
@@ -79,7 +77,6 @@ class CelerySystem(System):
             f"{self.instances} × celery worker -P {pool} -c {self.concurrency} "
             f"--prefetch-multiplier {self.multiplier}, acks_late"
         )
-        self.counter = RedisCompletions(config.redis_url, f"{NAMESPACE}:cmp:{self.key}")
 
     @property
     def expected_consumers(self) -> int:
@@ -91,10 +88,6 @@ class CelerySystem(System):
         app._pool = None
         app.amqp._producer_pool = None
 
-    def reset(self) -> None:
-        self.rabbit.purge(self.queues)
-        self.counter.reset()
-
     def enqueue(self, count: int, producer: str, progress: Callable[[int], None]) -> None:
         for i in range(count):
             noop.delay()
@@ -103,12 +96,6 @@ class CelerySystem(System):
 
     def send_probe(self) -> None:
         noop.delay(sent_at=time.time())
-
-    def completions(self) -> Completions:
-        return self.counter.snapshot()
-
-    def probe_latencies(self) -> list[float]:
-        return self.counter.latencies()
 
     def start_workers(self) -> list[subprocess.Popen[bytes]]:
         env = worker_env(self.config, self.counter.prefix)

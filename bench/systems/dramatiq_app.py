@@ -26,11 +26,9 @@ from bench.systems.base import (
     DEFAULT_AMQP_URL,
     ENV_AMQP_URL,
     NAMESPACE,
-    Completions,
     Config,
     Recorder,
-    RedisCompletions,
-    System,
+    RedisCountedSystem,
     launch,
     worker_env,
 )
@@ -47,7 +45,7 @@ def noop(sent_at: float = 0.0) -> None:
     recorder.record(sent_at)
 
 
-class DramatiqSystem(System):
+class DramatiqSystem(RedisCountedSystem):
     key = "dramatiq"
     label = "Dramatiq"
     queue = QUEUE
@@ -59,7 +57,6 @@ class DramatiqSystem(System):
             f"python -m dramatiq -p {config.processes} -t {config.threads} "
             f"(prefetch {config.prefetch} per process)"
         )
-        self.counter = RedisCompletions(config.redis_url, f"{NAMESPACE}:cmp:{self.key}")
 
     @property
     def expected_consumers(self) -> int:
@@ -77,10 +74,6 @@ class DramatiqSystem(System):
         with contextlib.suppress(Exception):
             del broker.connection
 
-    def reset(self) -> None:
-        self.rabbit.purge(self.queues)
-        self.counter.reset()
-
     def enqueue(self, count: int, producer: str, progress: Callable[[int], None]) -> None:
         for i in range(count):
             noop.send()
@@ -89,12 +82,6 @@ class DramatiqSystem(System):
 
     def send_probe(self) -> None:
         noop.send(sent_at=time.time())
-
-    def completions(self) -> Completions:
-        return self.counter.snapshot()
-
-    def probe_latencies(self) -> list[float]:
-        return self.counter.latencies()
 
     def start_workers(self) -> list[subprocess.Popen[bytes]]:
         args = ["-m", "dramatiq", __name__, "-p", str(self.config.processes), "-t", str(self.config.threads)]

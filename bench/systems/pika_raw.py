@@ -29,11 +29,9 @@ from bench.systems.base import (
     DEFAULT_AMQP_URL,
     ENV_AMQP_URL,
     NAMESPACE,
-    Completions,
     Config,
     Recorder,
-    RedisCompletions,
-    System,
+    RedisCountedSystem,
     launch,
     worker_env,
 )
@@ -103,7 +101,7 @@ def publish_pipelined(url: str, count: int, progress: Callable[[int], None]) -> 
         raise RuntimeError(errors[0] if errors else f"only {state['confirmed']} of {count} confirmed")
 
 
-class PikaSystem(System):
+class PikaSystem(RedisCountedSystem):
     key = "pika"
     label = "raw pika (floor)"
     queue = QUEUE
@@ -118,7 +116,6 @@ class PikaSystem(System):
         self.description = (
             f"{config.processes} processes × 1 BlockingConnection, prefetch {config.prefetch}, ack each"
         )
-        self.counter = RedisCompletions(config.redis_url, f"{NAMESPACE}:cmp:{self.key}")
         self._connection: pika.BlockingConnection | None = None
 
     @property
@@ -146,10 +143,6 @@ class PikaSystem(System):
         self.close()
         self._channel()
 
-    def reset(self) -> None:
-        self.rabbit.purge(self.queues)
-        self.counter.reset()
-
     def enqueue(self, count: int, producer: str, progress: Callable[[int], None]) -> None:
         if producer == "bulk":
             publish_pipelined(self.config.amqp_url, count, progress)
@@ -163,12 +156,6 @@ class PikaSystem(System):
     def send_probe(self) -> None:
         body = json.dumps({"sent_at": time.time()}).encode()
         self._channel().basic_publish("", QUEUE, body, PERSISTENT)
-
-    def completions(self) -> Completions:
-        return self.counter.snapshot()
-
-    def probe_latencies(self) -> list[float]:
-        return self.counter.latencies()
 
     def start_workers(self) -> list[subprocess.Popen[bytes]]:
         env = worker_env(self.config, self.counter.prefix)

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -67,28 +67,26 @@ class Database:
     def _translated(self) -> Iterator[None]:
         try:
             yield
-        except (OperationalError, SAInterfaceError) as exc:
-            if _is_missing_table(exc):
-                raise SchemaMissing(self.masked_url) from None
-            raise self.unavailable(exc) from None
-        except ProgrammingError as exc:
-            if _is_missing_table(exc):
-                raise SchemaMissing(self.masked_url) from None
-            if getattr(exc.orig, "sqlstate", None) == "42703":  # undefined_column: an older schema
-                raise SchemaMissing(self.masked_url, outdated=True) from None
-            raise
         except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise self.unavailable(exc) from None
-            raise
+            unreachable = isinstance(exc, OperationalError | SAInterfaceError) or exc.connection_invalidated
+            error = self.translate(exc.orig or exc, unreachable=unreachable)
+            if error is None:
+                raise
+            raise error from None
 
-    def translate(self, exc: BaseException) -> Exception | None:
-        """Conveyor's own error for a psycopg error met outside SQLAlchemy; None for others."""
-        if isinstance(exc, psycopg.OperationalError):
-            return self.unavailable(exc)
+    def translate(self, exc: BaseException, *, unreachable: bool = False) -> Exception | None:
+        """Conveyor's own error for a driver error (None to let it through).
+
+        ``unreachable``: the caller knows the error means the database could not be used.
+        """
         sqlstate = getattr(exc, "sqlstate", None)
-        if sqlstate in ("42P01", "42703"):  # undefined table, undefined column (an older schema)
-            return SchemaMissing(self.masked_url, outdated=sqlstate == "42703")
+        # PostgreSQL's undefined_table, SQLite's "no such table": the schema was never made.
+        if sqlstate == "42P01" or "no such table" in str(exc):
+            return SchemaMissing(self.masked_url)
+        if sqlstate == "42703":  # undefined_column: an older schema
+            return SchemaMissing(self.masked_url, outdated=True)
+        if unreachable or isinstance(exc, psycopg.OperationalError):
+            return self.unavailable(exc)
         return None
 
     def unavailable(self, exc: BaseException) -> ServiceUnavailable:
@@ -114,11 +112,6 @@ class SchemaMissing(ConveyorError):
     def __init__(self, masked_url: str, *, outdated: bool = False) -> None:
         state = "has an older schema than this Conveyor" if outdated else "has no schema"
         super().__init__(f"the job store at {masked_url} {state}: run `conveyor db upgrade`")
-
-
-def _is_missing_table(exc: DBAPIError) -> bool:
-    # PostgreSQL: undefined_table (42P01); SQLite: "no such table".
-    return getattr(exc.orig, "sqlstate", None) == "42P01" or "no such table" in str(exc.orig)
 
 
 def _make_engine(url: str, *, pool_size: int, pre_ping: bool) -> Engine:

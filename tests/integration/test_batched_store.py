@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +16,7 @@ from jobs.store import AttemptEnd, Database, JobStore, SeenMessage, WorkerIdenti
 from jobs.store.batched import BatchedAttemptStore
 from jobs.store.delayed import HeldMessage
 from jobs.store.models import DelayedMessageRow
+from tests.helpers import seen_noop
 
 pytestmark = [pytest.mark.integration]
 
@@ -33,14 +33,7 @@ def store(database_url: str) -> Iterator[BatchedAttemptStore]:
 
 
 def seen(namespace: str) -> SeenMessage:
-    return SeenMessage(
-        job_id=str(uuid.uuid4()),
-        kind="noop",
-        queue=f"{namespace}.default",
-        payload={"sleep": 0},
-        max_retries=3,
-        created_at=datetime.now(UTC),
-    )
+    return seen_noop(f"{namespace}.default")
 
 
 def test_many_threads_start_and_finish_jobs_in_shared_batches(

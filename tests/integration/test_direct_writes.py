@@ -71,6 +71,8 @@ def test_a_database_without_schema_says_to_upgrade_it(empty_database: str) -> No
     try:
         with pytest.raises(SchemaMissing, match="conveyor db upgrade"):
             JobStore(db).create(new_job())
+        with pytest.raises(SchemaMissing, match="conveyor db upgrade"):  # through the pool alike
+            JobStore(db).get(str(uuid.uuid4()))
     finally:
         db.dispose()
 

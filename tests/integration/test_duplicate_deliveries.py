@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
@@ -25,9 +24,9 @@ from jobs.kinds import KINDS
 from jobs.middleware.heartbeat import Heartbeat, Replica
 from jobs.middleware.stale import StaleDeliveries
 from jobs.settings import Settings
-from jobs.store import AttemptStore, SeenMessage, WorkerIdentity
+from jobs.store import AttemptStore, WorkerIdentity
 from producers import Client
-from tests.helpers import WorkerProcess, eventually, message_count
+from tests.helpers import WorkerProcess, eventually, message_count, seen_noop
 from tests.proxy import TcpProxy
 
 pytestmark = [pytest.mark.integration]
@@ -90,14 +89,7 @@ def test_a_copy_of_a_running_jobs_message_waits_until_its_worker_is_gone(
     client: Client, settings: Settings, start_worker: WorkerProcess.Factory
 ) -> None:
     job_id = str(uuid.uuid4())
-    seen = SeenMessage(
-        job_id=job_id,
-        kind="noop",
-        queue=settings.queue_name("default"),
-        payload={"sleep": 0},
-        max_retries=3,
-        created_at=datetime.now(UTC),
-    )
+    seen = seen_noop(settings.queue_name("default"), job_id)
     owner = WorkerIdentity(worker_id="other-host:7:abc", host="other-host", pid=7)
     assert AttemptStore(client.db).start(seen, owner) is not None  # it runs there, and beats:
     registry = redis.Redis.from_url(settings.redis_url)

@@ -18,10 +18,10 @@ from sqlalchemy import func, select
 
 from jobs.errors import JobFailed, ServiceUnavailable
 from jobs.settings import Settings
-from jobs.store import AttemptStore, NewJob, SeenMessage, WorkerIdentity
+from jobs.store import AttemptStore, NewJob, WorkerIdentity
 from jobs.store.models import DelayedMessageRow, JobRow
 from producers import Client, JobStatus
-from tests.helpers import AMQP_URL, WorkerProcess, eventually, message_count
+from tests.helpers import AMQP_URL, WorkerProcess, eventually, message_count, seen_noop
 from tests.proxy import TcpProxy
 
 pytestmark = [pytest.mark.integration]
@@ -115,14 +115,7 @@ def test_a_running_job_whose_worker_and_message_are_gone_is_sent_again(
     client: Client, settings: Settings, start_worker: WorkerProcess.Factory
 ) -> None:
     job_id = str(uuid.uuid4())
-    seen = SeenMessage(
-        job_id=job_id,
-        kind="noop",
-        queue=settings.queue_name("default"),
-        payload={"sleep": 0},
-        max_retries=3,
-        created_at=datetime.now(UTC),
-    )
+    seen = seen_noop(settings.queue_name("default"), job_id)
     ghost = WorkerIdentity(worker_id="gone-host:1:abc", host="gone-host", pid=1)
     assert AttemptStore(client.db).start(seen, ghost) is not None  # `running`, owner dead, no message
     never_published = client.jobs.create(
