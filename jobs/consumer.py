@@ -9,19 +9,29 @@ tag would then be acknowledged on the new channel, where the same number names a
 So each message here remembers the consumer that delivered it: ``StaleDeliveries``
 (``jobs/middleware/stale.py``) skips a message whose channel is gone, and ``ack``/``nack`` drop
 a message another consumer delivered.
+
+A message can also carry the pending write of its job's end (``ack_after``): the lifecycle
+does not make its worker thread wait for that commit, so the ack or nack is sent when it
+lands, and not at all if the end could not be stored (RabbitMQ then delivers it again).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from dramatiq.brokers.rabbitmq import _RabbitmqConsumer
+
+from jobs.errors import ServiceUnavailable
 
 logger = logging.getLogger("conveyor.consumer")
 
 #: The attribute of a delivered message that holds its consumer.
 _DELIVERED_BY = "conveyor_delivered_by"
+#: The attribute of a message that holds the pending write of its job's end.
+_RECORDED = "conveyor_recorded"
 
 
 class ChannelBoundConsumer(_RabbitmqConsumer):
@@ -42,11 +52,33 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
 
     def ack(self, message: Any) -> None:
         if self._delivered_here(message, "ack"):
-            super().ack(message)  # type: ignore[no-untyped-call]
+            self._once_recorded(message, super().ack)
 
     def nack(self, message: Any) -> None:
         if self._delivered_here(message, "nack"):
-            super().nack(message)  # type: ignore[no-untyped-call]
+            self._once_recorded(message, super().nack)
+
+    def _once_recorded(self, message: Any, settle: Callable[[Any], None]) -> None:
+        recorded: Future[bool] | None = getattr(message, _RECORDED, None)
+        if recorded is None:
+            settle(message)
+            return
+
+        def when_recorded(_: Future[bool]) -> None:
+            # Runs on the store's writer thread; pika takes the ack or nack over thread-safely.
+            if isinstance(recorded.exception(), ServiceUnavailable):
+                logger.warning(
+                    "message %s: its job's end is not stored (the database is unreachable); "
+                    "RabbitMQ delivers it again",
+                    message.message_id,
+                )
+            elif self.is_open:
+                try:
+                    settle(message)
+                except Exception as exc:  # the channel closed meanwhile: RabbitMQ delivers it again
+                    logger.info("message %s: not settled: %s", message.message_id, exc)
+
+        recorded.add_done_callback(when_recorded)
 
     def close(self) -> None:
         self.closed = True
@@ -62,6 +94,11 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
             action,
         )
         return False
+
+
+def ack_after(message: Any, recorded: Future[bool]) -> None:
+    """Acknowledge (or reject) ``message`` only once ``recorded``, the write of its job's end, is done."""
+    setattr(message, _RECORDED, recorded)
 
 
 def delivered_by(message: Any) -> ChannelBoundConsumer | None:

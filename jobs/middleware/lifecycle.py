@@ -2,9 +2,10 @@
 
 Its ``after_*`` hooks run after those of Dramatiq's ``Retries`` middleware (it is
 placed before it), so that when it records the end of an attempt it knows whether
-the message will be retried or dead-lettered. Dramatiq acks or nacks the message
-only after this middleware's hooks return, so a message is acknowledged only after
-its outcome is committed.
+the message will be retried or dead-lettered. A worker thread waits for the commit of
+its job's start (the guard against running a job twice), not for that of its end: the
+end is handed to the store detached, and the message is acknowledged or rejected when
+that write lands (``jobs.consumer.ack_after``), so only after its outcome is committed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_for_futures
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -22,6 +25,7 @@ from dramatiq.common import q_name
 from dramatiq.middleware import Middleware, SkipMessage
 
 from jobs.broker import HELD_OPTION, ConveyorRabbitmqBroker
+from jobs.consumer import ack_after
 from jobs.context import JobContext, current_job, set_current_job
 from jobs.ids import is_uuid
 from jobs.kinds import ACTOR_KINDS, JobKind
@@ -36,6 +40,8 @@ T = TypeVar("T")
 
 #: How many times a copy of a running job's message has been put back to wait (see ``_take_over``).
 RECHECKS_OPTION = "conveyor_rechecks"
+#: Seconds a stopping consumer waits for the ends still being written, to acknowledge their messages.
+SETTLE_TIMEOUT = 10.0
 
 
 class Lifecycle(Middleware):
@@ -62,6 +68,8 @@ class Lifecycle(Middleware):
         self._local = threading.local()
         # What each worker thread is running, for a stop that cannot wait for it to end.
         self._in_flight: dict[int, JobContext] = {}
+        # Jobs whose end is being written (by job id): still ``running`` in the store until it lands.
+        self._ending: dict[str, Future[bool]] = {}
         self._in_flight_lock = threading.Lock()
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
@@ -130,9 +138,9 @@ class Lifecycle(Middleware):
         return self._write(lambda: self.attempts.start(seen, self.identity, take_over=running.number))
 
     def _runs_elsewhere(self, job_id: str, worker_id: str) -> bool:
-        if worker_id == self.identity.worker_id:  # this very process: is a thread running it?
+        if worker_id == self.identity.worker_id:  # this very process: is it running it, or ending it?
             with self._in_flight_lock:
-                return any(ctx.job_id == job_id for ctx in self._in_flight.values())
+                return job_id in self._ending or any(ctx.job_id == job_id for ctx in self._in_flight.values())
         # Unknown (the registry is down) counts as gone: a job never stays stuck on a dead worker.
         return self.alive(worker_id) is True
 
@@ -226,7 +234,11 @@ class Lifecycle(Middleware):
             self._in_flight.pop(threading.get_ident(), None)
         retry = getattr(self._local, "retry", None)
         self._local.retry = None
-        self._write(lambda: self.attempts.finish(ctx.job_id, ctx.attempt, end, held=retry))
+        recorded = self.attempts.finish_detached(
+            ctx.job_id, ctx.attempt, end, held=retry, stopping=self.stopping
+        )
+        self._track_ending(ctx.job_id, recorded)
+        ack_after(message, recorded)
         duration = time.monotonic() - getattr(self._local, "started", time.monotonic())
         log = logger.info if end.outcome is AttemptOutcome.SUCCEEDED else logger.warning
         suffix = f": {end.error}" if end.error else ""
@@ -239,6 +251,27 @@ class Lifecycle(Middleware):
             duration * 1000,
             suffix,
         )
+
+    def before_consumer_thread_shutdown(self, broker: dramatiq.Broker, thread: Any) -> None:
+        # The worker threads have stopped: let the ends still being written land, so that their
+        # messages are acknowledged before the channel closes (else they would come again).
+        with self._in_flight_lock:
+            pending = list(self._ending.values())
+        if pending:
+            wait_for_futures(pending, timeout=SETTLE_TIMEOUT)
+
+    def _track_ending(self, job_id: str, recorded: Future[bool]) -> None:
+        with self._in_flight_lock:
+            self._ending[job_id] = recorded
+
+        def landed(_: Future[bool]) -> None:
+            with self._in_flight_lock:
+                if self._ending.get(job_id) is recorded:
+                    del self._ending[job_id]
+            if (error := recorded.exception()) is not None:
+                logger.error("job %s: its end could not be recorded: %s", job_id, error)
+
+        recorded.add_done_callback(landed)
 
     def _write(self, operation: Callable[[], T]) -> T:
         return wait_for_store(operation, self.stopping)

@@ -7,6 +7,8 @@ attempt only moves the job's status while it is still the job's latest attempt.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +23,7 @@ from jobs.store.database import Database
 from jobs.store.delayed import HeldMessage, hold
 from jobs.store.jobs import utcnow
 from jobs.store.models import AttemptRow, JobRow
+from jobs.store.waiting import wait_for_store
 
 _STARTABLE = [status.value for status in STARTABLE_STATUSES]
 
@@ -195,6 +198,28 @@ class AttemptStore:
             if held is not None:
                 hold(session, held)
             return bool(moved.rowcount)  # type: ignore[attr-defined]
+
+    def finish_detached(
+        self,
+        job_id: str,
+        attempt: int,
+        end: AttemptEnd,
+        *,
+        held: HeldMessage | None = None,
+        stopping: threading.Event | None = None,
+    ) -> Future[bool]:
+        """:meth:`finish`, for a caller that does not wait for the commit: the Future tells when.
+
+        Here the end is written at once, waiting out an outage until ``stopping`` is set (the
+        Future then holds the ``ServiceUnavailable``); a batching store writes it with a batch.
+        """
+        recorded: Future[bool] = Future()
+        try:
+            moved = wait_for_store(lambda: self.finish(job_id, attempt, end, held=held), stopping)
+            recorded.set_result(moved)
+        except Exception as exc:
+            recorded.set_exception(exc)
+        return recorded
 
     def close(self) -> None:
         """Nothing to release here (a batching store stops its writer)."""
