@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pika
 
@@ -56,6 +56,16 @@ def message_count(queue: str) -> int:
             return 0
     finally:
         connection.close()
+
+
+def next_message(consumer: Any, timeout: float = 10.0) -> Any:
+    """The next message a Dramatiq consumer delivers (it yields None while it waits)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = next(consumer)
+        if message is not None:
+            return message
+    raise AssertionError("no message delivered")
 
 
 def eventually(check: Callable[[], T | None], *, timeout: float = 20.0, interval: float = 0.05) -> T:

@@ -22,7 +22,7 @@ from jobs.status import AttemptOutcome
 from jobs.store import AttemptEnd, Database, JobStore, WorkerIdentity
 from jobs.store.batched import BatchedAttemptStore
 from producers import Client
-from tests.helpers import eventually, message_count, seen_noop
+from tests.helpers import eventually, message_count, next_message, seen_noop
 from tests.proxy import TcpProxy
 from workers.runtime import build_worker_stack
 
@@ -32,13 +32,7 @@ WORKER = WorkerIdentity(worker_id="test:1:abc", host="test", pid=1)
 
 
 def delivered(consumer: Any, count: int) -> list[Any]:
-    messages: list[Any] = []
-    deadline = time.monotonic() + 10
-    while len(messages) < count and time.monotonic() < deadline:
-        if (message := next(consumer)) is not None:
-            messages.append(message)
-    assert len(messages) == count, "not every message was delivered"
-    return messages
+    return [next_message(consumer) for _ in range(count)]
 
 
 def test_a_message_is_acknowledged_when_its_end_lands_and_never_when_it_is_lost(settings: Settings) -> None:

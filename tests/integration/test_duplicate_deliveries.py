@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
 import uuid
 from typing import Any
 
@@ -26,19 +25,10 @@ from jobs.middleware.stale import StaleDeliveries
 from jobs.settings import Settings
 from jobs.store import AttemptStore, WorkerIdentity
 from producers import Client
-from tests.helpers import WorkerProcess, eventually, message_count, seen_noop
+from tests.helpers import WorkerProcess, eventually, message_count, next_message, seen_noop
 from tests.proxy import TcpProxy
 
 pytestmark = [pytest.mark.integration]
-
-
-def next_message(consumer: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        message = next(consumer)
-        if message is not None:
-            return message
-    raise AssertionError("no message delivered")
 
 
 def read_until_closed(consumer: Any) -> None:
