@@ -136,7 +136,8 @@ def test_a_leader_whose_connection_is_killed_stops_leading_and_no_tick_is_lost(
     replicas += [Replica(schedule, settings), Replica(schedule, settings)]
     leader = eventually(lambda: next((r for r in replicas if r.scheduler.leading), None))
     assert current_leader(client.db, settings.namespace) == leader.scheduler.identity
-    time.sleep(2)
+    # Ticks before the kill: waited for, not slept for (a loaded machine may enqueue late).
+    eventually(lambda: len(enqueued_ticks(client)) >= 3, timeout=20)
 
     with client.db.session() as session:
         killed = session.execute(
