@@ -34,6 +34,19 @@ class ServiceUnavailable(ConveyorError):
         super().__init__(f"{service} is unreachable at {masked_url}: {reason}")
 
 
+class JobNotRecorded(ServiceUnavailable):
+    """PostgreSQL stayed unreachable after RabbitMQ took the job's message: the job is not lost,
+    it runs once PostgreSQL is back (its worker writes the row), so it must not be enqueued again."""
+
+    def __init__(self, job_id: str, cause: ServiceUnavailable) -> None:
+        self.job_id = job_id
+        super().__init__(
+            cause.service,
+            cause.masked_url,
+            f"{cause.reason} (job {job_id} was sent and runs once it is back: do not enqueue it again)",
+        )
+
+
 class JobNotFound(ConveyorError, LookupError):
     """No job has this id."""
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
-import time
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
 from types import TracebackType
 from typing import Any
 
@@ -23,15 +20,7 @@ from jobs.store import Database, JobStore, NewJob
 from jobs.store.artifacts import ArtifactStore
 from jobs.store.delayed import HeldMessage
 from producers.job import Job
-from producers.pipelined import PipelinedPublisher
-
-logger = logging.getLogger("conveyor.producer")
-
-#: Seconds between two publish attempts while RabbitMQ is unreachable (doubling up to the maximum).
-PUBLISH_RETRY_MIN = 0.25
-PUBLISH_RETRY_MAX = 2.0
-#: Messages per round of pipelined confirms in ``enqueue_many``.
-PIPELINE_BATCH = 1000
+from producers.sending import Sender
 
 
 class Client:
@@ -63,6 +52,7 @@ class Client:
         self.artifacts = ArtifactStore(self.db, self.settings.artifact_url)
         self._owns_broker = broker is None
         self.broker = broker if broker is not None else build_broker(self.settings)
+        self._sender = Sender(self.settings, self.broker, self.jobs)
 
     def enqueue(
         self,
@@ -83,7 +73,10 @@ class Client:
 
         Raises:
             ValueError: an unknown kind, a bad payload or a bad option (nothing was sent).
-            ServiceUnavailable: RabbitMQ or the database cannot be reached (no job was created).
+            ServiceUnavailable: RabbitMQ or the database stayed unreachable for
+                ``CONVEYOR_ENQUEUE_TIMEOUT`` seconds (no job was created).
+            JobNotRecorded: a ``ServiceUnavailable`` where the database went away after RabbitMQ
+                took the message: the job runs once the database is back; do not enqueue it again.
         """
         options = DeliveryOptions(idempotency_key, delay, priority, max_retries, min_backoff, max_backoff)
         return self.enqueue_with_options(kind, payload, options)
@@ -109,9 +102,7 @@ class Client:
             raise ValueError(f"{kind.name} payload: no artifact {', '.join(missing)}")
         message = self._message(kind, clean, options)
         job = self._new_job(kind, message, options, parent_id=parent_id)
-        info, created = self.jobs.create(job)
-        if created and job.held is None:
-            self._publish(message, options.delay_ms())
+        info, _created = self._sender.enqueue(message, job, options.delay_ms())
         return Job(self, info)
 
     def enqueue_many(
@@ -126,13 +117,14 @@ class Client:
         min_backoff: float | None = None,
         max_backoff: float | None = None,
     ) -> list[Job]:
-        """Enqueue one job of ``kind`` per payload: one multi-row insert, then every message
-        published at once with pipelined confirms. Returns once all are confirmed.
+        """Enqueue one job of ``kind`` per payload: every row in one ``COPY``, then every message
+        published with pipelined confirms. Returns once all are confirmed.
 
-        All or nothing: a bad payload raises ``ValueError`` before anything is written or sent;
-        if RabbitMQ cannot take them all (after retrying for ``CONVEYOR_ENQUEUE_TIMEOUT``
-        seconds), the rows are removed and ``ServiceUnavailable`` is raised. Jobs that need an
-        idempotency key go through :meth:`enqueue`.
+        A bad payload raises ``ValueError`` before anything is written or sent. If RabbitMQ
+        cannot take them all (after retrying for ``CONVEYOR_ENQUEUE_TIMEOUT`` seconds), the rows
+        are removed and ``ServiceUnavailable`` is raised; a message it took before failing still
+        runs (its worker writes the row again). Jobs that need an idempotency key go through
+        :meth:`enqueue`.
         """
         options = DeliveryOptions(None, delay, priority, max_retries, min_backoff, max_backoff)
         options.check(self.settings.max_priority)
@@ -150,9 +142,7 @@ class Client:
             raise ValueError(f"{job_kind.name} payload: no artifact {', '.join(missing)}")
         messages = [self._message(job_kind, clean, options) for clean in cleaned]
         new_jobs = [self._new_job(job_kind, m, options) for m in messages]
-        infos = self.jobs.create_many(new_jobs)
-        if all(job.held is None for job in new_jobs):
-            self._publish_many(messages, options.delay_ms())
+        infos = self._sender.enqueue_many(messages, new_jobs, options.delay_ms())
         return [Job(self, info) for info in infos]
 
     def send_email(
@@ -303,8 +293,7 @@ class Client:
 
     def close(self) -> None:
         """Close connections to RabbitMQ and the database."""
-        if "_pipeline" in self.__dict__:
-            self._pipeline.close()
+        self._sender.close()
         if self._owns_broker:
             self.broker.close()
         if self._owns_db:
@@ -359,52 +348,6 @@ class Client:
             parent_id=parent_id,
             held=held,
         )
-
-    def _publish_many(self, messages: list[dramatiq.Message[Any]], delay_ms: int | None) -> None:
-        if self.settings.is_embedded:  # in-process broker: no AMQP to pipeline
-            for message in messages:
-                self._publish(message, delay_ms)
-            return
-        deadline = time.monotonic() + self.settings.enqueue_timeout
-        pause = PUBLISH_RETRY_MIN
-        while True:
-            try:
-                for queue in {m.queue_name for m in messages}:
-                    self.broker.declare_queue(queue, ensure=True)  # type: ignore[call-arg]
-                for start in range(0, len(messages), PIPELINE_BATCH):
-                    self._pipeline.publish(messages[start : start + PIPELINE_BATCH])
-                return
-            except BROKER_ERRORS as exc:
-                if time.monotonic() + pause > deadline:
-                    self.jobs.forget_many(m.message_id for m in messages)
-                    raise broker_unavailable(self.settings, exc) from None
-                logger.warning("enqueue of %d jobs: RabbitMQ unavailable (%s); retrying", len(messages), exc)
-                time.sleep(pause)
-                pause = min(pause * 2, PUBLISH_RETRY_MAX)
-
-    @cached_property
-    def _pipeline(self) -> PipelinedPublisher:
-        return PipelinedPublisher(self.settings)
-
-    def _publish(self, message: dramatiq.Message[Any], delay_ms: int | None) -> None:
-        """Publish and wait for RabbitMQ's confirm, retrying for up to ``enqueue_timeout`` seconds
-        (a broker restart); then undo the row and raise."""
-        deadline = time.monotonic() + self.settings.enqueue_timeout
-        pause = PUBLISH_RETRY_MIN
-        while True:
-            try:
-                self.broker.enqueue(message, delay=delay_ms)
-                return
-            except BROKER_ERRORS as exc:
-                if time.monotonic() + pause > deadline:
-                    # Undo the row: the job was never sent, so it must not wait as `queued` forever.
-                    self.jobs.forget(message.message_id)
-                    raise broker_unavailable(self.settings, exc) from None
-                logger.warning(
-                    "enqueue of job %s: RabbitMQ unavailable (%s); retrying", message.message_id, exc
-                )
-                time.sleep(pause)
-                pause = min(pause * 2, PUBLISH_RETRY_MAX)
 
 
 def _check_json(kind: JobKind, payload: dict[str, Any]) -> None:

