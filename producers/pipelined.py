@@ -23,6 +23,7 @@ from pika.spec import Basic
 
 from jobs.broker import amqp_url
 from jobs.settings import Settings
+from producers.frames import PublishFrames
 
 #: Seconds to wait for RabbitMQ to confirm published messages before giving up.
 CONFIRM_TIMEOUT = 30.0
@@ -49,6 +50,7 @@ class PipelinedPublisher:
         self._next_tag = 0
         self._wake_at: int | None = None
         self._sent = 0
+        self._frames: PublishFrames | None = None
 
     def publish(self, messages: Sequence[dramatiq.Message[Any]]) -> None:
         """Publish ``messages`` (to their own queues, which must exist) and wait for every confirm.
@@ -78,18 +80,27 @@ class PipelinedPublisher:
                     self._await_confirms(CONFIRM_WINDOW // 2)
                 elif count % FLUSH_EVERY == 0:
                     self._flush()
-                channel.basic_publish(
-                    exchange="",
-                    routing_key=message.queue_name,
-                    body=message.encode(),
-                    properties=pika.BasicProperties(
-                        delivery_mode=2, priority=message.options.get("broker_priority")
-                    ),
-                    mandatory=True,
-                )
+                self._publish_one(channel, message)
                 self._next_tag += 1
                 self._outstanding.append(self._next_tag)
             self._flush()
+
+    def _publish_one(self, channel: Any, message: dramatiq.Message[Any]) -> None:
+        body = message.encode()
+        priority = message.options.get("broker_priority")
+        frames = self._frames.marshal(message.queue_name, priority, body) if self._frames else None
+        if frames is None:
+            channel.basic_publish(
+                exchange="",
+                routing_key=message.queue_name,
+                body=body,
+                properties=pika.BasicProperties(delivery_mode=2, priority=priority),
+                mandatory=True,
+            )
+            return
+        if not channel.is_open:  # what basic_publish would check
+            raise pika.exceptions.ChannelWrongStateError("Channel is closed.")
+        channel.connection._output_marshaled_frames([frames])
 
     def confirm(self) -> None:
         """Wait until RabbitMQ confirmed every message of the last :meth:`send`.
@@ -167,6 +178,9 @@ class PipelinedPublisher:
             self._connection.process_data_events(time_limit=0.05)
         self._channel = channel
         self._next_tag = 0
+        # Frames marshaled here need pika's way to hand them to its transport (pika 1.x has it).
+        emits = callable(getattr(channel.connection, "_output_marshaled_frames", None))
+        self._frames = PublishFrames(channel.channel_number) if emits else None
         return channel
 
     def _on_confirm(self, frame: Method[Any]) -> None:

@@ -68,6 +68,7 @@ def test_more_jobs_than_the_confirm_window_keep_their_payloads_and_options(
 ) -> None:
     count = CONFIRM_WINDOW * 2 + 321
     names = [f"n°{i} ünïcode \\ \t tab \n line {{}} 'quote\"" for i in range(count)]
+    names[::1000] = ["long " * 2000] * len(names[::1000])  # bodies over one frame go through pika
     payloads = [{"to": "ada@example.com", "template": "welcome", "context": {"name": n}} for n in names]
     jobs = client.enqueue_many("email", payloads, priority=3, max_retries=2)
 

@@ -1,0 +1,50 @@
+"""The frames ``PublishFrames`` marshals are byte for byte those of pika's ``basic_publish``."""
+
+from __future__ import annotations
+
+import pika
+import pytest
+from pika import frame, spec
+
+from producers.frames import SINGLE_FRAME_BODY, PublishFrames
+
+
+def pika_frames(channel: int, queue: str, priority: int | None, body: bytes) -> bytes:
+    publish = spec.Basic.Publish(exchange="", routing_key=queue, mandatory=True)
+    properties = pika.BasicProperties(delivery_mode=2, priority=priority)
+    return b"".join(
+        (
+            frame.Method(channel, publish).marshal(),
+            frame.Header(channel, len(body), properties).marshal(),
+            frame.Body(channel, body).marshal(),
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("channel", "queue", "priority", "body"),
+    [
+        (1, "conveyor.default", None, b'{"queue_name":"conveyor.default"}'),
+        (7, "ns.email", 5, "ünïcode ✓".encode()),
+        (65535, "q" * 255, 0, b"x" * SINGLE_FRAME_BODY),
+    ],
+)
+def test_the_frames_are_pikas(channel: int, queue: str, priority: int | None, body: bytes) -> None:
+    frames = PublishFrames(channel)
+
+    first = frames.marshal(queue, priority, body)
+    again = frames.marshal(queue, priority, body)  # from the cached parts
+
+    assert first == pika_frames(channel, queue, priority, body)
+    assert again == first
+
+
+def test_a_body_too_large_for_one_frame_or_empty_is_left_to_pika() -> None:
+    assert PublishFrames(1).marshal("q", None, b"x" * (SINGLE_FRAME_BODY + 1)) is None
+    assert PublishFrames(1).marshal("q", None, b"") is None
+
+
+def test_cached_parts_do_not_leak_between_queues_and_priorities() -> None:
+    frames = PublishFrames(3)
+    for queue, priority in [("a", None), ("b", None), ("a", 9), ("b", 1)]:
+        assert frames.marshal(queue, priority, b"{}") == pika_frames(3, queue, priority, b"{}")
