@@ -51,6 +51,8 @@ class PipelinedPublisher:
         self._wake_at: int | None = None
         self._sent = 0
         self._frames: PublishFrames | None = None
+        self._deadline: float | None = None
+        self._watchdog_armed = False
 
     def publish(self, messages: Sequence[dramatiq.Message[Any]]) -> None:
         """Publish ``messages`` (to their own queues, which must exist) and wait for every confirm.
@@ -140,25 +142,38 @@ class PipelinedPublisher:
         """
         if self._connection is None:
             raise PublishNotConfirmed("the connection to RabbitMQ was lost before the confirms came")
-        deadline = time.monotonic() + CONFIRM_TIMEOUT
         self._wake_at = down_to
         self._flush()
+        self._deadline = time.monotonic() + CONFIRM_TIMEOUT
         try:
             while len(self._outstanding) > down_to and not self._refused:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if time.monotonic() >= self._deadline:
                     raise PublishNotConfirmed(
                         f"RabbitMQ did not confirm {len(self._outstanding)} of {self._sent} messages "
                         f"within {CONFIRM_TIMEOUT:g} s"
                     )
-                # Returns as soon as _on_confirm schedules the wake-up (not at the time limit).
-                self._connection.process_data_events(time_limit=remaining)
+                self._arm_watchdog(self._deadline - time.monotonic())
+                # Blocks until a wake-up: _on_confirm's when the wait is over, or the watchdog's.
+                self._connection.process_data_events(time_limit=None)
         finally:
             self._wake_at = None
+            self._deadline = None
         if self._refused:
             raise PublishNotConfirmed(
                 f"RabbitMQ refused or could not route {self._refused} of {self._sent} messages"
             )
+
+    def _arm_watchdog(self, delay: float) -> None:
+        # One timer at a time for every wait, rather than one per wait: pika keeps a cancelled
+        # timer in its heap until its deadline, and thousands of them made each enqueue pay
+        # ~40 heap comparisons in Python.
+        if not self._watchdog_armed and self._connection is not None:
+            self._watchdog_armed = True
+            self._connection.call_later(max(delay, 0.0), self._on_watchdog)
+
+    def _on_watchdog(self) -> None:
+        """Wakes the wait it was armed for; a later wait re-arms it for its own deadline."""
+        self._watchdog_armed = False
 
     def _open(self) -> Any:
         if self._channel is not None and self._channel.is_open:
@@ -178,6 +193,7 @@ class PipelinedPublisher:
             self._connection.process_data_events(time_limit=0.05)
         self._channel = channel
         self._next_tag = 0
+        self._watchdog_armed = False
         # Frames marshaled here need pika's way to hand them to its transport (pika 1.x has it).
         emits = callable(getattr(channel.connection, "_output_marshaled_frames", None))
         self._frames = PublishFrames(channel.channel_number) if emits else None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+
+import dramatiq
 import pika
 import pytest
 from sqlalchemy import func, select
@@ -9,9 +12,10 @@ from sqlalchemy import func, select
 from jobs.errors import ServiceUnavailable
 from jobs.settings import Settings
 from jobs.store.models import DelayedMessageRow, JobRow
-from producers import Client, JobStatus
-from producers.pipelined import CONFIRM_WINDOW
+from producers import Client, JobStatus, pipelined
+from producers.pipelined import CONFIRM_WINDOW, PipelinedPublisher, PublishNotConfirmed
 from tests.helpers import WorkerProcess, eventually, message_count
+from tests.proxy import TcpProxy
 
 pytestmark = [pytest.mark.integration]
 
@@ -92,3 +96,26 @@ def test_messages_rabbitmq_cannot_route_fail_the_call_and_remove_its_rows(settin
             client.enqueue_many("noop", [{}] * 50)
 
         assert rows_in(client, queue) == 1
+
+
+def test_confirms_that_never_come_fail_the_publish_at_its_deadline(
+    client: Client, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipelined, "CONFIRM_TIMEOUT", 1.0)
+    client.enqueue_many("noop", [{}])  # declares the queue
+    message = dramatiq.Message(
+        queue_name=settings.queue_name("default"), actor_name="noop", args=(), kwargs={}, options={}
+    )
+    proxy = TcpProxy(5672)
+    with proxy.running():
+        url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F"
+        publisher = PipelinedPublisher(settings.with_overrides(broker_url=url))
+        publisher.publish([message])
+
+        proxy.stall()
+        # Flowing again only well after the deadline, so that the failed publish's close of its
+        # connection gets an answer; with a broken watchdog, the publish would succeed then.
+        threading.Timer(3.0, proxy.resume).start()
+        with pytest.raises(PublishNotConfirmed, match="did not confirm 1 of 1"):
+            publisher.publish([message])
+        publisher.close()
