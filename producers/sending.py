@@ -16,8 +16,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import dramatiq
 
@@ -29,6 +29,8 @@ from jobs.store.jobs import JobInfo
 from producers.pipelined import PipelinedPublisher
 
 logger = logging.getLogger("conveyor.producer")
+
+T = TypeVar("T")
 
 #: Seconds between two attempts while RabbitMQ or PostgreSQL is unreachable (doubling up to the maximum).
 RETRY_MIN = 0.25
@@ -108,58 +110,63 @@ class Sender:
 
     def _record_sent(self, job: NewJob) -> JobInfo:
         """Write the row of a job whose message is out, retrying while PostgreSQL is unreachable."""
-        deadline = time.monotonic() + self.settings.enqueue_timeout
-        pause = RETRY_MIN
-        while True:
-            try:
-                return self.jobs.create_sent(job)
-            except ServiceUnavailable as exc:
-                if time.monotonic() + pause > deadline:
-                    with contextlib.suppress(*BROKER_ERRORS):
-                        self._publisher.confirm()
-                    raise JobNotRecorded(job.id, exc) from None
-                logger.warning("enqueue of job %s: %s; writing its row again", job.id, exc)
-                time.sleep(pause)
-                pause = min(pause * 2, RETRY_MAX)
+        try:
+            return self._retried(
+                lambda: self.jobs.create_sent(job), ServiceUnavailable, f"row of job {job.id}"
+            )
+        except ServiceUnavailable as exc:
+            with contextlib.suppress(*BROKER_ERRORS):
+                self._publisher.confirm()
+            raise JobNotRecorded(job.id, exc) from None
 
     def _publish(self, message: dramatiq.Message[Any], delay_ms: int | None) -> None:
-        """Publish and wait for RabbitMQ's confirm, retrying for up to ``enqueue_timeout`` seconds
-        (a broker restart); then undo the row and raise."""
-        deadline = time.monotonic() + self.settings.enqueue_timeout
-        pause = RETRY_MIN
-        while True:
-            try:
-                self.broker.enqueue(message, delay=delay_ms)
-                return
-            except BROKER_ERRORS as exc:
-                if time.monotonic() + pause > deadline:
-                    # Undo the row: the job was never sent, so it must not wait as `queued` forever.
-                    self.jobs.forget(message.message_id)
-                    raise broker_unavailable(self.settings, exc) from None
-                logger.warning(
-                    "enqueue of job %s: RabbitMQ unavailable (%s); retrying", message.message_id, exc
-                )
-                time.sleep(pause)
-                pause = min(pause * 2, RETRY_MAX)
+        """Publish and wait for RabbitMQ's confirm, retrying while RabbitMQ is unreachable (a
+        restart); then undo the row and raise."""
+        try:
+            self._retried(
+                lambda: self.broker.enqueue(message, delay=delay_ms),
+                BROKER_ERRORS,
+                f"enqueue of job {message.message_id}",
+            )
+        except BROKER_ERRORS as exc:
+            # Undo the row: the job was never sent, so it must not wait as `queued` forever.
+            self.jobs.forget(message.message_id)
+            raise broker_unavailable(self.settings, exc) from None
 
     def _publish_many(self, messages: Sequence[dramatiq.Message[Any]], delay_ms: int | None) -> None:
         if self.settings.is_embedded:  # in-process broker: no AMQP to pipeline
             for message in messages:
                 self._publish(message, delay_ms)
             return
+
+        def declare_and_publish() -> None:
+            for queue in {m.queue_name for m in messages}:
+                self.broker.declare_queue(queue, ensure=True)  # type: ignore[call-arg]
+            self._publisher.publish(messages)
+
+        try:
+            self._retried(declare_and_publish, BROKER_ERRORS, f"enqueue of {len(messages)} jobs")
+        except BROKER_ERRORS as exc:
+            self.jobs.forget_many(m.message_id for m in messages)
+            raise broker_unavailable(self.settings, exc) from None
+
+    def _retried(
+        self,
+        attempt: Callable[[], T],
+        errors: type[BaseException] | tuple[type[BaseException], ...],
+        what: str,
+    ) -> T:
+        """``attempt()``, made again after a pause (doubling) while it raises one of ``errors``,
+        for up to ``enqueue_timeout`` seconds; then its last error is raised."""
         deadline = time.monotonic() + self.settings.enqueue_timeout
         pause = RETRY_MIN
         while True:
             try:
-                for queue in {m.queue_name for m in messages}:
-                    self.broker.declare_queue(queue, ensure=True)  # type: ignore[call-arg]
-                self._publisher.publish(messages)
-                return
-            except BROKER_ERRORS as exc:
+                return attempt()
+            except errors as exc:
                 if time.monotonic() + pause > deadline:
-                    self.jobs.forget_many(m.message_id for m in messages)
-                    raise broker_unavailable(self.settings, exc) from None
-                logger.warning("enqueue of %d jobs: RabbitMQ unavailable (%s); retrying", len(messages), exc)
+                    raise
+                logger.warning("%s: %s; trying again", what, exc)
                 time.sleep(pause)
                 pause = min(pause * 2, RETRY_MAX)
 
