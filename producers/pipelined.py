@@ -122,16 +122,19 @@ class PipelinedPublisher:
             self.close()
             raise
 
-    def _flush(self) -> None:
-        """Send what is buffered now, so RabbitMQ works on it while we encode the next messages."""
+    def _flush(self, *, only_if_buffered: bool = False) -> None:
+        """Send what is buffered now, so RabbitMQ works on it while we encode the next messages
+        (and take the confirms already in)."""
         assert self._connection is not None
-        # pika queues each message as three frames and sends each with its own send() call
-        # (a third of publishing's CPU); joined, they go out in one.
+        # pika sends each buffered piece with its own send() call; joined, they go out in one.
         buffers = getattr(getattr(self._connection._impl, "_transport", None), "_tx_buffers", None)
-        if isinstance(buffers, collections.deque) and len(buffers) > 1:
-            joined = b"".join(buffers)
-            buffers.clear()
-            buffers.append(joined)
+        if isinstance(buffers, collections.deque):
+            if not buffers and only_if_buffered:
+                return  # pika's event loop is costly to turn; the wait that follows turns it
+            if len(buffers) > 1:
+                joined = b"".join(buffers)
+                buffers.clear()
+                buffers.append(joined)
         self._connection.process_data_events(time_limit=0)
 
     def _await_confirms(self, down_to: int) -> None:
@@ -143,7 +146,7 @@ class PipelinedPublisher:
         if self._connection is None:
             raise PublishNotConfirmed("the connection to RabbitMQ was lost before the confirms came")
         self._wake_at = down_to
-        self._flush()
+        self._flush(only_if_buffered=True)
         self._deadline = time.monotonic() + CONFIRM_TIMEOUT
         try:
             while len(self._outstanding) > down_to and not self._refused:
