@@ -1,10 +1,16 @@
-"""Publishing many messages with pipelined publisher confirms, for :meth:`Client.enqueue_many`.
+"""Publishing with pipelined publisher confirms: ``Client.enqueue_many``, and the send-first
+order of a plain ``Client.enqueue`` (``producers/sending.py``).
 
 Dramatiq's ``RabbitmqBroker.enqueue`` waits for RabbitMQ's confirm of each message before
-sending the next (a round trip each). Here every message of a batch is sent at once on one
-confirm-mode channel, then the confirms are awaited together: as durable (persistent
-messages, confirmed) and far faster. Messages are published exactly as Dramatiq would
-(same body, ``delivery_mode=2``, ``broker_priority`` as the AMQP priority, mandatory).
+sending the next (a round trip each). Here messages go out on one confirm-mode channel while
+up to :data:`CONFIRM_WINDOW` of them await their confirms, and :meth:`PipelinedPublisher.send`
+returns before the last confirms so that the caller can work meanwhile: as durable
+(persistent messages, confirmed) and far faster. Messages are published exactly as Dramatiq
+would (same body, ``delivery_mode=2``, ``broker_priority`` as the AMQP priority, mandatory).
+
+pika's blocking connection does not see confirms that arrive through the underlying channel's
+callbacks, so a wait for them would last its whole time limit: :meth:`_on_confirm` sets a
+zero-delay timer when the awaited confirms are in, which ends the wait at once.
 """
 
 from __future__ import annotations
