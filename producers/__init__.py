@@ -1,7 +1,14 @@
 """Conveyor's client library: ``from producers import Client``."""
 
 from jobs.delivery import DeliveryOptions
-from jobs.errors import JobFailed, JobNotFound, PermanentError, ServiceUnavailable, SettingsError
+from jobs.errors import (
+    JobFailed,
+    JobNotFound,
+    JobNotRecorded,
+    PermanentError,
+    ServiceUnavailable,
+    SettingsError,
+)
 from jobs.settings import Settings
 from jobs.status import JobStatus
 from producers.client import Client
@@ -13,6 +20,7 @@ __all__ = [
     "Job",
     "JobFailed",
     "JobNotFound",
+    "JobNotRecorded",
     "JobStatus",
     "PermanentError",
     "ServiceUnavailable",

@@ -13,13 +13,12 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import func, select
 
-from jobs.errors import JobNotRecorded, ServiceUnavailable
 from jobs.settings import Settings
 from jobs.status import JobStatus
 from jobs.store import JobStore, NewJob
 from jobs.store.jobs import utcnow
 from jobs.store.models import JobRow
-from producers import Client
+from producers import Client, JobNotRecorded, ServiceUnavailable
 from tests.helpers import WorkerProcess, eventually, message_count
 from tests.proxy import TcpProxy
 
