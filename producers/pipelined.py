@@ -57,7 +57,6 @@ class PipelinedPublisher:
         self._wake_at: int | None = None
         self._sent = 0
         self._frames: PublishFrames | None = None
-        self._deadline: float | None = None
         self._watchdog_armed = False
 
     def publish(self, messages: Sequence[dramatiq.Message[Any]]) -> None:
@@ -153,20 +152,19 @@ class PipelinedPublisher:
             raise PublishNotConfirmed("the connection to RabbitMQ was lost before the confirms came")
         self._wake_at = down_to
         self._flush(only_if_buffered=True)
-        self._deadline = time.monotonic() + CONFIRM_TIMEOUT
+        deadline = time.monotonic() + CONFIRM_TIMEOUT
         try:
             while len(self._outstanding) > down_to and not self._refused:
-                if time.monotonic() >= self._deadline:
+                if time.monotonic() >= deadline:
                     raise PublishNotConfirmed(
                         f"RabbitMQ did not confirm {len(self._outstanding)} of {self._sent} messages "
                         f"within {CONFIRM_TIMEOUT:g} s"
                     )
-                self._arm_watchdog(self._deadline - time.monotonic())
+                self._arm_watchdog(deadline - time.monotonic())
                 # Blocks until a wake-up: _on_confirm's when the wait is over, or the watchdog's.
                 self._connection.process_data_events(time_limit=None)
         finally:
             self._wake_at = None
-            self._deadline = None
         if self._refused:
             raise PublishNotConfirmed(
                 f"RabbitMQ refused or could not route {self._refused} of {self._sent} messages"

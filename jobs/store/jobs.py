@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql
@@ -222,15 +224,25 @@ class JobStore:
 
     def _insert_direct(self, values: dict[str, Any], sql: str) -> bool:
         """Insert a plain job's row in one round trip; False when the direct connection is busy."""
+        with self._free_direct() as connection:
+            if connection is None:
+                return False
+            connection.execute(sql, {**values, "payload": Jsonb(values["payload"])})
+        return True
+
+    @contextmanager
+    def _free_direct(self) -> Iterator[psycopg.Connection[Any] | None]:
+        """The direct connection (one round trip a statement), or None when another thread holds
+        it or there is none (SQLite): the caller then goes through the pool."""
         direct = self.db.direct
         if direct is None or not direct.lock.acquire(blocking=False):
-            return False
+            yield None
+            return
         try:
             with direct.connect() as connection:
-                connection.execute(sql, {**values, "payload": Jsonb(values["payload"])})
+                yield connection
         finally:
             direct.lock.release()
-        return True
 
     def create_many(self, jobs: list[NewJob]) -> list[JobInfo]:
         """Insert ``queued`` rows (and held messages of delayed ones) in one transaction.
@@ -257,19 +269,12 @@ class JobStore:
         Measured: 500-row batches cost 11 µs a row (3 µs of client CPU), against 45 µs (38 µs
         of client CPU) through SQLAlchemy's multi-row INSERT.
         """
-        direct = self.db.direct
-        if direct is None or not direct.lock.acquire(blocking=False):
-            return False
-        try:
-            with (
-                direct.connect() as connection,
-                connection.cursor() as cursor,
-                cursor.copy(_COPY_QUEUED_SQL) as copy,
-            ):
+        with self._free_direct() as connection:
+            if connection is None:
+                return False
+            with connection.cursor() as cursor, cursor.copy(_COPY_QUEUED_SQL) as copy:
                 for row in rows:
                     copy.write_row([Jsonb(row[c]) if c == "payload" else row[c] for c in _QUEUED_COLUMNS])
-        finally:
-            direct.lock.release()
         return True
 
     def forget_many(self, job_ids: Iterable[str]) -> None:
