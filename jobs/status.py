@@ -1,7 +1,12 @@
-"""Job statuses (SPEC §3) and which moves between them are allowed."""
+"""Job statuses (SPEC §3) and the one table of moves allowed between them.
+
+Every store statement that moves a job's status takes its guard (``WHERE status IN …``) and
+its target from :data:`TRANSITIONS`, so the rules live here and nowhere else.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 
 
@@ -22,10 +27,6 @@ class JobStatus(StrEnum):
 
 
 FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
-#: A message found in one of these states may (re)start: a redelivery after a crash finds ``running``.
-#: Statuses in which a delivered message starts its job at once (a ``running`` job is taken
-#: over only when its worker is gone: see ``Lifecycle``).
-STARTABLE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RETRYING})
 
 
 class AttemptOutcome(StrEnum):
@@ -43,3 +44,81 @@ class AttemptOutcome(StrEnum):
     #: Its worker was stopped (shutdown timeout, a second SIGTERM, RabbitMQ lost) before it ended;
     #: the message went back to RabbitMQ. Unlike ``lost``, it does not count towards giving up.
     INTERRUPTED = "interrupted"
+
+
+class Event(StrEnum):
+    """What happens to a job; :data:`TRANSITIONS` says from which statuses, and to which."""
+
+    #: A delivered message starts its job (a job seen for the first time gets a ``running`` row).
+    START = "start"
+    #: A ``running`` job whose worker is gone starts again (only while that attempt is its latest).
+    TAKE_OVER = "take_over"
+    #: An attempt ended; one event per :class:`AttemptOutcome` a worker records.
+    SUCCEED = "succeed"
+    RETRY = "retry"
+    FAIL = "fail"
+    STOP = "stop"
+    INTERRUPT = "interrupt"
+    #: The reconciler found a ``running`` job's worker gone and sends its message again.
+    LOSE = "lose"
+    #: An admin cancels a job waiting to run.
+    CANCEL = "cancel"
+    #: An admin asks a running job to stop (it does at its next cooperative check).
+    REQUEST_CANCEL = "request_cancel"
+    #: An admin retries a failed or cancelled job (id, attempts and history kept).
+    REOPEN = "reopen"
+
+
+_QUEUED, _RUNNING, _RETRYING = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRYING
+#: The ends a worker records, by outcome (``lost`` is recorded by whoever notices the loss).
+END_EVENTS: Mapping[AttemptOutcome, Event] = {
+    AttemptOutcome.SUCCEEDED: Event.SUCCEED,
+    AttemptOutcome.RETRYING: Event.RETRY,
+    AttemptOutcome.FAILED: Event.FAIL,
+    AttemptOutcome.CANCELLED: Event.STOP,
+    AttemptOutcome.INTERRUPTED: Event.INTERRUPT,
+}
+_END_TARGETS = {
+    Event.SUCCEED: JobStatus.SUCCEEDED,
+    Event.RETRY: _RETRYING,
+    Event.FAIL: JobStatus.FAILED,
+    Event.STOP: JobStatus.CANCELLED,
+    Event.INTERRUPT: _RETRYING,
+}
+
+#: (from status, event) → to status; a pair not listed is not allowed. An end also moves a
+#: ``retrying`` job: its attempt was recorded interrupted, or lost by the reconciler, and then
+#: ended after all (the attempt-number guard keeps a stale attempt from moving a newer one).
+TRANSITIONS: Mapping[tuple[JobStatus, Event], JobStatus] = {
+    (_QUEUED, Event.START): _RUNNING,
+    (_RETRYING, Event.START): _RUNNING,
+    (_RUNNING, Event.TAKE_OVER): _RUNNING,
+    **{(source, event): to for event, to in _END_TARGETS.items() for source in (_RUNNING, _RETRYING)},
+    (_RUNNING, Event.LOSE): _RETRYING,
+    (_QUEUED, Event.CANCEL): JobStatus.CANCELLED,
+    (_RETRYING, Event.CANCEL): JobStatus.CANCELLED,
+    (_RUNNING, Event.REQUEST_CANCEL): _RUNNING,
+    (JobStatus.FAILED, Event.REOPEN): _QUEUED,
+    (JobStatus.CANCELLED, Event.REOPEN): _QUEUED,
+}
+
+
+def sources(event: Event) -> frozenset[JobStatus]:
+    """The statuses from which ``event`` may move a job."""
+    return frozenset(source for source, on in TRANSITIONS if on is event)
+
+
+def target(event: Event) -> JobStatus:
+    """The status ``event`` moves a job to (each event has exactly one)."""
+    (status,) = {to for (_, on), to in TRANSITIONS.items() if on is event}
+    return status
+
+
+def allowed(status: JobStatus, event: Event) -> JobStatus | None:
+    """Where ``event`` takes a job in ``status``, or None when it may not happen there."""
+    return TRANSITIONS.get((status, event))
+
+
+#: Statuses in which a delivered message starts its job at once (a ``running`` job is taken
+#: over only when its worker is gone: see ``Lifecycle``).
+STARTABLE_STATUSES = sources(Event.START)
