@@ -2,7 +2,9 @@
 
 Both are guarded so that ordering between replicas does not matter: a job row is
 upserted on first sight (a plain Dramatiq producer's message gets one too), and an
-attempt only moves the job's status while it is still the job's latest attempt.
+attempt only moves the job's status while it is still the job's latest attempt. The
+writes themselves are defined once, in ``jobs/store/transitions.py``; this store runs them
+one at a time through SQLAlchemy (the SQLite demo, and the rare writes a batch leaves out).
 """
 
 from __future__ import annotations
@@ -10,50 +12,28 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Connection, and_, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy import and_, select
 
-from jobs.status import STARTABLE_STATUSES, AttemptOutcome, JobStatus
+from jobs.status import END_EVENTS, JobStatus, target
+from jobs.store import transitions
 from jobs.store.database import Database
-from jobs.store.delayed import HeldMessage, hold
+from jobs.store.delayed import HeldMessage
 from jobs.store.jobs import utcnow
 from jobs.store.models import AttemptRow, JobRow
+from jobs.store.steps import through
+from jobs.store.transitions import AttemptEnd, SeenMessage, StartedAttempt, WorkerIdentity
 from jobs.store.waiting import wait_for_store
 
-_STARTABLE = [status.value for status in STARTABLE_STATUSES]
-
-
-@dataclass(frozen=True)
-class WorkerIdentity:
-    """Who runs an attempt."""
-
-    worker_id: str
-    host: str
-    pid: int
-
-
-@dataclass(frozen=True)
-class SeenMessage:
-    """What the worker knows of a job from its message alone."""
-
-    job_id: str
-    kind: str
-    queue: str
-    payload: dict[str, Any]
-    max_retries: int | None
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class StartedAttempt:
-    number: int
-    #: Runs of this job that ended with their worker dying (a poison message kills workers).
-    lost_runs: int
+__all__ = [
+    "JOB_STATUS_AFTER",
+    "AttemptEnd",
+    "AttemptStore",
+    "RunningAttempt",
+    "SeenMessage",
+    "StartedAttempt",
+    "WorkerIdentity",
+]
 
 
 @dataclass(frozen=True)
@@ -65,25 +45,8 @@ class RunningAttempt:
     worker: str | None
 
 
-@dataclass(frozen=True)
-class AttemptEnd:
-    """How an attempt ended."""
-
-    outcome: AttemptOutcome
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    traceback: str | None = None
-    #: When a retry is due.
-    eta: datetime | None = None
-
-
-JOB_STATUS_AFTER = {
-    AttemptOutcome.SUCCEEDED: JobStatus.SUCCEEDED,
-    AttemptOutcome.RETRYING: JobStatus.RETRYING,
-    AttemptOutcome.FAILED: JobStatus.FAILED,
-    AttemptOutcome.CANCELLED: JobStatus.CANCELLED,
-    AttemptOutcome.INTERRUPTED: JobStatus.RETRYING,
-}
+#: The status an attempt's end moves its job to (from ``jobs.status.TRANSITIONS``).
+JOB_STATUS_AFTER = {outcome: target(event) for outcome, event in END_EVENTS.items()}
 
 
 class AttemptStore:
@@ -106,47 +69,14 @@ class AttemptStore:
             since ``take_over`` was read.
         """
         now = utcnow()
-        insert = self._insert(JobRow).values(
-            id=seen.job_id,
-            kind=seen.kind,
-            queue=seen.queue,
-            status=JobStatus.RUNNING.value,
-            payload=seen.payload,
-            attempts=1,
-            max_retries=seen.max_retries,
-            created_at=seen.created_at,
-            started_at=now,
-        )
-        upsert = insert.on_conflict_do_update(
-            index_elements=[JobRow.id],
-            set_={
-                "status": JobStatus.RUNNING.value,
-                "attempts": JobRow.attempts + 1,
-                "started_at": now,
-                "eta": None,
-                "error": None,
-            },
-            where=JobRow.status.in_(_STARTABLE)
-            if take_over is None
-            else and_(JobRow.status == JobStatus.RUNNING.value, JobRow.attempts == take_over),
-        ).returning(JobRow.attempts)
-        with self.db.session() as session:
-            attempt = session.execute(upsert).scalar_one_or_none()
-            if attempt is None:
+        with self.db.transaction() as connection:
+            run = through(connection)
+            number = transitions.start(run, seen, worker, now, take_over=take_over)()
+            if number is None:
                 return None
-            # A first attempt has no earlier run that could have been lost: save the round trip.
-            lost = mark_lost_runs(session, seen.job_id, now) if attempt > 1 else 0
-            session.add(
-                AttemptRow(
-                    job_id=seen.job_id,
-                    attempt=attempt,
-                    worker=worker.worker_id,
-                    host=worker.host,
-                    pid=worker.pid,
-                    started_at=now,
-                )
-            )
-            return StartedAttempt(number=int(attempt), lost_runs=int(lost))
+            # A first attempt has no earlier run that could have been lost: no statement for it.
+            lost = transitions.mark_lost(run, seen.job_id, number, now)() if number > 1 else 0
+        return StartedAttempt(number=number, lost_runs=lost)
 
     def running_attempt(self, job_id: str) -> RunningAttempt | None:
         """The job's open attempt if the job is ``running`` (None when it is not)."""
@@ -177,27 +107,8 @@ class AttemptStore:
         Returns:
             Whether the job row moved: ``False`` when a newer attempt has started meanwhile.
         """
-        now = utcnow()
-        status = JOB_STATUS_AFTER[end.outcome]
-        with self.db.session() as session:
-            session.execute(
-                update(AttemptRow)
-                .where(and_(AttemptRow.job_id == job_id, AttemptRow.attempt == attempt))
-                .values(outcome=end.outcome.value, finished_at=now, error=end.error, traceback=end.traceback)
-            )
-            values: dict[str, Any] = {"status": status.value, "error": end.error}
-            if end.outcome is AttemptOutcome.SUCCEEDED:
-                values.update(result=end.result, finished_at=now)
-            elif end.outcome in (AttemptOutcome.FAILED, AttemptOutcome.CANCELLED):
-                values.update(finished_at=now)
-            else:
-                values.update(eta=end.eta)
-            moved = session.execute(
-                update(JobRow).where(and_(JobRow.id == job_id, JobRow.attempts == attempt)).values(**values)
-            )
-            if held is not None:
-                hold(session, held)
-            return bool(moved.rowcount)  # type: ignore[attr-defined]
+        with self.db.transaction() as connection:
+            return transitions.end(through(connection), job_id, attempt, end, utcnow(), held=held)()
 
     def finish_detached(
         self,
@@ -223,31 +134,3 @@ class AttemptStore:
 
     def close(self) -> None:
         """Nothing to release here (a batching store stops its writer)."""
-
-    def _insert(self, table: type[JobRow]) -> Any:
-        dialect_insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
-        statement: Insert = dialect_insert(table)
-        return statement
-
-
-def mark_lost_runs(
-    session: Session | Connection, job_id: str, now: datetime, *, before: int | None = None
-) -> int:
-    """Close attempts still open (their worker died mid-run), those numbered below ``before`` if
-    given; return how many runs were lost so far."""
-    open_attempts = and_(AttemptRow.job_id == job_id, AttemptRow.finished_at.is_(None))
-    if before is not None:
-        open_attempts = and_(open_attempts, AttemptRow.attempt < before)
-    marked = session.execute(
-        update(AttemptRow)
-        .where(open_attempts)
-        .values(outcome=AttemptOutcome.LOST.value, finished_at=now, error="worker lost mid-run")
-    )
-    if not marked.rowcount:  # type: ignore[attr-defined]
-        return 0  # the usual case: no query for the count
-    lost = session.scalar(
-        select(func.count()).where(
-            AttemptRow.job_id == job_id, AttemptRow.outcome == AttemptOutcome.LOST.value
-        )
-    )
-    return int(lost or 0)

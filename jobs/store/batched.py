@@ -27,7 +27,8 @@ from datetime import datetime
 from typing import Any
 
 from jobs.errors import ServiceUnavailable
-from jobs.status import STARTABLE_STATUSES, AttemptOutcome
+from jobs.status import END_EVENTS, AttemptOutcome, Event, JobStatus, sources, target
+from jobs.store import transitions
 from jobs.store.attempts import (
     JOB_STATUS_AFTER,
     AttemptEnd,
@@ -35,12 +36,12 @@ from jobs.store.attempts import (
     SeenMessage,
     StartedAttempt,
     WorkerIdentity,
-    mark_lost_runs,
 )
 from jobs.store.database import Database
 from jobs.store.delayed import HeldMessage, hold
 from jobs.store.direct import DirectConnection
 from jobs.store.jobs import utcnow
+from jobs.store.steps import through
 from jobs.store.waiting import RETRY_MAX, RETRY_MIN
 
 logger = logging.getLogger("conveyor.store")
@@ -200,19 +201,25 @@ class BatchedAttemptStore(AttemptStore):
         plain = [f for f in finishes if f.held is None]
         holding = [f for f in finishes if f.held is not None]
         numbers: dict[str, int] = {}
+        moved: set[str] = set()
         with connection.connect() as pg:
             if starts:
                 start = _statement(_START_SQL, _START_ONE_SQL, _start_values(starts, now))
                 rows = pg.execute(*start).fetchall()
                 numbers = {str(job_id): int(number) for job_id, number in rows}
             if plain:
-                pg.execute(*_statement(_FINISH_SQL, _FINISH_ONE_SQL, _finish_values(plain, now)))
+                ended = pg.execute(*_statement(_FINISH_SQL, _FINISH_ONE_SQL, _finish_values(plain, now)))
+                moved.update(str(job_id) for (job_id,) in ended.fetchall())
         if holding:
             with self.db.transaction() as sa:
-                sa.exec_driver_sql(_FINISH_SQL, _finish_values(holding, now))
+                ended_holding = sa.exec_driver_sql(_FINISH_SQL, _finish_values(holding, now))
+                moved.update(str(job_id) for (job_id,) in ended_holding)
                 hold(sa, *(f.held for f in holding if f.held is not None))
         started = self._count_lost_runs(numbers, now)
-        return [started.get(item.seen.job_id) if isinstance(item, _Start) else True for item in batch]
+        return [
+            started.get(item.seen.job_id) if isinstance(item, _Start) else item.job_id in moved
+            for item in batch
+        ]
 
     def _count_lost_runs(self, numbers: dict[str, int], now: datetime) -> dict[str, StartedAttempt]:
         # A first attempt has no earlier run that could have been lost: no query for it.
@@ -220,7 +227,9 @@ class BatchedAttemptStore(AttemptStore):
         lost: dict[str, int] = {}
         if again:
             with self.db.transaction() as sa:
-                lost = {job_id: mark_lost_runs(sa, job_id, now, before=n) for job_id, n in again.items()}
+                run = through(sa)
+                marks = {job_id: transitions.mark_lost(run, job_id, n, now) for job_id, n in again.items()}
+                lost = {job_id: read() for job_id, read in marks.items()}
         return {
             job_id: StartedAttempt(number=number, lost_runs=lost.get(job_id, 0))
             for job_id, number in numbers.items()
@@ -235,22 +244,29 @@ def _job_id(item: _Write) -> str:
     return item.seen.job_id if isinstance(item, _Start) else item.job_id
 
 
+def _in(statuses: frozenset[JobStatus]) -> str:
+    """A status guard's list, from the table of transitions (trusted constants, not input)."""
+    return ", ".join(f"'{status.value}'" for status in sorted(statuses))
+
+
+_RUNNING = target(Event.START).value
+# Every end has the same guard: the job is still on this attempt, in a status an end may move.
+(_END_SOURCES,) = {sources(event) for event in END_EVENTS.values()}
+
 # A start inserts the job row ``running`` on first sight (a plain Dramatiq producer's message);
 # else it moves the row to ``running`` only from a startable status: the guard against a second run.
-_START_UPSERT = """ON CONFLICT (id) DO UPDATE
-        SET status = 'running', attempts = jobs.attempts + 1, started_at = excluded.started_at,
-            eta = NULL, error = NULL
-        WHERE jobs.status IN ({startable})
-    RETURNING jobs.id, jobs.attempts""".format(
-    startable=", ".join(f"'{status.value}'" for status in sorted(STARTABLE_STATUSES))
-)
+_START_UPSERT = f"""ON CONFLICT (id) DO UPDATE
+        SET status = '{_RUNNING}', attempts = jobs.attempts + 1,
+            started_at = excluded.started_at, eta = NULL, error = NULL
+        WHERE jobs.status IN ({_in(sources(Event.START))})
+    RETURNING jobs.id, jobs.attempts"""
 
 # One statement per batch for the starts and one for the ends: rows travel as arrays (unnest),
 # so a batch costs two round trips however many jobs it carries, and each is prepared once.
 _START_SQL = f"""
 WITH up AS (
     INSERT INTO jobs (id, kind, queue, status, payload, attempts, max_retries, created_at, started_at)
-    SELECT v.id, v.kind, v.queue, 'running', v.payload::jsonb, 1, v.max_retries, v.created_at, %(now)s
+    SELECT v.id, v.kind, v.queue, '{_RUNNING}', v.payload::jsonb, 1, v.max_retries, v.created_at, %(now)s
     FROM unnest(%(ids)s::uuid[], %(kinds)s::text[], %(queues)s::text[], %(payloads)s::text[],
                 %(max_retries)s::int[], %(created)s::timestamptz[])
          AS v(id, kind, queue, payload, max_retries, created_at)
@@ -263,7 +279,7 @@ FROM up JOIN unnest(%(ids)s::uuid[], %(workers)s::text[], %(hosts)s::text[], %(p
 RETURNING job_id::text, attempt
 """
 
-_FINISH_SQL = """
+_FINISH_SQL = f"""
 WITH v AS (
     SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(outcomes)s::text[], %(statuses)s::text[],
                          %(errors)s::text[], %(tracebacks)s::text[], %(results)s::text[],
@@ -276,7 +292,8 @@ WITH v AS (
 )
 UPDATE jobs SET status = v.status, error = v.error, result = v.result::jsonb,
                 finished_at = v.finished_at, eta = v.eta
-FROM v WHERE jobs.id = v.id AND jobs.attempts = v.attempt
+FROM v WHERE jobs.id = v.id AND jobs.attempts = v.attempt AND jobs.status IN ({_in(_END_SOURCES)})
+RETURNING jobs.id::text
 """
 
 
@@ -286,7 +303,7 @@ FROM v WHERE jobs.id = v.id AND jobs.attempts = v.attempt
 _START_ONE_SQL = f"""
 WITH up AS (
     INSERT INTO jobs (id, kind, queue, status, payload, attempts, max_retries, created_at, started_at)
-    VALUES (%(ids)s, %(kinds)s, %(queues)s, 'running', %(payloads)s::jsonb, 1, %(max_retries)s,
+    VALUES (%(ids)s, %(kinds)s, %(queues)s, '{_RUNNING}', %(payloads)s::jsonb, 1, %(max_retries)s,
             %(created)s, %(now)s)
     {_START_UPSERT}
 )
@@ -295,7 +312,7 @@ SELECT up.id, up.attempts, %(workers)s, %(hosts)s, %(pids)s, %(now)s FROM up
 RETURNING job_id::text, attempt
 """
 
-_FINISH_ONE_SQL = """
+_FINISH_ONE_SQL = f"""
 WITH closed AS (
     UPDATE job_attempts
     SET outcome = %(outcomes)s, finished_at = %(now)s, error = %(errors)s, traceback = %(tracebacks)s
@@ -303,7 +320,8 @@ WITH closed AS (
 )
 UPDATE jobs SET status = %(statuses)s, error = %(errors)s, result = %(results)s::jsonb,
                 finished_at = %(finished)s, eta = %(etas)s
-WHERE id = %(ids)s AND attempts = %(attempts)s
+WHERE id = %(ids)s AND attempts = %(attempts)s AND status IN ({_in(_END_SOURCES)})
+RETURNING id::text
 """
 
 
@@ -330,13 +348,13 @@ def _start_values(starts: Sequence[_Start], now: datetime) -> dict[str, Any]:
 
 
 def _finish_values(finishes: Sequence[_Finish], now: datetime) -> dict[str, Any]:
-    rows = [_end_values(f) for f in finishes]
+    rows = [_end_values(f, now) for f in finishes]
     params: dict[str, Any] = {key: [row[key] for row in rows] for key in rows[0]}
     params["now"] = now
     return params
 
 
-def _end_values(finish: _Finish) -> dict[str, Any]:
+def _end_values(finish: _Finish, now: datetime) -> dict[str, Any]:
     outcome = finish.end.outcome
     final = outcome in (AttemptOutcome.SUCCEEDED, AttemptOutcome.FAILED, AttemptOutcome.CANCELLED)
     succeeded = outcome is AttemptOutcome.SUCCEEDED
@@ -348,6 +366,6 @@ def _end_values(finish: _Finish) -> dict[str, Any]:
         "errors": finish.end.error,
         "tracebacks": finish.end.traceback,
         "results": json.dumps(finish.end.result) if succeeded and finish.end.result is not None else None,
-        "finished": utcnow() if final else None,
+        "finished": now if final else None,
         "etas": finish.end.eta if outcome is AttemptOutcome.RETRYING else None,
     }

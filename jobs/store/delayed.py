@@ -15,12 +15,13 @@ from typing import Any
 
 import dramatiq
 from dramatiq.common import q_name
-from sqlalchemy import Connection, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, String, delete, func, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from jobs.store.database import Database
 from jobs.store.models import DelayedMessageRow
+from jobs.store.steps import param, step
 
 
 @dataclass(frozen=True)
@@ -38,33 +39,42 @@ class HeldMessage:
         return cls(bound, due_at)
 
 
+#: A message held until it is due, replacing an earlier row of the same message.
+_held_insert = postgresql.insert(DelayedMessageRow).values(
+    message_id=param("held_id", String()),
+    queue=param("held_queue", String()),
+    due_at=param("held_due_at", DelayedMessageRow.due_at.type),
+    body=param("held_body", DelayedMessageRow.body.type),
+    created_at=param("now", DelayedMessageRow.created_at.type),
+)
+HOLD = step(
+    _held_insert.on_conflict_do_update(
+        index_elements=[DelayedMessageRow.message_id],
+        set_={
+            DelayedMessageRow.due_at: _held_insert.excluded.due_at,
+            DelayedMessageRow.body: _held_insert.excluded.body,
+            DelayedMessageRow.queue: _held_insert.excluded.queue,
+        },
+    )
+)
+
+
+def held_params(held: HeldMessage, now: datetime) -> dict[str, Any]:
+    return {
+        "held_id": held.message.message_id,
+        "held_queue": held.message.queue_name,
+        "held_due_at": held.due_at,
+        "held_body": held.message.encode(),
+        "now": now,
+    }
+
+
 def hold(executor: Session | Connection, *held: HeldMessage) -> None:
     """Add ``held`` to the executor's transaction (each replacing a row of the same message)."""
     if not held:
         return
-    dialect = executor.get_bind().dialect if isinstance(executor, Session) else executor.dialect
-    insert = (postgresql.insert if dialect.name == "postgresql" else sqlite.insert)(DelayedMessageRow)
     now = datetime.now(UTC)
-    executor.execute(
-        insert.on_conflict_do_update(
-            index_elements=[DelayedMessageRow.message_id],
-            set_={
-                "due_at": insert.excluded.due_at,
-                "body": insert.excluded.body,
-                "queue": insert.excluded.queue,
-            },
-        ),
-        [
-            {
-                "message_id": h.message.message_id,
-                "queue": h.message.queue_name,
-                "due_at": h.due_at,
-                "body": h.message.encode(),
-                "created_at": now,
-            }
-            for h in held
-        ],
-    )
+    executor.execute(HOLD.statement, [HOLD.core_params(held_params(h, now)) for h in held])
 
 
 class DelayedStore:

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from jobs.errors import JobNotFound
 from jobs.ids import is_uuid
-from jobs.status import JobStatus
+from jobs.status import Event, JobStatus, sources, target
 from jobs.store.database import Database
 from jobs.store.delayed import HeldMessage, hold
 from jobs.store.models import AttemptRow, DelayedMessageRow, JobRow
@@ -335,19 +335,18 @@ class JobStore:
         """``cancelled`` (it was waiting), ``requested`` (it is running: it stops at its next
         check), or the final status it already had."""
         now = utcnow()
-        waiting = [JobStatus.QUEUED.value, JobStatus.RETRYING.value]
         with self.db.session() as session:
             done = session.execute(
                 update(JobRow)
-                .where(JobRow.id == job_id, JobRow.status.in_(waiting))
-                .values(status=JobStatus.CANCELLED.value, finished_at=now, error="cancelled by an admin")
+                .where(JobRow.id == job_id, JobRow.status.in_(_values(sources(Event.CANCEL))))
+                .values(status=target(Event.CANCEL).value, finished_at=now, error="cancelled by an admin")
             )
             if done.rowcount:  # type: ignore[attr-defined]
                 session.execute(delete(DelayedMessageRow).where(DelayedMessageRow.message_id == job_id))
                 return "cancelled"
             asked = session.execute(
                 update(JobRow)
-                .where(JobRow.id == job_id, JobRow.status == JobStatus.RUNNING.value)
+                .where(JobRow.id == job_id, JobRow.status.in_(_values(sources(Event.REQUEST_CANCEL))))
                 .values(cancel_requested_at=now)
             )
             if asked.rowcount:  # type: ignore[attr-defined]
@@ -359,13 +358,12 @@ class JobStore:
 
     def reopen(self, job_id: str) -> JobInfo | None:
         """A failed or cancelled job back to ``queued`` (id, attempts and history kept), or ``None``."""
-        final = [JobStatus.FAILED.value, JobStatus.CANCELLED.value]
         with self.db.session() as session:
             row = session.scalars(
                 update(JobRow)
-                .where(JobRow.id == job_id, JobRow.status.in_(final))
+                .where(JobRow.id == job_id, JobRow.status.in_(_values(sources(Event.REOPEN))))
                 .values(
-                    status=JobStatus.QUEUED.value,
+                    status=target(Event.REOPEN).value,
                     error=None,
                     finished_at=None,
                     cancel_requested_at=None,
@@ -433,6 +431,10 @@ _INSERT_QUEUED_SQL = "INSERT INTO jobs ({}) VALUES ({})".format(
 )
 _INSERT_SENT_SQL = _INSERT_QUEUED_SQL + " ON CONFLICT (id) DO NOTHING"
 _COPY_QUEUED_SQL = "COPY jobs ({}) FROM STDIN".format(", ".join(_QUEUED_COLUMNS))
+
+
+def _values(statuses: frozenset[JobStatus]) -> list[str]:
+    return sorted(status.value for status in statuses)
 
 
 def _queued_row(job: NewJob, now: datetime) -> dict[str, Any]:

@@ -15,11 +15,13 @@ from typing import Any
 
 from sqlalchemy import String, and_, cast, exists, or_, select, update
 
-from jobs.status import AttemptOutcome, JobStatus
+from jobs.status import Event, JobStatus, sources, target
+from jobs.store import transitions
 from jobs.store.database import Database
 from jobs.store.delayed import HeldMessage, hold
 from jobs.store.jobs import utcnow
 from jobs.store.models import AttemptRow, DelayedMessageRow, JobRow
+from jobs.store.steps import through
 
 #: Rows looked at per sweep.
 SWEEP_LIMIT = 1000
@@ -89,8 +91,9 @@ class OrphanStore:
         now = utcnow()
         with self.db.session() as session:
             if orphan.status == JobStatus.RUNNING.value:
-                guard = and_(JobRow.status == JobStatus.RUNNING.value, JobRow.attempts == orphan.attempts)
-                values: dict[str, Any] = {"status": JobStatus.RETRYING.value, "error": _LOST, "eta": now}
+                lose = sorted(status.value for status in sources(Event.LOSE))
+                guard = and_(JobRow.status.in_(lose), JobRow.attempts == orphan.attempts)
+                values: dict[str, Any] = {"status": target(Event.LOSE).value, "error": _LOST, "eta": now}
             else:
                 guard = and_(
                     JobRow.status == JobStatus.QUEUED.value,
@@ -101,11 +104,9 @@ class OrphanStore:
             moved = session.execute(update(JobRow).where(JobRow.id == orphan.job_id, guard).values(**values))
             if not moved.rowcount:  # type: ignore[attr-defined]
                 return False
-            session.execute(
-                update(AttemptRow)
-                .where(AttemptRow.job_id == orphan.job_id, AttemptRow.finished_at.is_(None))
-                .values(outcome=AttemptOutcome.LOST.value, finished_at=now, error=_LOST)
-            )
+            # Every attempt still open is closed ``lost`` (the same write as a take-over's).
+            before = orphan.attempts + 1
+            transitions.mark_lost(through(session.connection()), orphan.job_id, before, now, error=_LOST)
             hold(session, held)
             return True
 

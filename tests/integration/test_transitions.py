@@ -1,0 +1,245 @@
+"""Each transition of the worker side, run against PostgreSQL, SQLite and the batching writer.
+
+The same assertions for every store: the single-row path on PostgreSQL, the same on SQLite
+(the demo), and the group-commit writer on PostgreSQL, so that they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dramatiq
+import pytest
+from sqlalchemy import select
+
+from jobs.status import AttemptOutcome
+from jobs.store import AttemptEnd, AttemptStore, Database, JobStore, NewJob, SeenMessage, WorkerIdentity
+from jobs.store.batched import BatchedAttemptStore
+from jobs.store.delayed import HeldMessage
+from jobs.store.migrate import upgrade
+from jobs.store.models import DelayedMessageRow
+
+pytestmark = [pytest.mark.integration]
+
+WORKER = WorkerIdentity(worker_id="test:1:abc", host="test", pid=1)
+
+
+@pytest.fixture(params=["postgresql", "sqlite", "batched"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AttemptStore]:
+    if request.param == "sqlite":
+        db = Database(f"sqlite:///{tmp_path / 'conveyor.db'}")
+        upgrade(db)
+    else:
+        db = Database(request.getfixturevalue("database_url"))
+    attempts = BatchedAttemptStore(db) if request.param == "batched" else AttemptStore(db)
+    yield attempts
+    attempts.close()
+    db.dispose()
+
+
+def seen(job_id: str | None = None) -> SeenMessage:
+    return SeenMessage(
+        job_id=job_id or str(uuid.uuid4()),
+        kind="noop",
+        queue="t.default",
+        payload={"sleep": 0},
+        max_retries=3,
+        created_at=datetime.now(UTC),
+    )
+
+
+def history(store: AttemptStore, job_id: str) -> list[tuple[int, str | None]]:
+    return [(a.attempt, a.outcome) for a in JobStore(store.db).attempts(job_id)]
+
+
+def test_a_job_seen_first_by_a_worker_gets_a_running_row_and_its_first_attempt(store: AttemptStore) -> None:
+    message = seen()
+
+    started = store.start(message, WORKER)
+
+    assert started is not None
+    assert (started.number, started.lost_runs) == (1, 0)
+    info = JobStore(store.db).get(message.job_id)
+    assert (info.status, info.attempts, info.kind, info.payload) == ("running", 1, "noop", {"sleep": 0})
+    assert info.started_at is not None
+    assert history(store, message.job_id) == [(1, None)]
+
+
+def test_a_queued_job_starts_and_a_retrying_one_starts_again(store: AttemptStore) -> None:
+    job_id = str(uuid.uuid4())
+    JobStore(store.db).create(NewJob(id=job_id, kind="noop", queue="t.default", payload={}, max_retries=3))
+    first = store.start(seen(job_id), WORKER)
+    assert first is not None
+    assert first.number == 1
+    eta = datetime.now(UTC) + timedelta(seconds=30)
+    store.finish(job_id, 1, AttemptEnd(AttemptOutcome.RETRYING, error="TransientError: x", eta=eta))
+    assert JobStore(store.db).get(job_id).eta == eta
+
+    second = store.start(seen(job_id), WORKER)
+
+    assert second is not None
+    assert (second.number, second.lost_runs) == (2, 0)
+    info = JobStore(store.db).get(job_id)
+    assert (info.status, info.attempts, info.eta, info.error) == ("running", 2, None, None)
+    assert history(store, job_id) == [(1, "retrying"), (2, None)]
+
+
+def test_a_running_job_is_not_started_a_second_time(store: AttemptStore) -> None:
+    message = seen()
+    assert store.start(message, WORKER) is not None
+
+    assert store.start(message, WORKER) is None
+    assert JobStore(store.db).get(message.job_id).attempts == 1
+    assert history(store, message.job_id) == [(1, None)]
+
+
+def test_a_take_over_starts_again_only_while_that_attempt_is_the_latest(store: AttemptStore) -> None:
+    message = seen()
+    assert store.start(message, WORKER) is not None
+
+    taken = store.start(message, WORKER, take_over=1)
+    assert store.start(message, WORKER, take_over=1) is None  # taken over already
+    assert store.start(message, WORKER, take_over=5) is None  # never its attempt
+
+    assert taken is not None
+    assert (taken.number, taken.lost_runs) == (2, 1)
+    assert history(store, message.job_id) == [(1, "lost"), (2, None)]
+    again = store.start(message, WORKER, take_over=2)
+    assert again is not None
+    assert (again.number, again.lost_runs) == (3, 2)  # every lost run counts towards giving up
+
+
+def test_a_finished_job_is_not_taken_over(store: AttemptStore) -> None:
+    message = seen()
+    assert store.start(message, WORKER) is not None
+    store.finish(message.job_id, 1, AttemptEnd(AttemptOutcome.SUCCEEDED, result={"ok": True}))
+
+    assert store.start(message, WORKER, take_over=1) is None
+    assert store.start(message, WORKER) is None
+    assert JobStore(store.db).get(message.job_id).status == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "status", "final"),
+    [
+        (AttemptOutcome.SUCCEEDED, "succeeded", True),
+        (AttemptOutcome.RETRYING, "retrying", False),
+        (AttemptOutcome.FAILED, "failed", True),
+        (AttemptOutcome.CANCELLED, "cancelled", True),
+        (AttemptOutcome.INTERRUPTED, "retrying", False),
+    ],
+)
+def test_each_end_moves_the_job_by_its_outcome(
+    store: AttemptStore, outcome: AttemptOutcome, status: str, final: bool
+) -> None:
+    message = seen()
+    assert store.start(message, WORKER) is not None
+    succeeded = outcome is AttemptOutcome.SUCCEEDED
+    eta = datetime.now(UTC) + timedelta(minutes=1) if outcome is AttemptOutcome.RETRYING else None
+    error = None if succeeded else f"{outcome.value}: x"
+    end = AttemptEnd(outcome, result={"n": 1} if succeeded else None, error=error, traceback=error, eta=eta)
+
+    assert store.finish(message.job_id, 1, end) is True
+
+    info = JobStore(store.db).get(message.job_id)
+    assert (info.status, info.attempts, info.error, info.eta) == (status, 1, error, eta)
+    assert info.result == ({"n": 1} if succeeded else None)
+    assert (info.finished_at is not None) is final
+    (attempt,) = JobStore(store.db).attempts(message.job_id)
+    assert (attempt.outcome, attempt.error, attempt.traceback) == (outcome.value, error, error)
+    assert attempt.finished_at is not None
+
+
+def test_an_end_of_a_stale_attempt_does_not_move_the_job(store: AttemptStore) -> None:
+    message = seen()
+    assert store.start(message, WORKER) is not None
+    assert store.start(message, WORKER, take_over=1) is not None
+
+    moved = store.finish(message.job_id, 1, AttemptEnd(AttemptOutcome.SUCCEEDED, result={}))
+
+    assert moved is False
+    info = JobStore(store.db).get(message.job_id)
+    assert (info.status, info.attempts, info.result) == ("running", 2, None)
+    # The stale attempt's own row says how it really ended.
+    assert history(store, message.job_id) == [(1, "succeeded"), (2, None)]
+
+
+def test_a_second_end_of_a_finished_attempt_does_not_move_the_job(store: AttemptStore) -> None:
+    message = seen()
+    assert store.start(message, WORKER) is not None
+    assert store.finish(message.job_id, 1, AttemptEnd(AttemptOutcome.SUCCEEDED, result={"n": 1})) is True
+
+    assert store.finish(message.job_id, 1, AttemptEnd(AttemptOutcome.FAILED, error="late")) is False
+    info = JobStore(store.db).get(message.job_id)
+    assert (info.status, info.result, info.error) == ("succeeded", {"n": 1}, None)
+
+
+def test_an_end_after_an_interruption_was_recorded_still_lands(store: AttemptStore) -> None:
+    message = seen()
+    assert store.start(message, WORKER) is not None
+    store.finish(message.job_id, 1, AttemptEnd(AttemptOutcome.INTERRUPTED, error="WorkerStopped: x"))
+
+    assert store.finish(message.job_id, 1, AttemptEnd(AttemptOutcome.SUCCEEDED, result={})) is True
+    assert JobStore(store.db).get(message.job_id).status == "succeeded"
+
+
+def test_a_retry_is_held_in_the_transaction_of_its_end(store: AttemptStore) -> None:
+    message = seen()
+    assert store.start(message, WORKER) is not None
+    due = datetime.now(UTC) + timedelta(hours=2)
+    retry = dramatiq.Message(
+        queue_name=message.queue, actor_name="noop", args=(), kwargs={}, options={}, message_id=message.job_id
+    )
+    end = AttemptEnd(AttemptOutcome.RETRYING, error="TransientError: x", eta=due)
+
+    assert store.finish(message.job_id, 1, end, held=HeldMessage.of(retry, due)) is True
+
+    with store.db.session() as session:
+        row = session.execute(
+            select(DelayedMessageRow.queue, DelayedMessageRow.due_at).where(
+                DelayedMessageRow.message_id == message.job_id
+            )
+        ).one()
+    assert row.queue == message.queue
+    assert row.due_at.replace(tzinfo=UTC) == due
+    assert JobStore(store.db).get(message.job_id).status == "retrying"
+
+
+def test_a_cancelled_job_does_not_start_and_a_reopened_one_does(store: AttemptStore) -> None:
+    jobs = JobStore(store.db)
+    job_id = str(uuid.uuid4())
+    jobs.create(NewJob(id=job_id, kind="noop", queue="t.default", payload={}, max_retries=3))
+
+    assert jobs.cancel(job_id) == "cancelled"
+    assert store.start(seen(job_id), WORKER) is None
+    assert jobs.reopen(job_id) is not None
+    assert jobs.reopen(job_id) is None  # queued already: nothing to reopen
+    started = store.start(seen(job_id), WORKER)
+
+    assert started is not None
+    assert started.number == 1
+    assert jobs.get(job_id).status == "running"
+
+
+def test_a_running_job_is_asked_to_stop_and_its_cancelled_end_can_be_reopened(store: AttemptStore) -> None:
+    jobs = JobStore(store.db)
+    message = seen()
+    assert store.start(message, WORKER) is not None
+    assert store.cancel_requested(message.job_id) is False
+
+    assert jobs.cancel(message.job_id) == "requested"
+    assert store.cancel_requested(message.job_id) is True
+    assert jobs.get(message.job_id).status == "running"
+    store.finish(message.job_id, 1, AttemptEnd(AttemptOutcome.CANCELLED, error="JobCancelled: x"))
+    assert jobs.cancel(message.job_id) == "cancelled"  # its final status already
+
+    reopened = jobs.reopen(message.job_id)
+    assert reopened is not None
+    assert (reopened.status, reopened.attempts, reopened.error) == ("queued", 1, None)
+    assert store.cancel_requested(message.job_id) is False
+    again = store.start(message, WORKER)
+    assert again is not None
+    assert again.number == 2
