@@ -244,6 +244,11 @@ def _job_id(item: _Write) -> str:
     return item.seen.job_id if isinstance(item, _Start) else item.job_id
 
 
+# The transitions of ``jobs/store/transitions.py`` (start, end), written over arrays so that a
+# batch is one statement each; their guards and targets come from the same table, and
+# ``tests/integration/test_transitions.py`` holds both to the same assertions.
+
+
 def _in(statuses: frozenset[JobStatus]) -> str:
     """A status guard's list, from the table of transitions (trusted constants, not input)."""
     return ", ".join(f"'{status.value}'" for status in sorted(statuses))
