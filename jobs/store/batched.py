@@ -6,16 +6,16 @@ detached (``finish_detached``): the thread goes on to its next message at once, 
 message is acknowledged when the batch carrying its end commits, so it is still acknowledged
 only after its outcome is stored (SPEC §6). The writer takes whatever has queued up while the
 previous batch was being written, and writes it with one statement for the starts and one for
-the ends, each committing by itself on the writer's own connection (``jobs/store/direct.py``):
-under load, one round trip serves many jobs; when idle, a write goes alone at once, adding no
-latency. The rare extras go through SQLAlchemy: an end that carries its retry's message (in
-one transaction with it), and closing the earlier runs of a job started again as ``lost``.
+the ends (the transitions of ``jobs/store/transitions.py``: no SQL of its own), each
+committing by itself on the writer's own connection (``jobs/store/direct.py``): under load,
+one round trip serves many jobs; when idle, a write goes alone at once, adding no latency.
+The rare extras go through SQLAlchemy: an end that carries its retry's message (in one
+transaction with it), and closing the earlier runs of a job started again as ``lost``.
 While PostgreSQL is unreachable, a detached end is kept by the writer and written again.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -27,10 +27,8 @@ from datetime import datetime
 from typing import Any
 
 from jobs.errors import ServiceUnavailable
-from jobs.status import END_EVENTS, AttemptOutcome, Event, JobStatus, sources, target
 from jobs.store import transitions
 from jobs.store.attempts import (
-    JOB_STATUS_AFTER,
     AttemptEnd,
     AttemptStore,
     SeenMessage,
@@ -204,16 +202,13 @@ class BatchedAttemptStore(AttemptStore):
         moved: set[str] = set()
         with connection.connect() as pg:
             if starts:
-                start = _statement(_START_SQL, _START_ONE_SQL, _start_values(starts, now))
-                rows = pg.execute(*start).fetchall()
+                rows = pg.execute(*_starts(starts, now)).fetchall()
                 numbers = {str(job_id): int(number) for job_id, number in rows}
             if plain:
-                ended = pg.execute(*_statement(_FINISH_SQL, _FINISH_ONE_SQL, _finish_values(plain, now)))
-                moved.update(str(job_id) for (job_id,) in ended.fetchall())
+                moved.update(str(job_id) for (job_id,) in pg.execute(*_ends(plain, now)).fetchall())
         if holding:
             with self.db.transaction() as sa:
-                ended_holding = sa.exec_driver_sql(_FINISH_SQL, _finish_values(holding, now))
-                moved.update(str(job_id) for (job_id,) in ended_holding)
+                moved.update(str(job_id) for (job_id,) in sa.exec_driver_sql(*_ends(holding, now)))
                 hold(sa, *(f.held for f in holding if f.held is not None))
         started = self._count_lost_runs(numbers, now)
         return [
@@ -244,133 +239,15 @@ def _job_id(item: _Write) -> str:
     return item.seen.job_id if isinstance(item, _Start) else item.job_id
 
 
-# The transitions of ``jobs/store/transitions.py`` (start, end), written over arrays so that a
-# batch is one statement each; their guards and targets come from the same table, and
-# ``tests/integration/test_transitions.py`` holds both to the same assertions.
+# The start and end transitions of ``jobs/store/transitions.py``, each one statement per batch
+# (over arrays; without them when a batch carries one job), compiled once at import.
 
 
-def _in(statuses: frozenset[JobStatus]) -> str:
-    """A status guard's list, from the table of transitions (trusted constants, not input)."""
-    return ", ".join(f"'{status.value}'" for status in sorted(statuses))
+def _starts(starts: Sequence[_Start], now: datetime) -> tuple[str, dict[str, Any]]:
+    rows = [transitions.start_values(s.seen, s.worker) for s in starts]
+    return transitions.START_BATCH.compiled(rows, now=now)
 
 
-_RUNNING = target(Event.START).value
-# Every end has the same guard: the job is still on this attempt, in a status an end may move.
-(_END_SOURCES,) = {sources(event) for event in END_EVENTS.values()}
-
-# A start inserts the job row ``running`` on first sight (a plain Dramatiq producer's message);
-# else it moves the row to ``running`` only from a startable status: the guard against a second run.
-_START_UPSERT = f"""ON CONFLICT (id) DO UPDATE
-        SET status = '{_RUNNING}', attempts = jobs.attempts + 1,
-            started_at = excluded.started_at, eta = NULL, error = NULL
-        WHERE jobs.status IN ({_in(sources(Event.START))})
-    RETURNING jobs.id, jobs.attempts"""
-
-# One statement per batch for the starts and one for the ends: rows travel as arrays (unnest),
-# so a batch costs two round trips however many jobs it carries, and each is prepared once.
-_START_SQL = f"""
-WITH up AS (
-    INSERT INTO jobs (id, kind, queue, status, payload, attempts, max_retries, created_at, started_at)
-    SELECT v.id, v.kind, v.queue, '{_RUNNING}', v.payload::jsonb, 1, v.max_retries, v.created_at, %(now)s
-    FROM unnest(%(ids)s::uuid[], %(kinds)s::text[], %(queues)s::text[], %(payloads)s::text[],
-                %(max_retries)s::int[], %(created)s::timestamptz[])
-         AS v(id, kind, queue, payload, max_retries, created_at)
-    {_START_UPSERT}
-)
-INSERT INTO job_attempts (job_id, attempt, worker, host, pid, started_at)
-SELECT up.id, up.attempts, w.worker, w.host, w.pid, %(now)s
-FROM up JOIN unnest(%(ids)s::uuid[], %(workers)s::text[], %(hosts)s::text[], %(pids)s::int[])
-             AS w(id, worker, host, pid) ON w.id = up.id
-RETURNING job_id::text, attempt
-"""
-
-_FINISH_SQL = f"""
-WITH v AS (
-    SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(outcomes)s::text[], %(statuses)s::text[],
-                         %(errors)s::text[], %(tracebacks)s::text[], %(results)s::text[],
-                         %(finished)s::timestamptz[], %(etas)s::timestamptz[])
-         AS v(id, attempt, outcome, status, error, traceback, result, finished_at, eta)
-), closed AS (
-    UPDATE job_attempts
-    SET outcome = v.outcome, finished_at = %(now)s, error = v.error, traceback = v.traceback
-    FROM v WHERE job_attempts.job_id = v.id AND job_attempts.attempt = v.attempt
-)
-UPDATE jobs SET status = v.status, error = v.error, result = v.result::jsonb,
-                finished_at = v.finished_at, eta = v.eta
-FROM v WHERE jobs.id = v.id AND jobs.attempts = v.attempt AND jobs.status IN ({_in(_END_SOURCES)})
-RETURNING jobs.id::text
-"""
-
-
-# The same statements for a single job: as often as not a batch carries one start or one end,
-# and without ``unnest`` PostgreSQL plans and runs it in about half the time (measured: 275 µs
-# of server CPU per job for both instead of 480), and psycopg dumps scalars, not arrays.
-_START_ONE_SQL = f"""
-WITH up AS (
-    INSERT INTO jobs (id, kind, queue, status, payload, attempts, max_retries, created_at, started_at)
-    VALUES (%(ids)s, %(kinds)s, %(queues)s, '{_RUNNING}', %(payloads)s::jsonb, 1, %(max_retries)s,
-            %(created)s, %(now)s)
-    {_START_UPSERT}
-)
-INSERT INTO job_attempts (job_id, attempt, worker, host, pid, started_at)
-SELECT up.id, up.attempts, %(workers)s, %(hosts)s, %(pids)s, %(now)s FROM up
-RETURNING job_id::text, attempt
-"""
-
-_FINISH_ONE_SQL = f"""
-WITH closed AS (
-    UPDATE job_attempts
-    SET outcome = %(outcomes)s, finished_at = %(now)s, error = %(errors)s, traceback = %(tracebacks)s
-    WHERE job_id = %(ids)s AND attempt = %(attempts)s
-)
-UPDATE jobs SET status = %(statuses)s, error = %(errors)s, result = %(results)s::jsonb,
-                finished_at = %(finished)s, eta = %(etas)s
-WHERE id = %(ids)s AND attempts = %(attempts)s AND status IN ({_in(_END_SOURCES)})
-RETURNING id::text
-"""
-
-
-def _statement(many: str, one: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The batch statement with its arrays, or the single-job one with their only elements."""
-    if len(params["ids"]) > 1:
-        return many, params
-    return one, {key: value[0] if isinstance(value, list) else value for key, value in params.items()}
-
-
-def _start_values(starts: Sequence[_Start], now: datetime) -> dict[str, Any]:
-    return {
-        "now": now,
-        "ids": [s.seen.job_id for s in starts],
-        "kinds": [s.seen.kind for s in starts],
-        "queues": [s.seen.queue for s in starts],
-        "payloads": [json.dumps(s.seen.payload) for s in starts],
-        "max_retries": [s.seen.max_retries for s in starts],
-        "created": [s.seen.created_at for s in starts],
-        "workers": [s.worker.worker_id for s in starts],
-        "hosts": [s.worker.host for s in starts],
-        "pids": [s.worker.pid for s in starts],
-    }
-
-
-def _finish_values(finishes: Sequence[_Finish], now: datetime) -> dict[str, Any]:
-    rows = [_end_values(f, now) for f in finishes]
-    params: dict[str, Any] = {key: [row[key] for row in rows] for key in rows[0]}
-    params["now"] = now
-    return params
-
-
-def _end_values(finish: _Finish, now: datetime) -> dict[str, Any]:
-    outcome = finish.end.outcome
-    final = outcome in (AttemptOutcome.SUCCEEDED, AttemptOutcome.FAILED, AttemptOutcome.CANCELLED)
-    succeeded = outcome is AttemptOutcome.SUCCEEDED
-    return {
-        "ids": finish.job_id,
-        "attempts": finish.attempt,
-        "outcomes": outcome.value,
-        "statuses": JOB_STATUS_AFTER[outcome].value,
-        "errors": finish.end.error,
-        "tracebacks": finish.end.traceback,
-        "results": json.dumps(finish.end.result) if succeeded and finish.end.result is not None else None,
-        "finished": now if final else None,
-        "etas": finish.end.eta if outcome is AttemptOutcome.RETRYING else None,
-    }
+def _ends(finishes: Sequence[_Finish], now: datetime) -> tuple[str, dict[str, Any]]:
+    rows = [transitions.end_values(f.job_id, f.attempt, f.end) for f in finishes]
+    return transitions.END_BATCH.compiled(rows, now=now)

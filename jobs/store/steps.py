@@ -3,23 +3,28 @@
 A :class:`Step` is a Core statement with the same compiled once to psycopg's SQL (its
 constants apart, as parameters). :func:`through` runs steps at once on a SQLAlchemy
 connection, PostgreSQL or SQLite; a runner on another connection only has to return
-something :class:`Written`-like, read once its transaction is done. The store's transitions
-(``jobs/store/transitions.py``) are written with these, once for every path.
+something :class:`Written`-like, read once its transaction is done. A statement built from
+:class:`Rows` serves one job or a batch (:func:`batch` compiles both, for a psycopg
+connection). The store's transitions (``jobs/store/transitions.py``) are written with these,
+once for every path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import JSON, Connection, bindparam
+from sqlalchemy import ARRAY, JSON, Connection, Text, bindparam, cast, column, func, literal, select
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
+from sqlalchemy.sql import ColumnElement, Insert
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import BindParameter
 
 _PSYCOPG = psycopg_dialect.dialect()  # type: ignore[no-untyped-call]
+_Insert = TypeVar("_Insert", bound=Insert)
 
 
 @dataclass(frozen=True)
@@ -97,3 +102,90 @@ def through(connection: Connection) -> Run:
 def param(name: str, type_: Any) -> BindParameter[Any]:
     """A parameter the caller supplies (named apart from any column: SQLAlchemy reserves those)."""
     return bindparam(name, type_=type_, required=True)
+
+
+# ---------------------------------------------------------------- row sources
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Where a statement's rows come from, so that one definition serves one job and a batch.
+
+    ``c`` names a column expression per value: one job's bound parameter, or that column of
+    an ``unnest`` of arrays (one element per job, the same names, one statement per batch).
+    ``JSON`` values of a batch travel as text, cast back in the statement.
+    """
+
+    c: Mapping[str, ColumnElement[Any]]
+    #: Whether the rows are a batch's arrays (else one job's parameters).
+    batch: bool
+
+    def insert(self, statement: _Insert, values: Mapping[str, Any]) -> _Insert:
+        """``statement`` inserting ``values`` (column name → expression): ``VALUES`` for one
+        job (no ``SELECT``: SQLite's upsert would need a ``WHERE`` to parse it), else ``SELECT``."""
+        if not self.batch:
+            return statement.values(dict(values))
+        return statement.from_select(list(values), select(*(literal_of(v) for v in values.values())))
+
+
+def literal_of(value: Any) -> ColumnElement[Any]:
+    return value if isinstance(value, ColumnElement) else literal(value)
+
+
+def one_row(columns: Mapping[str, Any], *, scalars: Mapping[str, Any]) -> Rows:
+    """One job's values as bound parameters."""
+    return Rows({name: param(name, type_) for name, type_ in {**columns, **scalars}.items()}, batch=False)
+
+
+def unnested(columns: Mapping[str, Any], *, scalars: Mapping[str, Any], once: bool = False) -> Rows:
+    """A batch's values as arrays, ``unnest``-ed side by side; ``scalars`` stay one parameter."""
+    types = {name: Text() if isinstance(type_, JSON) else type_ for name, type_ in columns.items()}
+    arrays = func.unnest(*(param(name, ARRAY(type_)) for name, type_ in types.items()))
+    rows: Any = arrays.table_valued(*(column(name, type_) for name, type_ in types.items())).render_derived(
+        name="v"
+    )
+    if once:
+        rows = select(rows).cte("v")
+    c: dict[str, ColumnElement[Any]] = {
+        name: cast(rows.c[name], columns[name]) if isinstance(columns[name], JSON) else rows.c[name]
+        for name in columns
+    }
+    c.update((name, param(name, type_)) for name, type_ in scalars.items())
+    return Rows(c, batch=True)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A statement compiled twice for the writer: for one job, and over arrays for many."""
+
+    one: Step
+    many: Step
+    #: The per-job values (the rest, such as ``now``, are one for the batch).
+    columns: frozenset[str]
+    #: Per-job values that carry JSON: a batch sends them as text.
+    json: frozenset[str]
+
+    def compiled(self, rows: Sequence[Mapping[str, Any]], **scalars: Any) -> tuple[str, dict[str, Any]]:
+        """The SQL and psycopg parameters for ``rows`` (without ``unnest`` when there is one)."""
+        if len(rows) == 1:
+            return self.one.sql, self.one.psycopg_params({**rows[0], **scalars})
+        arrays: dict[str, Any] = {name: [row[name] for row in rows] for name in self.columns}
+        for name in self.json:
+            arrays[name] = [None if value is None else json.dumps(value) for value in arrays[name]]
+        return self.many.sql, self.many.psycopg_params({**arrays, **scalars})
+
+
+def batch(
+    build: Callable[[Rows], Executable],
+    columns: Mapping[str, Any],
+    *,
+    scalars: Mapping[str, Any],
+    once: bool = False,
+) -> Batch:
+    """``build``'s statement, compiled for one job's parameters and for a batch's arrays."""
+    return Batch(
+        one=step(build(one_row(columns, scalars=scalars))),
+        many=step(build(unnested(columns, scalars=scalars, once=once))),
+        columns=frozenset(columns),
+        json=frozenset(name for name, type_ in columns.items() if isinstance(type_, JSON)),
+    )

@@ -2,15 +2,18 @@
 
 A transition is a few statements run in one transaction, each built once with SQLAlchemy
 Core, its guard (``WHERE status IN …``) and its target taken from ``jobs.status.TRANSITIONS``
-(``jobs/store/steps.py`` compiles each for psycopg too). A write takes a ``Run``, runs its
-statements in the caller's transaction, and returns a function that reads its result once
-that transaction is done: the single-row path and the SQLite demo run them through a
-SQLAlchemy connection (``AttemptStore``), and the table's guards are the batching writer's
-too (``jobs/store/batched.py``).
+(``jobs/store/steps.py`` compiles each for psycopg too). Each statement is built by one
+function from a row source (``steps.Rows``): one job's bound parameters, or a batch's arrays
+under ``unnest``. The single-row path and the SQLite demo run them one statement at a time
+through a SQLAlchemy connection (``AttemptStore``): a write takes a ``Run`` and returns a
+function that reads its result once the transaction is done. The batching writer
+(``jobs/store/batched.py``) runs the same builders joined in a ``WITH`` (PostgreSQL only):
+one statement per batch for the starts (:data:`START_BATCH`) and one for the ends
+(:data:`END_BATCH`), each also compiled without ``unnest`` for a batch of one job.
 
-No statement takes its parameters from an earlier one's result, so that the statements of
-many writes could be sent without waiting: an attempt row is opened from the job row that
-the start just moved (read back in the same transaction), not from a returned number.
+In the single-row path no statement takes its parameters from an earlier one's result: an
+attempt row is opened from the job row that the start just moved (read back in the same
+transaction), not from a returned number.
 """
 
 from __future__ import annotations
@@ -20,15 +23,30 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String, and_, exists, func, insert, literal, null, select, update
+from sqlalchemy import (
+    JSON,
+    Integer,
+    String,
+    Text,
+    and_,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql import ColumnElement, FromClause, Insert, Update
 
 from jobs.status import END_EVENTS, AttemptOutcome, Event, JobStatus, sources, target
 from jobs.store.delayed import HOLD, HeldMessage, held_params
 from jobs.store.models import AttemptRow, JobRow
-from jobs.store.steps import Run, Step, param, step
+from jobs.store.steps import Rows, Run, batch, one_row, param, step
 
 
 @dataclass(frozen=True)
@@ -75,70 +93,124 @@ class AttemptEnd:
 _JSON_OR_NULL = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
-def _status_in(statuses: Collection[JobStatus]) -> ColumnElement[bool]:
+def _one_of(
+    value: ColumnElement[str] | InstrumentedAttribute[str], choices: Collection[str]
+) -> ColumnElement[bool]:
     # Literals, not an expanding IN: the statement compiles once to plain SQL.
-    return JobRow.status.in_([literal(status.value, String) for status in sorted(statuses)])
+    return value.in_([literal(choice, String) for choice in sorted(choices)])
+
+
+def _status_in(statuses: Collection[JobStatus]) -> ColumnElement[bool]:
+    return _one_of(JobRow.status, [status.value for status in statuses])
 
 
 # ---------------------------------------------------------------- start
 
+#: A start's per-job values (``now`` is one for the whole write).
+START_COLUMNS: dict[str, Any] = {
+    "job": JobRow.id.type,
+    "job_kind": JobRow.kind.type,
+    "job_queue": JobRow.queue.type,
+    "job_payload": JobRow.payload.type,
+    "job_max_retries": Integer(),
+    "job_created_at": JobRow.created_at.type,
+    "worker_id": String(),
+    "worker_host": String(),
+    "worker_pid": Integer(),
+}
+_NOW = {"now": JobRow.started_at.type}
 
-def _start_statement(event: Event) -> Step:
+
+def _upsert_job(rows: Rows, event: Event) -> Insert:
     """The job row ``running``: inserted on first sight, else moved when the event allows it."""
-    insert_ = postgresql.insert(JobRow).values(
-        id=param("job", JobRow.id.type),
-        kind=param("job_kind", JobRow.kind.type),
-        queue=param("job_queue", JobRow.queue.type),
-        status=target(Event.START).value,
-        payload=param("job_payload", JobRow.payload.type),
-        attempts=1,
-        max_retries=param("job_max_retries", Integer()),
-        created_at=param("job_created_at", JobRow.created_at.type),
-        started_at=param("now", JobRow.started_at.type),
+    c = rows.c
+    insert_ = rows.insert(
+        postgresql.insert(JobRow),
+        {
+            "id": c["job"],
+            "kind": c["job_kind"],
+            "queue": c["job_queue"],
+            "status": target(Event.START).value,
+            "payload": c["job_payload"],
+            "attempts": 1,
+            "max_retries": c["job_max_retries"],
+            "created_at": c["job_created_at"],
+            "started_at": c["now"],
+        },
     )
     guard = _status_in(sources(event))
     if event is Event.TAKE_OVER:  # only while the attempt whose worker is gone is still the latest
         guard = and_(guard, JobRow.attempts == param("take_over", Integer()))
-    return step(
-        insert_.on_conflict_do_update(
-            index_elements=[JobRow.id],
-            set_={
-                JobRow.status: target(event).value,
-                JobRow.attempts: JobRow.attempts + 1,
-                JobRow.started_at: insert_.excluded.started_at,
-                JobRow.eta: null(),
-                JobRow.error: null(),
-            },
-            where=guard,
+    return insert_.on_conflict_do_update(
+        index_elements=[JobRow.id],
+        set_={
+            JobRow.status: target(event).value,
+            JobRow.attempts: JobRow.attempts + 1,
+            JobRow.started_at: insert_.excluded.started_at,
+            JobRow.eta: null(),
+            JobRow.error: null(),
+        },
+        where=guard,
+    )
+
+
+def _open_attempt(rows: Rows, moved: FromClause, *where: ColumnElement[bool]) -> Insert:
+    """The attempt row of each job in ``moved`` (id, attempts): the jobs this start moved."""
+    c = rows.c
+    return (
+        insert(AttemptRow)
+        .from_select(
+            ["job_id", "attempt", "worker", "host", "pid", "started_at"],
+            select(
+                moved.c.id, moved.c.attempts, c["worker_id"], c["worker_host"], c["worker_pid"], c["now"]
+            ).where(moved.c.id == c["job"], *where),
         )
+        .returning(AttemptRow.job_id, AttemptRow.attempt)
     )
 
 
-START = _start_statement(Event.START)
-TAKE_OVER = _start_statement(Event.TAKE_OVER)
+def _start_at_once(rows: Rows) -> Insert:
+    """A start in one statement (PostgreSQL): the attempts opened from the upsert's own rows."""
+    moved = _upsert_job(rows, Event.START).returning(JobRow.id, JobRow.attempts).cte("moved")
+    return _open_attempt(rows, moved).add_cte(moved)
 
-#: The attempt row of a start that moved the job: the job is ``running`` since this very
-#: start (``started_at``) and has no row yet for its attempt number.
+
+_ONE = one_row(START_COLUMNS, scalars=_NOW)
+START = step(_upsert_job(_ONE, Event.START))
+TAKE_OVER = step(_upsert_job(_ONE, Event.TAKE_OVER))
+
+#: The attempt row of a start that moved the job, in a statement of its own (SQLite has no
+#: writes in ``WITH``): the job is ``running`` since this very start (``started_at``) and has
+#: no row yet for its attempt number.
+_JOBS = JobRow.__table__
 OPEN_ATTEMPT = step(
-    insert(AttemptRow)
-    .from_select(
-        ["job_id", "attempt", "worker", "host", "pid", "started_at"],
-        select(
-            JobRow.id,
-            JobRow.attempts,
-            param("worker_id", String()),
-            param("worker_host", String()),
-            param("worker_pid", Integer()),
-            param("now", JobRow.started_at.type),
-        ).where(
-            JobRow.id == param("job", JobRow.id.type),
-            JobRow.status == target(Event.START).value,
-            JobRow.started_at == param("now", JobRow.started_at.type),
-            ~exists().where(AttemptRow.job_id == JobRow.id, AttemptRow.attempt == JobRow.attempts),
-        ),
+    _open_attempt(
+        _ONE,
+        _JOBS,
+        JobRow.status == target(Event.START).value,
+        JobRow.started_at == _ONE.c["now"],
+        ~exists().where(AttemptRow.job_id == JobRow.id, AttemptRow.attempt == JobRow.attempts),
     )
-    .returning(AttemptRow.attempt)
 )
+
+#: The same start for the batching writer: one statement for a batch (each row's job id and
+#: attempt number returned for those that started).
+START_BATCH = batch(_start_at_once, START_COLUMNS, scalars=_NOW)
+
+
+def start_values(seen: SeenMessage, worker: WorkerIdentity) -> dict[str, Any]:
+    """A start's per-job values (:data:`START_COLUMNS`)."""
+    return {
+        "job": seen.job_id,
+        "job_kind": seen.kind,
+        "job_queue": seen.queue,
+        "job_payload": seen.payload,
+        "job_max_retries": seen.max_retries,
+        "job_created_at": seen.created_at,
+        "worker_id": worker.worker_id,
+        "worker_host": worker.host,
+        "worker_pid": worker.pid,
+    }
 
 
 def start(
@@ -146,22 +218,10 @@ def start(
 ) -> Callable[[], int | None]:
     """Move the job to ``running`` and open its attempt row; reads the attempt's number (None
     when the job must not start: finished, cancelled, running, or moved since ``take_over``)."""
-    params = {
-        "job": seen.job_id,
-        "job_kind": seen.kind,
-        "job_queue": seen.queue,
-        "job_payload": seen.payload,
-        "job_max_retries": seen.max_retries,
-        "job_created_at": seen.created_at,
-        "now": now,
-        "take_over": take_over,
-        "worker_id": worker.worker_id,
-        "worker_host": worker.host,
-        "worker_pid": worker.pid,
-    }
+    params = {**start_values(seen, worker), "now": now, "take_over": take_over}
     run(START if take_over is None else TAKE_OVER, params)
     opened = run(OPEN_ATTEMPT, params)
-    return lambda: next((int(row[0]) for row in opened.rows()), None)
+    return lambda: next((int(row[1]) for row in opened.rows()), None)
 
 
 # ---------------------------------------------------------------- lost runs
@@ -203,43 +263,83 @@ def mark_lost(
 
 # ---------------------------------------------------------------- end
 
-CLOSE_ATTEMPT = step(
-    update(AttemptRow)
-    .where(
-        AttemptRow.job_id == param("job", AttemptRow.job_id.type),
-        AttemptRow.attempt == param("number", Integer()),
-    )
-    .values(
-        outcome=param("end_outcome", String()),
-        finished_at=param("now", AttemptRow.finished_at.type),
-        error=param("end_error", String()),
-        traceback=param("end_traceback", String()),
-    )
-)
+#: An end's per-job values (``now`` is one for the whole write).
+END_COLUMNS: dict[str, Any] = {
+    "job": JobRow.id.type,
+    "number": Integer(),
+    "end_outcome": String(),
+    "end_error": Text(),
+    "end_traceback": Text(),
+    "end_result": _JSON_OR_NULL,
+    "end_eta": JobRow.eta.type,
+}
+_FINISHED = {AttemptRow.finished_at.key: AttemptRow.finished_at.type}
+# Every end has the same guard: the job is still on this attempt, in a status an end may move.
+(_END_SOURCES,) = {sources(event) for event in END_EVENTS.values()}
 
 
-def _end_statement(event: Event) -> Step:
-    """The job moved by its attempt's end, only while that attempt is its latest."""
-    final = target(event).is_final
-    return step(
-        update(JobRow)
-        .where(
-            JobRow.id == param("job", JobRow.id.type),
-            JobRow.attempts == param("number", Integer()),
-            _status_in(sources(event)),
-        )
+def _close_attempt(rows: Rows) -> Update:
+    c = rows.c
+    return (
+        update(AttemptRow)
+        .where(AttemptRow.job_id == c["job"], AttemptRow.attempt == c["number"])
         .values(
-            status=target(event).value,
-            error=param("end_error", String()),
-            result=param("end_result", _JSON_OR_NULL) if event is Event.SUCCEED else null(),
-            finished_at=param("now", JobRow.finished_at.type) if final else null(),
-            eta=param("end_eta", JobRow.eta.type) if event is Event.RETRY else null(),
+            outcome=c["end_outcome"], finished_at=c["now"], error=c["end_error"], traceback=c["end_traceback"]
         )
     )
 
 
-#: One statement per outcome, its target status and guard from the table.
-END_JOB = {outcome: _end_statement(event) for outcome, event in END_EVENTS.items()}
+def _outcomes(events: Callable[[Event], bool]) -> list[str]:
+    return list(outcome.value for outcome, event in END_EVENTS.items() if events(event))
+
+
+def _end_job(rows: Rows) -> Update:
+    """The job moved by its attempt's end, only while that attempt is its latest: the target
+    status, and which values an end keeps, by outcome from the table."""
+    c = rows.c
+    outcome = c["end_outcome"]
+    return (
+        update(JobRow)
+        .where(JobRow.id == c["job"], JobRow.attempts == c["number"], _status_in(_END_SOURCES))
+        .values(
+            status=case(
+                {literal(o.value): literal(target(e).value) for o, e in END_EVENTS.items()}, value=outcome
+            ),
+            error=c["end_error"],
+            result=case((outcome == AttemptOutcome.SUCCEEDED.value, c["end_result"]), else_=null()),
+            finished_at=case(
+                (_one_of(outcome, _outcomes(lambda e: target(e).is_final)), c["now"]), else_=null()
+            ),
+            eta=case((_one_of(outcome, _outcomes(lambda e: e is Event.RETRY)), c["end_eta"]), else_=null()),
+        )
+    )
+
+
+def _end_at_once(rows: Rows) -> Update:
+    """An end in one statement (PostgreSQL): the attempt closed in a ``WITH`` beside the job's move;
+    returns the ids of the jobs that moved."""
+    closed = _close_attempt(rows).cte("closed")
+    return _end_job(rows).add_cte(closed).returning(JobRow.id)
+
+
+_ONE_END = one_row(END_COLUMNS, scalars=_NOW)
+CLOSE_ATTEMPT = step(_close_attempt(_ONE_END))
+END_JOB = step(_end_job(_ONE_END))
+#: The same end for the batching writer: one statement for a batch.
+END_BATCH = batch(_end_at_once, END_COLUMNS, scalars=_NOW, once=True)
+
+
+def end_values(job_id: str, attempt: int, ending: AttemptEnd) -> dict[str, Any]:
+    """An end's per-job values (:data:`END_COLUMNS`)."""
+    return {
+        "job": job_id,
+        "number": attempt,
+        "end_outcome": ending.outcome.value,
+        "end_error": ending.error,
+        "end_traceback": ending.traceback,
+        "end_result": ending.result,
+        "end_eta": ending.eta,
+    }
 
 
 def end(
@@ -247,18 +347,9 @@ def end(
 ) -> Callable[[], bool]:
     """Close the attempt and move the job on, with the retry's held message if any; reads whether
     the job moved (not when a newer attempt has started meanwhile)."""
-    params = {
-        "job": job_id,
-        "number": attempt,
-        "end_outcome": ending.outcome.value,
-        "now": now,
-        "end_error": ending.error,
-        "end_traceback": ending.traceback,
-        "end_result": ending.result,
-        "end_eta": ending.eta,
-    }
+    params = {**end_values(job_id, attempt, ending), "now": now}
     run(CLOSE_ATTEMPT, params)
-    moved = run(END_JOB[ending.outcome], params)
+    moved = run(END_JOB, params)
     if held is not None:
         run(HOLD, held_params(held, now))
     return lambda: moved.count() > 0

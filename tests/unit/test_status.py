@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy.dialects import sqlite
 
@@ -19,6 +21,7 @@ from jobs.status import (
 )
 from jobs.store import transitions
 from jobs.store.delayed import HOLD
+from jobs.store.steps import Step
 
 S = JobStatus
 
@@ -89,14 +92,41 @@ def test_a_start_statement_guards_with_the_table(event: Event) -> None:
     assert "WHERE jobs.status IN" in statement.sql
 
 
-@pytest.mark.parametrize("outcome", list(END_EVENTS))
-def test_an_end_statement_moves_to_the_tables_target_under_its_guard(outcome: AttemptOutcome) -> None:
-    statement = transitions.END_JOB[outcome]
-    event = END_EVENTS[outcome]
-    assert statement.constants["status"] == target(event).value
-    guard = {value for name, value in statement.constants.items() if name.startswith("param_")}
-    assert guard == {status.value for status in sources(event)}
-    assert "jobs.attempts = %(number)s" in statement.sql
+_WHEN = re.compile(r"WHEN %\((\w+)\)s::VARCHAR THEN %\((\w+)\)s::VARCHAR")
+_GUARD = re.compile(r"jobs\.status IN \(((?:%\(\w+\)s::VARCHAR(?:, )?)+)\)")
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [transitions.END_JOB, transitions.END_BATCH.one, transitions.END_BATCH.many],
+    ids=["single-row", "batch-of-one", "batch"],
+)
+def test_an_end_statement_moves_to_the_tables_target_under_its_guard(statement: Step) -> None:
+    moves = {statement.constants[a]: statement.constants[b] for a, b in _WHEN.findall(statement.sql)}
+    assert moves == {outcome.value: target(event).value for outcome, event in END_EVENTS.items()}
+    (guard,) = _GUARD.findall(statement.sql)
+    names = re.findall(r"%\((\w+)\)s", guard)
+    assert {statement.constants[name] for name in names} == {s.value for s in sources(Event.SUCCEED)}
+    assert all(sources(event) == sources(Event.SUCCEED) for event in END_EVENTS.values())
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [transitions.START, transitions.START_BATCH.one, transitions.START_BATCH.many],
+    ids=["single-row", "batch-of-one", "batch"],
+)
+def test_the_batching_writer_starts_with_the_same_upsert(statement: Step) -> None:
+    (guard,) = _GUARD.findall(statement.sql)
+    names = re.findall(r"%\((\w+)\)s", guard)
+    assert {statement.constants[name] for name in names} == {s.value for s in sources(Event.START)}
+    assert "ON CONFLICT (id) DO UPDATE" in statement.sql
+
+
+def test_a_batch_is_one_statement_over_arrays_and_one_job_goes_without() -> None:
+    for batch in (transitions.START_BATCH, transitions.END_BATCH):
+        assert batch.many.sql.count("unnest(") >= 1
+        assert "unnest(" not in batch.one.sql
+        assert batch.one.sql.startswith("WITH ")
 
 
 def test_every_statement_compiles_for_sqlite_too() -> None:
@@ -107,7 +137,7 @@ def test_every_statement_compiles_for_sqlite_too() -> None:
         transitions.MARK_LOST,
         transitions.COUNT_LOST,
         transitions.CLOSE_ATTEMPT,
-        *transitions.END_JOB.values(),
+        transitions.END_JOB,
         HOLD,
     ]
     for step in steps:
