@@ -29,7 +29,7 @@ logger = logging.getLogger("conveyor.lifecycle")
 _ATTEMPT = "conveyor_attempt"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Attempt:
     """One delivery of a Conveyor job's message, from its start in the store to its end."""
 
