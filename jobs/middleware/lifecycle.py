@@ -16,13 +16,14 @@ from jobs.middleware.delayed import Delayed
 from jobs.middleware.inflight import InFlight
 from jobs.middleware.lostruns import LostRuns
 from jobs.middleware.recording import Recording, describe_error
-from jobs.middleware.settle import Settle
+from jobs.middleware.settle import SETTLE_TIMEOUT, Settle
 from jobs.middleware.state import InFlightJobs
-from jobs.middleware.takeover import TakeOver
+from jobs.middleware.takeover import RECHECKS_OPTION, TakeOver
 from jobs.store import AttemptStore, WorkerIdentity
 from jobs.store.delayed import DelayedStore
 
-__all__ = ["Lifecycle", "describe_error"]
+# The names this module had before the split, for code that imports them from here.
+__all__ = ["RECHECKS_OPTION", "SETTLE_TIMEOUT", "Lifecycle", "describe_error"]
 
 
 @dataclass(frozen=True)
