@@ -74,8 +74,8 @@ def worker_middleware(lifecycle: Lifecycle, heartbeat: Heartbeat | None = None) 
       started, whose job keeps killing its workers.
     - ``Retries`` last: its ``after_process_message`` runs first, so the recorder stores its
       decision (``retrying`` with the retry's eta, or ``failed`` once dead-lettered).
-    - ``Settle`` and ``Delayed`` hook only into the consumer thread (its shutdown, delayed
-      messages); placed ahead of the job middleware, they never see a job's hooks first.
+    - ``Settle`` and ``Delayed`` use no job hooks (a consumer thread's shutdown, ``.DQ``
+      messages, the broker's hold sink): where they sit changes nothing for a job.
     """
     return [
         *([heartbeat] if heartbeat is not None else []),
