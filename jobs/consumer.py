@@ -10,9 +10,10 @@ So each message here remembers the consumer that delivered it: ``StaleDeliveries
 (``jobs/middleware/stale.py``) skips a message whose channel is gone, and ``ack``/``nack`` drop
 a message another consumer delivered.
 
-A message can also carry the pending write of its job's end (``ack_after``): the lifecycle
-does not make its worker thread wait for that commit, so the ack or nack is sent when it
-lands, and not at all if the end could not be stored (RabbitMQ then delivers it again).
+A message can also carry the pending write of its job's end (``ack_after``): the recorder
+(``jobs/middleware/recording.py``) does not make its worker thread wait for that commit, so
+the ack or nack is sent when it lands, and not at all if the end could not be stored
+(RabbitMQ then delivers it again).
 """
 
 from __future__ import annotations

@@ -11,12 +11,12 @@ from typing import Any
 
 @dataclass
 class JobContext:
-    """What a job may know about its own run: set by the lifecycle middleware per attempt."""
+    """What a job may know about its own run: set per attempt by the job middleware (``InFlightJobs``)."""
 
     job_id: str
     kind: str
     attempt: int
-    #: The job's return value, handed back to the lifecycle middleware (see ``jobs.actors``).
+    #: The job's return value, handed to the recording middleware (see ``jobs.actors``).
     result: dict[str, Any] | None = field(default=None, repr=False)
     #: Asks the store whether an admin cancelled this running job.
     cancel_check: Callable[[], bool] | None = field(default=None, repr=False)

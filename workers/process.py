@@ -132,7 +132,7 @@ def run_worker_process(
         dispatcher.stop()
         dispatcher.join(timeout=10)
     # Jobs that outlived the timeout: their messages go back to RabbitMQ as this process exits.
-    stack.lifecycle.interrupt_in_flight(f"still running after the {shutdown_timeout:g} s shutdown timeout")
+    stack.lifecycle.in_flight.interrupt(f"still running after the {shutdown_timeout:g} s shutdown timeout")
     stack.stopping.set()
     stack.close()
     logger.info("worker %s stopped", stack.identity.worker_id)
@@ -156,6 +156,6 @@ def _start_dispatcher(stack: WorkerStack) -> Dispatcher | None:
 
 def _stop_now(stack: WorkerStack, reason: str, code: int) -> None:
     """Record what is running as interrupted and leave: RabbitMQ takes the unacknowledged messages back."""
-    stack.lifecycle.interrupt_in_flight(reason)
+    stack.lifecycle.in_flight.interrupt(reason)
     logging.shutdown()
     os._exit(code)

@@ -61,13 +61,21 @@ class WorkerStack:
 
 
 def worker_middleware(lifecycle: Lifecycle, heartbeat: Heartbeat | None = None) -> list[Middleware]:
-    """Dramatiq's defaults with the lifecycle recorder, and the heartbeat when given.
+    """Dramatiq's defaults with Conveyor's job middleware, and the heartbeat when given.
 
-    Order matters: Dramatiq runs ``after_*`` hooks in reverse order, so ``Lifecycle``
-    sits before ``Retries`` to record the decision ``Retries`` made (retry, or
-    dead-letter) once it is made. ``Heartbeat`` comes first so that it counts every
-    message before another middleware may skip it; ``StaleDeliveries`` next, so that a
-    message whose channel has closed runs nothing.
+    Dramatiq runs ``before_*`` hooks in this order and ``after_*`` hooks in reverse, so:
+
+    - ``Heartbeat`` first: it counts every message as busy before another middleware may skip it.
+    - ``StaleDeliveries`` next: a message whose channel has closed runs nothing and records nothing.
+    - ``InFlight`` before ``Recording``: it lets go of a job only after the recorder has handed
+      its end over (and after any skip), so a job is never idle in between, nor left behind.
+    - ``Recording`` starts the attempt; ``TakeOver`` after it looks at a start the store refused
+      (a copy of a running job's message); ``LostRuns`` after both fails an attempt, however it
+      started, whose job keeps killing its workers.
+    - ``Retries`` last: its ``after_process_message`` runs first, so the recorder stores its
+      decision (``retrying`` with the retry's eta, or ``failed`` once dead-lettered).
+    - ``Settle`` and ``Delayed`` use no job hooks (a consumer thread's shutdown, ``.DQ``
+      messages, the broker's hold sink): where they sit changes nothing for a job.
     """
     return [
         *([heartbeat] if heartbeat is not None else []),
@@ -78,7 +86,12 @@ def worker_middleware(lifecycle: Lifecycle, heartbeat: Heartbeat | None = None) 
         Callbacks(),
         Pipelines(),
         CurrentMessage(),
-        lifecycle,
+        lifecycle.settle,
+        lifecycle.delayed,
+        lifecycle.in_flight,
+        lifecycle.recording,
+        lifecycle.take_over,
+        lifecycle.lost_runs,
         Retries(),
     ]
 
@@ -86,7 +99,7 @@ def worker_middleware(lifecycle: Lifecycle, heartbeat: Heartbeat | None = None) 
 def build_worker_stack(
     settings: Settings, *, threads: int, db: Database | None = None, replica: Replica | None = None
 ) -> WorkerStack:
-    """A broker carrying the lifecycle middleware and every kind's actor.
+    """A broker carrying the job middleware and every kind's actor.
 
     ``replica`` is the ``conveyor worker`` this process belongs to (by default a replica of
     its own); its heartbeat goes to Redis, except on ``memory://`` (the demo has no Redis).
@@ -110,7 +123,7 @@ def build_worker_stack(
         )
     # Group commit on PostgreSQL: the writes of all this process's threads share transactions.
     attempts = BatchedAttemptStore(db) if db.dialect == "postgresql" else AttemptStore(db)
-    lifecycle = Lifecycle(
+    lifecycle = Lifecycle.build(
         attempts,
         identity,
         stopping=stopping,
@@ -120,7 +133,7 @@ def build_worker_stack(
     broker = build_broker(settings, worker_middleware(lifecycle, heartbeat))
     if isinstance(broker, ConveyorRabbitmqBroker):
         # Retries and delayed messages wait in PostgreSQL, not in this process's memory.
-        broker.hold = lifecycle.hold
+        broker.hold = lifecycle.delayed.hold
     declare_actors(broker, services)
     services.producer = Client(settings, broker=broker, db=db)
     return WorkerStack(

@@ -1,0 +1,149 @@
+"""Recording middleware: the start and the end of every attempt of a job, in the store.
+
+A worker thread waits for the commit of its job's start (the guard against running a job
+twice), not for that of its end: the end is handed to the store detached, and the message is
+acknowledged or rejected when that write lands (``jobs.consumer.ack_after``), so only after its
+outcome is committed.
+
+Placed before ``Retries``: Dramatiq runs ``after_*`` hooks in reverse order, so when this one
+records the end of an attempt, ``Retries`` has already decided whether the message is retried
+(its retry then waits on the :class:`~jobs.middleware.state.Attempt`) or dead-lettered.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import dramatiq
+from dramatiq.common import q_name
+from dramatiq.middleware import Middleware, SkipMessage
+
+from jobs.consumer import ack_after
+from jobs.ids import is_uuid
+from jobs.kinds import ACTOR_KINDS, JobKind
+from jobs.middleware.state import Attempt, InFlightJobs, attach, attempt_of
+from jobs.status import AttemptOutcome
+from jobs.store import AttemptEnd, AttemptStore, SeenMessage, WorkerIdentity
+from jobs.store.waiting import wait_for_store
+
+logger = logging.getLogger("conveyor.lifecycle")
+
+
+class Recording(Middleware):
+    """Records ``running`` / ``succeeded`` / ``retrying`` / ``failed`` and one row per attempt."""
+
+    def __init__(
+        self,
+        attempts: AttemptStore,
+        identity: WorkerIdentity,
+        in_flight: InFlightJobs,
+        *,
+        kinds: Mapping[str, JobKind] = ACTOR_KINDS,
+        stopping: threading.Event | None = None,
+    ) -> None:
+        self.attempts = attempts
+        self.identity = identity
+        self.in_flight = in_flight
+        self.kinds = kinds
+        self.stopping = stopping or threading.Event()
+
+    @property
+    def actor_options(self) -> set[str]:
+        # Stored with the job, so that `jobs show` and the lost-runs guard know its budget.
+        return {"max_retries"}
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        kind = self.kinds.get(message.actor_name)
+        if kind is None:  # an actor of the application's own: not a Conveyor job
+            return
+        if not is_uuid(message.message_id):
+            logger.error("rejecting message %r: its id is not a UUID", message.message_id)
+            message.fail()
+            raise SkipMessage("malformed message id")
+        attempt = Attempt(seen_message(message, kind, broker), kind)
+        attach(message, attempt)
+        started = wait_for_store(lambda: self.attempts.start(attempt.seen, self.identity), self.stopping)
+        # None: finished, cancelled, or running elsewhere; ``TakeOver`` (next) tells which.
+        if started is not None:
+            self.in_flight.enter(attempt, started, self.attempts)
+            # Debug, not info: a line per start costs a worker measurable CPU, and `jobs show` has it.
+            logger.debug("job %s %s attempt %d: running", attempt.job_id, kind.name, started.number)
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        attempt = attempt_of(message)
+        if attempt is None or attempt.context is None:  # not a Conveyor job, or it never started
+            return
+        ctx = attempt.context
+        if exception is None and ctx.cancelled:
+            end = AttemptEnd(AttemptOutcome.CANCELLED, error="JobCancelled: cancelled while running")
+        elif exception is None:
+            end = AttemptEnd(AttemptOutcome.SUCCEEDED, result=ctx.result)
+        else:
+            end = AttemptEnd(
+                AttemptOutcome.FAILED if message.failed else AttemptOutcome.RETRYING,
+                error=describe_error(exception),
+                traceback="".join(traceback.format_exception(exception, limit=30)),
+                eta=attempt.retry.due_at if attempt.retry is not None else None,
+            )
+        self._finish(message, attempt, end)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        attempt = attempt_of(message)
+        if attempt is not None and attempt.context is not None and attempt.end is not None:
+            self._finish(message, attempt, attempt.end)
+
+    def _finish(self, message: dramatiq.MessageProxy, attempt: Attempt, end: AttemptEnd) -> None:
+        ctx = attempt.context
+        assert ctx is not None
+        recorded = self.attempts.finish_detached(
+            ctx.job_id, ctx.attempt, end, held=attempt.retry, stopping=self.stopping
+        )
+        # Tracked before ``InFlight`` lets go of the job: a copy of its message never finds it idle.
+        self.in_flight.ending(ctx.job_id, recorded)
+        ack_after(message, recorded)
+        duration = time.monotonic() - attempt.began
+        log = logger.info if end.outcome is AttemptOutcome.SUCCEEDED else logger.warning
+        suffix = f": {end.error}" if end.error else ""
+        log(
+            "job %s %s attempt %d: %s after %.1f ms%s",
+            ctx.job_id,
+            ctx.kind,
+            ctx.attempt,
+            end.outcome.value,
+            duration * 1000,
+            suffix,
+        )
+
+
+def describe_error(exception: BaseException) -> str:
+    """``Type: message`` — what ``jobs.error`` holds."""
+    text = str(exception).strip()
+    return f"{type(exception).__name__}: {text}" if text else type(exception).__name__
+
+
+def seen_message(message: dramatiq.MessageProxy, kind: JobKind, broker: dramatiq.Broker) -> SeenMessage:
+    """What the store is told of a job from its message: the message's options win over the actor's."""
+    max_retries = message.options.get("max_retries")
+    if max_retries is None:
+        max_retries = broker.get_actor(message.actor_name).options.get("max_retries", kind.max_retries)
+    return SeenMessage(
+        job_id=message.message_id,
+        kind=kind.name,
+        queue=q_name(message.queue_name),
+        payload=dict(message.kwargs),
+        max_retries=max_retries,
+        created_at=datetime.fromtimestamp(message.message_timestamp / 1000, UTC),
+    )
