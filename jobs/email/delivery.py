@@ -38,7 +38,7 @@ class Mailer:
         settings = services.settings
         self.services = services
         self.templates = EmailTemplates(search_path(settings))
-        self.deliveries = DeliveryStore(services.db)
+        self.deliveries = DeliveryStore(services.db, batched=True)
         self.sender = settings.email_from
         self._outbox: FileOutbox | None = None
         self._smtp: SmtpTransport | None = None
@@ -135,6 +135,7 @@ class Mailer:
     def close(self) -> None:
         if self._smtp is not None:
             self._smtp.close()
+        self.deliveries.close()
 
 
 class _ClaimedBefore(Exception):

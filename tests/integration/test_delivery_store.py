@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,14 @@ def a_job(db: Database) -> str:
     return job_id
 
 
-def test_the_first_claim_wins_and_later_ones_see_the_delivery(db: Database) -> None:
-    store = DeliveryStore(db)
+@pytest.fixture(params=[False, True], ids=["direct", "batched"])
+def store(request: pytest.FixtureRequest, db: Database) -> Iterator[DeliveryStore]:
+    deliveries = DeliveryStore(db, batched=request.param)
+    yield deliveries
+    deliveries.close()
+
+
+def test_the_first_claim_wins_and_later_ones_see_the_delivery(db: Database, store: DeliveryStore) -> None:
     job_id = a_job(db)
 
     assert store.get(job_id) is None
@@ -44,8 +51,9 @@ def test_the_first_claim_wins_and_later_ones_see_the_delivery(db: Database) -> N
     assert (earlier.state, earlier.message_id) == (DeliveryState.SENDING, "<m1@example.com>")
 
 
-def test_a_sent_delivery_keeps_its_outcome_and_a_forgotten_one_may_be_claimed_again(db: Database) -> None:
-    store = DeliveryStore(db)
+def test_a_sent_delivery_keeps_its_outcome_and_a_forgotten_one_may_be_claimed_again(
+    db: Database, store: DeliveryStore
+) -> None:
     sent, refused = a_job(db), a_job(db)
     assert store.claim(sent, "<s@example.com>") is None
     assert store.claim(refused, "<r@example.com>") is None
@@ -59,3 +67,33 @@ def test_a_sent_delivery_keeps_its_outcome_and_a_forgotten_one_may_be_claimed_ag
     assert (again.accepted, again.rejected) == (["ada@example.com"], {"bob@example.com": "550 no"})
     assert store.get(refused) is None
     assert store.claim(refused, "<r@example.com>") is None
+
+
+def test_concurrent_claims_of_one_job_let_exactly_one_send(db: Database, store: DeliveryStore) -> None:
+    jobs = [a_job(db) for _ in range(20)]
+    claims = [(job_id, n) for job_id in jobs for n in range(3)]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda claim: store.claim(claim[0], f"<{claim[1]}@example.com>"), claims))
+
+    winners = [claim for claim, earlier in zip(claims, results, strict=True) if earlier is None]
+    assert sorted(job_id for job_id, _ in winners) == sorted(jobs)
+    for job_id, n in winners:
+        found = store.get(job_id)
+        assert found is not None
+        assert (found.state, found.message_id) == (DeliveryState.SENDING, f"<{n}@example.com>")
+
+
+def test_a_bad_write_in_a_batch_fails_alone(database_url: str) -> None:
+    db = Database(database_url)
+    store = DeliveryStore(db, batched=True)
+    good = a_job(db)
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            unknown = pool.submit(store.claim, str(uuid.uuid4()), "<nope@example.com>")  # no such job
+            assert pool.submit(store.claim, good, "<good@example.com>").result() is None
+        with pytest.raises(Exception, match="foreign key"):
+            unknown.result()
+    finally:
+        store.close()
+        db.dispose()
