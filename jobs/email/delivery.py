@@ -14,6 +14,7 @@ from jobs.errors import ArtifactNotFound, PermanentError, TransientError
 from jobs.ratelimit import RateLimiter
 from jobs.services import Services
 from jobs.store.deliveries import Delivery, DeliveryState, DeliveryStore
+from jobs.store.jobs import utcnow
 from jobs.store.waiting import wait_for_store
 from templates import search_path
 
@@ -101,7 +102,8 @@ class Mailer:
         """The server's answer, or the earlier delivery that the claim found (nothing sent)."""
 
         def claim() -> None:
-            earlier = wait_for_store(lambda: self.deliveries.claim(job_id, message.message_id))
+            at = utcnow()  # the same for each try: a try whose answer was lost finds its own claim
+            earlier = wait_for_store(lambda: self.deliveries.claim(job_id, message.message_id, at=at))
             if earlier is not None:
                 raise _ClaimedBefore(earlier)
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -55,6 +56,8 @@ class Delivery:
     message_id: str
     accepted: list[str]
     rejected: dict[str, str]
+    #: When the claim or the outcome was written.
+    updated_at: datetime
 
 
 @dataclass
@@ -64,25 +67,29 @@ class _Write:
     job_id: str
     message_id: str
     sent: tuple[list[str], dict[str, str]] | None = None
+    #: Also what tells a claim whose answer was lost (then retried) from an earlier run's.
+    at: datetime = field(default_factory=utcnow)
     done: Future[bool] = field(default_factory=Future)
 
 
-_GET_SQL = "SELECT state, message_id, accepted, rejected FROM email_deliveries WHERE job_id = %(job_id)s"
+_GET_SQL = (
+    "SELECT state, message_id, accepted, rejected, updated_at FROM email_deliveries WHERE job_id = %(job_id)s"
+)
 # The writes come as one JSON array (serialised in C; psycopg's array dumpers cost more CPU than
 # the statement). Claims insert `sending` where no row is (RETURNING says which did); outcomes
 # insert or update to `sent`. The two never share a job: an outcome follows its claim's commit.
 _WRITE_SQL = """
 WITH writes AS (
     SELECT * FROM jsonb_to_recordset(%(writes)s::jsonb)
-        AS w(job_id uuid, message_id text, sent boolean, accepted jsonb, rejected jsonb)
+        AS w(job_id uuid, message_id text, sent boolean, accepted jsonb, rejected jsonb, at timestamptz)
 ), claimed AS (
     INSERT INTO email_deliveries (job_id, state, message_id, updated_at)
-    SELECT job_id, 'sending', message_id, %(now)s FROM writes WHERE NOT sent
+    SELECT job_id, 'sending', message_id, at FROM writes WHERE NOT sent
     ON CONFLICT (job_id) DO NOTHING
     RETURNING job_id
 ), outcomes AS (
     INSERT INTO email_deliveries (job_id, state, message_id, accepted, rejected, updated_at)
-    SELECT job_id, 'sent', message_id, accepted, rejected, %(now)s FROM writes WHERE sent
+    SELECT job_id, 'sent', message_id, accepted, rejected, at FROM writes WHERE sent
     ON CONFLICT (job_id) DO UPDATE SET state = 'sent', message_id = excluded.message_id,
         accepted = excluded.accepted, rejected = excluded.rejected, updated_at = excluded.updated_at
 )
@@ -113,27 +120,33 @@ class DeliveryStore:
             EmailDeliveryRow.message_id,
             EmailDeliveryRow.accepted,
             EmailDeliveryRow.rejected,
+            EmailDeliveryRow.updated_at,
         ).where(EmailDeliveryRow.job_id == job_id)
         with self.db.transaction() as core:
             found = core.execute(query).one_or_none()
         return None if found is None else _delivery(job_id, *found)
 
-    def claim(self, job_id: str, message_id: str) -> Delivery | None:
+    def claim(self, job_id: str, message_id: str, *, at: datetime | None = None) -> Delivery | None:
         """Record ``sending``, committed before DATA: from here on, a crash leaves the outcome unknown.
 
         Returns:
             None when this run may send; the earlier delivery when the job has one already
             (``sent``, or ``sending`` by a run that stopped before its answer): nothing is sent.
+            A claim found with the same ``at`` is this run's own, made by an earlier call whose
+            answer was lost (the caller retries with the same ``at``): None.
 
         Raises:
             ServiceUnavailable: the database cannot be reached.
         """
+        at = at or utcnow()
         while True:
-            if self._write(_Write(job_id, message_id)):
+            if self._write(_Write(job_id, message_id, at=at)):
                 return None
             earlier = self.get(job_id)
-            if earlier is not None:  # else forgotten in between: claim again
-                return earlier
+            if earlier is None:  # forgotten in between: claim again
+                continue
+            mine = earlier.state is DeliveryState.SENDING and _same_instant(earlier.updated_at, at)
+            return None if mine else earlier
 
     def mark_sent(self, job_id: str, message_id: str, accepted: list[str], rejected: dict[str, str]) -> None:
         self._write(_Write(job_id, message_id, sent=(accepted, rejected)))
@@ -256,7 +269,9 @@ def _write_batch(connection: psycopg.Connection[Any], batch: list[_Write]) -> se
     # Two outcomes for one job in one statement would update its row twice: the last one wins.
     outcomes = {w.job_id: w for w in batch if w.sent is not None}
     writes = [
-        {"job_id": w.job_id, "message_id": w.message_id, "sent": False} for w in batch if w.sent is None
+        {"job_id": w.job_id, "message_id": w.message_id, "sent": False, "at": w.at.isoformat()}
+        for w in batch
+        if w.sent is None
     ]
     writes += [
         {
@@ -265,17 +280,18 @@ def _write_batch(connection: psycopg.Connection[Any], batch: list[_Write]) -> se
             "sent": True,
             "accepted": w.sent[0],
             "rejected": w.sent[1],
+            "at": w.at.isoformat(),
         }
         for w in outcomes.values()
         if w.sent is not None
     ]
-    rows = connection.execute(_WRITE_SQL, {"writes": json.dumps(writes), "now": utcnow()}).fetchall()
+    rows = connection.execute(_WRITE_SQL, {"writes": json.dumps(writes)}).fetchall()
     return {row[0] for row in rows}
 
 
 def _write_core(db: Database, write: _Write) -> bool:
     """One claim or outcome through SQLAlchemy Core (SQLite)."""
-    values: dict[str, Any] = {"job_id": write.job_id, "message_id": write.message_id, "updated_at": utcnow()}
+    values: dict[str, Any] = {"job_id": write.job_id, "message_id": write.message_id, "updated_at": write.at}
     if write.sent is None:
         statement = sqlite.insert(EmailDeliveryRow).values(state=DeliveryState.SENDING.value, **values)
         with db.transaction() as core:
@@ -293,11 +309,19 @@ def _write_core(db: Database, write: _Write) -> bool:
     return True
 
 
-def _delivery(job_id: str, state: str, message_id: str, accepted: Any, rejected: Any) -> Delivery:
+def _delivery(
+    job_id: str, state: str, message_id: str, accepted: Any, rejected: Any, updated_at: datetime
+) -> Delivery:
     return Delivery(
         job_id=job_id,
         state=DeliveryState(state),
         message_id=message_id,
         accepted=list(accepted or []),
         rejected=dict(rejected or {}),
+        updated_at=updated_at,
     )
+
+
+def _same_instant(stored: datetime, at: datetime) -> bool:
+    """SQLite gives back naive UTC; PostgreSQL an aware time in the session's zone."""
+    return (stored if stored.tzinfo is not None else stored.replace(tzinfo=UTC)) == at

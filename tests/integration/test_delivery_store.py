@@ -11,7 +11,7 @@ import pytest
 
 from jobs.store import Database
 from jobs.store.deliveries import DeliveryState, DeliveryStore
-from jobs.store.jobs import JobStore, NewJob
+from jobs.store.jobs import JobStore, NewJob, utcnow
 from jobs.store.migrate import ensure_database, upgrade
 
 pytestmark = pytest.mark.integration
@@ -97,3 +97,16 @@ def test_a_bad_write_in_a_batch_fails_alone(database_url: str) -> None:
     finally:
         store.close()
         db.dispose()
+
+
+def test_a_claim_retried_after_its_answer_was_lost_is_still_this_runs(
+    db: Database, store: DeliveryStore
+) -> None:
+    job_id = a_job(db)
+    at = utcnow()
+    assert store.claim(job_id, "<m@example.com>", at=at) is None  # committed; say its answer was lost
+
+    assert store.claim(job_id, "<m@example.com>", at=at) is None  # the retry: still this run's claim
+    other_run = store.claim(job_id, "<m@example.com>")
+    assert other_run is not None
+    assert other_run.state is DeliveryState.SENDING
