@@ -62,7 +62,10 @@ class RecordingHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.behaviour.data_replies:
             return self.behaviour.data_replies.pop(0)
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        if envelope.smtp_utf8:  # RFC 6532: the headers may hold UTF-8 as it is
+            message = email.message_from_string(envelope.content.decode(), policy=email.policy.default)
+        else:
+            message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
             self.received.append(
                 Received(envelope.mail_from, list(envelope.rcpt_tos), message, time.monotonic())
@@ -80,11 +83,15 @@ def free_port() -> int:
 
 class SmtpServer:
     def __init__(
-        self, *, tls_context: ssl.SSLContext | None = None, credentials: tuple[str, str] | None = None
+        self,
+        *,
+        tls_context: ssl.SSLContext | None = None,
+        credentials: tuple[str, str] | None = None,
+        smtputf8: bool = False,
     ):
         self.handler = RecordingHandler()
         self.port = free_port()
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"enable_SMTPUTF8": smtputf8}
         if tls_context is not None:
             kwargs.update(tls_context=tls_context, require_starttls=True)
         if credentials is not None:

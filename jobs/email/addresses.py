@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from email.headerregistry import Address
 from email.utils import formataddr, getaddresses
+from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -36,8 +37,17 @@ def normalise_addresses(field: str, value: object) -> list[str]:
             normalised = validate_email(address, check_deliverability=False).normalized
         except EmailNotValidError as exc:
             raise ValueError(f"email {field}: {address!r} is not a valid address: {exc}") from None
-        result.append(formataddr((name, normalised)) if name else normalised)
+        result.append(_with_name(name, normalised) if name else normalised)
     return result
+
+
+def _with_name(name: str, address: str) -> str:
+    """``Name <address>``, the name quoted when it must be (and RFC 2047-encoded when not
+    ASCII, unless the address itself is not ASCII: ``formataddr`` refuses those)."""
+    if address.isascii():
+        return formataddr((name, address))
+    local, _, domain = address.rpartition("@")
+    return str(Address(display_name=name, username=local, domain=domain))
 
 
 _NAME_ADDR = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<address>[^<>]+)>\s*$")
@@ -54,15 +64,42 @@ def _split_display_name(item: str) -> tuple[str, str]:
     return match.group("name").strip().strip('"').strip(), match.group("address").strip()
 
 
+#: A bare address or ``Name <address>`` with no quoting or comment: read without a parser.
+_SIMPLE = re.compile(r'^(?:[^<>"(),\\]*<)?([^<>"(),\s\\]+@[^<>"(),\s\\]+)>?$')
+
+
 def bare_address(address: str) -> str:
     """``Ada <ada@example.com>`` → ``ada@example.com`` (the SMTP envelope wants the bare form)."""
+    simple = _SIMPLE.match(address.strip())
+    if simple is not None and (simple.group(0).endswith(">") == ("<" in simple.group(0))):
+        return simple.group(1)
     return getaddresses([address])[0][1]
 
 
+@lru_cache(maxsize=64)  # the sender's, for every message
 def domain_of(address: str) -> str:
-    """The domain of an address, for Message-IDs; ``localhost`` when it has none."""
+    """The domain of an address (IDNA-encoded), for Message-IDs; ``localhost`` when it has none."""
     bare = bare_address(address)
     try:
-        return Address(addr_spec=bare).domain or "localhost"
+        domain = Address(addr_spec=bare).domain or "localhost"
     except (ValueError, IndexError):
         return "localhost"
+    return domain if domain.isascii() else wire_address(bare)[0].rpartition("@")[2]
+
+
+def wire_address(bare: str) -> tuple[str, bool]:
+    """A bare address as SMTP and the headers carry it: the domain IDNA-encoded (``xn--…``).
+
+    Returns:
+        The address, and whether its local part is not ASCII (only SMTPUTF8 can carry it).
+
+    Raises:
+        ValueError: the address is not valid (its domain cannot be IDNA-encoded).
+    """
+    if bare.isascii():
+        return bare, False
+    try:
+        valid = validate_email(bare, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"{bare!r} cannot be sent: {exc}") from None
+    return f"{valid.local_part}@{valid.ascii_domain}", not valid.local_part.isascii()

@@ -7,14 +7,14 @@ import smtplib
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from jobs.email.addresses import bare_address
-from jobs.email.message import Attachment, Envelope, build_message
+from jobs.email.message import Attachment, Envelope, OutgoingMessage, build_message
 from jobs.email.templates import EmailTemplates, check_subject
 from jobs.email.transport import FileOutbox, SendResult, SmtpConfig, SmtpTransport
 from jobs.errors import ArtifactNotFound, PermanentError, TransientError
 from jobs.ratelimit import RateLimiter
 from jobs.services import Services
-from jobs.store.deliveries import DeliveryState, DeliveryStore
+from jobs.store.deliveries import Delivery, DeliveryState, DeliveryStore
+from jobs.store.jobs import utcnow
 from jobs.store.waiting import wait_for_store
 from templates import search_path
 
@@ -26,7 +26,7 @@ MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 
 class Transport(Protocol):
     def send(
-        self, message: Any, sender: str, recipients: list[str], before_data: Callable[[], None]
+        self, message: OutgoingMessage, sender: str, recipients: list[str], before_data: Callable[[], None]
     ) -> SendResult: ...
 
     def close(self) -> None: ...
@@ -39,7 +39,7 @@ class Mailer:
         settings = services.settings
         self.services = services
         self.templates = EmailTemplates(search_path(settings))
-        self.deliveries = DeliveryStore(services.db)
+        self.deliveries = DeliveryStore(services.db, batched=True)
         self.sender = settings.email_from
         self._outbox: FileOutbox | None = None
         self._smtp: SmtpTransport | None = None
@@ -54,13 +54,30 @@ class Mailer:
         )
 
     def deliver(self, job_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Send the email of job ``job_id`` unless it was sent already; returns the job's result."""
-        done = self.deliveries.get(job_id)
-        if done is not None and done.state is DeliveryState.SENT:
-            logger.info("job %s: email %s already sent, not sending again", job_id, done.message_id)
-            return {"message_id": done.message_id, "accepted": done.accepted, "rejected": done.rejected}
-        if done is not None:
-            raise PermanentError(_uncertain(done.message_id))
+        """Send the email of job ``job_id`` unless it was sent already; returns the job's result.
+
+        Whether it was is decided by the claim written just before DATA (``DeliveryStore.claim``):
+        a redelivered message finds the earlier run's ``sent`` record there, and sends nothing.
+        """
+        try:
+            message = self._build(job_id, payload)
+        except PermanentError:
+            # A redelivery of a sent email whose template or attachment has gone since.
+            earlier = self.deliveries.get(job_id)
+            if earlier is None:
+                raise
+            return _earlier_result(earlier)
+        if self.limiter is not None:
+            self.limiter.wait_for_slot()
+        result = self._send(job_id, message)
+        if isinstance(result, Delivery):
+            return _earlier_result(result)
+        wait_for_store(
+            lambda: self.deliveries.mark_sent(job_id, message.message_id, result.accepted, result.rejected)
+        )
+        return {"message_id": message.message_id, "accepted": result.accepted, "rejected": result.rejected}
+
+    def _build(self, job_id: str, payload: dict[str, Any]) -> OutgoingMessage:
         envelope = Envelope(
             sender=self.sender,
             to=payload["to"],
@@ -72,33 +89,35 @@ class Mailer:
         if payload.get("subject"):
             check_subject(payload["subject"])
             rendered = type(rendered)(subject=payload["subject"], text=rendered.text, html=rendered.html)
-        message = build_message(job_id, envelope, rendered, self._attachments(payload.get("attachments", [])))
-        message_id = str(message["Message-ID"])
-        if len(message.as_bytes()) > MAX_MESSAGE_BYTES:
-            raise PermanentError(f"the email is larger than {MAX_MESSAGE_BYTES // 2**20} MiB")
-        if self.limiter is not None:
-            self.limiter.wait_for_slot()
-        result = self._send(job_id, message, message_id, envelope)
-        wait_for_store(
-            lambda: self.deliveries.mark_sent(job_id, message_id, result.accepted, result.rejected)
-        )
-        return {"message_id": message_id, "accepted": result.accepted, "rejected": result.rejected}
-
-    def _send(self, job_id: str, message: Any, message_id: str, envelope: Envelope) -> SendResult:
-        def record_intent() -> None:
-            wait_for_store(lambda: self.deliveries.mark_sending(job_id, message_id))
-
-        sender = bare_address(envelope.sender)
-        recipients = [bare_address(r) for r in envelope.recipients]
-        if self._outbox is not None:
-            return self._outbox.send(message, sender, recipients, record_intent, job_id=job_id)
-        assert self._smtp is not None
+        attachments = self._attachments(payload.get("attachments", []))
         try:
-            return self._smtp.send(message, sender, recipients, record_intent)
+            message = build_message(job_id, envelope, rendered, attachments)
+        except ValueError as exc:
+            raise PermanentError(str(exc)) from None
+        if len(message.data) > MAX_MESSAGE_BYTES:
+            raise PermanentError(f"the email is larger than {MAX_MESSAGE_BYTES // 2**20} MiB")
+        return message
+
+    def _send(self, job_id: str, message: OutgoingMessage) -> SendResult | Delivery:
+        """The server's answer, or the earlier delivery that the claim found (nothing sent)."""
+
+        def claim() -> None:
+            at = utcnow()  # the same for each try: a try whose answer was lost finds its own claim
+            earlier = wait_for_store(lambda: self.deliveries.claim(job_id, message.message_id, at=at))
+            if earlier is not None:
+                raise _ClaimedBefore(earlier)
+
+        try:
+            if self._outbox is not None:
+                return self._outbox.send(message, message.sender, message.recipients, claim, job_id=job_id)
+            assert self._smtp is not None
+            return self._smtp.send(message, message.sender, message.recipients, claim)
+        except _ClaimedBefore as exc:
+            return exc.delivery
         except smtplib.SMTPServerDisconnected as exc:
             if getattr(exc, "conveyor_after_data", False):
                 # DATA went out and no reply came back: the server may have the message.
-                raise PermanentError(_uncertain(message_id)) from None
+                raise PermanentError(_uncertain(message.message_id)) from None
             raise TransientError(f"SMTP connection lost: {exc}") from None
         except smtplib.SMTPDataError:
             # The server answered DATA with a refusal: nothing was delivered, a retry may send.
@@ -118,6 +137,23 @@ class Mailer:
     def close(self) -> None:
         if self._smtp is not None:
             self._smtp.close()
+        self.deliveries.close()
+
+
+class _ClaimedBefore(Exception):
+    """Raised between RCPT and DATA: an earlier run of the job claimed the delivery."""
+
+    def __init__(self, delivery: Delivery) -> None:
+        super().__init__(delivery.state)
+        self.delivery = delivery
+
+
+def _earlier_result(earlier: Delivery) -> dict[str, Any]:
+    """The result an earlier run recorded; when it stopped before the server's answer, a failure."""
+    if earlier.state is not DeliveryState.SENT:
+        raise PermanentError(_uncertain(earlier.message_id))
+    logger.info("job %s: email %s already sent, not sending again", earlier.job_id, earlier.message_id)
+    return {"message_id": earlier.message_id, "accepted": earlier.accepted, "rejected": earlier.rejected}
 
 
 def _uncertain(message_id: str) -> str:

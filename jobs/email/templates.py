@@ -38,12 +38,24 @@ def check_template_name(name: object) -> str:
 
 
 def template_folder_index(folders: list[Path], name: str) -> int | None:
-    """Which of ``folders`` holds the email template ``name`` (its subject and text body)."""
+    """Which of ``folders`` holds the email template ``name`` (its subject and text body).
+
+    A template once found is remembered for the process (a worker checks every email's), as
+    Jinja2 keeps the compiled template (no auto-reload); a missing one is looked for each time.
+    """
+    key = (tuple(folders), name)
+    found = _found.get(key)
+    if found is not None:
+        return found
     for index, folder in enumerate(folders):
         parts = folder / "email" / name
         if (parts / "subject.txt").is_file() and (parts / "body.txt").is_file():
+            _found[key] = index
             return index
     return None
+
+
+_found: dict[tuple[tuple[Path, ...], str], int] = {}
 
 
 def known_templates(folders: list[Path]) -> list[str]:

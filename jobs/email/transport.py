@@ -11,11 +11,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from jobs.defaults import DEFAULT_SMTP_IDLE_TIMEOUT, DEFAULT_SMTP_TIMEOUT
+from jobs.email.message import OutgoingMessage
 from jobs.errors import PermanentError
 
 logger = logging.getLogger("conveyor.email")
@@ -100,13 +100,17 @@ class SmtpTransport:
         self._janitor.start()
 
     def send(
-        self, message: EmailMessage, sender: str, recipients: list[str], before_data: Callable[[], None]
+        self, message: OutgoingMessage, sender: str, recipients: list[str], before_data: Callable[[], None]
     ) -> SendResult:
         """MAIL, RCPT for each recipient, then ``before_data()``, then DATA.
+
+        After any error the connection is reset (RSET) or, when that fails or the network
+        failed, dropped: the next message never finds it in the middle of a transaction.
 
         Raises:
             smtplib.SMTPException, OSError: as the server or the network said; a reused
                 connection the server had closed is replaced once, before anything was sent.
+            PermanentError: the message needs SMTPUTF8 and the server does not offer it.
         """
         for reused in (True, False):
             pooled = self._connection(fresh=not reused)
@@ -118,7 +122,11 @@ class SmtpTransport:
                     if not reused or getattr(exc, "conveyor_after_data", False):
                         raise
                     logger.info("SMTP connection was closed by the server; reconnecting")
-                except (smtplib.SMTPException, OSError):
+                except Exception as exc:
+                    if _network_error(exc) or not _reset(pooled.smtp):
+                        self._discard(pooled)
+                    raise
+                except BaseException:
                     self._discard(pooled)
                     raise
                 finally:
@@ -130,14 +138,13 @@ class SmtpTransport:
     def _transaction(
         self,
         smtp: smtplib.SMTP,
-        message: EmailMessage,
+        message: OutgoingMessage,
         sender: str,
         recipients: list[str],
         before_data: Callable[[], None],
     ) -> SendResult:
-        code, reply = smtp.mail(sender)
+        code, reply = smtp.mail(sender, _mail_options(smtp, message, self.config))
         if code != 250:
-            smtp.rset()
             raise smtplib.SMTPSenderRefused(code, reply, sender)
         rejected: dict[str, tuple[int, bytes]] = {}
         for recipient in recipients:
@@ -145,7 +152,6 @@ class SmtpTransport:
             if code not in (250, 251):
                 rejected[recipient] = (code, reply)
         if len(rejected) == len(recipients):
-            smtp.rset()
             raise smtplib.SMTPRecipientsRefused(rejected)
         before_data()
         try:
@@ -154,7 +160,6 @@ class SmtpTransport:
             exc.conveyor_after_data = True  # type: ignore[attr-defined]
             raise
         if code != 250:
-            smtp.rset()
             raise smtplib.SMTPDataError(code, reply)
         return SendResult(
             accepted=[r for r in recipients if r not in rejected],
@@ -226,6 +231,33 @@ class SmtpTransport:
             _quit(p.smtp)
 
 
+def _mail_options(smtp: smtplib.SMTP, message: OutgoingMessage, config: SmtpConfig) -> list[str]:
+    """SMTPUTF8 (RFC 6531) for a message naming an address with a non-ASCII local part."""
+    if not message.smtputf8:
+        return []
+    if not smtp.has_extn("smtputf8"):
+        raise PermanentError(
+            f"the SMTP server {config.host}:{config.port} does not offer SMTPUTF8, which an address "
+            "with a non-ASCII local part needs"
+        )
+    return ["SMTPUTF8", "BODY=8BITMIME"] if smtp.has_extn("8bitmime") else ["SMTPUTF8"]
+
+
+def _network_error(exc: Exception) -> bool:
+    """An OSError that is not an SMTP reply: the connection's state is unknown."""
+    replies = (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused, smtplib.SMTPNotSupportedError)
+    return isinstance(exc, OSError) and not isinstance(exc, replies)
+
+
+def _reset(smtp: smtplib.SMTP) -> bool:
+    """RSET: whether the connection is ready for a new transaction."""
+    try:
+        code, _ = smtp.rset()
+    except (smtplib.SMTPException, OSError):
+        return False
+    return code == 250
+
+
 def _quit(smtp: smtplib.SMTP) -> None:
     try:
         smtp.quit()
@@ -246,7 +278,7 @@ class FileOutbox:
 
     def send(
         self,
-        message: EmailMessage,
+        message: OutgoingMessage,
         sender: str,
         recipients: list[str],
         before_data: Callable[[], None],
