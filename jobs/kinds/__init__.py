@@ -59,6 +59,8 @@ _BUILTIN = (
 )
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in _BUILTIN}
 ACTOR_KINDS: dict[str, JobKind] = {kind.actor_name: kind for kind in KINDS.values()}
+#: The module of each kind added by :func:`register`.
+_REGISTERED_BY: dict[str, str | None] = {}
 
 
 def register(kind: JobKind) -> None:
@@ -72,6 +74,12 @@ def register(kind: JobKind) -> None:
             raise ValueError(f"job kind {key!r} is already registered")
     KINDS[kind.name] = kind
     ACTOR_KINDS[kind.actor_name] = kind
+    _REGISTERED_BY[kind.name] = getattr(kind.run, "__module__", None)
+
+
+def registered_modules() -> list[str]:
+    """The modules whose kinds :func:`register` added (a fresh process imports them again)."""
+    return sorted({m for name, m in _REGISTERED_BY.items() if m and name in KINDS})
 
 
 def get_kind(name: str) -> JobKind:
@@ -86,4 +94,4 @@ def get_kind(name: str) -> JobKind:
         raise ValueError(f"unknown job kind {name!r}; known kinds: {', '.join(sorted(KINDS))}") from None
 
 
-__all__ = ["ACTOR_KINDS", "KINDS", "JobKind", "get_kind", "register"]
+__all__ = ["ACTOR_KINDS", "KINDS", "JobKind", "get_kind", "register", "registered_modules"]
