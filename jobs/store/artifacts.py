@@ -91,6 +91,10 @@ class ArtifactWriter:
         if self._handle is not None:
             self._handle.flush()
 
+    def buffered(self) -> bytes:
+        """What was written, when there is no file (an artifact kept in its row)."""
+        return b"".join(self._buffer)
+
 
 class ArtifactStore:
     """Put and get artifacts: bytes in files under ``file:DIR`` (the default), metadata in the
@@ -159,7 +163,7 @@ class ArtifactStore:
             content_type=content_type or mimetypes.guess_type(name)[0] or "application/octet-stream",
             size=writer.size,
             sha256=writer.digest.hexdigest(),
-            data=b"".join(writer._buffer) if location is None else None,
+            data=writer.buffered() if location is None else None,
             location=location,
             job_id=job_id,
             created_at=utcnow(),
