@@ -57,5 +57,7 @@ DEFAULT_IMAGE_TIME_LIMIT = 60.0
 
 #: Seconds an identical report (name, params, formats) reuses the artifacts of the previous run.
 DEFAULT_REPORT_CACHE_TTL = 600
+#: Where artifacts' bytes are written: a folder relative to the working directory.
+DEFAULT_ARTIFACT_URL = "file:.conveyor/artifacts"
 #: Bytes read or written at a time when artifacts stream.
 ARTIFACT_CHUNK = 1024 * 1024

@@ -82,8 +82,9 @@ class Settings:
     #: RabbitMQ's management API (``http://user:pass@host:15672``): adds unacknowledged counts and
     #: rates to ``conveyor queues``. ``None``: RabbitMQ is read through AMQP alone.
     rabbitmq_api_url: str | None = None
-    #: Where artifacts' bytes go: ``None`` keeps them in the database; ``file:///DIR`` on a filesystem.
-    artifact_url: str | None = None
+    #: The folder artifacts' bytes go to: ``file:///DIR`` (``file:DIR`` is relative to the working
+    #: directory). Their metadata stays in the database.
+    artifact_url: str = defaults.DEFAULT_ARTIFACT_URL
     #: Seconds an identical report request reuses the previous one's artifacts.
     report_cache_ttl: int = defaults.DEFAULT_REPORT_CACHE_TTL
     #: Seconds a worker process stays listed by ``conveyor workers`` after its last heartbeat;
@@ -117,8 +118,9 @@ class Settings:
             parse_rate(self.email_rate)
         if self.rabbitmq_api_url is not None:
             _check_url("rabbitmq_api_url", self.rabbitmq_api_url, ("http", "https"))
-        if self.artifact_url is not None:
-            _check_url("artifact_url", self.artifact_url, ("file",))
+        _check_url("artifact_url", self.artifact_url, ("file",))
+        if not urlsplit(self.artifact_url).path:
+            raise SettingsError(f"CONVEYOR_ARTIFACT_URL={self.artifact_url!r} names no folder")
         if self.report_cache_ttl < 0:
             raise SettingsError("CONVEYOR_REPORT_CACHE_TTL must be 0 (no cache) or a number of seconds")
         if self.image_max_bytes < 1 or self.image_max_pixels < 1:
@@ -241,8 +243,10 @@ def _convert(name: str, raw: str) -> Any:
             return float(raw)
         except ValueError:
             raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a number of seconds") from None
-    if name in ("templates_dir", "email_rate", "artifact_url", "rabbitmq_api_url"):
+    if name in ("templates_dir", "email_rate", "rabbitmq_api_url"):
         return raw or None
+    if name == "artifact_url":
+        return raw or defaults.DEFAULT_ARTIFACT_URL
     return raw
 
 

@@ -3,25 +3,30 @@
 SIGTERM or SIGINT is passed on to every process, which finishes its in-flight jobs
 and exits; the supervisor exits once they all have. A second signal is passed on too,
 and the processes stop at once (their unfinished messages go back to RabbitMQ).
+
+The supervisor first replaces its own program (same pid) with a fresh Python that imports
+only this module: the command line's modules (click, rich, the admin commands, SQLAlchemy…)
+would otherwise sit in the supervisor and in every forked process. Each worker process
+imports the worker stack after the fork, and only the job kinds it runs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from multiprocessing.context import ForkProcess
 from types import FrameType
+from typing import Any
 
 from jobs.logs import configure_logging
-from jobs.middleware.heartbeat import Replica, registry_key
-from jobs.services import redis_client
 from jobs.settings import Settings
-from workers.liveness import forget_process
-from workers.process import run_worker_process
 
 logger = logging.getLogger("conveyor.supervisor")
 
@@ -33,24 +38,43 @@ HEALTHY_AFTER = 10.0
 
 
 def _child_main(
-    settings: Settings, queues: set[str], threads: int, shutdown_timeout: float, replica: Replica
+    settings: Settings, queues: set[str], threads: int, shutdown_timeout: float, replica: dict[str, Any]
 ) -> None:
     # The supervisor's handlers came along with the fork: a child must not signal its siblings.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     configure_logging()
+    from jobs.middleware.heartbeat import Replica  # the worker stack: imported after the fork
+    from workers.process import run_worker_process
+
+    shared = Replica(**{**replica, "queues": frozenset(replica["queues"])})
     raise SystemExit(
         run_worker_process(
-            settings, queues=queues, threads=threads, shutdown_timeout=shutdown_timeout, replica=replica
+            settings, queues=queues, threads=threads, shutdown_timeout=shutdown_timeout, replica=shared
         )
     )
+
+
+def _new_replica(processes: int, queues: set[str]) -> dict[str, Any]:
+    from jobs.middleware.heartbeat import Replica
+
+    replica = Replica.create(processes=processes, queues=queues)
+    return {**dataclasses.asdict(replica), "queues": sorted(replica.queues)}
 
 
 class Supervisor:
     """Keeps ``processes`` worker processes alive until told to stop."""
 
     def __init__(
-        self, settings: Settings, *, processes: int, threads: int, queues: set[str], shutdown_timeout: float
+        self,
+        settings: Settings,
+        *,
+        processes: int,
+        threads: int,
+        queues: set[str],
+        shutdown_timeout: float,
+        replica: dict[str, Any] | None = None,
+        lean: bool = False,
     ) -> None:
         self.settings = settings
         self.processes = processes
@@ -58,16 +82,20 @@ class Supervisor:
         self.queues = queues
         self.shutdown_timeout = shutdown_timeout
         # One id for the whole replica, made here in the supervisor: every child reports under it.
-        self.replica = Replica.create(processes=processes, queues=queues)
+        self.replica = replica or _new_replica(processes, queues)
+        #: True in the fresh program :meth:`run` replaces the command line with.
+        self.lean = lean
         self.children: dict[int, tuple[ForkProcess, float]] = {}
         self.stopping = False
         self.restart_delay = RESTART_DELAY_MIN
         self._context = multiprocessing.get_context("fork")
 
     def run(self) -> int:
+        if not self.lean:
+            self._become_lean()  # returns only when the program cannot be replaced
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
-        logger.info("replica %s: starting %d worker processes", self.replica.replica_id, self.processes)
+        logger.info("replica %s: starting %d worker processes", self.replica["replica_id"], self.processes)
         for _ in range(self.processes):
             self._spawn()
         while self.children:
@@ -110,14 +138,45 @@ class Supervisor:
             if not self.stopping:
                 self._spawn()
 
+    def _become_lean(self) -> None:
+        """Replace this program by ``python -c 'lean_main(FD)'`` (same pid, same signals), its
+        arguments passed through a pipe (the settings hold passwords: not in argv)."""
+        state = {
+            "settings": dataclasses.asdict(self.settings),
+            "processes": self.processes,
+            "threads": self.threads,
+            "queues": sorted(self.queues),
+            "shutdown_timeout": self.shutdown_timeout,
+            "replica": self.replica,
+            "include": _included_modules(),
+            "log_level": logging.getLogger().level,
+        }
+        read_end, write_end = os.pipe()
+        os.write(write_end, json.dumps(state).encode())  # a few kB: well within a pipe's buffer
+        os.close(write_end)
+        os.set_inheritable(read_end, True)
+        bootstrap = f"import sys; sys.path[:0] = {sys.path!r}; from workers import supervisor; "
+        bootstrap += f"supervisor.lean_main({read_end})"
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            os.execv(sys.executable, [sys.executable, "-c", bootstrap])  # noqa: S606 - a fixed program
+        except OSError as exc:
+            os.close(read_end)
+            logger.warning("supervisor stays in the command's process (%s)", exc)
+
     def _forget(self, pid: int) -> None:
         # A process that died without a word leaves its registry entry behind for a TTL; until
         # it goes, its running jobs count as running elsewhere and their messages wait.
         if self.settings.is_embedded:
             return
+        from jobs.middleware.heartbeat import registry_key  # only once a process has died
+        from jobs.services import redis_client
+        from workers.liveness import forget_process
+
         client = redis_client(self.settings.redis_url)
         try:
-            forget_process(client, registry_key(self.settings.namespace, self.replica.replica_id, pid))
+            forget_process(client, registry_key(self.settings.namespace, self.replica["replica_id"], pid))
         finally:
             client.close()
 
@@ -134,3 +193,31 @@ class Supervisor:
         for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+
+
+def _included_modules() -> list[str]:
+    """The modules that registered job kinds of their own (``conveyor worker --include``)."""
+    from jobs.kinds import registered_modules
+
+    return registered_modules()
+
+
+def lean_main(fd: int) -> None:
+    """The supervisor's own program: read its arguments from ``fd`` and run."""
+    import importlib
+
+    with os.fdopen(fd, "rb") as pipe:
+        state = json.loads(pipe.read())
+    configure_logging(state["log_level"])
+    for module in state["include"]:
+        importlib.import_module(module)
+    supervisor = Supervisor(
+        Settings(**state["settings"]),
+        processes=state["processes"],
+        threads=state["threads"],
+        queues=set(state["queues"]),
+        shutdown_timeout=state["shutdown_timeout"],
+        replica=state["replica"],
+        lean=True,
+    )
+    sys.exit(supervisor.run())

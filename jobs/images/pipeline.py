@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import io
+import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from jobs.errors import PermanentError
 from jobs.images.operations import Operation, apply, target_side
+from jobs.images.validation import OUTPUT_FORMATS
 
 #: Input formats Pillow may decode; anything else is refused before decoding.
 ALLOWED_INPUT = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
-OUTPUT_FORMATS = {
-    "jpeg": ("JPEG", "image/jpeg", "jpg"),
-    "png": ("PNG", "image/png", "png"),
-    "webp": ("WEBP", "image/webp", "webp"),
-}
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
@@ -49,8 +47,29 @@ class Output:
     extension: str
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """One variant's final image and how to encode it; :meth:`save` writes it to a file."""
+
+    name: str
+    image: Image.Image
+    format: str
+    options: dict[str, Any]
+
+    @property
+    def content_type(self) -> str:
+        return OUTPUT_FORMATS[self.format][1]
+
+    @property
+    def extension(self) -> str:
+        return OUTPUT_FORMATS[self.format][2]
+
+    def save(self, target: IO[bytes] | Any) -> None:
+        self.image.save(target, OUTPUT_FORMATS[self.format][0], **self.options)
+
+
 def process(
-    data: bytes,
+    source: bytes | IO[bytes],
     variants: list[Variant],
     *,
     limits: Limits,
@@ -58,7 +77,42 @@ def process(
     background: tuple[int, int, int],
     keep_metadata: bool,
 ) -> list[Output]:
-    """Every variant from one decode.
+    """Every variant from one decode, encoded in memory (see :func:`render` to write to files).
+
+    Raises:
+        PermanentError: too large, a decompression bomb, a format not allowed, a corrupt file.
+    """
+    outputs = []
+    for rendered in render(
+        source, variants, limits=limits, shared=shared, background=background, keep_metadata=keep_metadata
+    ):
+        buffer = io.BytesIO()
+        rendered.save(buffer)
+        outputs.append(
+            Output(
+                name=rendered.name,
+                data=buffer.getvalue(),
+                width=rendered.image.width,
+                height=rendered.image.height,
+                format=rendered.format,
+                content_type=rendered.content_type,
+                extension=rendered.extension,
+            )
+        )
+    return outputs
+
+
+def render(
+    source: bytes | IO[bytes],
+    variants: list[Variant],
+    *,
+    limits: Limits,
+    shared: list[Operation],
+    background: tuple[int, int, int],
+    keep_metadata: bool,
+) -> Iterator[Rendered]:
+    """Every variant from one decode of ``source`` (bytes, or a binary file read as it decodes),
+    one at a time, so that each can be written out before the next is made.
 
     Raises:
         PermanentError: too large, a decompression bomb, a format not allowed, a corrupt file.
@@ -66,25 +120,37 @@ def process(
     sides = [target_side(shared + v.operations) for v in variants]
     known = [side for side in sides if side is not None]
     draft_side = max(known) if limits.draft and known and len(known) == len(sides) else None
-    image, exif = decode(data, limits, draft_side)
+    image, exif = decode(source, limits, draft_side)
     image = apply(image, shared, background)
-    return [
-        encode(apply(image, v.operations, background), v, background, exif if keep_metadata else None)
-        for v in variants
-    ]
+    for v in variants:
+        yield prepare(apply(image, v.operations, background), v, background, exif if keep_metadata else None)
 
 
-def decode(data: bytes, limits: Limits, draft_side: int | None) -> tuple[Image.Image, Image.Exif]:
+def _size(source: bytes | IO[bytes]) -> int:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return len(source)
+    try:
+        return os.fstat(source.fileno()).st_size
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        position = source.tell()
+        size = source.seek(0, io.SEEK_END)
+        source.seek(position)
+        return size
+
+
+def decode(
+    source: bytes | IO[bytes], limits: Limits, draft_side: int | None
+) -> tuple[Image.Image, Image.Exif]:
     """Open, check the limits from the header alone, then decode; EXIF orientation applied."""
-    if len(data) > limits.max_bytes:
-        raise PermanentError(
-            f"image of {len(data)} bytes exceeds CONVEYOR_IMAGE_MAX_BYTES={limits.max_bytes}"
-        )
+    size = _size(source)
+    if size > limits.max_bytes:
+        raise PermanentError(f"image of {size} bytes exceeds CONVEYOR_IMAGE_MAX_BYTES={limits.max_bytes}")
+    stream = io.BytesIO(source) if isinstance(source, bytes | bytearray | memoryview) else source
     try:
         with warnings.catch_warnings():
             # Our own pixel limit (below) decides; Pillow's warning must not leak or abort.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(io.BytesIO(data), formats=ALLOWED_INPUT)
+            opened = Image.open(stream, formats=ALLOWED_INPUT)
     except UnidentifiedImageError:
         raise PermanentError(f"not an image in an allowed format ({', '.join(ALLOWED_INPUT)})") from None
     except Image.DecompressionBombError as exc:
@@ -122,10 +188,11 @@ def normalise_mode(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def encode(
+def prepare(
     image: Image.Image, variant: Variant, background: tuple[int, int, int], exif: Image.Exif | None
-) -> Output:
-    pil_format, content_type, extension = OUTPUT_FORMATS[variant.format]
+) -> Rendered:
+    """The image as the variant's format stores it (alpha flattened for JPEG), with its encoder options."""
+    pil_format = OUTPUT_FORMATS[variant.format][0]
     if pil_format == "JPEG" and image.mode in ("RGBA", "LA"):
         image = flatten(image, background)
     options: dict[str, Any] = {}
@@ -141,17 +208,7 @@ def encode(
     icc = image.info.get("icc_profile")
     if icc:
         options["icc_profile"] = icc
-    buffer = io.BytesIO()
-    image.save(buffer, pil_format, **options)
-    return Output(
-        name=variant.name,
-        data=buffer.getvalue(),
-        width=image.width,
-        height=image.height,
-        format=variant.format,
-        content_type=content_type,
-        extension=extension,
-    )
+    return Rendered(name=variant.name, image=image, format=variant.format, options=options)
 
 
 def flatten(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,38 @@ class JobKind:
     artifact_ids: Callable[[Payload], list[str]] = lambda _payload: []
     #: Seconds one attempt may run before it is stopped and failed for good (``None``: Dramatiq's 10 min).
     time_limit: float | None = None
+
+
+class Deferred:
+    """A module's function, imported on its first call.
+
+    The registry lists every kind without importing its module, so that a process loads only
+    the kinds it runs (a no-op worker never loads Pillow, WeasyPrint or the email templates).
+    """
+
+    __slots__ = ("_function", "attribute", "module")
+
+    def __init__(self, module: str, attribute: str) -> None:
+        self.module = module
+        self.attribute = attribute
+        self._function: Callable[..., Any] | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        function = self._function
+        if function is None:
+            function = self._function = getattr(importlib.import_module(self.module), self.attribute)
+        return function(*args, **kwargs)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Deferred):
+            return NotImplemented
+        return (self.module, self.attribute) == (other.module, other.attribute)
+
+    def __hash__(self) -> int:
+        return hash((self.module, self.attribute))
+
+    def __repr__(self) -> str:
+        return f"Deferred({self.module}:{self.attribute})"
 
 
 def require_keys(kind: str, payload: Mapping[str, Any], allowed: set[str]) -> None:

@@ -5,25 +5,25 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import PurePath
-from typing import Any
-
-from PIL import ImageColor
+from typing import TYPE_CHECKING, Any
 
 from jobs.context import check_cancelled, current_job
 from jobs.defaults import DEFAULT_IMAGE_TIME_LIMIT
 from jobs.errors import ArtifactNotFound, PermanentError
 from jobs.ids import is_uuid
-from jobs.images.operations import validate_operations
-from jobs.images.pipeline import OUTPUT_FORMATS, Limits, Variant, process
+from jobs.images.validation import OUTPUT_FORMATS, validate_operations
 from jobs.kinds.base import JobKind, Payload, Result, require_keys
-from jobs.services import Services
-from jobs.settings import Settings
+
+if TYPE_CHECKING:
+    from jobs.services import Services
+    from jobs.settings import Settings
 
 _FIELDS = {"source", "operations", "format", "quality", "variants", "keep_metadata", "background"}
 _VARIANT_FIELDS = {"name", "operations", "format", "quality"}
 _VARIANT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 DEFAULT_FORMAT = "jpeg"
 DEFAULT_QUALITY = 85
+DEFAULT_BACKGROUND = "#ffffff"
 
 
 def validate(payload: Mapping[str, Any], settings: Settings | None = None) -> Payload:
@@ -43,11 +43,9 @@ def validate(payload: Mapping[str, Any], settings: Settings | None = None) -> Pa
     if not isinstance(keep, bool):
         raise ValueError("image payload: keep_metadata must be true or false")
     clean["keep_metadata"] = keep
-    background = payload.get("background", "#ffffff")
-    try:
-        ImageColor.getrgb(background)
-    except (ValueError, AttributeError):
-        raise ValueError(f"image payload: background {background!r} is not a colour") from None
+    background = payload.get("background", DEFAULT_BACKGROUND)
+    if background != DEFAULT_BACKGROUND:
+        _rgb(background)
     clean["background"] = background
     return clean
 
@@ -88,7 +86,16 @@ def _variants(value: object, default_format: str, default_quality: int) -> list[
 
 
 def _rgb(colour: str) -> tuple[int, int, int]:
-    red, green, blue = ImageColor.getrgb(colour)[:3]
+    """Raises ``ValueError`` for what is not a colour. Pillow is imported only for a colour other
+    than the default, so that a producer validates the usual image job without loading it."""
+    if colour == DEFAULT_BACKGROUND:
+        return 255, 255, 255
+    from PIL import ImageColor
+
+    try:
+        red, green, blue = ImageColor.getrgb(colour)[:3]
+    except (ValueError, AttributeError):
+        raise ValueError(f"image payload: background {colour!r} is not a colour") from None
     return red, green, blue
 
 
@@ -97,43 +104,52 @@ def artifact_ids(payload: Payload) -> list[str]:
 
 
 def run(services: Services, **payload: Any) -> Result:
-    """Decode the source once, write every output as an artifact; returns their descriptions."""
+    """Decode the source once, straight from its file; write every output to its artifact file.
+    Returns their descriptions."""
+    from jobs.images.pipeline import Limits, Variant, render  # Pillow: only where images are made
+
     ctx = current_job()
     settings = services.settings
-    try:
-        source, data = services.artifacts.read(payload["source"])
-    except ArtifactNotFound:
-        raise PermanentError(f"source artifact {payload['source']} does not exist") from None
     variants = [Variant(**v) for v in payload.get("variants", [])] or [
         Variant(name="", operations=[], format=payload["format"], quality=payload["quality"])
     ]
-    shared = payload["operations"]
     check_cancelled()
-    outputs = process(
-        data,
-        variants,
-        limits=Limits(settings.image_max_bytes, settings.image_max_pixels, settings.image_draft),
-        shared=shared,
-        background=_rgb(payload["background"]),
-        keep_metadata=payload["keep_metadata"],
-    )
-    stem = PurePath(source.name).stem or "image"
-    artifacts = []
-    for output in outputs:
-        check_cancelled()
-        name = f"{stem}-{output.name}.{output.extension}" if output.name else f"{stem}.{output.extension}"
-        info = services.artifacts.put(
-            output.data, name=name, content_type=output.content_type, job_id=ctx.job_id if ctx else None
-        )
-        artifacts.append(
-            {
-                **info.to_dict(),
-                "variant": output.name or None,
-                "width": output.width,
-                "height": output.height,
-                "format": output.format,
-            }
-        )
+    try:
+        with services.artifacts.source(payload["source"]) as (source, handle):
+            stem = PurePath(source.name).stem or "image"
+            outputs = render(
+                handle,
+                variants,
+                limits=Limits(settings.image_max_bytes, settings.image_max_pixels, settings.image_draft),
+                shared=payload["operations"],
+                background=_rgb(payload["background"]),
+                keep_metadata=payload["keep_metadata"],
+            )
+            artifacts = []
+            for output in outputs:
+                check_cancelled()
+                name = (
+                    f"{stem}-{output.name}.{output.extension}"
+                    if output.name
+                    else f"{stem}.{output.extension}"
+                )
+                job_id = ctx.job_id if ctx else None
+                with services.artifacts.create(
+                    name=name, content_type=output.content_type, job_id=job_id
+                ) as sink:
+                    output.save(sink)
+                assert sink.info is not None
+                artifacts.append(
+                    {
+                        **sink.info.to_dict(),
+                        "variant": output.name or None,
+                        "width": output.image.width,
+                        "height": output.image.height,
+                        "format": output.format,
+                    }
+                )
+    except ArtifactNotFound:
+        raise PermanentError(f"source artifact {payload['source']} does not exist") from None
     return {"artifacts": artifacts}
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import mimetypes
 import os
 import tempfile
@@ -11,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import select
@@ -60,15 +62,51 @@ class ArtifactInfo:
         return data
 
 
+class ArtifactWriter:
+    """A file-like sink for one artifact's bytes: hashed and counted as they are written.
+
+    It has no ``fileno`` on purpose: Pillow then writes through :meth:`write` (with a file
+    descriptor it would write past the hash).
+    """
+
+    def __init__(self, handle: IO[bytes] | None) -> None:
+        self._handle = handle
+        self._buffer: list[bytes] = []
+        self.digest = hashlib.sha256()
+        self.size = 0
+        #: The stored artifact, once the ``with`` block has ended without error.
+        self.info: ArtifactInfo | None = None
+
+    def write(self, data: bytes) -> int:
+        chunk = bytes(data)
+        self.digest.update(chunk)
+        self.size += len(chunk)
+        if self._handle is not None:
+            self._handle.write(chunk)
+        else:
+            self._buffer.append(chunk)
+        return len(chunk)
+
+    def flush(self) -> None:
+        if self._handle is not None:
+            self._handle.flush()
+
+    def buffered(self) -> bytes:
+        """What was written, when there is no file (an artifact kept in its row)."""
+        return b"".join(self._buffer)
+
+
 class ArtifactStore:
-    """Put and get artifacts: bytes in the database, or in files under ``file:///DIR``.
+    """Put and get artifacts: bytes in files under ``file:DIR`` (the default), metadata in the
+    database. Artifacts stored in database rows (older releases, or a store made without a
+    URL) stay readable.
 
     Files are written and read in chunks, so that large outputs never sit whole in memory.
     """
 
     def __init__(self, db: Database, url: str | None = None) -> None:
         self.db = db
-        self.folder = Path(unquote(urlsplit(url).path)) if url else None
+        self.folder = Path(unquote(urlsplit(url).path)).absolute() if url else None
 
     def put(
         self, data: bytes, *, name: str, content_type: str | None = None, job_id: str | None = None
@@ -80,7 +118,7 @@ class ArtifactStore:
         """
         if not isinstance(data, bytes | bytearray | memoryview):
             raise ValueError(f"an artifact's data must be bytes, not {type(data).__name__}")
-        return self.put_stream([bytes(data)], name=name, content_type=content_type, job_id=job_id)
+        return self.put_stream([data], name=name, content_type=content_type, job_id=job_id)
 
     def put_stream(
         self,
@@ -91,50 +129,89 @@ class ArtifactStore:
         job_id: str | None = None,
     ) -> ArtifactInfo:
         """Store the concatenation of ``chunks``, hashing as they come."""
+        with self.create(name=name, content_type=content_type, job_id=job_id) as writer:
+            for chunk in chunks:
+                writer.write(chunk)
+        assert writer.info is not None
+        return writer.info
+
+    @contextlib.contextmanager
+    def create(
+        self, *, name: str, content_type: str | None = None, job_id: str | None = None
+    ) -> Iterator[ArtifactWriter]:
+        """A writer for a new artifact; stored (file synced and renamed, then its row) when the
+        block ends without error, discarded otherwise. ``writer.info`` then describes it.
+
+        Raises:
+            ValueError: an empty or over-long name, or one with path separators.
+        """
         if not name or len(name) > MAX_NAME or any(c in name for c in "\r\n\0/\\"):
             raise ValueError(f"an artifact's name must be 1..{MAX_NAME} characters, without path separators")
         artifact_id = str(uuid.uuid4())
-        data: bytes | None = None
         location: str | None = None
         if self.folder is None:
-            data = b"".join(chunks)
-            digest, size = hashlib.sha256(data), len(data)
+            writer = ArtifactWriter(None)
+            yield writer
         else:
-            location, size, digest = self._write_file(f"{artifact_id}-{name}", chunks)
+            with self._file(f"{artifact_id}-{name}") as (handle, final):
+                writer = ArtifactWriter(handle)
+                yield writer
+            location = final.as_uri()
         row = ArtifactRow(
             id=artifact_id,
             name=name,
             content_type=content_type or mimetypes.guess_type(name)[0] or "application/octet-stream",
-            size=size,
-            sha256=digest.hexdigest(),
-            data=data,
+            size=writer.size,
+            sha256=writer.digest.hexdigest(),
+            data=writer.buffered() if location is None else None,
             location=location,
             job_id=job_id,
             created_at=utcnow(),
         )
         with self.db.session() as session:
             session.add(row)
-        return ArtifactInfo.from_row(row)
+        writer.info = ArtifactInfo.from_row(row)
 
-    def _write_file(self, filename: str, chunks: Iterable[bytes]) -> tuple[str, int, Any]:
+    @contextlib.contextmanager
+    def _file(self, filename: str) -> Iterator[tuple[IO[bytes], Path]]:
+        """A temporary file in the folder, synced and renamed to ``filename`` on success."""
         assert self.folder is not None
         self.folder.mkdir(parents=True, exist_ok=True)
-        digest, size = hashlib.sha256(), 0
         fd, temporary = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".part")
+        final = self.folder / filename
         try:
             with os.fdopen(fd, "wb") as handle:
-                for chunk in chunks:
-                    handle.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
+                yield handle, final
                 handle.flush()
                 os.fsync(handle.fileno())
-            final = self.folder / filename
             os.replace(temporary, final)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
-        return final.resolve().as_uri(), size, digest
+
+    @contextlib.contextmanager
+    def source(self, artifact_id: str) -> Iterator[tuple[ArtifactInfo, IO[bytes]]]:
+        """The artifact and a binary file to read it from (its own file when it has one, so
+        that a reader such as Pillow streams from disk).
+
+        Raises:
+            ArtifactNotFound: no such artifact, or its file is gone.
+        """
+        info, location, data = self._lookup(artifact_id)
+        if location is None:
+            yield info, io.BytesIO(data or b"")
+            return
+        try:
+            handle = _path(location).open("rb")
+        except FileNotFoundError:
+            raise ArtifactNotFound(f"artifact {artifact_id}: its file {_path(location)} is missing") from None
+        with handle:
+            yield info, handle
+
+    def _lookup(self, artifact_id: str) -> tuple[ArtifactInfo, str | None, bytes | None]:
+        with self.db.session() as session:
+            row = self._row(session, artifact_id)
+            return ArtifactInfo.from_row(row), row.location, row.data
 
     def open(self, artifact_id: str) -> tuple[ArtifactInfo, Iterator[bytes]]:
         """The artifact and its bytes as chunks (from a file, never whole in memory).
@@ -142,12 +219,10 @@ class ArtifactStore:
         Raises:
             ArtifactNotFound: no such artifact, or its file is gone.
         """
-        with self.db.session() as session:
-            row = self._row(session, artifact_id)
-            info, location, data = ArtifactInfo.from_row(row), row.location, row.data
+        info, location, data = self._lookup(artifact_id)
         if location is None:
             return info, iter([bytes(data or b"")])
-        path = Path(unquote(urlsplit(location).path))
+        path = _path(location)
         if not path.is_file():
             raise ArtifactNotFound(f"artifact {artifact_id}: its file {path} is missing")
         return info, _file_chunks(path)
@@ -191,3 +266,7 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as handle:
         while chunk := handle.read(ARTIFACT_CHUNK):
             yield chunk
+
+
+def _path(location: str) -> Path:
+    return Path(unquote(urlsplit(location).path))

@@ -96,3 +96,11 @@ def test_log_records_have_url_passwords_masked() -> None:
 
     assert record.getMessage() == "connecting to amqp://u:***@h/"
     assert mask_secrets("a smtp://x:y@h b redis://:z@h") == "a smtp://x:***@h b redis://:***@h"
+
+
+def test_artifacts_go_to_a_folder_by_default_and_an_empty_variable_keeps_it() -> None:
+    assert Settings().artifact_url == "file:.conveyor/artifacts"
+    assert Settings.from_env({"CONVEYOR_ARTIFACT_URL": ""}).artifact_url == "file:.conveyor/artifacts"
+    assert Settings.from_env({"CONVEYOR_ARTIFACT_URL": "file:///srv/a"}).artifact_url == "file:///srv/a"
+    with pytest.raises(SettingsError, match="CONVEYOR_ARTIFACT_URL"):
+        Settings(artifact_url="http://example.com/a")

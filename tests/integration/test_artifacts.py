@@ -1,0 +1,77 @@
+"""Artifacts: bytes in files, metadata in the database; rows that hold their bytes stay readable."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+
+import pytest
+
+from jobs.errors import ArtifactNotFound
+from jobs.store.artifacts import ArtifactStore
+from jobs.store.jobs import utcnow
+from jobs.store.models import ArtifactRow
+from producers import Client
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_put_writes_a_file_and_keeps_no_bytes_in_the_row(client: Client, tmp_path: Path) -> None:
+    store = ArtifactStore(client.db, f"file://{tmp_path}")
+    info = store.put(b"hello" * 1000, name="hello.txt")
+    with client.db.session() as session:
+        row = session.get(ArtifactRow, info.id)
+        assert row is not None
+        assert row.data is None
+        assert row.location == info.location
+    assert info.location is not None
+    assert info.location.startswith(f"file://{tmp_path}/")
+    assert Path(info.location.removeprefix("file://")).read_bytes() == b"hello" * 1000
+    assert (info.size, info.sha256) == (5000, hashlib.sha256(b"hello" * 1000).hexdigest())
+    with store.source(info.id) as (found, handle):
+        assert (found, handle.read()) == (info, b"hello" * 1000)
+
+
+def test_an_artifact_stored_in_its_row_is_still_read(client: Client) -> None:
+    artifact_id = str(uuid.uuid4())
+    with client.db.session() as session:
+        session.add(
+            ArtifactRow(
+                id=artifact_id,
+                name="old.bin",
+                content_type="application/octet-stream",
+                size=3,
+                sha256=hashlib.sha256(b"old").hexdigest(),
+                data=b"old",
+                location=None,
+                job_id=None,
+                created_at=utcnow(),
+            )
+        )
+    assert client.get_artifact(artifact_id) == b"old"
+    with client.artifacts.source(artifact_id) as (info, handle):
+        assert (info.size, handle.read()) == (3, b"old")
+
+
+def test_a_failed_write_leaves_neither_file_nor_row(client: Client, tmp_path: Path) -> None:
+    store = ArtifactStore(client.db, f"file://{tmp_path}")
+
+    def write_then_fail() -> None:
+        with store.create(name="broken.txt") as writer:
+            writer.write(b"half")
+            raise RuntimeError("the job failed while writing")
+
+    with pytest.raises(RuntimeError):
+        write_then_fail()
+    assert list(tmp_path.iterdir()) == []
+    assert all(a.name != "broken.txt" for a in store.recent(limit=500))
+
+
+def test_a_missing_file_is_reported(client: Client, tmp_path: Path) -> None:
+    store = ArtifactStore(client.db, f"file://{tmp_path}")
+    info = store.put(b"x", name="gone.txt")
+    assert info.location is not None
+    Path(info.location.removeprefix("file://")).unlink()
+    with pytest.raises(ArtifactNotFound, match="missing"), store.source(info.id):
+        pass
