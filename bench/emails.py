@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import smtplib
 import socket
 import subprocess
@@ -32,6 +33,7 @@ from typing import Any
 from bench.harness import (
     ROOT,
     BenchFailed,
+    cpu_seconds,
     new_client,
     queue_outcomes,
     running_worker,
@@ -105,8 +107,9 @@ def free_port() -> int:
 # ------------------------------------------------------------------ the baseline ----
 
 
-def smtplib_loop(port: int, count: int, threads: int) -> None:
-    """``threads`` threads, one reused SMTP connection each, sending ``count`` emails between them."""
+def smtplib_loop(port: int, count: int, threads: int) -> float:
+    """``threads`` threads, one reused SMTP connection each, sending ``count`` emails between them;
+    returns the CPU seconds this process spent sending."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
     env = Environment(
@@ -136,6 +139,7 @@ def smtplib_loop(port: int, count: int, threads: int) -> None:
         except BaseException as exc:
             errors.append(exc)
 
+    cpu_before = time.process_time()
     workers = [threading.Thread(target=send_share, args=(k,)) for k in range(threads)]
     for thread in workers:
         thread.start()
@@ -143,6 +147,7 @@ def smtplib_loop(port: int, count: int, threads: int) -> None:
         thread.join()
     if errors:
         raise errors[0]
+    return time.process_time() - cpu_before
 
 
 # ------------------------------------------------------------------ the section ----
@@ -190,11 +195,13 @@ class EmailSection:
         self.sink.reset()
 
     def measure(self, run: int) -> dict[str, float]:
-        baseline, baseline_connections = self._baseline()
-        conveyor, conveyor_connections = self._conveyor()
+        baseline, baseline_cpu, baseline_connections = self._baseline()
+        conveyor, conveyor_cpu, conveyor_connections = self._conveyor()
         return {
             "email.conveyor": conveyor,
             "email.baseline": baseline,
+            "conveyor_worker_cpu_ms_per_email": conveyor_cpu * 1000,
+            "baseline_cpu_ms_per_email": baseline_cpu * 1000,
             "conveyor_smtp_connections": conveyor_connections,
             "baseline_smtp_connections": baseline_connections,
         }
@@ -205,7 +212,8 @@ class EmailSection:
             raise BenchFailed(f"the SMTP server got {len(arrivals)} emails, not {self.emails}")
         return (self.emails - 1) / max(end - min(arrivals), 1e-6)
 
-    def _baseline(self) -> tuple[float, int]:
+    def _baseline(self) -> tuple[float, float, int]:
+        """Emails per second, CPU seconds per email, SMTP connections."""
         self._reset()
         args = ["--smtplib-loop", str(self.sink.port), "--emails", str(self.emails)]
         done = subprocess.run(
@@ -217,10 +225,12 @@ class EmailSection:
         )
         if done.returncode:
             raise BenchFailed(f"the smtplib loop failed: {done.stderr.strip()[-500:]}")
+        cpu = float(json.loads(done.stdout.strip().splitlines()[-1])["cpu_s"]) / self.emails
         self.sink.wait_for(self.emails, timeout=10)
-        return self._rate(max(self.sink.handler.arrivals)), self.sink.handler.connections
+        return self._rate(max(self.sink.handler.arrivals)), cpu, self.sink.handler.connections
 
-    def _conveyor(self) -> tuple[float, int]:
+    def _conveyor(self) -> tuple[float, float, int]:
+        """Emails per second, worker CPU seconds per email (from the first email on), connections."""
         self._reset()
         with new_client(self.settings) as client:
             for first in range(0, self.emails, BATCH):
@@ -231,10 +241,15 @@ class EmailSection:
                 client.enqueue_many("email", payloads)
         args = ("--processes", "1", "--threads", str(self.threads), "--queues", "email")
         with running_worker(self.settings, *args) as worker:
+            self.sink.wait_for(1, timeout=60)
+            # Start-up (imports, connections) is behind it: the CPU from here on is the emails'.
+            cpu_before, sent_before = cpu_seconds(worker.pid), len(self.sink.handler.arrivals)
             last_finished = wait_succeeded(
                 lambda: queue_outcomes(self.sql, self.queue), self.emails, worker, "email jobs"
             )
-        return self._rate(max(last_finished, *self.sink.handler.arrivals)), self.sink.handler.connections
+            cpu = (cpu_seconds(worker.pid) - cpu_before) / max(self.emails - sent_before, 1)
+        end = max(last_finished, *self.sink.handler.arrivals)
+        return self._rate(end), cpu, self.sink.handler.connections
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smtplib-loop", type=int, metavar="PORT", help="run the baseline only, to PORT")
     args, rest = parser.parse_known_args(argv)
     if args.smtplib_loop:
-        smtplib_loop(args.smtplib_loop, args.emails, args.threads)
+        print(json.dumps({"cpu_s": smtplib_loop(args.smtplib_loop, args.emails, args.threads)}))
         return 0
     from bench.compare import main as compare_main
 

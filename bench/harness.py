@@ -163,3 +163,29 @@ def new_client(settings: dict[str, str]) -> Any:
     from producers import Client
 
     return Client(Settings.from_env({f"CONVEYOR_{name.upper()}": v for name, v in settings.items()}))
+
+
+def known_settings(settings: dict[str, str]) -> dict[str, str]:
+    """``settings`` without the names this checkout's ``Settings`` does not have (an optional
+    knob such as ``image_draft`` that a later version drops), which the worker would refuse."""
+    from dataclasses import fields
+
+    from jobs.settings import Settings
+
+    names = {field.name for field in fields(Settings)}
+    return {name: value for name, value in settings.items() if name in names}
+
+
+def cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of process ``root`` and its live descendants (from /proc)."""
+    from bench.systems.base import process_tree
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in process_tree([root]):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / ticks

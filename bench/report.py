@@ -105,6 +105,12 @@ def _fmt(value: float | None, digits: int) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _value(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def _ratio(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}×"
 
@@ -132,7 +138,8 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for row in results["targets"]:
         verdict = {True: "met", False: "**not met**", None: "not measured"}[row["met"]]
-        lines.append(f"| {row['target']} | {row['wanted']} | {_ratio(row['ratio'])} | {verdict} |")
+        measured = "—" if row["ratio"] is None else f"{row['ratio']:.3f}×"
+        lines.append(f"| {row['target']} | {row['wanted']} | {measured} | {verdict} |")
     for name, section in sections.items():
         lines += ["", f"## {section['title']}", ""]
         lines += noop_markdown(section) if name == "noop" else work_markdown(section)
@@ -144,7 +151,7 @@ def work_markdown(section: dict[str, Any]) -> list[str]:
     meds, config = section["medians"], section["config"]
     runs = len([r for r in section["runs"] if not r.get("error")])
     lines = [
-        ", ".join(f"{key.replace('_', ' ')}: {value}" for key, value in config.items())
+        ", ".join(f"{key.replace('_', ' ')}: {_value(value)}" for key, value in config.items())
         + f"; median of {runs} successful run(s), {section['duration_s']:.0f} s in all.",
         "",
         "| measurement | Conveyor | without Conveyor | speed ratio |",

@@ -27,6 +27,7 @@ from bench.harness import (
     ROOT,
     BenchFailed,
     job_outcomes,
+    known_settings,
     new_client,
     prepare_database,
     running_worker,
@@ -186,7 +187,8 @@ class ReportSection:
     title = "Reports: a `jobs_summary` job vs the same template rendered directly"
 
     def __init__(self, settings: dict[str, str], rows: int) -> None:
-        self.settings = {**settings, "report_cache_ttl": "0"}
+        # The cache off (and each run's window a second longer: no run can reuse another's report).
+        self.settings = known_settings({**settings, "report_cache_ttl": "0"})
         self.settings["database_url"] = settings["database_url"] + "_reports"
         self.rows = rows
         self.since = START
@@ -231,11 +233,12 @@ class ReportSection:
             self.folder.cleanup()
 
     def measure(self, run: int) -> dict[str, float]:
+        until = self.until + timedelta(seconds=run)
         self.direct.run(self.since, self.since + timedelta(hours=1))  # warm-up
         started = time.perf_counter()
-        rows = self.direct.run(self.since, self.until)
+        rows = self.direct.run(self.since, until)
         baseline = time.perf_counter() - started
-        conveyor, run_s, job_rows = self._conveyor()
+        conveyor, run_s, job_rows = self._conveyor(until)
         if job_rows != rows:
             raise BenchFailed(f"the report job saw {job_rows} rows, the direct report {rows}")
         return {"report.conveyor": conveyor, "report.baseline": baseline, "conveyor_job_run_s": run_s}
@@ -243,7 +246,7 @@ class ReportSection:
     def _params(self, until: datetime) -> dict[str, str]:
         return {"since": self.since.isoformat(), "until": until.isoformat()}
 
-    def _conveyor(self) -> tuple[float, float, int]:
+    def _conveyor(self, until: datetime) -> tuple[float, float, int]:
         """Seconds from enqueue to ``finished_at``, from ``started_at`` to it, and the job's row count."""
         args = ("--processes", "1", "--threads", "1", "--queues", "reports")
         with new_client(self.settings) as client, running_worker(self.settings, *args) as worker:
@@ -252,7 +255,7 @@ class ReportSection:
             )
             wait_succeeded(lambda: job_outcomes(self.sql, [warm.id]), 1, worker, "warm-up report")
             started = time.time()
-            job = client.generate_report("jobs_summary", self._params(self.until), FORMATS)
+            job = client.generate_report("jobs_summary", self._params(until), FORMATS)
             finished = wait_succeeded(lambda: job_outcomes(self.sql, [job.id]), 1, worker, "report job")
         row = self.sql.execute(
             "SELECT extract(epoch FROM finished_at - started_at), (result->>'rows')::int FROM jobs WHERE id = %s",

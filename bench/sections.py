@@ -85,6 +85,7 @@ def run_section(section: Section, runs: int, log: Progress) -> dict[str, Any]:
     log(f"{section.title}: setting up")
     try:
         section.setup()
+        result["config"] = section.config()  # with what setup made (the source image's size…)
         for run in range(1, runs + 1):
             result["runs"].append(_one_run(section, run, runs, log))
     except KeyboardInterrupt:

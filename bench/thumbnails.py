@@ -18,12 +18,21 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import resource
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import job_outcomes, new_client, running_worker, sql_connect, wait_succeeded
+from bench.harness import (
+    cpu_seconds,
+    job_outcomes,
+    known_settings,
+    new_client,
+    running_worker,
+    sql_connect,
+    wait_succeeded,
+)
 from bench.sections import Comparison
 
 SIZE = (4000, 3000)
@@ -59,12 +68,17 @@ def plain_thumbnail(paths: tuple[str, str]) -> int:
     return Path(target).stat().st_size
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 class ThumbnailSection:
     name = "images"
     title = "Thumbnails: `image` jobs vs a plain Pillow process pool"
 
     def __init__(self, settings: dict[str, str], rabbit: Any, images: int, processes: list[int]) -> None:
-        self.settings = {**settings, "image_draft": "true"}
+        self.settings = known_settings({**settings, "image_draft": "true"})
         self.rabbit = rabbit
         self.images = images
         self.processes = processes
@@ -119,27 +133,38 @@ class ThumbnailSection:
     def measure(self, run: int) -> dict[str, float]:
         metrics: dict[str, float] = {}
         for p in self.processes:
-            metrics[f"thumbnails_p{p}.baseline"] = self._baseline(p)
-            metrics[f"thumbnails_p{p}.conveyor"] = self._conveyor(p)
+            rate, cpu = self._baseline(p)
+            metrics[f"thumbnails_p{p}.baseline"] = rate
+            metrics[f"baseline_cpu_ms_per_thumbnail_p{p}"] = cpu * 1000
+            rate, cpu = self._conveyor(p)
+            metrics[f"thumbnails_p{p}.conveyor"] = rate
+            metrics[f"conveyor_worker_cpu_ms_per_thumbnail_p{p}"] = cpu * 1000
         return metrics
 
-    def _baseline(self, processes: int) -> float:
+    def _baseline(self, processes: int) -> tuple[float, float]:
+        """Thumbnails per second, and CPU seconds per thumbnail (the pool's processes, reaped when
+        it closes, warm-up included)."""
+
         def paths(count: int, tag: str) -> list[tuple[str, str]]:
             return [(self.source, str(Path(self.folder.name) / f"{tag}-{i}.jpg")) for i in range(count)]
 
+        cpu_before = _children_cpu()
         with multiprocessing.get_context("fork").Pool(processes) as pool:
             pool.map(plain_thumbnail, paths(processes, "warm"), chunksize=1)
             started = time.time()
             pool.map(plain_thumbnail, paths(self.images, "thumb"), chunksize=1)
-            return self.images / (time.time() - started)
+            rate = self.images / (time.time() - started)
+        return rate, (_children_cpu() - cpu_before) / (self.images + processes)
 
-    def _conveyor(self, processes: int) -> float:
+    def _conveyor(self, processes: int) -> tuple[float, float]:
+        """Thumbnails per second, and the worker's CPU seconds per thumbnail (warm)."""
         self._reset()
         args = ("--processes", str(processes), "--threads", "1", "--queues", "images")
         with new_client(self.settings) as client, running_worker(self.settings, *args) as worker:
             warm = [job.id for job in client.enqueue_many("image", [self.payload] * processes)]
             wait_succeeded(lambda: job_outcomes(self.sql, warm), len(warm), worker, "warm-up image jobs")
-            started = time.time()
+            cpu_before, started = cpu_seconds(worker.pid), time.time()
             timed = [job.id for job in client.enqueue_many("image", [self.payload] * self.images)]
             last = wait_succeeded(lambda: job_outcomes(self.sql, timed), len(timed), worker, "image jobs")
-        return self.images / (last - started)
+            cpu = (cpu_seconds(worker.pid) - cpu_before) / self.images
+        return self.images / (last - started), cpu
