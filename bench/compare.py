@@ -148,8 +148,6 @@ def run_all(args: argparse.Namespace, config: Config, rabbit: Rabbit, log: Progr
     """Each chosen section in turn; the sections part of the results (those done when interrupted)."""
     sections: dict[str, Any] = {}
     try:
-        if any(s != "noop" for s in args.sections):
-            prepare_database(args.database_url)
         for name in args.sections:
             wait_quiet(log)
             if name == "noop":
@@ -181,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     wait_quiet(log)
     rabbit = Rabbit(config.amqp_url)
+    prepare_database(args.database_url)  # a fresh clone has no benchmark database yet
     started = datetime.now().astimezone()
     results: dict[str, Any] = {
         "date": started.date().isoformat(),
