@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     results["duration_s"] = round((finished - started).total_seconds(), 1)
     results["machine"]["loadavg_at_end"] = os.getloadavg()
     results["targets"] = targets.check_all(results)
-    whole = args.sections == SECTIONS
+    whole = set(args.sections) == set(SECTIONS)
     stem = results["date"] if whole else f"{results['date']}-{'-'.join(args.sections)}"
     paths = report.write_all(results, args.out, stem, latest=whole)
     print()
