@@ -4,9 +4,15 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Parallel pytest workers; each gets its own database and namespace.
 TEST_WORKERS ?= 4
-# `make bench`: no-op jobs per measurement, and runs (medians are reported).
-BENCH_JOBS ?= 20000
+# `make bench`: runs of each section (medians are reported), the sections (any of
+# noop,email,images,reports), and the sizes per measurement: no-op jobs, emails, thumbnails,
+# job rows in the report. A quick look: make bench BENCH_RUNS=1 BENCH_ONLY=email BENCH_EMAILS=200
 BENCH_RUNS ?= 3
+BENCH_ONLY ?= noop,email,images,reports
+BENCH_JOBS ?= 20000
+BENCH_EMAILS ?= 2000
+BENCH_IMAGES ?= 40
+BENCH_REPORT_ROWS ?= 100000
 
 .PHONY: demo test lint format services install clean chaos bench
 
@@ -48,10 +54,12 @@ test: install services lint
 chaos: install services
 	$(BIN)/pytest tests/chaos -n 0 -m chaos
 
-# Conveyor side by side with raw pika, Dramatiq and Celery on the same services: bench/results/.
+# Conveyor side by side, on the same services: no-op jobs against raw pika, Dramatiq and Celery;
+# emails, thumbnails and a report against the same work done without it. Results: bench/results/.
 bench: install services
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	$(BIN)/python bench/compare.py --jobs $(BENCH_JOBS) --runs $(BENCH_RUNS)
+	$(BIN)/python bench/compare.py --only $(BENCH_ONLY) --runs $(BENCH_RUNS) --jobs $(BENCH_JOBS) \
+	  --emails $(BENCH_EMAILS) --images $(BENCH_IMAGES) --report-rows $(BENCH_REPORT_ROWS)
 
 clean:
 	rm -rf $(VENV) .conveyor outbox .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,37 +1,89 @@
-"""What the benchmark scripts share: a migrated database, and `conveyor worker` subprocesses."""
+"""What every benchmark section shares: progress lines, a migrated database, `conveyor worker`
+subprocesses, plain SQL on the ``jobs`` table, and waiting for jobs to finish.
+
+Conveyor is driven through its public surfaces only: the `conveyor` CLI, ``producers.Client``,
+``CONVEYOR_*`` settings and the ``jobs`` table of SPEC §3 (read with plain psycopg), so that the
+harness keeps working while the worker's internals change.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+#: Held by the fault-injection suite (tests/chaos) while it has a service stopped.
+CHAOS_LOCK = Path("/tmp/chaos.lock")
+#: Seconds without a single job finishing after which a measurement is abandoned.
+STALL_TIMEOUT = 60.0
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
-from jobs.store import Database
-from jobs.store.migrate import ensure_database, upgrade
+
+class BenchFailed(RuntimeError):
+    """A measurement that could not complete (a worker died, jobs stalled or failed)."""
+
+
+class Progress:
+    """Prints timestamped progress lines (seconds since the benchmark started)."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.started:7.1f}s] {message}", flush=True)
+
+
+def wait_quiet(log: Progress) -> None:
+    """Wait while the fault-injection suite has a service stopped (it holds /tmp/chaos.lock)."""
+    told = False
+    while CHAOS_LOCK.exists():
+        try:
+            holder = int(CHAOS_LOCK.read_text().split()[0])
+            os.kill(holder, 0)
+        except (ValueError, IndexError, OSError):
+            return
+        if not told:
+            log(f"{CHAOS_LOCK} is held by pid {holder} (a service is disrupted): waiting")
+            told = True
+        time.sleep(2)
+
+
+def conveyor_env(settings: dict[str, str]) -> dict[str, str]:
+    """This process's environment with these ``CONVEYOR_*`` settings only (none inherited)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update({f"CONVEYOR_{name.upper()}": value for name, value in settings.items()})
+    return env
 
 
 def prepare_database(url: str) -> None:
-    """Create the benchmark's database when missing and migrate it."""
-    ensure_database(url)
-    db = Database(url)
-    upgrade(db)
-    db.dispose()
+    """`conveyor db upgrade`: create the benchmark's database when missing, and migrate it."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "db", "upgrade"],
+        env=conveyor_env({"database_url": url}),
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        raise BenchFailed(f"conveyor db upgrade failed: {done.stderr.strip() or done.stdout.strip()}")
 
 
 @contextmanager
 def running_worker(settings: dict[str, str], *args: str) -> Iterator[subprocess.Popen[bytes]]:
-    """`conveyor worker ARGS` with these ``CONVEYOR_*`` settings only; stopped (SIGTERM) on exit."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    env.update({f"CONVEYOR_{name.upper()}": value for name, value in settings.items()})
+    """`conveyor worker ARGS` with these ``CONVEYOR_*`` settings only; stopped (SIGTERM) on exit.
+
+    Its output is dropped, unless ``BENCH_DEBUG`` is set (then stderr shows).
+    """
     worker = subprocess.Popen(
         [sys.executable, str(ROOT / "cli.py"), "worker", *args],
-        env=env,
+        env=conveyor_env(settings),
         stdout=subprocess.DEVNULL,
         stderr=None if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL,
     )
@@ -43,3 +95,97 @@ def running_worker(settings: dict[str, str], *args: str) -> Iterator[subprocess.
             worker.wait(timeout=60)
         except subprocess.TimeoutExpired:
             worker.kill()
+            worker.wait(timeout=10)
+
+
+def sql_connect(database_url: str) -> psycopg.Connection[Any]:
+    """A plain autocommit psycopg connection to a SQLAlchemy-style URL (``postgresql+psycopg://``)."""
+    return psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True)
+
+
+def queue_outcomes(sql: psycopg.Connection[Any], queue: str) -> tuple[int, int, float | None]:
+    """Jobs of ``queue`` that succeeded, that ended otherwise, and the last ``finished_at`` (epoch)."""
+    row = sql.execute(
+        "SELECT count(*) FILTER (WHERE status = 'succeeded'), "
+        "count(*) FILTER (WHERE status IN ('failed', 'cancelled')), "
+        "extract(epoch FROM max(finished_at)) FROM jobs WHERE queue = %s",
+        (queue,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), None if row[2] is None else float(row[2])
+
+
+def job_outcomes(sql: psycopg.Connection[Any], ids: Sequence[str]) -> tuple[int, int, float | None]:
+    """As :func:`queue_outcomes`, for these job ids."""
+    row = sql.execute(
+        "SELECT count(*) FILTER (WHERE status = 'succeeded'), "
+        "count(*) FILTER (WHERE status IN ('failed', 'cancelled')), "
+        "extract(epoch FROM max(finished_at)) FROM jobs WHERE id::text = ANY(%s)",
+        (list(ids),),
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), None if row[2] is None else float(row[2])
+
+
+def wait_succeeded(
+    count_outcomes: Callable[[], tuple[int, int, float | None]],
+    target: int,
+    worker: subprocess.Popen[bytes],
+    what: str,
+) -> float:
+    """Poll ``count_outcomes()`` (a :func:`queue_outcomes`-like callable) until ``target`` jobs
+    succeeded; returns the last ``finished_at`` (epoch seconds).
+
+    Raises:
+        BenchFailed: a job failed, the worker exited, or nothing finished for STALL_TIMEOUT s.
+    """
+    seen, changed = -1, time.monotonic()
+    while True:
+        succeeded, failed, last = count_outcomes()
+        if failed:
+            raise BenchFailed(f"{what}: {failed} job(s) failed (BENCH_DEBUG=1 shows the worker's log)")
+        if succeeded >= target:
+            assert last is not None
+            return last
+        if succeeded != seen:
+            seen, changed = succeeded, time.monotonic()
+        elif time.monotonic() - changed > STALL_TIMEOUT:
+            raise BenchFailed(f"{what}: stuck at {succeeded} of {target} for {STALL_TIMEOUT:g} s")
+        if worker.poll() is not None:
+            raise BenchFailed(f"{what}: the worker exited with code {worker.returncode}")
+        time.sleep(0.02)
+
+
+def new_client(settings: dict[str, str]) -> Any:
+    """A ``producers.Client`` built from these ``CONVEYOR_*`` settings alone (imported on use:
+    the coordinator of a no-op-only run has no need of it)."""
+    from jobs.settings import Settings
+    from producers import Client
+
+    return Client(Settings.from_env({f"CONVEYOR_{name.upper()}": v for name, v in settings.items()}))
+
+
+def known_settings(settings: dict[str, str]) -> dict[str, str]:
+    """``settings`` without the names this checkout's ``Settings`` does not have (an optional
+    knob such as ``image_draft`` that a later version drops), which the worker would refuse."""
+    from dataclasses import fields
+
+    from jobs.settings import Settings
+
+    names = {field.name for field in fields(Settings)}
+    return {name: value for name, value in settings.items() if name in names}
+
+
+def cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of process ``root`` and its live descendants (from /proc)."""
+    from bench.systems.base import process_tree
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in process_tree([root]):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / ticks

@@ -1,9 +1,12 @@
-"""Medians, ratios and the three outputs of `make bench`: JSON (everything), Markdown (tables), PNG (chart)."""
+"""Medians, ratios and the outputs of `make bench`: JSON (everything), Markdown (tables), PNG (chart).
+
+The no-op section's medians and ratios are computed here; the real-work sections compute theirs
+(bench/sections.py) and the targets are checked by bench/targets.py.
+"""
 
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,33 +105,113 @@ def _fmt(value: float | None, digits: int) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _value(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}×"
+
+
 def markdown(results: dict[str, Any]) -> str:
-    config, machine, meds = results["config"], results["machine"], results["medians"]
-    systems = [s for s in results["systems"] if s in meds]
+    """The whole report: targets first, then one part per section that ran."""
+    machine, sections = results["machine"], results["sections"]
     lines = [
         f"# Side-by-side benchmark, {results['date']}",
         "",
-        f"{config['jobs']:,} no-op jobs per measurement, median of {config['runs']} run(s); "
-        f"{config['processes']} worker processes × {config['threads']} threads, prefetch "
-        f"{config['prefetch']} per process; {config['latency_samples']} latency probes "
-        f"{config['probe_spacing_ms']:g} ms apart.",
+        f"Sections: {', '.join(sections)}; median of {results['config']['runs']} run(s) each. "
+        f"Total time {results['duration_s'] / 60:.1f} min.",
         f"Machine: {machine['cores']} cores ({machine.get('cpu', '?')}), Python {machine['python']}, "
         f"RabbitMQ {machine['rabbitmq']}, PostgreSQL {machine['postgresql']}, Redis {machine['redis']}; "
         + ", ".join(f"{name} {version}" for name, version in machine["packages"].items())
-        + ".",
-        f"Total time {results['duration_s'] / 60:.1f} min.",
+        + f"; Conveyor at {machine['conveyor_commit']}.",
+        "",
+        "## Targets (issue 14)",
+        "",
+        "Ratios are Conveyor ÷ the same work without it: speed above 1 means Conveyor is faster; "
+        "memory below 1 means it uses less.",
+        "",
+        "| target | wanted | measured | |",
+        "|---|---:|---:|---|",
+    ]
+    for row in results["targets"]:
+        verdict = {True: "met", False: "**not met**", None: "not measured"}[row["met"]]
+        measured = "—" if row["ratio"] is None else f"{row['ratio']:.3f}×"
+        lines.append(f"| {row['target']} | {row['wanted']} | {measured} | {verdict} |")
+    for name, section in sections.items():
+        lines += ["", f"## {section['title']}", ""]
+        lines += noop_markdown(section) if name == "noop" else work_markdown(section)
+    return "\n".join(lines) + "\n"
+
+
+def work_markdown(section: dict[str, Any]) -> list[str]:
+    """A real-work section: a table of its comparisons, how each side ran, and its details."""
+    meds, config = section["medians"], section["config"]
+    runs = len([r for r in section["runs"] if not r.get("error")])
+    lines = [
+        ", ".join(f"{key.replace('_', ' ')}: {_value(value)}" for key, value in config.items())
+        + f"; median of {runs} successful run(s), {section['duration_s']:.0f} s in all.",
+        "",
+        "| measurement | Conveyor | without Conveyor | speed ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    keys = set()
+    for c in section["comparisons"]:
+        keys |= {f"{c['key']}.conveyor", f"{c['key']}.baseline"}
+        ours, theirs = meds.get(f"{c['key']}.conveyor"), meds.get(f"{c['key']}.baseline")
+        lines.append(
+            f"| {c['label']} | {_fmt(ours, 2)} {c['unit']} | {_fmt(theirs, 2)} {c['unit']} "
+            f"| {_ratio(section['ratios'].get(c['key']))} |"
+        )
+    lines += ["", "How each side ran:", ""]
+    for c in section["comparisons"]:
+        lines.append(f"- {c['label']}: **Conveyor**: {c['conveyor']}; **without**: {c['baseline']}.")
+    details = {k: v for k, v in meds.items() if k not in keys}
+    if details:
+        lines += [
+            "",
+            "Other medians: "
+            + ", ".join(f"{k.replace('_', ' ')} {v:,.2f}" for k, v in details.items())
+            + ".",
+        ]
+    lines += _failures(section, lambda run: f"run {run['run']}")
+    return lines
+
+
+def _failures(section: dict[str, Any], name: Any) -> list[str]:
+    errors = [run for run in section["runs"] if run.get("error")]
+    lines = []
+    if errors or section.get("error"):
+        lines += ["", "Failed (left out of the medians):", ""]
+        lines += [f"- {name(run)}: {run['error']}" for run in errors]
+        if section.get("error"):
+            lines.append(f"- the section: {section['error']}")
+    return lines
+
+
+def noop_markdown(section: dict[str, Any]) -> list[str]:
+    """The no-op section: a table per system, the ratios to each other system, how each ran."""
+    config, meds = section["config"], section["medians"]
+    systems = [s for s in section["systems"] if s in meds]
+    lines = [
+        f"{config['jobs']:,} no-op jobs per measurement; {config['processes']} worker processes × "
+        f"{config['threads']} threads serving the no-op queue only, prefetch {config['prefetch']} per "
+        f"process; {config['latency_samples']} latency probes {config['probe_spacing_ms']:g} ms apart; "
+        f"{section['duration_s'] / 60:.1f} min.",
         "",
         "| system | " + " | ".join(m.label for m in METRICS) + " |",
         "|---|" + "---:|" * len(METRICS),
     ]
     for system in systems:
-        info = results["systems"][system]
+        info = section["systems"][system]
         cells = [_fmt(meds[system].get(m.key), m.digits) for m in METRICS]
         procs = meds[system].get("worker_processes")
         if procs is not None and cells[METRICS.index(BY_KEY["rss_mib"])] != "—":
             cells[METRICS.index(BY_KEY["rss_mib"])] += f" ({procs:.0f} procs)"
         lines.append(f"| {info['label']} | " + " | ".join(cells) + " |")
-    ratio_table = results["ratios"]
+    ratio_table = section["ratios"]
     if SUBJECT in meds and ratio_table:
         baselines = [b for b in BASELINES if b in ratio_table]
         lines += [
@@ -140,80 +223,106 @@ def markdown(results: dict[str, Any]) -> str:
             "|---|" + "---:|" * len(baselines),
         ]
         for label, _ours, _theirs in RATIOS:
-            cells = [ratio_table[b].get(label) for b in baselines]
             lines.append(
-                f"| {label} | " + " | ".join("—" if c is None else f"{c:.2f}×" for c in cells) + " |"
+                f"| {label} | " + " | ".join(_ratio(ratio_table[b].get(label)) for b in baselines) + " |"
             )
     lines += ["", "How each system ran:", ""]
     for system in systems:
-        info = results["systems"][system]
+        info = section["systems"][system]
         producers = "; ".join(f"{name}: {how}" for name, how in info["producers"].items())
         lines.append(f"- **{info['label']}**: {info['description']}. Producers — {producers}.")
-    errors = [run for run in results["runs"] if run.get("error")]
-    if errors:
-        lines += ["", "Failed runs (left out of the medians):", ""]
-        lines += [f"- {run['system']} run {run['run']}: {run['error']}" for run in errors]
+    lines += _failures(section, lambda run: f"{run['system']} run {run['run']}")
     lines += [
         "",
         "Metrics: *enqueue/s* = jobs confirmed per second by the producer into idle queues; "
         "*drain/s* = N ÷ (last completion − first completion) of an N-job backlog; "
         "*drain/s from ready* = N ÷ (last completion − first consumer attached), warm-up included; "
         "*end-to-end/s* = N ÷ (last completion − first enqueue), the producer (one process, one "
-        "thread) running alongside the workers; *latency* = start in a worker − just before the send, single jobs into idle "
-        "workers; *worker RSS* = VmRSS summed over every worker process (supervisors included), "
-        "after the drain; *start-up* = launch until every worker process's consumer is attached.",
-        "",
+        "thread) running alongside the workers; *latency* = start in a worker − just before the send, "
+        "single jobs into idle workers; *worker RSS* = VmRSS summed over every worker process "
+        "(supervisors included), after the drain; *start-up* = launch until every worker process's "
+        "consumer is attached.",
     ]
-    return "\n".join(lines)
+    return lines
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
-    """Grouped bars: drain and end-to-end throughput per system."""
+    """No-op throughput per system (when that section ran), and each target's measured ratio."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    meds = results["medians"]
-    systems = [s for s in results["systems"] if s in meds]
-    labels = [results["systems"][s]["label"] for s in systems]
+    noop = results["sections"].get("noop")
+    targets = [t for t in results["targets"] if t["ratio"] is not None]
+    panels = [p for p in (noop and noop["medians"] and "noop", targets and "targets") if p]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(8 * len(panels), 5.5), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        if panel == "noop":
+            _noop_bars(ax, noop)
+        else:
+            _target_bars(ax, targets)
+    fig.suptitle(f"Conveyor side by side, median of {results['config']['runs']} — {results['date']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _noop_bars(ax: Any, section: dict[str, Any]) -> None:
+    meds = section["medians"]
+    systems = [s for s in section["systems"] if s in meds]
     series = [
         ("drain_per_s", "drain (backlog)"),
-        ("e2e_each_per_s", "end-to-end, producer one at a time"),
-        ("e2e_bulk_per_s", "end-to-end, producer pipelined/batched"),
+        ("e2e_each_per_s", "end-to-end, one at a time"),
+        ("e2e_bulk_per_s", "end-to-end, pipelined/batched"),
     ]
-    fig, ax = plt.subplots(figsize=(11, 5.5))
     width = 0.27
     for i, (key, name) in enumerate(series):
         xs = [j + (i - 1) * width for j in range(len(systems))]
         ys = [meds[s].get(key, 0.0) for s in systems]
         bars = ax.bar(xs, ys, width, label=name)
         ax.bar_label(bars, labels=[f"{y:,.0f}" if y else "" for y in ys], fontsize=7, padding=2)
-    ax.set_xticks(range(len(systems)), labels)
-    ax.set_ylabel("jobs per second (median)")
-    config = results["config"]
+    ax.set_xticks(range(len(systems)), [section["systems"][s]["label"] for s in systems], fontsize=8)
+    ax.set_ylabel("no-op jobs per second (median)")
+    config = section["config"]
     ax.set_title(
-        f"{config['jobs']:,} no-op jobs, {config['processes']} processes × {config['threads']} threads, "
-        f"median of {config['runs']} — {results['date']}"
+        f"{config['jobs']:,} no-op jobs, {config['processes']} processes × {config['threads']} threads"
     )
-    ax.legend()
+    ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
-def write_all(results: dict[str, Any], out_dir: Path) -> list[Path]:
-    """``<date>.json``, ``<date>.md``, ``<date>.png`` and ``latest.md`` in ``out_dir``."""
+def _target_bars(ax: Any, targets: list[dict[str, Any]]) -> None:
+    ys = list(range(len(targets)))[::-1]
+    colours = ["#16a34a" if t["met"] else "#dc2626" for t in targets]
+    ax.barh(ys, [t["ratio"] for t in targets], color=colours)
+    for y, t in zip(ys, targets, strict=True):
+        ax.plot([t["goal"], t["goal"]], [y - 0.4, y + 0.4], color="black", linewidth=2)
+        ax.text(t["ratio"], y, f" {t['ratio']:.2f}× (wanted {t['wanted']})", va="center", fontsize=8)
+    ax.set_yticks(ys, [t["target"] for t in targets], fontsize=8)
+    ax.set_xlabel("Conveyor ÷ without Conveyor (black tick: the target)")
+    ax.set_title("Targets: green met, red not met")
+    ax.grid(axis="x", alpha=0.3)
+
+
+def write_all(results: dict[str, Any], out_dir: Path, stem: str, latest: bool) -> list[Path]:
+    """``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` in ``out_dir``; with ``latest``, the
+    Markdown is also copied to ``latest.md``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / results["date"]
-    json_path, md_path, png_path = (
-        stem.with_suffix(".json"),
-        stem.with_suffix(".md"),
-        stem.with_suffix(".png"),
-    )
-    json_path.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
-    md_path.write_text(markdown(results))
-    shutil.copyfile(md_path, out_dir / "latest.md")
-    chart(results, png_path)
-    return [json_path, md_path, png_path, out_dir / "latest.md"]
+    json_path, md_path, png_path = (out_dir / f"{stem}.{ext}" for ext in ("json", "md", "png"))
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    text = markdown(results)
+    md_path.write_text(text)
+    paths = [json_path, md_path]
+    if latest:
+        (out_dir / "latest.md").write_text(text)
+        paths.append(out_dir / "latest.md")
+    try:
+        chart(results, png_path)
+    except ImportError as exc:  # matplotlib comes with the `bench` extra
+        print(f"no chart: {exc}")
+    if png_path.exists():
+        paths.append(png_path)
+    return paths

@@ -1,25 +1,24 @@
 """Worker memory over a long run: RSS of a `conveyor worker` after 10k and after 100k no-op jobs.
 
-    .venv/bin/python bench/rss.py [--processes 2] [--threads 8]
+    .venv/bin/python -m bench.rss [--processes 2] [--threads 8]
 
-Uses the database `conveyor_bench` and a fresh namespace; the RSS is VmRSS summed over the
-worker processes (the supervisor excluded), read once each backlog is drained.
+Not part of `make bench` (a long run). Uses the database `conveyor_bench` and a fresh namespace;
+the RSS is VmRSS summed over the worker processes (the supervisor excluded), read once each
+backlog is drained.
 """
 
 from __future__ import annotations
 
 import argparse
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 
-from harness import prepare_database, running_worker
-from sqlalchemy import func, select
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.settings import Settings
-from jobs.store.models import JobRow
-from producers import Client
+from bench.harness import new_client, prepare_database, queue_outcomes, running_worker, sql_connect
 
 DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/conveyor_bench"
 STEPS = (10_000, 90_000)
@@ -44,12 +43,10 @@ def main() -> None:
     namespace = f"rss{uuid.uuid4().hex[:6]}"
     settings = {"database_url": DATABASE_URL, "namespace": namespace}
     queue = f"{namespace}.default"
-    with Client(Settings(database_url=DATABASE_URL, namespace=namespace)) as client:
+    with new_client(settings) as client, sql_connect(DATABASE_URL) as sql:
 
         def succeeded() -> int:
-            with client.db.session() as session:
-                query = select(func.count()).where(JobRow.queue == queue, JobRow.status == "succeeded")
-                return int(session.scalar(query) or 0)
+            return queue_outcomes(sql, queue)[0]
 
         with running_worker(settings, "-p", str(args.processes), "-t", str(args.threads)) as worker:
             time.sleep(3)

@@ -29,8 +29,9 @@ import redis
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: Queue names, Redis keys and the Conveyor namespace all start with this.
-NAMESPACE = "bench"
+#: Queue names, Redis keys and the Conveyor namespace all start with this (``BENCH_NAMESPACE``
+#: sets another, so that two benchmarks can share the servers; worker processes inherit it).
+NAMESPACE = os.environ.get("BENCH_NAMESPACE", "bench")
 #: Seconds between two flushes of a worker process's counters to Redis.
 FLUSH_INTERVAL = 0.05
 

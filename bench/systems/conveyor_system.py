@@ -1,6 +1,7 @@
 """(d) Conveyor: ``noop`` jobs with full lifecycle recording in PostgreSQL.
 
-Workers: ``conveyor worker -p P -t T`` (namespace ``bench``, database ``conveyor_bench``).
+Workers: ``conveyor worker -p P -t T --queues default`` (namespace ``bench``, database
+``conveyor_bench``): they serve the no-op queue only, as the other systems' workers do.
 Producer: :class:`producers.Client` — ``enqueue`` one job at a time (row written, message
 confirmed), and ``enqueue_many`` in batches of :data:`BATCH` where the client has it.
 Completions are counted from PostgreSQL: ``jobs`` rows of the bench queues with status
@@ -37,7 +38,7 @@ class ConveyorSystem(System):
     def __init__(self, config: Config, rabbit: Any) -> None:
         super().__init__(config, rabbit)
         self.description = (
-            f"conveyor worker -p {config.processes} -t {config.threads} "
+            f"conveyor worker -p {config.processes} -t {config.threads} --queues default "
             f"(prefetch {config.prefetch} per process), lifecycle in PostgreSQL"
         )
         self.settings = {
@@ -151,7 +152,7 @@ class ConveyorSystem(System):
         return [(float(started) - sent[job_id]) * 1000 for job_id, started in rows]
 
     def start_workers(self) -> list[subprocess.Popen[bytes]]:
-        args = ("-p", str(self.config.processes), "-t", str(self.config.threads))
+        args = ("-p", str(self.config.processes), "-t", str(self.config.threads), "--queues", "default")
         return [self._workers.enter_context(running_worker(self.settings, *args))]
 
     def stop_workers(self, workers: list[subprocess.Popen[bytes]]) -> None:

@@ -1,0 +1,89 @@
+"""The targets of issue 14, checked against one run's medians: met, not met, or not measured."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Results = dict[str, Any]
+
+
+def noop_ratio(baseline: str, row: str) -> Callable[[Results], float | None]:
+    """A ratio of the no-op section's table (Conveyor's median ÷ the baseline's)."""
+
+    def pick(results: Results) -> float | None:
+        ratios = results.get("sections", {}).get("noop", {}).get("ratios", {})
+        value = ratios.get(baseline, {}).get(row)
+        return None if value is None else float(value)
+
+    return pick
+
+
+def work_ratio(section: str, key: str) -> Callable[[Results], float | None]:
+    """A real-work section's speed ratio (Conveyor ÷ the same work without it)."""
+
+    def pick(results: Results) -> float | None:
+        value = results.get("sections", {}).get(section, {}).get("ratios", {}).get(key)
+        return None if value is None else float(value)
+
+    return pick
+
+
+@dataclass(frozen=True)
+class Target:
+    #: The section that measures it (a run without that section leaves the target out).
+    section: str
+    label: str
+    goal: float
+    ratio: Callable[[Results], float | None]
+    #: False: the ratio must be at least ``goal`` (speed); True: at most (memory).
+    at_most: bool = False
+
+    @property
+    def wanted(self) -> str:
+        return f"{'≤' if self.at_most else '≥'} {self.goal:.2f}×"
+
+    def check(self, results: Results) -> dict[str, Any]:
+        ratio = self.ratio(results)
+        met = None if ratio is None else (ratio <= self.goal if self.at_most else ratio >= self.goal)
+        return {"target": self.label, "wanted": self.wanted, "goal": self.goal, "ratio": ratio, "met": met}
+
+
+TARGETS = [
+    Target("noop", "no-op drain ÷ bare Dramatiq", 0.5, noop_ratio("dramatiq", "drain/s")),
+    Target("noop", "no-op drain ÷ Celery prefork", 1.0, noop_ratio("celery_prefork", "drain/s")),
+    Target("email", "emails/s ÷ plain smtplib loop (8 threads)", 0.5, work_ratio("email", "email")),
+    Target(
+        "images", "thumbnails/s ÷ plain Pillow pool, 1 process", 0.85, work_ratio("images", "thumbnails_p1")
+    ),
+    Target(
+        "images", "thumbnails/s ÷ plain Pillow pool, 2 processes", 0.85, work_ratio("images", "thumbnails_p2")
+    ),
+    Target(
+        "noop",
+        "worker RSS ÷ Dramatiq (no-op queues only)",
+        1.5,
+        noop_ratio("dramatiq", "worker RSS"),
+        at_most=True,
+    ),
+    Target(
+        "noop",
+        "client.enqueue ÷ Dramatiq send (confirms)",
+        1.0,
+        noop_ratio("dramatiq", "enqueue/s, one at a time"),
+    ),
+    Target(
+        "noop",
+        "enqueue_many ÷ raw pika, asynchronous confirms",
+        0.5,
+        noop_ratio("pika", "enqueue/s, Conveyor batched (vs their fastest)"),
+    ),
+]
+
+
+def check_all(results: Results) -> list[dict[str, Any]]:
+    """Each target of the sections that ran: its label, what is wanted, the measured ratio and
+    ``met`` (both None when not measured: a failed section, or a system left out)."""
+    ran = results.get("sections", {})
+    return [target.check(results) for target in TARGETS if target.section in ran]
