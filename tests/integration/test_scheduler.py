@@ -227,7 +227,7 @@ def test_an_enqueue_that_meets_an_outage_is_retried_and_its_tick_not_skipped(
     assert enqueued_ticks(db, settings) == []
     assert TickStore(db, settings.namespace).last_ticks() == {"tick": T0}
 
-    scheduler.client = client  # RabbitMQ is back
+    scheduler.producer = client  # RabbitMQ is back
     scheduler.step(T0 + timedelta(seconds=3.5))
     scheduler.close()
     cut_off.close()
