@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import pika
 import pika.exceptions
@@ -38,8 +38,20 @@ Progress = Callable[[int, int], None]
 _DROPPED_OPTIONS = frozenset({"retries", "traceback", "eta"})
 # Jobs whose dead message is their only copy (failed, or dead-lettered before running).
 _DEAD = (JobStatus.FAILED.value, JobStatus.QUEUED.value, JobStatus.RETRYING.value)
+
+
+class _Channel(Protocol):
+    """What requeue and purge do on the channel a message was got on (pika's ``BlockingChannel``)."""
+
+    def basic_ack(self, delivery_tag: int) -> None: ...
+
+    def basic_publish(
+        self, exchange: str, routing_key: str, body: bytes, properties: Any, mandatory: bool
+    ) -> None: ...
+
+
 #: A message got and not yet acknowledged: channel, queue, delivery tag, properties, body.
-_Raw = tuple[Any, str, int, Any, bytes]
+_Raw = tuple[_Channel, str, int, Any, bytes]
 
 
 @dataclass(frozen=True)
@@ -88,7 +100,7 @@ class Outcome:
 
 @dataclass(frozen=True)
 class _Held:
-    channel: Any
+    channel: _Channel
     tag: int  # only valid on its channel
     message: dict[str, Any] | None
     letter: DeadLetter
@@ -295,7 +307,7 @@ def _scan(
                 connection.close()
 
 
-def _drain(connection: Any, queue: str, *, confirm: bool) -> list[_Raw]:
+def _drain(connection: pika.BlockingConnection, queue: str, *, confirm: bool) -> list[_Raw]:
     """The messages of ``queue``'s XQ at this moment, got on a channel of their own."""
     channel = connection.channel()
     try:

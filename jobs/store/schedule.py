@@ -8,8 +8,9 @@ lock, and the holder's next check fails with :class:`~jobs.errors.ServiceUnavail
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -21,6 +22,8 @@ from jobs.errors import ServiceUnavailable
 from jobs.settings import mask_url
 from jobs.store.database import Database, wrap_exceptions
 from jobs.store.models import ScheduleTickRow
+
+T = TypeVar("T")
 
 #: Seconds a connection attempt of the lock may take.
 LOCK_CONNECT_TIMEOUT = 3
@@ -143,7 +146,7 @@ class AdvisoryLock:
             with contextlib.suppress(DBAPIError):
                 connection.close()
 
-    def _run(self, operation: Any) -> Any:
+    def _run(self, operation: Callable[[Connection], T]) -> T:
         try:
             with wrap_exceptions(self._unavailable):
                 if self._connection is None:
