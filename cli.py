@@ -14,7 +14,6 @@ from rich.progress import Progress, TaskID
 
 from console.admin import config, prune_command, queues, stats, top
 from console.common import (
-    EXIT_FAILURE,
     AppState,
     ConveyorGroup,
     err,
@@ -25,6 +24,7 @@ from console.common import (
 )
 from console.dlq import dlq
 from console.enqueue import enqueue
+from console.exit_codes import EXIT_FAILURE
 from console.inspect import artifacts
 from console.jobs import jobs
 from console.schedule import schedule, scheduler

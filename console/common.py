@@ -11,7 +11,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 from rich.console import Console
 
-from console.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, exit_code
+from console.exit_codes import exit_code
 from jobs.admin.operations import Operations
 from jobs.broker import check_broker
 from jobs.errors import ConveyorError, SettingsError
@@ -19,8 +19,6 @@ from jobs.logs import mask_secrets
 from jobs.settings import Settings
 from jobs.store import Database
 from producers import Client
-
-__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "AppState", "fail"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Piped output is not cut at 80 columns: ids and errors stay whole for grep.

@@ -13,7 +13,8 @@ from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from console.common import EXIT_FAILURE, AppState, err, json_option, out
+from console.common import AppState, err, json_option, out
+from console.exit_codes import EXIT_FAILURE
 from console.views import short, status_markup, when
 from jobs.admin.dlq import DeadLetter, Outcome, select_dead
 

@@ -11,7 +11,8 @@ from typing import Any
 import click
 from rich.progress import Progress
 
-from console.common import EXIT_FAILURE, AppState, err, fail, json_option, out
+from console.common import AppState, err, fail, json_option, out
+from console.exit_codes import EXIT_FAILURE
 from console.views import attempts_table, job_details, jobs_table, mask_payload, status_markup, timeline
 from jobs.errors import JobFailed
 from jobs.status import JobStatus
