@@ -14,7 +14,6 @@ from rich.progress import Progress, TaskID
 
 from console.admin import config, prune_command, queues, stats, top
 from console.common import (
-    EXIT_FAILURE,
     AppState,
     ConveyorGroup,
     err,
@@ -25,18 +24,18 @@ from console.common import (
 )
 from console.dlq import dlq
 from console.enqueue import enqueue
+from console.exit_codes import EXIT_FAILURE
 from console.inspect import artifacts
 from console.jobs import jobs
 from console.schedule import schedule, scheduler
 from console.views import jobs_table
 from console.workers import workers
 from jobs import defaults
+from jobs.admin.operations import check_database, upgrade_schema
 from jobs.broker import check_broker
 from jobs.errors import SettingsError
 from jobs.logs import configure_logging
 from jobs.settings import Settings, mask_url
-from jobs.store import Database
-from jobs.store.migrate import ensure_database, upgrade
 from workers.bench import run_bench
 from workers.demo import embedded_settings, run_demo
 from workers.runtime import resolve_queues
@@ -134,7 +133,7 @@ def worker(
     if settings.is_embedded:
         raise SettingsError("conveyor worker needs RabbitMQ: memory:// lives inside one process (try `demo`)")
     queue_names = resolve_queues(settings, queues.split(","))
-    _check_services(settings, Database(settings.database_url))
+    _check_services(settings)
     configure_logging(logging.INFO)
     err.print(
         f"conveyor worker: {processes} process(es) × {threads} threads, queues: "
@@ -159,12 +158,9 @@ def _include(module: str) -> None:
         raise click.BadParameter(f"cannot import {module!r}: {exc}", param_hint="--include") from None
 
 
-def _check_services(settings: Settings, db: Database) -> None:
+def _check_services(settings: Settings) -> None:
     """Fail fast, with exit code 3, when RabbitMQ or the database is down at start-up."""
-    try:
-        db.check()
-    finally:
-        db.dispose()
+    check_database(settings.database_url)
     check_broker(settings)
 
 
@@ -243,13 +239,9 @@ def db_upgrade(state: AppState, revision: str) -> None:
     """Create the database when it is missing, then apply migrations."""
 
     url = state.settings.database_url
-    if ensure_database(url):
+    created, before, after = upgrade_schema(url, revision)
+    if created:
         click.echo(f"created database {mask_url(url)}")
-    database = Database(url)
-    try:
-        before, after = upgrade(database, revision)
-    finally:
-        database.dispose()
     click.echo(
         f"schema at {after} (was {before or 'empty'})" if before != after else f"schema up to date at {after}"
     )

@@ -18,10 +18,8 @@ from console.common import AppState, err, json_option, out
 from console.jobs import parse_moment
 from console.views import jobs_table
 from console.workers import workers_table
-from jobs.admin.prune import count_prunable, prune
-from jobs.admin.queues import QueueStats, queue_stats
-from jobs.admin.stats import GroupStats, job_stats
-from jobs.admin.workers import live_replicas
+from jobs.admin.queues import QueueStats
+from jobs.admin.stats import GroupStats
 from jobs.settings import mask_url
 from jobs.status import FINAL_STATUSES, JobStatus
 from jobs.store import JobSelection
@@ -35,7 +33,7 @@ SPARK = "▁▂▃▄▅▆▇█"
 def queues(state: AppState, as_json: bool) -> None:
     """Per queue: ready, delayed, dead-lettered, consumers (RabbitMQ), running and the oldest
     waiting job's age (PostgreSQL)."""
-    rows = queue_stats(state.settings, state.client.db)
+    rows = state.ops.queues()
     if as_json:
         click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
         return
@@ -87,7 +85,7 @@ def stats(state: AppState, since: str, by: str, as_json: bool) -> None:
     """Done, failed, retried, throughput per minute and queue wait / run time p50/p95/p99."""
     moment = parse_moment(since)
     assert moment is not None
-    rows = job_stats(state.client.db, moment, by)
+    rows = state.ops.stats(moment, by)
     if as_json:
         click.echo(
             json.dumps(
@@ -141,13 +139,13 @@ def top(state: AppState, once: bool, interval: float) -> None:
 
 def _frame(state: AppState) -> Group:
     since = datetime.now(UTC) - timedelta(minutes=30)
-    per_kind = job_stats(state.client.db, since, "kind")
-    failures = state.client.jobs.find(JobSelection(status=JobStatus.FAILED.value, since=since, limit=5))
+    per_kind = state.ops.stats(since, "kind")
+    failures = state.ops.find_jobs(JobSelection(status=JobStatus.FAILED.value, since=since, limit=5))
     spark = _sparkline(state, since)
-    replicas = live_replicas(state.settings, state.redis, state.client.db)
+    replicas = state.ops.workers()
     return Group(
         f"[bold]Conveyor[/] · {state.settings.namespace} · {datetime.now(UTC):%H:%M:%S} UTC",
-        queues_table(queue_stats(state.settings, state.client.db)),
+        queues_table(state.ops.queues()),
         workers_table(replicas, state.settings.namespace, now=datetime.now(UTC)),
         f"finished per minute, last 30 min: {spark}",
         stats_table(per_kind, "kind", since),
@@ -156,7 +154,7 @@ def _frame(state: AppState) -> Group:
 
 
 def _sparkline(state: AppState, since: datetime) -> str:
-    counts = state.client.jobs.finished_per_minute(since)
+    counts = state.ops.finished_per_minute(since)
     peak = max(counts, default=0) or 1
     return (
         "".join(SPARK[min(len(SPARK) - 1, round(c / peak * (len(SPARK) - 1)))] for c in counts)
@@ -184,15 +182,15 @@ def prune_command(
     """Delete old finished jobs, their attempts and output artifacts, in batches."""
     cutoff = parse_moment(older_than)
     assert cutoff is not None
-    total = count_prunable(state.client.db, cutoff, statuses or None)
+    total = state.ops.count_prunable(cutoff, statuses or None)
     if total and not yes:
         click.confirm(
             f"Delete {total} job(s) finished before {cutoff:%Y-%m-%d %H:%M} UTC?", abort=True, err=True
         )
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task("pruning", total=total, visible=total > 1000)
-        jobs_deleted, artifacts_deleted = prune(
-            state.client.db, cutoff, statuses or None, lambda n: progress.advance(task, n)
+        jobs_deleted, artifacts_deleted = state.ops.prune(
+            cutoff, statuses or None, lambda n: progress.advance(task, n)
         )
     result = {"jobs": jobs_deleted, "artifacts": artifacts_deleted, "older_than": cutoff.isoformat()}
     click.echo(

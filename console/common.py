@@ -9,20 +9,16 @@ from functools import cached_property
 from typing import Any, NoReturn, TypeVar
 
 import click
-import redis
 from rich.console import Console
 
+from console.exit_codes import exit_code
+from jobs.admin.operations import Operations
 from jobs.broker import check_broker
 from jobs.errors import ConveyorError, SettingsError
 from jobs.logs import mask_secrets
-from jobs.services import redis_client
 from jobs.settings import Settings
+from jobs.store import Database
 from producers import Client
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Piped output is not cut at 80 columns: ids and errors stay whole for grep.
@@ -31,7 +27,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class AppState:
-    """Per-command context: settings and a client, built on first use."""
+    """Per-command context, built on first use: settings, the admin operations and a client,
+    sharing one database pool."""
 
     def __init__(self, overrides: dict[str, Any]) -> None:
         self.overrides = overrides
@@ -41,13 +38,14 @@ class AppState:
         return Settings.from_env(os.environ, **self.overrides)
 
     @cached_property
+    def ops(self) -> Operations:
+        """Reading jobs, queues, stats, workers, dead letters and schedules; pruning."""
+        return Operations(self._remote_settings(), self._database)
+
+    @cached_property
     def client(self) -> Client:
-        if self.settings.is_embedded:
-            raise SettingsError(
-                "memory:// lives inside one process, so a shell command cannot reach a worker: "
-                "use RabbitMQ, or `conveyor demo`"
-            )
-        return Client(self.settings)
+        """Enqueueing, retrying, cancelling and waiting."""
+        return Client(self._remote_settings(), db=self._database)
 
     def publisher(self) -> Client:
         """The client, once RabbitMQ has answered: a shell command fails at once (exit 3) rather
@@ -55,15 +53,25 @@ class AppState:
         check_broker(self.settings)
         return self.client
 
-    @cached_property
-    def redis(self) -> redis.Redis:
-        return redis_client(self.settings.redis_url)
-
     def close(self) -> None:
         if "client" in self.__dict__:
             self.client.close()
-        if "redis" in self.__dict__:
-            self.redis.close()
+        if "ops" in self.__dict__:
+            self.ops.close()
+        if "_database" in self.__dict__:
+            self._database.dispose()
+
+    @cached_property
+    def _database(self) -> Database:
+        return Database(self.settings.database_url)
+
+    def _remote_settings(self) -> Settings:
+        if self.settings.is_embedded:
+            raise SettingsError(
+                "memory:// lives inside one process, so a shell command cannot reach a worker: "
+                "use RabbitMQ, or `conveyor demo`"
+            )
+        return self.settings
 
 
 class ConveyorGroup(click.Group):
@@ -72,10 +80,8 @@ class ConveyorGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ConveyorError as exc:
-            fail(str(exc), exc.exit_code)
-        except ValueError as exc:
-            fail(str(exc), EXIT_USAGE)
+        except (ConveyorError, ValueError) as exc:
+            fail(str(exc), exit_code(exc))
 
 
 def fail(message: str, code: int) -> NoReturn:

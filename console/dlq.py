@@ -13,9 +13,10 @@ from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from console.common import EXIT_FAILURE, AppState, err, json_option, out
+from console.common import AppState, err, json_option, out
+from console.exit_codes import EXIT_FAILURE
 from console.views import short, status_markup, when
-from jobs.admin.dlq import DeadLetter, Outcome, list_dead, purge, requeue, select_dead
+from jobs.admin.dlq import DeadLetter, Outcome, select_dead
 
 #: Above this many messages, requeue and purge show a progress bar.
 PROGRESS_FROM = 20
@@ -49,7 +50,7 @@ def dlq() -> None:
 @click.pass_obj
 def dlq_list(state: AppState, queue: str | None, as_json: bool) -> None:
     """Messages in the dead-letter queues, oldest first per queue (nothing is removed)."""
-    letters = list_dead(state.settings, state.client.db, queue=queue)
+    letters = state.ops.dead_letters(queue)
     if as_json:
         click.echo(json.dumps([letter.to_dict() for letter in letters], indent=2))
     elif not letters:
@@ -71,9 +72,7 @@ def dlq_requeue(
     """
     _check_selection(job_ids, everything)
     with _progress("requeueing") as progress:
-        outcome = requeue(
-            state.settings, state.client.db, job_ids, all=everything, queue=queue, progress=progress
-        )
+        outcome = state.ops.requeue_dead(job_ids, all=everything, queue=queue, progress=progress)
     _report(outcome, "requeued", as_json, strict=bool(job_ids))
 
 
@@ -87,10 +86,9 @@ def dlq_purge(
 ) -> None:
     """Remove dead-lettered messages for good; their jobs stay failed."""
     _check_selection(job_ids, everything)
-    settings, db = state.settings, state.client.db
     if not yes:
         # Unknown ids fail here, before anyone is asked anything.
-        letters = list_dead(settings, db, queue=queue)
+        letters = state.ops.dead_letters(queue)
         chosen = set(select_dead(letters, job_ids, all=everything))
         count = sum(letter.id in chosen for letter in letters)
         if not count:
@@ -102,7 +100,7 @@ def dlq_purge(
             err=True,
         )
     with _progress("purging") as progress:
-        outcome = purge(settings, db, job_ids, all=everything, queue=queue, progress=progress)
+        outcome = state.ops.purge_dead(job_ids, all=everything, queue=queue, progress=progress)
     _report(outcome, "purged", as_json, strict=bool(job_ids))
 
 

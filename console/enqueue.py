@@ -9,11 +9,11 @@ from typing import Any
 import click
 
 from console.common import (
-    EXIT_FAILURE,
     AppState,
     delivery_options,
     fail,
 )
+from console.exit_codes import EXIT_FAILURE
 from jobs import defaults
 from jobs.errors import JobFailed
 from jobs.images.shorthand import parse_operation

@@ -32,7 +32,7 @@ def artifacts() -> None:
 @click.pass_obj
 def artifacts_list(state: AppState, job_id: str | None, limit: int, as_json: bool) -> None:
     """Artifacts, newest first."""
-    rows = state.client.artifacts.recent(job_id=job_id, limit=limit)
+    rows = state.ops.artifacts(job_id=job_id, limit=limit)
     if as_json:
         click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
         return
@@ -58,7 +58,7 @@ def artifacts_list(state: AppState, job_id: str | None, limit: int, as_json: boo
 @click.pass_obj
 def artifacts_get(state: AppState, artifact_id: str, output: Path | None) -> None:
     """Download an artifact, in chunks, with a progress bar for large ones."""
-    info, chunks = state.client.artifacts.open(artifact_id)
+    info, chunks = state.ops.open_artifact(artifact_id)
     target = output or Path(info.name)
     partial = target.with_name(target.name + ".part")
     with Progress(transient=True, console=err) as progress, partial.open("wb") as handle:

@@ -11,7 +11,8 @@ from typing import Any
 import click
 from rich.progress import Progress
 
-from console.common import EXIT_FAILURE, AppState, err, fail, json_option, out
+from console.common import AppState, err, fail, json_option, out
+from console.exit_codes import EXIT_FAILURE
 from console.views import attempts_table, job_details, jobs_table, mask_payload, status_markup, timeline
 from jobs.errors import JobFailed
 from jobs.status import JobStatus
@@ -90,7 +91,7 @@ def jobs() -> None:
 @click.pass_obj
 def jobs_list(state: AppState, /, limit: int, page: int, as_json: bool, **filters: Any) -> None:
     """Jobs, newest first."""
-    rows = state.client.jobs.find(_selection(state, limit=limit, offset=(page - 1) * limit, **filters))
+    rows = state.ops.find_jobs(_selection(state, limit=limit, offset=(page - 1) * limit, **filters))
     if as_json:
         click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
         return
@@ -105,9 +106,7 @@ def jobs_list(state: AppState, /, limit: int, page: int, as_json: bool, **filter
 @click.pass_obj
 def jobs_show(state: AppState, job_id: str, as_json: bool) -> None:
     """One job: payload (secrets masked), result, every attempt, a timeline, follow-up jobs."""
-    info = state.client.jobs.get(job_id)
-    attempts = state.client.jobs.attempts(job_id)
-    children = state.client.jobs.children(job_id)
+    info, attempts, children = state.ops.job(job_id)
     if as_json:
         data = {
             **info.to_dict(),
@@ -136,7 +135,7 @@ def _targets(
         raise click.UsageError("give job ids or filters, not both")
     if not ids and selection.is_empty:
         raise click.UsageError(f"give job ids, or filters (e.g. --status failed --since 1h) to {verb} by")
-    targets = list(ids) if ids else state.client.jobs.ids(selection)
+    targets = list(ids) if ids else state.ops.job_ids(selection)
     if not ids and targets and not yes:
         click.confirm(f"{verb.capitalize()} {len(targets)} job(s)?", abort=True, err=True)
     return targets

@@ -7,7 +7,6 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -19,12 +18,10 @@ from console.common import AppState, err, json_option, out
 from console.views import status_markup, when
 from jobs.broker import check_broker
 from jobs.logs import configure_logging
-from jobs.schedule.leader import current_leader, require_postgresql
-from jobs.schedule.runner import MAX_CATCH_UP, Scheduler
+from jobs.schedule.leader import require_postgresql
+from jobs.schedule.runner import MAX_CATCH_UP
 from jobs.schedule.spec import load_schedule
-from jobs.schedule.status import EntryStatus, entry_statuses
-from jobs.schedule.ticks import TickStore
-from jobs.store import Database
+from jobs.schedule.status import EntryStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,10 +55,9 @@ def scheduler(state: AppState, schedule_path: Path) -> None:
     settings = state.settings
     schedule = load_schedule(schedule_path, settings)
     require_postgresql(settings.database_url)
-    client = state.client
     # Fail fast, as `conveyor worker` does: exit code 3 for a service down at start-up, and a
     # pointer to `conveyor db upgrade` when the schedule_ticks table is missing.
-    TickStore(client.db, settings.namespace).last_ticks()
+    state.ops.check_schedule_store()
     check_broker(settings)
     configure_logging(min(logging.INFO, logging.getLogger().getEffectiveLevel()))
     stop = threading.Event()
@@ -71,7 +67,7 @@ def scheduler(state: AppState, schedule_path: Path) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
-    runner = Scheduler(schedule, client)
+    runner = state.ops.scheduler(schedule, state.client)
     err.print(f"conveyor scheduler: {settings!r}", markup=False)
     runner.run(stop)
 
@@ -92,12 +88,7 @@ def schedule_list(state: AppState, schedule_path: Path, count: int, as_json: boo
     """Each entry: its timing, kind, next runs, and the last tick enqueued in this namespace."""
     settings = state.settings
     plan = load_schedule(schedule_path, settings)
-    db = Database(settings.database_url)
-    try:
-        statuses = entry_statuses(plan, db, settings.namespace, datetime.now(UTC), count)
-        leader = current_leader(db, settings.namespace) if db.dialect == "postgresql" else None
-    finally:
-        db.dispose()
+    statuses, leader = state.ops.schedule_status(plan, count)
     if as_json:
         document = {
             "schedule": plan.source,

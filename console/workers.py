@@ -11,7 +11,7 @@ from rich.table import Table
 
 from console.common import AppState, err, json_option, out
 from console.views import when
-from jobs.admin.workers import RecentWorker, ReplicaView, WorkersView, live_replicas
+from jobs.admin.workers import RecentWorker, ReplicaView, WorkersView
 
 
 @click.command()
@@ -24,7 +24,7 @@ def workers(state: AppState, as_json: bool) -> None:
     last 10 minutes, from PostgreSQL (and says so).
     """
     settings = state.settings
-    view = live_replicas(settings, state.redis, state.client.db)
+    view = state.ops.workers()
     if as_json:
         click.echo(json.dumps(view.to_dict(), indent=2))
         return

@@ -1,1 +1,43 @@
-"""Conveyor's core, shared by producers and workers: settings, kinds, broker, store, middleware."""
+"""Conveyor's core, shared by producers and workers: settings, kinds, broker, store, middleware.
+
+Every exception Conveyor raises on purpose is importable from here (defined in ``jobs.errors``).
+"""
+
+from jobs.errors import (
+    ArtifactNotFound,
+    BenchError,
+    ConveyorError,
+    DeadLetterNotFound,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    JobNotRecorded,
+    PermanentError,
+    SchemaMissing,
+    ServiceUnavailable,
+    SettingsError,
+    TransientError,
+)
+
+# Grouped by what the error is about (as dramatiq/__init__.py does), not sorted.
+__all__ = [  # noqa: RUF022
+    # Base
+    "ConveyorError",
+    # Configuration
+    "SettingsError",
+    # Services and the store
+    "JobNotRecorded",
+    "SchemaMissing",
+    "ServiceUnavailable",
+    # Lookups
+    "ArtifactNotFound",
+    "DeadLetterNotFound",
+    "JobNotFound",
+    # Outcomes seen by producers and the CLI
+    "BenchError",
+    "JobFailed",
+    # Raised by job code to steer retries, or at a cancelled job's stop point
+    "JobCancelled",
+    "PermanentError",
+    "TransientError",
+]

@@ -8,8 +8,8 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import TimeLimitExceeded
 
-from jobs.context import JobCancelled, current_job
-from jobs.errors import PermanentError
+from jobs.context import current_job
+from jobs.errors import JobCancelled, PermanentError
 from jobs.kinds import KINDS, JobKind
 from jobs.services import Services
 

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobs.errors import JobCancelled
+
 
 @dataclass
 class JobContext:
@@ -36,10 +38,6 @@ class JobContext:
         self._last_check = now
         if self.cancel_check():
             raise JobCancelled(f"job {self.job_id} was cancelled while running")
-
-
-class JobCancelled(Exception):
-    """Raised at a stop point of a running job that an admin cancelled."""
 
 
 def check_cancelled() -> None:

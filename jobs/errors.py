@@ -1,5 +1,8 @@
-"""Conveyor's own exceptions. Driver errors (pika, psycopg, redis) are translated into
-these at the boundary, so callers and the CLI never see a driver's traceback."""
+"""Every exception Conveyor raises on purpose. Driver errors (pika, psycopg, redis) are translated
+into these at the boundary, so callers and the CLI never see a driver's traceback.
+
+The CLI maps them to its exit codes (``console/exit_codes.py``); nothing here knows about exit codes.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +12,9 @@ from typing import Any
 class ConveyorError(Exception):
     """Base class of every error Conveyor raises on purpose."""
 
-    #: Exit code of the CLI when this error ends a command.
-    exit_code = 1
-
 
 class SettingsError(ConveyorError, ValueError):
     """A ``CONVEYOR_*`` variable or CLI flag is unknown or malformed."""
-
-    exit_code = 2
 
 
 class ServiceUnavailable(ConveyorError):
@@ -24,8 +22,6 @@ class ServiceUnavailable(ConveyorError):
 
     The message names the service and its URL with the password masked.
     """
-
-    exit_code = 3
 
     def __init__(self, service: str, masked_url: str, reason: str) -> None:
         self.service = service
@@ -47,19 +43,24 @@ class JobNotRecorded(ServiceUnavailable):
         )
 
 
+class SchemaMissing(ConveyorError):
+    """The database answers but has no Conveyor tables yet (or an older schema)."""
+
+    def __init__(self, masked_url: str, *, outdated: bool = False) -> None:
+        state = "has an older schema than this Conveyor" if outdated else "has no schema"
+        super().__init__(f"the job store at {masked_url} {state}: run `conveyor db upgrade`")
+
+
 class JobNotFound(ConveyorError, LookupError):
     """No job has this id."""
 
 
-class PermanentError(Exception):
-    """Raised by a job to fail at once: no retry, the message goes to the dead-letter queue.
-
-    Bad input (an unknown template, an undecodable image) is permanent; a timeout is not.
-    """
+class ArtifactNotFound(ConveyorError, LookupError):
+    """No artifact has this id."""
 
 
-class TransientError(Exception):
-    """Raised by a job for a failure worth retrying with backoff."""
+class DeadLetterNotFound(ConveyorError, LookupError):
+    """An id given to requeue or purge matches no message of the dead-letter queues."""
 
 
 class JobFailed(ConveyorError):
@@ -75,5 +76,20 @@ class JobFailed(ConveyorError):
         return (type(self), (self.job_id, self.status, self.error))
 
 
-class ArtifactNotFound(ConveyorError, LookupError):
-    """No artifact has this id."""
+class BenchError(ConveyorError):
+    """``conveyor bench`` could not complete (no worker, or jobs failed)."""
+
+
+class JobCancelled(Exception):
+    """Raised at a stop point of a running job that an admin cancelled."""
+
+
+class PermanentError(Exception):
+    """Raised by a job to fail at once: no retry, the message goes to the dead-letter queue.
+
+    Bad input (an unknown template, an undecodable image) is permanent; a timeout is not.
+    """
+
+
+class TransientError(Exception):
+    """Raised by a job for a failure worth retrying with backoff."""

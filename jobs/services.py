@@ -10,6 +10,7 @@ from typing import Any, Protocol, TypeVar
 import redis
 
 from jobs.defaults import DEFAULT_REDIS_TIMEOUT
+from jobs.delivery import DeliveryOptions
 from jobs.settings import Settings
 from jobs.store import Database
 from jobs.store.artifacts import ArtifactStore
@@ -24,12 +25,28 @@ def redis_client(url: str) -> redis.Redis:
     )
 
 
+class EnqueuedJob(Protocol):
+    """What an enqueue hands back that the core reads: the job's id."""
+
+    @property
+    def id(self) -> str: ...
+
+
 class Producer(Protocol):
-    """Enqueues follow-up jobs from inside a job (``producers.Client`` is one)."""
+    """Enqueues jobs for the core: a job's follow-ups, the scheduler's ticks (``producers.Client``
+    is one; the core never imports ``producers``)."""
+
+    @property
+    def settings(self) -> Settings: ...
 
     def enqueue_with_options(
-        self, kind_name: str, payload: Mapping[str, Any], options: Any, *, parent_id: str | None = None
-    ) -> Any: ...
+        self,
+        kind_name: str,
+        payload: Mapping[str, Any],
+        options: DeliveryOptions,
+        *,
+        parent_id: str | None = None,
+    ) -> EnqueuedJob: ...
 
 
 class Services:

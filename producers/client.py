@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+import warnings
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -47,12 +48,25 @@ class Client:
             broker_url=broker_url, database_url=database_url, namespace=namespace
         )
         self._owns_db = db is None
-        self.db = db if db is not None else Database(self.settings.database_url)
-        self.jobs = JobStore(self.db)
-        self.artifacts = ArtifactStore(self.db, self.settings.artifact_url)
+        self._db = db if db is not None else Database(self.settings.database_url)
+        self._jobs = JobStore(self._db)
+        self.artifacts = ArtifactStore(self._db, self.settings.artifact_url)
         self._owns_broker = broker is None
         self.broker = broker if broker is not None else build_broker(self.settings)
-        self._sender = Sender(self.settings, self.broker, self.jobs)
+        self._sender = Sender(self.settings, self.broker, self._jobs)
+
+    @property
+    def db(self) -> Database:
+        """Deprecated: the client's store is its own; admin work goes through
+        ``jobs.admin.operations.Operations``."""
+        warnings.warn("Client.db is private now", DeprecationWarning, stacklevel=2)
+        return self._db
+
+    @property
+    def jobs(self) -> JobStore:
+        """Deprecated: use :meth:`get` and :meth:`get_many` (or ``jobs.admin.operations``)."""
+        warnings.warn("Client.jobs is private now: use get() or get_many()", DeprecationWarning, stacklevel=2)
+        return self._jobs
 
     def enqueue(
         self,
@@ -103,7 +117,7 @@ class Client:
         message = self._message(kind, clean, options)
         job = self._new_job(kind, message, options, parent_id=parent_id)
         info, _created = self._sender.enqueue(message, job, options.delay_ms())
-        return Job(self, info)
+        return Job(self._jobs, info)
 
     def enqueue_many(
         self,
@@ -143,7 +157,7 @@ class Client:
         messages = [self._message(job_kind, clean, options) for clean in cleaned]
         new_jobs = [self._new_job(job_kind, m, options) for m in messages]
         infos = self._sender.enqueue_many(messages, new_jobs, options.delay_ms())
-        return [Job(self, info) for info in infos]
+        return [Job(self._jobs, info) for info in infos]
 
     def send_email(
         self,
@@ -249,8 +263,8 @@ class Client:
         Raises:
             JobNotFound: no such job.
         """
-        self.jobs.get(job_id)
-        return self.jobs.cancel(job_id)
+        self._jobs.get(job_id)
+        return self._jobs.cancel(job_id)
 
     def retry(self, job_id: str) -> bool:
         """Run a failed or cancelled job again: same id, attempts and history continue.
@@ -261,8 +275,8 @@ class Client:
         Raises:
             JobNotFound: no such job.
         """
-        before = self.jobs.get(job_id)
-        info = self.jobs.reopen(job_id)
+        before = self._jobs.get(job_id)
+        info = self._jobs.reopen(job_id)
         if info is None:
             return False
         kind = get_kind(info.kind)
@@ -279,7 +293,7 @@ class Client:
             self.broker.enqueue(message)
         except BROKER_ERRORS as exc:
             # Not sent: the job goes back to how it was, rather than waiting as `queued` forever.
-            self.jobs.restore(before)
+            self._jobs.restore(before)
             raise broker_unavailable(self.settings, exc) from None
         return True
 
@@ -289,7 +303,11 @@ class Client:
         Raises:
             JobNotFound: no such job.
         """
-        return Job(self, self.jobs.get(job_id))
+        return Job(self._jobs, self._jobs.get(job_id))
+
+    def get_many(self, job_ids: Iterable[str]) -> list[Job]:
+        """The jobs with these ids, in one query; ids of no job are left out."""
+        return [Job(self._jobs, info) for info in self._jobs.by_ids(job_ids)]
 
     def close(self) -> None:
         """Close connections to RabbitMQ and the database."""
@@ -297,7 +315,7 @@ class Client:
         if self._owns_broker:
             self.broker.close()
         if self._owns_db:
-            self.db.dispose()
+            self._db.dispose()
 
     def __enter__(self) -> Client:
         return self

@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from jobs.defaults import DEFAULT_WAIT_POLL_MAX, DEFAULT_WAIT_POLL_MIN
 from jobs.errors import JobFailed
 from jobs.status import JobStatus
 from jobs.store import AttemptInfo, JobInfo
 
-if TYPE_CHECKING:
-    from producers.client import Client
+
+class JobLookup(Protocol):
+    """Where a :class:`Job` reads its row and attempts again (the job store is one)."""
+
+    def get(self, job_id: str) -> JobInfo:
+        """The job's row. Raises ``JobNotFound``."""
+        ...
+
+    def attempts(self, job_id: str) -> list[AttemptInfo]:
+        """The job's attempts, oldest first."""
+        ...
 
 
 class Job:
     """A job as last read from the store; :meth:`refresh` reads it again."""
 
-    def __init__(self, client: Client, info: JobInfo) -> None:
-        self._client = client
+    def __init__(self, lookup: JobLookup, info: JobInfo) -> None:
+        self._lookup = lookup
         self.info = info
 
     @property
@@ -53,12 +62,12 @@ class Job:
 
     def refresh(self) -> Job:
         """Read the job's row again; returns ``self``."""
-        self.info = self._client.jobs.get(self.id)
+        self.info = self._lookup.get(self.id)
         return self
 
     def history(self) -> list[AttemptInfo]:
         """Every attempt so far, oldest first."""
-        return self._client.jobs.attempts(self.id)
+        return self._lookup.attempts(self.id)
 
     def wait(self, timeout: float | None = None) -> dict[str, Any]:
         """Block until the job is finished and return its result.

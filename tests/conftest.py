@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, text
 
 from jobs.kinds import ACTOR_KINDS, KINDS, register
 from jobs.settings import Settings
-from jobs.store import Database
+from jobs.store import Database, JobStore
 from jobs.store.migrate import ensure_database, upgrade
 from producers import Client
 from tests.helpers import WorkerProcess, queue_names
@@ -73,8 +73,22 @@ def settings(database_url: str, namespace: str) -> Settings:
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[Client]:
-    with Client(settings) as c:
+def db(settings: Settings) -> Iterator[Database]:
+    """This test's pool on the session's database (the client shares it)."""
+    database = Database(settings.database_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def job_store(db: Database) -> JobStore:
+    """The job rows as the store reads and writes them (the client keeps its own store private)."""
+    return JobStore(db)
+
+
+@pytest.fixture
+def client(settings: Settings, db: Database) -> Iterator[Client]:
+    with Client(settings, db=db) as c:
         yield c
 
 

@@ -14,15 +14,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from jobs.errors import ConveyorError
+from jobs.errors import BenchError
 from producers import Client, Job
 
 #: Single jobs sent one at a time for the latency figures.
 LATENCY_SAMPLES = 30
-
-
-class BenchError(ConveyorError):
-    """The benchmark could not complete (no worker, or jobs failed)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +106,7 @@ def _wait_all(
 
 
 def _infos(client: Client, ids: set[str]) -> list[Any]:
-    return client.jobs.by_ids(ids)
+    return [job.info for job in client.get_many(ids)]
 
 
 def _percentile(values: list[float], fraction: float) -> float:

@@ -13,21 +13,20 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import pika
 import pika.exceptions
-from sqlalchemy import func, select, update
 
 from jobs.broker import BROKER_ERRORS, amqp_url, broker_unavailable
-from jobs.errors import ConveyorError
+from jobs.errors import ConveyorError, DeadLetterNotFound
 from jobs.ids import is_uuid
 from jobs.kinds import ACTOR_KINDS, KINDS
 from jobs.settings import Settings
 from jobs.status import JobStatus
 from jobs.store.database import Database
-from jobs.store.jobs import as_utc, utcnow
-from jobs.store.models import JobRow
+from jobs.store.dead_letters import DeadJob, DeadJobStore
+from jobs.store.jobs import as_utc
 
 #: The kind shown for a message without a job row (undecodable, or not a Conveyor job).
 FOREIGN_KIND = "?"
@@ -39,13 +38,20 @@ Progress = Callable[[int, int], None]
 _DROPPED_OPTIONS = frozenset({"retries", "traceback", "eta"})
 # Jobs whose dead message is their only copy (failed, or dead-lettered before running).
 _DEAD = (JobStatus.FAILED.value, JobStatus.QUEUED.value, JobStatus.RETRYING.value)
-_JOIN_CHUNK = 500
+
+
+class _Channel(Protocol):
+    """What requeue and purge do on the channel a message was got on (pika's ``BlockingChannel``)."""
+
+    def basic_ack(self, delivery_tag: int) -> None: ...
+
+    def basic_publish(
+        self, exchange: str, routing_key: str, body: bytes, properties: Any, mandatory: bool
+    ) -> None: ...
+
+
 #: A message got and not yet acknowledged: channel, queue, delivery tag, properties, body.
-_Raw = tuple[Any, str, int, Any, bytes]
-
-
-class DeadLetterNotFound(ConveyorError, LookupError):
-    """An id given to requeue or purge matches no message of the dead-letter queues."""
+_Raw = tuple[_Channel, str, int, Any, bytes]
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,7 @@ class Outcome:
 
 @dataclass(frozen=True)
 class _Held:
-    channel: Any
+    channel: _Channel
     tag: int  # only valid on its channel
     message: dict[str, Any] | None
     letter: DeadLetter
@@ -229,34 +235,22 @@ def _requeue_one(db: Database, item: _Held, already: dict[str, None]) -> str | N
         # A second dead copy of a job requeued a moment ago: one live copy is enough.
         item.channel.basic_ack(item.tag)
         return "duplicate of a message requeued in this run: removed"
-    previous = _reopen(db, job_id)
-    if isinstance(previous, str):
-        return previous
+    store = DeadJobStore(db)
+    # Back to `queued` before its message is live, so that a worker runs it.
+    before = store.reopen(job_id, _DEAD)
+    if before is None:
+        return "its job row is gone"
+    if not before.reopened:
+        return f"job is {before.status}: not requeued"
     try:
         _publish(item)
     except BaseException:
         # Nothing was sent: the job goes back to how it was, its message still dead.
-        with suppress(ConveyorError), db.session() as session:
-            back = update(JobRow).where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED.value)
-            session.execute(back.values(**previous))
+        with suppress(ConveyorError):
+            store.undo_reopen(job_id, before)
         raise
     item.channel.basic_ack(item.tag)
     return None
-
-
-def _reopen(db: Database, job_id: str) -> dict[str, Any] | str:
-    """Back to ``queued`` before its message is live, so a worker runs it: the row's status, error
-    and finished_at before (to undo), or why it must not run again."""
-    query = select(JobRow.status, JobRow.error, JobRow.finished_at).where(JobRow.id == job_id)
-    with db.session() as session:
-        row = session.execute(query.with_for_update()).one_or_none()
-        if row is None:
-            return "its job row is gone"
-        if row.status not in _DEAD:
-            return f"job is {row.status}: not requeued"
-        queued = {"status": JobStatus.QUEUED.value, "error": None, "finished_at": None}
-        session.execute(update(JobRow).where(JobRow.id == job_id).values(**queued, eta=None, progress=None))
-        return dict(row._mapping)
 
 
 def _publish(item: _Held) -> None:
@@ -281,13 +275,7 @@ def _purge_one(db: Database, item: _Held, _done: dict[str, None]) -> None:
     """Fail the job for good (unless it finished or runs meanwhile), then remove its message."""
     # The row first: were the ack lost, the message would still be there to purge again.
     if item.letter.job_id is not None:
-        dead = update(JobRow).where(JobRow.id == item.letter.job_id, JobRow.status.in_(_DEAD))
-        error = func.coalesce(JobRow.error, PURGED_ERROR)
-        finished = func.coalesce(JobRow.finished_at, utcnow())
-        with db.session() as session:
-            session.execute(
-                dead.values(status=JobStatus.FAILED.value, error=error, finished_at=finished, eta=None)
-            )
+        DeadJobStore(db).fail(item.letter.job_id, _DEAD, PURGED_ERROR)
     item.channel.basic_ack(item.tag)
 
 
@@ -319,7 +307,7 @@ def _scan(
                 connection.close()
 
 
-def _drain(connection: Any, queue: str, *, confirm: bool) -> list[_Raw]:
+def _drain(connection: pika.BlockingConnection, queue: str, *, confirm: bool) -> list[_Raw]:
     """The messages of ``queue``'s XQ at this moment, got on a channel of their own."""
     channel = connection.channel()
     try:
@@ -352,20 +340,13 @@ def _decode(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
     return data, None
 
 
-def _job_rows(db: Database, message_ids: list[str]) -> dict[str, dict[str, Any]]:
+def _job_rows(db: Database, message_ids: list[str]) -> dict[str, DeadJob]:
     # Only UUIDs: anything else cannot be a job id, and PostgreSQL would reject it.
-    ids = sorted({_normal(i) for i in message_ids if is_uuid(i)})
-    columns = (JobRow.id, JobRow.kind, JobRow.status, JobRow.attempts, JobRow.error)
-    rows: dict[str, dict[str, Any]] = {}
-    with db.session() as session:
-        for start in range(0, len(ids), _JOIN_CHUNK):
-            query = select(*columns).where(JobRow.id.in_(ids[start : start + _JOIN_CHUNK]))
-            rows.update({str(row.id): dict(row._mapping) for row in session.execute(query)})
-    return rows
+    return DeadJobStore(db).rows(_normal(i) for i in message_ids if is_uuid(i))
 
 
 def _letter(
-    raw: _Raw, message: dict[str, Any] | None, rows: dict[str, dict[str, Any]], why: str | None
+    raw: _Raw, message: dict[str, Any] | None, rows: dict[str, DeadJob], why: str | None
 ) -> DeadLetter:
     _, queue, _, properties, body = raw
     if message is None:
@@ -377,8 +358,17 @@ def _letter(
     if row is None:
         why = "no job row" if actor in ACTOR_KINDS else f"no job row (actor {actor!r} is not a Conveyor job)"
         return DeadLetter(ident, queue, actor=actor, dead_since=since, reason=why)
-    facts = {key: row[key] for key in ("kind", "status", "attempts", "error")}
-    return DeadLetter(ident, queue, job_id=ident, actor=actor, dead_since=since, **facts)
+    return DeadLetter(
+        ident,
+        queue,
+        kind=row.kind,
+        job_id=ident,
+        actor=actor,
+        status=row.status,
+        dead_since=since,
+        attempts=row.attempts,
+        error=row.error,
+    )
 
 
 def _dead_since(properties: Any, message: dict[str, Any] | None = None) -> datetime | None:

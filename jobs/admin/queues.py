@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import Any
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -13,18 +12,16 @@ from urllib.request import Request, urlopen
 
 import pika
 import pika.exceptions
-from sqlalchemy import func, or_, select
 
 from jobs.broker import BROKER_ERRORS, amqp_url, broker_unavailable
 from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
 from jobs.errors import ServiceUnavailable
 from jobs.kinds import KINDS
 from jobs.settings import Settings, mask_url
-from jobs.status import JobStatus
 from jobs.store import Database
 from jobs.store.delayed import DelayedStore
-from jobs.store.jobs import as_utc, utcnow
-from jobs.store.models import JobRow
+from jobs.store.jobs import utcnow
+from jobs.store.stats import StatsStore
 
 
 @dataclass(frozen=True)
@@ -57,12 +54,13 @@ def queue_stats(settings: Settings, db: Database) -> list[QueueStats]:
     """
     names = sorted({settings.queue_name(kind.queue) for kind in KINDS.values()})
     counts = rabbitmq_counts(settings, names)
-    running, oldest = _store_figures(db, names)
+    now = utcnow()
+    figures = StatsStore(db).queue_figures(names, now)
+    running, oldest = figures.running, figures.oldest_waiting
     held = DelayedStore(db).count_by_queue()
     management = (
         {name: _management_figures(settings, name) for name in names} if settings.rabbitmq_api_url else {}
     )
-    now = utcnow()
     return [
         QueueStats(
             queue=name,
@@ -103,29 +101,6 @@ def rabbitmq_counts(settings: Settings, names: list[str]) -> dict[str, tuple[int
     finally:
         connection.close()
     return counts
-
-
-def _store_figures(db: Database, names: list[str]) -> tuple[dict[str, int], dict[str, datetime]]:
-    now = utcnow()
-    waiting = (JobRow.status == JobStatus.QUEUED.value) & or_(JobRow.eta.is_(None), JobRow.eta <= now)
-    with db.session() as session:
-        running = dict(
-            session.execute(
-                select(JobRow.queue, func.count())
-                .where(JobRow.queue.in_(names), JobRow.status == JobStatus.RUNNING.value)
-                .group_by(JobRow.queue)
-            ).all()
-        )
-        oldest = {
-            queue: as_utc(moment)
-            for queue, moment in session.execute(
-                select(JobRow.queue, func.min(JobRow.created_at))
-                .where(JobRow.queue.in_(names), waiting)
-                .group_by(JobRow.queue)
-            )
-            if moment is not None
-        }
-    return running, oldest  # type: ignore[return-value]
 
 
 def _management_figures(settings: Settings, queue: str) -> dict[str, Any]:

@@ -14,13 +14,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import redis
-from sqlalchemy import func, or_, select
 
 from jobs.logs import mask_secrets
 from jobs.middleware.heartbeat import registry_prefix
 from jobs.settings import Settings, mask_url
 from jobs.store import Database
-from jobs.store.models import AttemptRow
+from jobs.store.stats import StatsStore
 
 #: How far back the PostgreSQL fallback looks for workers that ran jobs.
 RECENT_WINDOW = timedelta(minutes=10)
@@ -230,18 +229,15 @@ def recent_workers(db: Database, *, since: datetime) -> list[RecentWorker]:
         ServiceUnavailable: the job store cannot be reached.
         SchemaMissing: the job store has no schema.
     """
-    last_seen = func.max(func.coalesce(AttemptRow.finished_at, AttemptRow.started_at)).label("last_seen")
-    query = (
-        select(AttemptRow.host, AttemptRow.pid, func.count().label("attempts"), last_seen)
-        .where(or_(AttemptRow.started_at >= since, AttemptRow.finished_at >= since))
-        .group_by(AttemptRow.host, AttemptRow.pid)
-        .order_by(last_seen.desc())
-    )
-    with db.session() as session:
-        rows = session.execute(query).all()
     return [
-        RecentWorker(id=f"{host}:{pid}", host=host, pid=pid, attempts=attempts, last_seen=_as_utc(seen))
-        for host, pid, attempts, seen in rows
+        RecentWorker(
+            id=f"{seen.host}:{seen.pid}",
+            host=seen.host,
+            pid=seen.pid,
+            attempts=seen.attempts,
+            last_seen=seen.last_seen,
+        )
+        for seen in StatsStore(db).worker_activity(since)
     ]
 
 

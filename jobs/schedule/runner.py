@@ -23,8 +23,9 @@ from jobs.errors import ServiceUnavailable
 from jobs.schedule.cron import utc_iso
 from jobs.schedule.leader import LeaderLock
 from jobs.schedule.spec import CatchUp, Schedule, ScheduleEntry
-from jobs.schedule.ticks import TickStore
-from producers import Client
+from jobs.services import Producer
+from jobs.store import Database
+from jobs.store.schedule import TickStore
 
 logger = logging.getLogger("conveyor.scheduler")
 
@@ -78,23 +79,25 @@ def _now() -> datetime:
 class Scheduler:
     """One replica running a schedule in one namespace; start as many as wanted, anywhere.
 
+    ``producer`` (a ``producers.Client``) enqueues the due ticks; ``db`` keeps the last ones.
     Tests drive :meth:`step` with their own ``now``, or :meth:`run` in a thread with a stop event.
     """
 
     def __init__(
         self,
         schedule: Schedule,
-        client: Client,
+        producer: Producer,
+        db: Database,
         *,
         identity: str | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
         self.schedule = schedule
-        self.client = client
-        self.namespace = client.settings.namespace
+        self.producer = producer
+        self.namespace = producer.settings.namespace
         self.identity = identity or replica_identity()
-        self.ticks = TickStore(client.db, self.namespace)
-        self.lock = LeaderLock(client.settings.database_url, self.namespace, self.identity)
+        self.ticks = TickStore(db, self.namespace)
+        self.lock = LeaderLock(producer.settings.database_url, self.namespace, self.identity)
         self.clock = clock
         self._leading: bool | None = None
         self._next_due: dict[str, datetime] = {}
@@ -209,7 +212,7 @@ class Scheduler:
             entry.options, idempotency_key=entry.idempotency_key(self.namespace, tick)
         )
         try:
-            job = self.client.enqueue_with_options(entry.kind, entry.payload, options)
+            job = self.producer.enqueue_with_options(entry.kind, entry.payload, options)
         except ValueError as exc:
             # Checked at start, so something changed since (a template removed): the tick cannot
             # succeed later either, and must not hold back the entry's next ticks.

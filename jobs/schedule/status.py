@@ -8,8 +8,8 @@ from typing import Any
 
 from jobs.schedule.cron import CronTiming, IntervalTiming, utc_iso
 from jobs.schedule.spec import Schedule, ScheduleEntry
-from jobs.schedule.ticks import TickStore
 from jobs.store import Database, JobStore
+from jobs.store.schedule import TickStore
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,15 @@
 """The narrow boundary to the SQL driver: engines, sessions, and error translation.
 
-Every storage operation goes through :meth:`Database.session`, which turns a driver's
-connection failure into :class:`~jobs.errors.ServiceUnavailable`.
+Every storage operation goes through :meth:`Database.session`, :meth:`Database.transaction` or
+:meth:`Database.translated`, which turn a driver's error into Conveyor's own
+(:class:`~jobs.errors.ServiceUnavailable`, :class:`~jobs.errors.SchemaMissing`) once, here:
+no module outside ``jobs.store`` sees a driver exception.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
@@ -18,9 +20,11 @@ from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
-from jobs.errors import ConveyorError, ServiceUnavailable
+from jobs.errors import SchemaMissing, ServiceUnavailable
 from jobs.settings import mask_url
 from jobs.store.direct import DirectConnection
+
+__all__ = ["Database", "SchemaMissing", "backend_name", "wrap_exceptions"]
 
 
 class Database:
@@ -50,7 +54,7 @@ class Database:
         Raises:
             ServiceUnavailable: the database cannot be reached.
         """
-        with self._translated(), self._sessions.begin() as session:
+        with self.translated(), self._sessions.begin() as session:
             yield session
 
     @contextmanager
@@ -60,19 +64,18 @@ class Database:
         Raises:
             ServiceUnavailable: the database cannot be reached.
         """
-        with self._translated(), self.engine.begin() as connection:
+        with self.translated(), self.engine.begin() as connection:
             yield connection
 
-    @contextmanager
-    def _translated(self) -> Iterator[None]:
-        try:
-            yield
-        except DBAPIError as exc:
-            unreachable = isinstance(exc, OperationalError | SAInterfaceError) or exc.connection_invalidated
-            error = self.translate(exc.orig or exc, unreachable=unreachable)
-            if error is None:
-                raise
-            raise error from None
+    def translated(self) -> AbstractContextManager[None]:
+        """A block whose driver errors become Conveyor's own (for work outside :meth:`session`,
+        such as a streamed read).
+
+        Raises:
+            ServiceUnavailable: the database cannot be reached.
+            SchemaMissing: the database has no (or an older) Conveyor schema.
+        """
+        return wrap_exceptions(self.translate)
 
     def translate(self, exc: BaseException, *, unreachable: bool = False) -> Exception | None:
         """Conveyor's own error for a driver error (None to let it through).
@@ -106,12 +109,23 @@ class Database:
         self.engine.dispose()
 
 
-class SchemaMissing(ConveyorError):
-    """The database answers but has no Conveyor tables yet."""
+@contextmanager
+def wrap_exceptions(translate: Callable[..., Exception | None]) -> Iterator[None]:
+    """Turn a SQLAlchemy driver error raised in the block into ``translate``'s own error
+    (``translate(orig, unreachable=…)``; when it returns None the driver error goes through)."""
+    try:
+        yield
+    except DBAPIError as exc:
+        unreachable = isinstance(exc, OperationalError | SAInterfaceError) or exc.connection_invalidated
+        error = translate(exc.orig or exc, unreachable=unreachable)
+        if error is None:
+            raise
+        raise error from None
 
-    def __init__(self, masked_url: str, *, outdated: bool = False) -> None:
-        state = "has an older schema than this Conveyor" if outdated else "has no schema"
-        super().__init__(f"the job store at {masked_url} {state}: run `conveyor db upgrade`")
+
+def backend_name(url: str) -> str:
+    """The database a URL names: ``postgresql``, ``sqlite``…"""
+    return make_url(url).get_backend_name()
 
 
 def _make_engine(url: str, *, pool_size: int, pre_ping: bool) -> Engine:

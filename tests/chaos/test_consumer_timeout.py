@@ -24,6 +24,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from sqlalchemy import select
 
 from jobs.settings import Settings
+from jobs.store import Database
 from jobs.store.models import DelayedMessageRow
 from producers import Client, JobStatus
 from tests.chaos.conftest import Record
@@ -107,13 +108,13 @@ class Canary(threading.Thread):
         self.join(timeout=10)
 
 
-def _held_ids(client: Client) -> set[str]:
-    with client.db.session() as session:
+def _held_ids(db: Database) -> set[str]:
+    with db.session() as session:
         return set(session.scalars(select(DelayedMessageRow.message_id)))
 
 
 def _exists(client: Client, job_id: str) -> bool:
-    return bool(client.jobs.by_ids([job_id]))
+    return bool(client.get_many([job_id]))
 
 
 def _late(started: datetime, due: datetime) -> float:
@@ -123,6 +124,7 @@ def _late(started: datetime, due: datetime) -> float:
 @pytest.mark.timeout(240)
 def test_jobs_due_after_the_consumer_timeout_wait_in_postgresql_and_run_once_on_time(
     client: Client,
+    db: Database,
     settings: Settings,
     start_worker: WorkerProcess.Factory,
     chaos_report: Record,
@@ -163,7 +165,7 @@ def test_jobs_due_after_the_consumer_timeout_wait_in_postgresql_and_run_once_on_
             # All three wait in PostgreSQL; nothing waits in RabbitMQ, acknowledged or not.
             eventually(lambda: retried.refresh().status is JobStatus.RETRYING, timeout=20)
             ids = {delayed.id, retried.id, control.message_id}
-            eventually(lambda: _held_ids(client) >= ids, timeout=20)
+            eventually(lambda: _held_ids(db) >= ids, timeout=20)
             retried_due = retried.eta
             assert delayed_due is not None
             assert retried_due is not None
@@ -228,4 +230,4 @@ def test_jobs_due_after_the_consumer_timeout_wait_in_postgresql_and_run_once_on_
     assert closures == dict.fromkeys(CHANNEL_CLOSED, 0), worker.output
     assert deaths == 0, worker.output
     assert worker.process.poll() is None, worker.output
-    assert _held_ids(client) & {delayed.id, retried.id, control.message_id} == set()
+    assert _held_ids(db) & {delayed.id, retried.id, control.message_id} == set()

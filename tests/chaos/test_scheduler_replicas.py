@@ -22,6 +22,7 @@ from sqlalchemy import select
 from jobs.schedule.leader import current_leader
 from jobs.schedule.spec import key_prefix
 from jobs.settings import Settings
+from jobs.store import Database
 from jobs.store.models import JobRow
 from producers import Client
 from tests.chaos.conftest import Record
@@ -92,10 +93,10 @@ def schedulers() -> Iterator[list[SchedulerProcess]]:
         process.stop()
 
 
-def tick_jobs(client: Client, name: str = "tick") -> list[tuple[datetime, datetime]]:
+def tick_jobs(db: Database, settings: Settings, name: str = "tick") -> list[tuple[datetime, datetime]]:
     """(tick, job created at) for every job row of an entry, by idempotency key, in tick order."""
-    prefix = key_prefix(client.settings.namespace, name)
-    with client.db.session() as session:
+    prefix = key_prefix(settings.namespace, name)
+    with db.session() as session:
         rows = session.execute(
             select(JobRow.idempotency_key, JobRow.created_at).where(JobRow.idempotency_key.like(f"{prefix}%"))
         ).all()
@@ -122,6 +123,7 @@ def test_scheduler_replicas_enqueue_each_tick_once_across_a_sigkilled_leader(
     tmp_path: Path,
     settings: Settings,
     client: Client,
+    db: Database,
     service_env: dict[str, str],
     schedulers: list[SchedulerProcess],
     chaos_report: Record,
@@ -130,7 +132,7 @@ def test_scheduler_replicas_enqueue_each_tick_once_across_a_sigkilled_leader(
     schedule.write_text(EVERY_SECOND, encoding="utf-8")
     began = time.monotonic()
     schedulers += [SchedulerProcess(service_env, schedule) for _ in range(2)]
-    first_leader = eventually(lambda: current_leader(client.db, settings.namespace), timeout=20)
+    first_leader = eventually(lambda: current_leader(db, settings.namespace), timeout=20)
     led_at = datetime.now(UTC)
     assert _pid_of(first_leader) in {s.pid for s in schedulers}, first_leader
 
@@ -146,7 +148,7 @@ def test_scheduler_replicas_enqueue_each_tick_once_across_a_sigkilled_leader(
     killed_at = datetime.now(UTC)
     schedulers.append(SchedulerProcess(service_env, schedule))
     new_leader = eventually(
-        lambda: (found := current_leader(client.db, settings.namespace)) != leader and found,
+        lambda: (found := current_leader(db, settings.namespace)) != leader and found,
         timeout=30,
         interval=0.02,
     )
@@ -155,7 +157,7 @@ def test_scheduler_replicas_enqueue_each_tick_once_across_a_sigkilled_leader(
 
     _sleep_until(began + RUN_FOR)
     # Followers first, the leader last: no follower takes over as the replicas stop.
-    last_leader = current_leader(client.db, settings.namespace)
+    last_leader = current_leader(db, settings.namespace)
     leader_pid = _pid_of(last_leader) if last_leader else None
     survivors = sorted((s for s in schedulers if s is not victim), key=lambda s: s.pid == leader_pid)
     codes = [s.stop() for s in survivors]
@@ -163,7 +165,7 @@ def test_scheduler_replicas_enqueue_each_tick_once_across_a_sigkilled_leader(
     victim.stop()
     time.sleep(0.5)  # confirmed publishes are counted at once; a margin all the same
 
-    jobs = tick_jobs(client)
+    jobs = tick_jobs(db, settings)
     per_tick = Counter(tick for tick, _ in jobs)
     ticks = sorted(per_tick)
     duplicates = {utc: n for utc, n in per_tick.items() if n > 1}

@@ -100,7 +100,7 @@ def test_a_detached_end_that_meets_an_outage_is_written_when_the_database_is_bac
 
 
 def test_a_stopping_worker_acknowledges_every_end_it_recorded(
-    client: Client, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    client: Client, job_store: JobStore, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Stopped mid-backlog: a job recorded as succeeded has its message acknowledged, none comes again."""
     queue = settings.queue_name("default")
@@ -111,7 +111,7 @@ def test_a_stopping_worker_acknowledges_every_end_it_recorded(
     ids = [job.id for job in jobs]
 
     def succeeded() -> int:
-        return sum(info.status == "succeeded" for info in client.jobs.by_ids(ids))
+        return sum(info.status == "succeeded" for info in job_store.by_ids(ids))
 
     store = stack.lifecycle.attempts
     assert isinstance(store, BatchedAttemptStore)
@@ -127,7 +127,7 @@ def test_a_stopping_worker_acknowledges_every_end_it_recorded(
     finally:
         worker.stop(timeout=10_000)
         stack.close()
-    infos = client.jobs.by_ids(ids)
+    infos = job_store.by_ids(ids)
     done = [info for info in infos if info.status == "succeeded"]
     assert 100 <= len(done) < 600, "stop the worker mid-backlog"
     assert all(info.attempts == 1 for info in done)

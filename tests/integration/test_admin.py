@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from jobs.errors import JobFailed
 from jobs.settings import Settings
+from jobs.store import Database, JobStore
 from producers import Client, JobStatus
 from tests.helpers import WorkerProcess, eventually, message_count, run_cli
 
@@ -107,10 +108,10 @@ def test_a_cancelled_delayed_job_never_runs(
 
 
 def test_a_running_report_stops_at_its_next_step_when_cancelled(
-    client: Client, service_env: dict[str, str], start_worker: WorkerProcess.Factory
+    client: Client, db: Database, service_env: dict[str, str], start_worker: WorkerProcess.Factory
 ) -> None:
     start = datetime(2050, 1, 1, tzinfo=UTC) + timedelta(days=uuid.uuid4().int % 10_000)
-    with client.db.engine.begin() as connection:
+    with db.engine.begin() as connection:
         connection.execute(
             text(
                 "INSERT INTO jobs (id, kind, queue, status, payload, attempts, created_at) "
@@ -193,7 +194,9 @@ def test_stats_count_what_finished_per_queue(
     assert run_cli("top", "--once", env=service_env).returncode == 0
 
 
-def test_prune_deletes_exactly_the_old_finished_jobs(client: Client, service_env: dict[str, str]) -> None:
+def test_prune_deletes_exactly_the_old_finished_jobs(
+    client: Client, db: Database, job_store: JobStore, service_env: dict[str, str]
+) -> None:
     old, recent = datetime.now(UTC) - timedelta(days=400), datetime.now(UTC)
     ids = {"old_done": str(uuid.uuid4()), "old_queued": str(uuid.uuid4()), "recent_done": str(uuid.uuid4())}
     rows = [
@@ -201,7 +204,7 @@ def test_prune_deletes_exactly_the_old_finished_jobs(client: Client, service_env
         (ids["old_queued"], "queued", old, None),
         (ids["recent_done"], "succeeded", recent, recent),
     ]
-    with client.db.engine.begin() as connection:
+    with db.engine.begin() as connection:
         for job_id, status, created, finished in rows:
             connection.execute(
                 text(
@@ -215,7 +218,7 @@ def test_prune_deletes_exactly_the_old_finished_jobs(client: Client, service_env
     result = cli_json(service_env, "prune", "--older-than", "300d", "--yes")
 
     assert result["jobs"] >= 1  # type: ignore[index]
-    remaining = {j.id for j in client.jobs.find(queue="prune", limit=100)}
+    remaining = {j.id for j in job_store.find(queue="prune", limit=100)}
     assert remaining == {ids["old_queued"], ids["recent_done"]}
     assert client.artifacts.missing([artifact.id]) == [artifact.id]
 

@@ -23,7 +23,7 @@ from jobs.kinds import KINDS
 from jobs.middleware.heartbeat import Heartbeat, Replica
 from jobs.middleware.stale import StaleDeliveries
 from jobs.settings import Settings
-from jobs.store import AttemptStore, WorkerIdentity
+from jobs.store import AttemptStore, Database, WorkerIdentity
 from producers import Client
 from tests.helpers import WorkerProcess, eventually, message_count, next_message, seen_noop
 from tests.proxy import TcpProxy
@@ -76,12 +76,12 @@ def test_a_message_of_a_closed_channel_is_skipped_and_its_tag_never_acks_another
 
 
 def test_a_copy_of_a_running_jobs_message_waits_until_its_worker_is_gone(
-    client: Client, settings: Settings, start_worker: WorkerProcess.Factory
+    client: Client, db: Database, settings: Settings, start_worker: WorkerProcess.Factory
 ) -> None:
     job_id = str(uuid.uuid4())
     seen = seen_noop(settings.queue_name("default"), job_id)
     owner = WorkerIdentity(worker_id="other-host:7:abc", host="other-host", pid=7)
-    assert AttemptStore(client.db).start(seen, owner) is not None  # it runs there, and beats:
+    assert AttemptStore(db).start(seen, owner) is not None  # it runs there, and beats:
     registry = redis.Redis.from_url(settings.redis_url)
     beat = Heartbeat(
         registry,

@@ -16,6 +16,7 @@ from sqlalchemy import update
 
 from jobs.errors import JobFailed
 from jobs.settings import Settings
+from jobs.store import Database, JobStore
 from jobs.store.models import JobRow
 from producers import Client, JobStatus
 from tests.helpers import WorkerProcess, eventually
@@ -150,22 +151,22 @@ def test_a_missing_template_variable_fails_the_job_with_its_name(
     ],
 )
 def test_bad_input_is_rejected_at_enqueue_and_nothing_is_sent(
-    client: Client, settings: Settings, arguments: dict[str, object], message: str
+    client: Client, job_store: JobStore, settings: Settings, arguments: dict[str, object], message: str
 ) -> None:
     kwargs: dict[str, object] = {"template": "welcome", "context": {"name": "Ada"}, **arguments}
     with pytest.raises(ValueError, match=message):
         client.send_email(**kwargs)  # type: ignore[arg-type]
     assert [
-        j for j in client.jobs.find(kind="email", limit=10_000) if j.queue == f"{settings.namespace}.email"
+        j for j in job_store.find(kind="email", limit=10_000) if j.queue == f"{settings.namespace}.email"
     ] == []
 
 
 def test_a_worker_killed_right_after_the_server_accepted_does_not_send_twice(
-    client: Client, smtp: SmtpServer, mail_worker: WorkerProcess
+    client: Client, job_store: JobStore, smtp: SmtpServer, mail_worker: WorkerProcess
 ) -> None:
     def kill_the_sender(message: object) -> None:
         job_id = message["X-Conveyor-Job"]  # type: ignore[index]
-        (attempt,) = [a for a in client.jobs.attempts(job_id) if a.finished_at is None]
+        (attempt,) = [a for a in job_store.attempts(job_id) if a.finished_at is None]
         os.kill(attempt.pid, signal.SIGKILL)
 
     smtp.handler.behaviour.after_accept = kill_the_sender
@@ -179,12 +180,12 @@ def test_a_worker_killed_right_after_the_server_accepted_does_not_send_twice(
 
 
 def test_a_redelivered_message_of_a_sent_email_is_not_sent_again(
-    client: Client, settings: Settings, smtp: SmtpServer, mail_worker: WorkerProcess
+    client: Client, db: Database, settings: Settings, smtp: SmtpServer, mail_worker: WorkerProcess
 ) -> None:
     job = client.send_email("ada@example.com", "welcome", {"name": "Ada"})
     first = job.wait(timeout=20)
     # As if the worker died after recording the delivery but before the job's outcome and ack.
-    with client.db.session() as session:
+    with db.session() as session:
         session.execute(update(JobRow).where(JobRow.id == job.id).values(status="running"))
     broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True)
     broker.enqueue(

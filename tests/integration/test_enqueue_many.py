@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from jobs.errors import ServiceUnavailable
 from jobs.settings import Settings
+from jobs.store import Database, JobStore
 from jobs.store.models import DelayedMessageRow, JobRow
 from producers import Client, JobStatus, pipelined
 from producers.pipelined import CONFIRM_WINDOW, PipelinedPublisher, PublishNotConfirmed
@@ -20,42 +21,44 @@ from tests.proxy import TcpProxy
 pytestmark = [pytest.mark.integration]
 
 
-def rows_in(client: Client, queue: str) -> int:
-    with client.db.session() as session:
+def rows_in(db: Database, queue: str) -> int:
+    with db.session() as session:
         return int(session.scalar(select(func.count()).where(JobRow.queue == queue)) or 0)
 
 
 def test_enqueue_many_writes_every_row_and_confirms_every_message(
-    client: Client, settings: Settings, start_worker: WorkerProcess.Factory
+    client: Client, db: Database, job_store: JobStore, settings: Settings, start_worker: WorkerProcess.Factory
 ) -> None:
     queue = settings.queue_name("default")
     jobs = client.enqueue_many("noop", [{"sleep": 0}] * 1500, max_retries=1)
 
     assert len({job.id for job in jobs}) == 1500
     assert all(job.status is JobStatus.QUEUED for job in jobs)
-    assert rows_in(client, queue) == 1500
+    assert rows_in(db, queue) == 1500
     assert message_count(queue) == 1500
 
     start_worker("--processes", "1", "--threads", "8")
-    eventually(
-        lambda: all(i.status == "succeeded" for i in client.jobs.by_ids(j.id for j in jobs)), timeout=60
-    )
+    eventually(lambda: all(i.status == "succeeded" for i in job_store.by_ids(j.id for j in jobs)), timeout=60)
     assert client.get(jobs[-1].id).info.max_retries == 1
 
 
-def test_one_bad_payload_sends_nothing_and_names_its_position(client: Client, settings: Settings) -> None:
+def test_one_bad_payload_sends_nothing_and_names_its_position(
+    client: Client, db: Database, settings: Settings
+) -> None:
     queue = settings.queue_name("default")
     with pytest.raises(ValueError, match=r"payload #2: .*sleep"):
         client.enqueue_many("noop", [{}, {"sleep": 1}, {"sleep": "long"}])
 
-    assert rows_in(client, queue) == 0
+    assert rows_in(db, queue) == 0
     assert message_count(queue) == 0
 
 
-def test_delayed_jobs_of_enqueue_many_wait_in_postgresql(client: Client, settings: Settings) -> None:
+def test_delayed_jobs_of_enqueue_many_wait_in_postgresql(
+    client: Client, db: Database, settings: Settings
+) -> None:
     jobs = client.enqueue_many("noop", [{}, {}], delay=600)
 
-    with client.db.session() as session:
+    with db.session() as session:
         held = set(
             session.scalars(
                 select(DelayedMessageRow.message_id).where(
@@ -68,7 +71,7 @@ def test_delayed_jobs_of_enqueue_many_wait_in_postgresql(client: Client, setting
 
 
 def test_more_jobs_than_the_confirm_window_keep_their_payloads_and_options(
-    client: Client, settings: Settings
+    client: Client, job_store: JobStore, settings: Settings
 ) -> None:
     count = CONFIRM_WINDOW * 2 + 321
     names = [f"n°{i} ünïcode \\ \t tab \n line {{}} 'quote\"" for i in range(count)]
@@ -77,14 +80,16 @@ def test_more_jobs_than_the_confirm_window_keep_their_payloads_and_options(
     jobs = client.enqueue_many("email", payloads, priority=3, max_retries=2)
 
     assert message_count(settings.queue_name("email")) == count
-    stored = {info.id: info for info in client.jobs.by_ids(job.id for job in jobs)}
+    stored = {info.id: info for info in job_store.by_ids(job.id for job in jobs)}
     assert [stored[job.id].payload["context"]["name"] for job in jobs] == names
     assert {(i.status, i.priority, i.max_retries, i.attempts) for i in stored.values()} == {
         ("queued", 3, 2, 0)
     }
 
 
-def test_messages_rabbitmq_cannot_route_fail_the_call_and_remove_its_rows(settings: Settings) -> None:
+def test_messages_rabbitmq_cannot_route_fail_the_call_and_remove_its_rows(
+    settings: Settings, db: Database
+) -> None:
     queue = settings.queue_name("default")
     with Client(settings.with_overrides(enqueue_timeout=1)) as client:
         client.enqueue_many("noop", [{}])  # the queue is declared once per client
@@ -95,7 +100,7 @@ def test_messages_rabbitmq_cannot_route_fail_the_call_and_remove_its_rows(settin
         with pytest.raises(ServiceUnavailable, match="could not route"):
             client.enqueue_many("noop", [{}] * 50)
 
-        assert rows_in(client, queue) == 1
+        assert rows_in(db, queue) == 1
 
 
 def test_confirms_that_never_come_fail_the_publish_at_its_deadline(

@@ -9,6 +9,7 @@ import pytest
 
 from jobs.errors import JobFailed
 from jobs.settings import Settings
+from jobs.store import JobStore
 from producers import Client, Job, JobStatus
 from tests.helpers import WorkerProcess, eventually, message_count
 
@@ -24,7 +25,7 @@ def _running_pid(job: Job) -> int:
 
 
 def test_a_worker_process_killed_mid_job_loses_nothing(
-    client: Client, start_worker: WorkerProcess.Factory
+    client: Client, job_store: JobStore, start_worker: WorkerProcess.Factory
 ) -> None:
     worker = start_worker("--processes", "1", "--threads", "2")
     job = client.enqueue("noop", sleep=2)
@@ -36,7 +37,7 @@ def test_a_worker_process_killed_mid_job_loses_nothing(
     history = job.history()
     assert [a.outcome for a in history] == ["lost", "succeeded"]
     assert history[1].pid != pid
-    running = client.jobs.find(status=JobStatus.RUNNING.value, limit=10_000)
+    running = job_store.find(status=JobStatus.RUNNING.value, limit=10_000)
     assert [j.id for j in running if j.queue == client.settings.queue_name("default")] == []
     assert worker.count("died (exit code -9)") == 1
 

@@ -6,6 +6,7 @@ import pytest
 
 from jobs.errors import JobFailed
 from jobs.settings import Settings
+from jobs.store import JobStore
 from producers import Client, JobStatus
 from tests.helpers import WorkerProcess, message_count
 
@@ -108,7 +109,9 @@ def test_the_same_idempotency_key_returns_the_first_job_and_sends_nothing_again(
     assert message_count(f"{settings.namespace}.default") == 1
 
 
-def test_a_bad_payload_raises_value_error_and_sends_nothing(client: Client, settings: Settings) -> None:
+def test_a_bad_payload_raises_value_error_and_sends_nothing(
+    client: Client, job_store: JobStore, settings: Settings
+) -> None:
     with pytest.raises(ValueError, match="sleep"):
         client.enqueue("noop", sleep=61)
     with pytest.raises(ValueError, match="unknown field"):
@@ -116,7 +119,7 @@ def test_a_bad_payload_raises_value_error_and_sends_nothing(client: Client, sett
     with pytest.raises(ValueError, match="unknown job kind"):
         client.enqueue("nope")
 
-    assert [j for j in client.jobs.find(limit=10_000) if j.queue == f"{settings.namespace}.default"] == []
+    assert [j for j in job_store.find(limit=10_000) if j.queue == f"{settings.namespace}.default"] == []
     assert message_count(f"{settings.namespace}.default") == 0
 
 
@@ -152,7 +155,7 @@ def _eventually_row(client: Client, job_id: str) -> str:
 
     def found() -> str | None:
         try:
-            return client.jobs.get(job_id).id
+            return client.get(job_id).id
         except JobNotFound:
             return None
 

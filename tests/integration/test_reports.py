@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from jobs.errors import JobFailed
 from jobs.settings import Settings
-from jobs.store import Database
+from jobs.store import Database, JobStore
 from producers import Client
 from tests.helpers import WorkerProcess
 from tests.smtp import SmtpServer
@@ -138,6 +138,7 @@ def smtp() -> Iterator[SmtpServer]:
 
 def test_a_report_is_emailed_as_attachments_by_a_linked_follow_up_job(
     client: Client,
+    job_store: JobStore,
     smtp: SmtpServer,
     start_worker: WorkerProcess.Factory,
     window: tuple[datetime, list[tuple[str, str, str]]],
@@ -152,7 +153,7 @@ def test_a_report_is_emailed_as_attachments_by_a_linked_follow_up_job(
     email.wait(timeout=30)
 
     assert email.info.parent_id == job.id
-    assert [c.id for c in client.jobs.children(job.id)] == [email.id]
+    assert [c.id for c in job_store.children(job.id)] == [email.id]
     (received,) = smtp.received
     names = sorted(part.get_filename() for part in received.message.iter_attachments())
     assert names == sorted(a["name"] for a in result["artifacts"])
@@ -193,10 +194,10 @@ def test_a_broken_report_template_fails_the_job_permanently(
 
 
 def test_a_200k_row_csv_streams_in_bounded_worker_memory(
-    client: Client, settings: Settings, start_worker: WorkerProcess.Factory, tmp_path: Path
+    client: Client, db: Database, settings: Settings, start_worker: WorkerProcess.Factory, tmp_path: Path
 ) -> None:
     start = datetime(2040, 1, 1, tzinfo=UTC) + timedelta(days=uuid.uuid4().int % 10_000)
-    with client.db.engine.begin() as connection:
+    with db.engine.begin() as connection:
         connection.execute(
             text(
                 "INSERT INTO jobs (id, kind, queue, status, payload, attempts, created_at, finished_at) "

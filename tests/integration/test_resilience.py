@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from jobs.errors import JobFailed, ServiceUnavailable
 from jobs.settings import Settings
-from jobs.store import AttemptStore, NewJob, WorkerIdentity
+from jobs.store import AttemptStore, Database, JobStore, NewJob, WorkerIdentity
 from jobs.store.models import DelayedMessageRow, JobRow
 from producers import Client, JobStatus
 from tests.helpers import AMQP_URL, WorkerProcess, eventually, message_count, seen_noop
@@ -29,24 +29,24 @@ pytestmark = [pytest.mark.integration]
 FAST_SWEEP = {"CONVEYOR_RECONCILE_INTERVAL": "1", "CONVEYOR_WORKER_TTL": "3"}
 
 
-def held_rows(client: Client) -> list[DelayedMessageRow]:
+def held_rows(db: Database, settings: Settings) -> list[DelayedMessageRow]:
     """This test's held messages (the database is shared by the tests of a session)."""
-    prefix = f"{client.settings.namespace}."
-    with client.db.session() as session:
+    prefix = f"{settings.namespace}."
+    with db.session() as session:
         return list(
             session.scalars(select(DelayedMessageRow).where(DelayedMessageRow.queue.startswith(prefix)))
         )
 
 
 def test_a_delayed_job_waits_in_postgresql_not_in_rabbitmq_and_runs_once_on_time(
-    client: Client, settings: Settings, start_worker: WorkerProcess.Factory
+    client: Client, settings: Settings, db: Database, start_worker: WorkerProcess.Factory
 ) -> None:
     start_worker()
     job = client.enqueue("noop", delay=2)
     due = job.eta
     queue = settings.queue_name("default")
 
-    (row,) = held_rows(client)
+    (row,) = held_rows(db, settings)
     assert row.message_id == job.id
     assert row.queue == queue
     assert message_count(queue) == message_count(f"{queue}.DQ") == 0
@@ -56,17 +56,17 @@ def test_a_delayed_job_waits_in_postgresql_not_in_rabbitmq_and_runs_once_on_time
     assert due is not None
     assert timedelta(0) <= started - due < timedelta(seconds=2)
     assert job.attempts == 1
-    assert held_rows(client) == []
+    assert held_rows(db, settings) == []
 
 
 def test_a_retry_is_written_with_the_attempt_and_held_until_its_backoff_ends(
-    client: Client, settings: Settings, start_worker: WorkerProcess.Factory
+    client: Client, settings: Settings, db: Database, start_worker: WorkerProcess.Factory
 ) -> None:
     start_worker()
     job = client.enqueue("noop", fail_attempts=1, min_backoff=3600, max_backoff=7200)
 
     eventually(lambda: job.refresh().status is JobStatus.RETRYING)
-    (row,) = held_rows(client)
+    (row,) = held_rows(db, settings)
     assert row.message_id == job.id
     assert job.eta is not None
     assert abs((row.due_at - job.eta).total_seconds()) < 0.001
@@ -77,13 +77,13 @@ def test_a_retry_is_written_with_the_attempt_and_held_until_its_backoff_ends(
     assert json.loads(row.body)["options"]["retries"] == 1
 
     # Bring it forward: the dispatcher publishes it, and the retry succeeds.
-    with client.db.session() as session:
+    with db.session() as session:
         session.get(DelayedMessageRow, job.id).due_at = datetime.now(UTC)  # type: ignore[union-attr]
     assert job.wait(timeout=20)["attempt"] == 2
 
 
 def test_a_plain_dramatiq_delayed_message_is_taken_out_of_the_dq_and_run_when_due(
-    client: Client, settings: Settings, start_worker: WorkerProcess.Factory
+    client: Client, settings: Settings, db: Database, start_worker: WorkerProcess.Factory
 ) -> None:
     start_worker()
     plain = RabbitmqBroker(url=AMQP_URL, confirm_delivery=True)
@@ -100,7 +100,7 @@ def test_a_plain_dramatiq_delayed_message_is_taken_out_of_the_dq_and_run_when_du
     finally:
         plain.close()
 
-    assert eventually(lambda: [r.message_id for r in held_rows(client)] == [sent.message_id])
+    assert eventually(lambda: [r.message_id for r in held_rows(db, settings)] == [sent.message_id])
     assert message_count(f"{settings.queue_name('default')}.DQ") == 0
     assert not _exists(client, sent.message_id)  # a plain producer's job gets its row when it runs
     eventually(lambda: _exists(client, sent.message_id), timeout=15)
@@ -108,17 +108,17 @@ def test_a_plain_dramatiq_delayed_message_is_taken_out_of_the_dq_and_run_when_du
 
 
 def _exists(client: Client, job_id: str) -> bool:
-    return bool(client.jobs.by_ids([job_id]))
+    return bool(client.get_many([job_id]))
 
 
 def test_a_running_job_whose_worker_and_message_are_gone_is_sent_again(
-    client: Client, settings: Settings, start_worker: WorkerProcess.Factory
+    client: Client, settings: Settings, db: Database, start_worker: WorkerProcess.Factory
 ) -> None:
     job_id = str(uuid.uuid4())
     seen = seen_noop(settings.queue_name("default"), job_id)
     ghost = WorkerIdentity(worker_id="gone-host:1:abc", host="gone-host", pid=1)
-    assert AttemptStore(client.db).start(seen, ghost) is not None  # `running`, owner dead, no message
-    never_published = client.jobs.create(
+    assert AttemptStore(db).start(seen, ghost) is not None  # `running`, owner dead, no message
+    never_published = JobStore(db).create(
         NewJob(
             id=str(uuid.uuid4()), kind="noop", queue=settings.queue_name("default"), payload={}, max_retries=3
         )
@@ -169,7 +169,7 @@ def test_quorum_queues_are_declared_with_a_delivery_limit_and_serve_jobs(
 
 
 def test_a_producer_rides_out_a_broker_outage_within_its_bound_then_gives_a_clear_error(
-    database_url: str, namespace: str
+    database_url: str, namespace: str, db: Database
 ) -> None:
     proxy = TcpProxy(5672)
     url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F"
@@ -190,7 +190,7 @@ def test_a_producer_rides_out_a_broker_outage_within_its_bound_then_gives_a_clea
         with pytest.raises(ServiceUnavailable, match="RabbitMQ"):
             client.enqueue("noop")
         assert 7 < time.monotonic() - started < 12
-        with client.db.session() as session:  # the undone enqueue left no row behind
+        with db.session() as session:  # the undone enqueue left no row behind
             assert session.scalar(select(func.count()).where(JobRow.queue == f"{namespace}.default")) == 2
 
 

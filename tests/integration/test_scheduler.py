@@ -22,9 +22,10 @@ from jobs.schedule import runner
 from jobs.schedule.leader import current_leader
 from jobs.schedule.runner import OUTAGE_RETRY, Scheduler
 from jobs.schedule.spec import Schedule, key_prefix, load_schedule
-from jobs.schedule.ticks import TickStore
 from jobs.settings import Settings
+from jobs.store import Database, JobStore
 from jobs.store.models import JobRow
+from jobs.store.schedule import TickStore
 from producers import Client
 from tests.helpers import ROOT, eventually, message_count, run_cli
 
@@ -40,10 +41,10 @@ def write_schedule(tmp_path: Path, body: str, settings: Settings) -> Schedule:
     return load_schedule(path, settings)
 
 
-def enqueued_ticks(client: Client, name: str = "tick") -> list[datetime]:
+def enqueued_ticks(db: Database, settings: Settings, name: str = "tick") -> list[datetime]:
     """The ticks of an entry that have a job, from the jobs' idempotency keys, in order."""
-    prefix = key_prefix(client.settings.namespace, name)
-    with client.db.session() as session:
+    prefix = key_prefix(settings.namespace, name)
+    with db.session() as session:
         keys = session.scalars(
             select(JobRow.idempotency_key).where(JobRow.idempotency_key.like(f"{prefix}%"))
         )
@@ -62,8 +63,9 @@ class Replica:
     """A scheduler replica running in a thread of the test, with a client of its own."""
 
     def __init__(self, schedule: Schedule, settings: Settings) -> None:
-        self.client = Client(settings)
-        self.scheduler = Scheduler(schedule, self.client)
+        self.db = Database(settings.database_url)
+        self.client = Client(settings, db=self.db)
+        self.scheduler = Scheduler(schedule, self.client, self.db)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.scheduler.run, args=(self.stop,), daemon=True)
         self.thread.start()
@@ -73,6 +75,7 @@ class Replica:
         self.thread.join(timeout=10)
         assert not self.thread.is_alive()
         self.client.close()
+        self.db.dispose()
 
 
 @pytest.fixture
@@ -88,6 +91,7 @@ def test_two_replicas_enqueue_each_per_second_tick_exactly_once(
     tmp_path: Path,
     settings: Settings,
     client: Client,
+    db: Database,
     replicas: list[Replica],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -99,7 +103,7 @@ def test_two_replicas_enqueue_each_per_second_tick_exactly_once(
     for replica in replicas:
         replica.halt()
 
-    ticks = enqueued_ticks(client)
+    ticks = enqueued_ticks(db, settings)
     assert_every_tick_once(client, ticks, at_least=8)
     assert datetime.now(UTC) - ticks[-1] < timedelta(seconds=3)
     assert sum("leader: replica" in m for m in caplog.messages) == 1
@@ -107,7 +111,7 @@ def test_two_replicas_enqueue_each_per_second_tick_exactly_once(
 
 
 def test_when_the_leader_stops_the_other_replica_takes_over_without_a_gap(
-    tmp_path: Path, settings: Settings, client: Client, replicas: list[Replica]
+    tmp_path: Path, settings: Settings, client: Client, db: Database, replicas: list[Replica]
 ) -> None:
     schedule = write_schedule(tmp_path, EVERY_SECOND, settings)
     first = Replica(schedule, settings)
@@ -124,39 +128,39 @@ def test_when_the_leader_stops_the_other_replica_takes_over_without_a_gap(
     time.sleep(3)
     second.halt()
 
-    ticks = enqueued_ticks(client)
+    ticks = enqueued_ticks(db, settings)
     assert_every_tick_once(client, ticks, at_least=6)
     assert ticks[0] < stopped_at < ticks[-1]
 
 
 def test_a_leader_whose_connection_is_killed_stops_leading_and_no_tick_is_lost(
-    tmp_path: Path, settings: Settings, client: Client, replicas: list[Replica]
+    tmp_path: Path, settings: Settings, client: Client, db: Database, replicas: list[Replica]
 ) -> None:
     schedule = write_schedule(tmp_path, EVERY_SECOND, settings)
     replicas += [Replica(schedule, settings), Replica(schedule, settings)]
     leader = eventually(lambda: next((r for r in replicas if r.scheduler.leading), None))
-    assert current_leader(client.db, settings.namespace) == leader.scheduler.identity
+    assert current_leader(db, settings.namespace) == leader.scheduler.identity
     # Ticks before the kill: waited for, not slept for (a loaded machine may enqueue late).
-    eventually(lambda: len(enqueued_ticks(client)) >= 3, timeout=20)
+    eventually(lambda: len(enqueued_ticks(db, settings)) >= 3, timeout=20)
 
-    with client.db.session() as session:
+    with db.session() as session:
         killed = session.execute(
             text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :name"),
             {"name": f"conveyor-scheduler {leader.scheduler.identity}"},
         ).scalar()
     assert killed
-    eventually(lambda: current_leader(client.db, settings.namespace) is not None, timeout=5)
+    eventually(lambda: current_leader(db, settings.namespace) is not None, timeout=5)
     killed_at = datetime.now(UTC)
     # Ticks on both sides of the kill (a loaded machine may lag a second behind).
-    eventually(lambda: len([t for t in enqueued_ticks(client) if t > killed_at]) >= 3, timeout=20)
+    eventually(lambda: len([t for t in enqueued_ticks(db, settings) if t > killed_at]) >= 3, timeout=20)
     for replica in replicas:
         replica.halt()
 
-    assert_every_tick_once(client, enqueued_ticks(client), at_least=6)
+    assert_every_tick_once(client, enqueued_ticks(db, settings), at_least=6)
 
 
 def test_a_new_leader_catches_up_the_ticks_missed_while_none_ran_by_each_entrys_rule(
-    tmp_path: Path, settings: Settings, client: Client, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, settings: Settings, client: Client, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(runner, "MAX_CATCH_UP", 10)
     body = "".join(
@@ -164,77 +168,80 @@ def test_a_new_leader_catches_up_the_ticks_missed_while_none_ran_by_each_entrys_
         for name, every, rule in [("all", "1s", "all"), ("latest", "1s", "latest"), ("none", "10s", "none")]
     )
     schedule = write_schedule(tmp_path, body, settings)
-    before = Scheduler(schedule, client)
+    before = Scheduler(schedule, client, db)
     before.step(T0 + timedelta(seconds=0.5))  # first sight: starts after T0, enqueues nothing
     before.close()
-    assert [enqueued_ticks(client, name) for name in schedule.names()] == [[], [], []]
+    assert [enqueued_ticks(db, settings, name) for name in schedule.names()] == [[], [], []]
 
-    after = Scheduler(schedule, client)  # five minutes later, another replica
+    after = Scheduler(schedule, client, db)  # five minutes later, another replica
     after.step(T0 + timedelta(seconds=300.5))
     after.close()
 
     def seconds(name: str) -> list[int]:
-        return [int((tick - T0).total_seconds()) for tick in enqueued_ticks(client, name)]
+        return [int((tick - T0).total_seconds()) for tick in enqueued_ticks(db, settings, name)]
 
     assert seconds("all") == list(range(291, 301))  # the 10 most recent
     assert seconds("latest") == [300]
     assert seconds("none") == [250, 260, 270, 280, 290, 300]  # at most 60 s late
-    assert set(TickStore(client.db, settings.namespace).last_ticks().values()) == {
-        T0 + timedelta(seconds=300)
-    }
+    assert set(TickStore(db, settings.namespace).last_ticks().values()) == {T0 + timedelta(seconds=300)}
 
 
 def test_a_tick_enqueued_before_a_crash_is_not_enqueued_again(
-    tmp_path: Path, settings: Settings, client: Client
+    tmp_path: Path, settings: Settings, client: Client, db: Database
 ) -> None:
     schedule = write_schedule(tmp_path, EVERY_SECOND, settings)
     (entry,) = schedule.entries
-    TickStore(client.db, settings.namespace).start("tick", T0)
+    TickStore(db, settings.namespace).start("tick", T0)
     # The previous leader enqueued T0+1 s, then died before it could record the tick.
     earlier = client.enqueue(
         "noop", idempotency_key=entry.idempotency_key(settings.namespace, T0 + timedelta(seconds=1))
     )
 
-    scheduler = Scheduler(schedule, client)
+    scheduler = Scheduler(schedule, client, db)
     scheduler.step(T0 + timedelta(seconds=2.5))
     scheduler.close()
 
-    assert enqueued_ticks(client) == [T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)]
+    assert enqueued_ticks(db, settings) == [T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)]
     assert (
-        client.jobs.find_by_idempotency_key(
-            entry.idempotency_key(settings.namespace, T0 + timedelta(seconds=1))
-        ).id
+        JobStore(db)
+        .find_by_idempotency_key(entry.idempotency_key(settings.namespace, T0 + timedelta(seconds=1)))
+        .id
         == earlier.id
     )
     assert message_count(f"{settings.namespace}.default") == 2
 
 
 def test_an_enqueue_that_meets_an_outage_is_retried_and_its_tick_not_skipped(
-    tmp_path: Path, settings: Settings, client: Client, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, settings: Settings, client: Client, db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     schedule = write_schedule(tmp_path, EVERY_SECOND, settings)
     # Nothing listens on port 1: every publish fails as during a RabbitMQ outage (and the client
     # gives up after 1 s rather than its default 30 s of retries).
     unreachable = "amqp://guest:guest@127.0.0.1:1/%2F"
     cut_off = Client(settings.with_overrides(broker_url=unreachable, enqueue_timeout=1.0))
-    scheduler = Scheduler(schedule, cut_off)
+    scheduler = Scheduler(schedule, cut_off, db)
     scheduler.step(T0 + timedelta(seconds=0.5))
     assert scheduler.step(T0 + timedelta(seconds=2.5)) == OUTAGE_RETRY
     assert scheduler.step(T0 + timedelta(seconds=3.5)) == OUTAGE_RETRY
     assert "RabbitMQ is unreachable" in caplog.text
-    assert enqueued_ticks(client) == []
-    assert TickStore(client.db, settings.namespace).last_ticks() == {"tick": T0}
+    assert enqueued_ticks(db, settings) == []
+    assert TickStore(db, settings.namespace).last_ticks() == {"tick": T0}
 
-    scheduler.client = client  # RabbitMQ is back
+    scheduler.producer = client  # RabbitMQ is back
     scheduler.step(T0 + timedelta(seconds=3.5))
     scheduler.close()
     cut_off.close()
 
-    assert enqueued_ticks(client) == [T0 + timedelta(seconds=s) for s in (1, 2, 3)]
+    assert enqueued_ticks(db, settings) == [T0 + timedelta(seconds=s) for s in (1, 2, 3)]
 
 
 def test_schedule_list_shows_each_entry_with_next_runs_last_tick_and_leader(
-    tmp_path: Path, settings: Settings, client: Client, service_env: dict[str, str], replicas: list[Replica]
+    tmp_path: Path,
+    settings: Settings,
+    client: Client,
+    db: Database,
+    service_env: dict[str, str],
+    replicas: list[Replica],
 ) -> None:
     body = (
         EVERY_SECOND
@@ -243,7 +250,7 @@ def test_schedule_list_shows_each_entry_with_next_runs_last_tick_and_leader(
     schedule = write_schedule(tmp_path, body, settings)
     replica = Replica(schedule, settings)
     replicas.append(replica)
-    eventually(lambda: enqueued_ticks(client))
+    eventually(lambda: enqueued_ticks(db, settings))
 
     listed = run_cli(
         "schedule", "list", "--schedule", schedule.source, "--next", "3", "--json", env=service_env
@@ -264,7 +271,7 @@ def test_schedule_list_shows_each_entry_with_next_runs_last_tick_and_leader(
     assert tick["last_tick"] is not None
     assert tick["last_job_status"] == "queued"
     assert (
-        client.jobs.find_by_idempotency_key(f"schedule:{settings.namespace}:tick:{tick['last_tick']}").id
+        JobStore(db).find_by_idempotency_key(f"schedule:{settings.namespace}:tick:{tick['last_tick']}").id
         == tick["last_job_id"]
     )
     assert (daily["cron"], daily["timezone"], daily["last_job_id"]) == ("0 6 * * *", "Europe/Paris", None)
@@ -275,7 +282,7 @@ def test_schedule_list_shows_each_entry_with_next_runs_last_tick_and_leader(
 
 
 def test_the_scheduler_command_runs_as_a_replica_and_stops_promptly_on_sigterm(
-    tmp_path: Path, settings: Settings, client: Client, service_env: dict[str, str]
+    tmp_path: Path, settings: Settings, client: Client, db: Database, service_env: dict[str, str]
 ) -> None:
     write_schedule(tmp_path, EVERY_SECOND, settings)
     argv = [sys.executable, str(ROOT / "cli.py"), "scheduler", "--schedule", str(tmp_path / "schedule.toml")]
@@ -286,7 +293,7 @@ def test_the_scheduler_command_runs_as_a_replica_and_stops_promptly_on_sigterm(
         for _ in range(2)
     ]
     try:
-        eventually(lambda: len(enqueued_ticks(client)) >= 4, timeout=20)
+        eventually(lambda: len(enqueued_ticks(db, settings)) >= 4, timeout=20)
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
@@ -300,4 +307,4 @@ def test_the_scheduler_command_runs_as_a_replica_and_stops_promptly_on_sigterm(
     assert sum("leader: replica" in output for output in outputs) == 1, outputs
     assert sum("follower:" in output for output in outputs) == 1, outputs
     assert any("entry tick, tick " in output and ": enqueued job " in output for output in outputs)
-    assert_every_tick_once(client, enqueued_ticks(client), at_least=4)
+    assert_every_tick_once(client, enqueued_ticks(db, settings), at_least=4)

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from console.exit_codes import EXIT_USAGE, exit_code
 from jobs.errors import SettingsError
 from jobs.schedule import runner
 from jobs.schedule.cron import CronTiming, IntervalTiming, Timing, parse_timing, utc_iso
@@ -108,7 +109,7 @@ def test_a_bad_entry_is_one_settings_error_naming_the_file_and_the_entry(body: s
         parse(body)
 
     assert str(raised.value).startswith("schedule test.toml: ")
-    assert raised.value.exit_code == 2
+    assert exit_code(raised.value) == EXIT_USAGE
 
 
 def test_a_file_that_is_not_toml_is_a_settings_error(tmp_path: Path) -> None:

@@ -1,0 +1,164 @@
+"""What the CLI does to the platform besides enqueueing: one facade over the store, RabbitMQ and
+Redis, so that a command never reaches into a store (or a client's) itself.
+
+Enqueueing, retrying and waiting belong to ``producers.Client``; everything an admin reads,
+prunes or requeues is here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from functools import cached_property
+
+import redis
+
+from jobs.admin import dlq, prune
+from jobs.admin.queues import QueueStats, queue_stats
+from jobs.admin.stats import GroupStats, job_stats
+from jobs.admin.workers import WorkersView, live_replicas
+from jobs.schedule.leader import current_leader
+from jobs.schedule.runner import Scheduler
+from jobs.schedule.spec import Schedule
+from jobs.schedule.status import EntryStatus, entry_statuses
+from jobs.services import Producer, redis_client
+from jobs.settings import Settings
+from jobs.store import AttemptInfo, Database, JobInfo, JobSelection, JobStore
+from jobs.store.artifacts import ArtifactInfo, ArtifactStore
+from jobs.store.migrate import ensure_database, upgrade
+from jobs.store.schedule import TickStore
+
+
+class Operations:
+    """An admin's view of one deployment (its settings), on a database the caller owns."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self._db = db
+        self._jobs = JobStore(db)
+
+    @cached_property
+    def _redis(self) -> redis.Redis:
+        return redis_client(self.settings.redis_url)
+
+    def close(self) -> None:
+        """Close the Redis connection (the database is the caller's)."""
+        if "_redis" in self.__dict__:
+            self._redis.close()
+
+    # ------------------------------------------------------------ jobs
+
+    def find_jobs(self, selection: JobSelection) -> list[JobInfo]:
+        """A page of jobs, newest first."""
+        return self._jobs.find(selection)
+
+    def job_ids(self, selection: JobSelection) -> list[str]:
+        """The ids of every job the selection matches (its page size aside)."""
+        return self._jobs.ids(selection)
+
+    def job(self, job_id: str) -> tuple[JobInfo, list[AttemptInfo], list[JobInfo]]:
+        """A job, its attempts (oldest first) and the jobs it enqueued.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        return self._jobs.get(job_id), self._jobs.attempts(job_id), self._jobs.children(job_id)
+
+    def finished_per_minute(self, since: datetime) -> list[int]:
+        return self._jobs.finished_per_minute(since)
+
+    # ------------------------------------------------------------ views
+
+    def queues(self) -> list[QueueStats]:
+        """Every queue of the namespace (RabbitMQ's counts and the store's figures)."""
+        return queue_stats(self.settings, self._db)
+
+    def stats(self, since: datetime, by: str = "kind") -> list[GroupStats]:
+        return job_stats(self._db, since, by)
+
+    def workers(self) -> WorkersView:
+        """Live replicas from Redis, or who ran jobs lately when Redis is down."""
+        return live_replicas(self.settings, self._redis, self._db)
+
+    # ------------------------------------------------------------ maintenance
+
+    def count_prunable(self, older_than: datetime, statuses: Iterable[str] | None = None) -> int:
+        return prune.count_prunable(self._db, older_than, statuses)
+
+    def prune(
+        self, older_than: datetime, statuses: Iterable[str] | None, on_batch: Callable[[int], None]
+    ) -> tuple[int, int]:
+        """Jobs and artifacts deleted (see :func:`jobs.admin.prune.prune`)."""
+        return prune.prune(self._db, older_than, statuses, on_batch)
+
+    # ------------------------------------------------------------ dead letters
+
+    def dead_letters(self, queue: str | None = None) -> list[dlq.DeadLetter]:
+        return dlq.list_dead(self.settings, self._db, queue=queue)
+
+    def requeue_dead(
+        self, ids: Sequence[str], *, all: bool, queue: str | None, progress: dlq.Progress | None = None
+    ) -> dlq.Outcome:
+        return dlq.requeue(self.settings, self._db, ids, all=all, queue=queue, progress=progress)
+
+    def purge_dead(
+        self, ids: Sequence[str], *, all: bool, queue: str | None, progress: dlq.Progress | None = None
+    ) -> dlq.Outcome:
+        return dlq.purge(self.settings, self._db, ids, all=all, queue=queue, progress=progress)
+
+    # ------------------------------------------------------------ schedules
+
+    def check_schedule_store(self) -> None:
+        """Fail fast when ``schedule_ticks`` cannot be read.
+
+        Raises:
+            ServiceUnavailable: the database cannot be reached.
+            SchemaMissing: ``conveyor db upgrade`` has not run.
+        """
+        TickStore(self._db, self.settings.namespace).last_ticks()
+
+    def scheduler(self, plan: Schedule, producer: Producer) -> Scheduler:
+        """A scheduler replica enqueueing ``plan``'s ticks through ``producer``."""
+        return Scheduler(plan, producer, self._db)
+
+    def schedule_status(self, plan: Schedule, count: int) -> tuple[list[EntryStatus], str | None]:
+        """Each entry's next ``count`` runs and last tick, and the leading replica (PostgreSQL only)."""
+        statuses = entry_statuses(plan, self._db, self.settings.namespace, datetime.now(UTC), count)
+        leader = (
+            current_leader(self._db, self.settings.namespace) if self._db.dialect == "postgresql" else None
+        )
+        return statuses, leader
+
+    # ------------------------------------------------------------ artifacts
+
+    def artifacts(self, *, job_id: str | None, limit: int) -> list[ArtifactInfo]:
+        return self._artifacts.recent(job_id=job_id, limit=limit)
+
+    def open_artifact(self, artifact_id: str) -> tuple[ArtifactInfo, Iterator[bytes]]:
+        """An artifact's facts and its bytes in chunks. Raises ``ArtifactNotFound``."""
+        return self._artifacts.open(artifact_id)
+
+    @cached_property
+    def _artifacts(self) -> ArtifactStore:
+        return ArtifactStore(self._db, self.settings.artifact_url)
+
+
+def check_database(url: str) -> None:
+    """Raise :class:`~jobs.errors.ServiceUnavailable` unless the database at ``url`` answers."""
+    db = Database(url)
+    try:
+        db.check()
+    finally:
+        db.dispose()
+
+
+def upgrade_schema(url: str, revision: str = "head") -> tuple[bool, str | None, str | None]:
+    """Create the database when missing, then migrate it: whether it was created, and the
+    revisions before and after."""
+    created = ensure_database(url)
+    db = Database(url)
+    try:
+        before, after = upgrade(db, revision)
+    finally:
+        db.dispose()
+    return created, before, after

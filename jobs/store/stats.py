@@ -1,0 +1,154 @@
+"""Read-side figures for the admin's views: finished jobs per group, queue figures, recent workers.
+
+Plain values come out (dataclasses, dicts): what they mean and how they are shown lives in
+``jobs/admin/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import case, func, or_, select
+
+from jobs.status import JobStatus
+from jobs.store.aggregates import percentiles_by, run_seconds, wait_seconds
+from jobs.store.database import Database
+from jobs.store.models import AttemptRow, JobRow
+
+#: p50/p95/p99 in seconds (``None`` without finished attempts).
+Percentiles = dict[str, float | None]
+
+
+@dataclass(frozen=True)
+class FinishedGroup:
+    """Jobs of one kind or queue that finished in a window."""
+
+    group: str
+    succeeded: int
+    failed: int
+    #: Finished jobs that needed more than one attempt.
+    retried: int
+    total: int
+    #: Queue wait of first attempts, and run time of every attempt.
+    wait: Percentiles
+    run: Percentiles
+
+
+@dataclass(frozen=True)
+class QueueFigures:
+    """Per queue: jobs running now, and when the oldest job waiting to run was created."""
+
+    running: dict[str, int]
+    oldest_waiting: dict[str, datetime]
+
+
+@dataclass(frozen=True)
+class WorkerActivity:
+    """A worker process (``host``, ``pid``) as its attempts show it."""
+
+    host: str
+    pid: int
+    attempts: int
+    last_seen: datetime
+
+
+class StatsStore:
+    """Aggregates over ``jobs`` and ``job_attempts`` for ``conveyor stats``, ``queues`` and ``workers``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def finished_since(self, since: datetime, by: str = "kind") -> list[FinishedGroup]:
+        """Jobs finished since ``since``, grouped by ``kind`` or ``queue``, ordered by group.
+
+        Raises:
+            ValueError: ``by`` is neither ``kind`` nor ``queue``.
+            ServiceUnavailable: the database cannot be reached.
+        """
+        if by not in ("kind", "queue"):
+            raise ValueError(f"group by kind or queue, not {by!r}")
+        column = JobRow.kind if by == "kind" else JobRow.queue
+        finished = [JobRow.finished_at >= since]
+        dialect = self.db.dialect
+        with self.db.session() as session:
+            rows = session.execute(
+                select(
+                    column,
+                    func.sum(case((JobRow.status == JobStatus.SUCCEEDED.value, 1), else_=0)),
+                    func.sum(case((JobRow.status == JobStatus.FAILED.value, 1), else_=0)),
+                    func.sum(case((JobRow.attempts > 1, 1), else_=0)),
+                    func.count(),
+                )
+                .where(*finished)
+                .group_by(column)
+                .order_by(column)
+            ).all()
+            first = [*finished, AttemptRow.attempt == 1]
+            waits = percentiles_by(session, dialect, wait_seconds(dialect), first, column)
+            runs = percentiles_by(session, dialect, run_seconds(dialect), finished, column)
+        empty: Percentiles = dict.fromkeys(("p50", "p95", "p99"))
+        return [
+            FinishedGroup(
+                group=str(group),
+                succeeded=int(done or 0),
+                failed=int(failed or 0),
+                retried=int(retried or 0),
+                total=int(count),
+                wait=waits.get(group, empty),
+                run=runs.get(group, empty),
+            )
+            for group, done, failed, retried, count in rows
+        ]
+
+    def queue_figures(self, queues: Iterable[str], now: datetime) -> QueueFigures:
+        """Running jobs, and the creation time of the oldest job due to run (``queued``, its
+        ``eta`` reached), of each queue in ``queues``.
+
+        Raises:
+            ServiceUnavailable: the database cannot be reached.
+        """
+        names = list(queues)
+        waiting = (JobRow.status == JobStatus.QUEUED.value) & or_(JobRow.eta.is_(None), JobRow.eta <= now)
+        with self.db.session() as session:
+            running = session.execute(
+                select(JobRow.queue, func.count())
+                .where(JobRow.queue.in_(names), JobRow.status == JobStatus.RUNNING.value)
+                .group_by(JobRow.queue)
+            ).all()
+            oldest = session.execute(
+                select(JobRow.queue, func.min(JobRow.created_at))
+                .where(JobRow.queue.in_(names), waiting)
+                .group_by(JobRow.queue)
+            ).all()
+        return QueueFigures(
+            running={queue: int(count) for queue, count in running},
+            oldest_waiting={queue: _utc(moment) for queue, moment in oldest if moment is not None},
+        )
+
+    def worker_activity(self, since: datetime) -> list[WorkerActivity]:
+        """Worker processes that started or finished an attempt since ``since``, last seen first.
+
+        Raises:
+            ServiceUnavailable: the database cannot be reached.
+            SchemaMissing: the database has no schema.
+        """
+        last_seen = func.max(func.coalesce(AttemptRow.finished_at, AttemptRow.started_at)).label("last_seen")
+        query = (
+            select(AttemptRow.host, AttemptRow.pid, func.count().label("attempts"), last_seen)
+            .where(or_(AttemptRow.started_at >= since, AttemptRow.finished_at >= since))
+            .group_by(AttemptRow.host, AttemptRow.pid)
+            .order_by(last_seen.desc())
+        )
+        with self.db.session() as session:
+            rows = session.execute(query).all()
+        return [
+            WorkerActivity(host=host, pid=pid, attempts=int(attempts), last_seen=_utc(seen))
+            for host, pid, attempts, seen in rows
+        ]
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every time Conveyor stores is UTC.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
