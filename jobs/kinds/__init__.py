@@ -1,4 +1,4 @@
-"""The registry of job kinds. A new kind is one module with a ``KIND`` and one entry here (or,
+"""The registry of job kinds. A built-in kind is one module with its functions and one entry here (or,
 for an application's own kinds, a call to :func:`register`).
 
 The built-in kinds are listed by their settings alone; their modules (and Pillow, WeasyPrint,
@@ -23,7 +23,7 @@ def _deferred(module: str, *, artifacts: bool = False, **fields: object) -> JobK
     )
 
 
-#: The same settings as each module's ``KIND`` (a unit test compares them).
+#: Each kind's settings, and the module whose ``validate``, ``run`` (and ``artifact_ids``) serve it.
 _BUILTIN = (
     _deferred(
         "jobs.kinds.email",

@@ -11,7 +11,7 @@ from jobs.email.addresses import check_header_value, normalise_addresses
 from jobs.email.delivery import Mailer, classify_smtp_error
 from jobs.email.templates import check_template_name, known_templates, template_folder_index
 from jobs.ids import is_uuid
-from jobs.kinds.base import JobKind, Payload, Result, require_keys
+from jobs.kinds.base import Payload, Result, require_keys
 from jobs.services import Services
 from jobs.settings import Settings
 from templates import search_path
@@ -79,16 +79,3 @@ def run(services: Services, **payload: Any) -> Result:
         return mailer.deliver(ctx.job_id, payload)
     except (smtplib.SMTPException, OSError) as exc:
         raise classify_smtp_error(exc) from exc
-
-
-KIND = JobKind(
-    name="email",
-    actor_name="send_email",
-    queue="email",
-    max_retries=5,
-    min_backoff=5.0,
-    max_backoff=3600.0,
-    validate=validate,
-    run=run,
-    artifact_ids=artifact_ids,
-)

@@ -8,11 +8,10 @@ from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from jobs.context import check_cancelled, current_job
-from jobs.defaults import DEFAULT_IMAGE_TIME_LIMIT
 from jobs.errors import ArtifactNotFound, PermanentError
 from jobs.ids import is_uuid
 from jobs.images.validation import OUTPUT_FORMATS, validate_operations
-from jobs.kinds.base import JobKind, Payload, Result, require_keys
+from jobs.kinds.base import Payload, Result, require_keys
 
 if TYPE_CHECKING:
     from jobs.services import Services
@@ -151,17 +150,3 @@ def run(services: Services, **payload: Any) -> Result:
     except ArtifactNotFound:
         raise PermanentError(f"source artifact {payload['source']} does not exist") from None
     return {"artifacts": artifacts}
-
-
-KIND = JobKind(
-    name="image",
-    actor_name="process_image",
-    queue="images",
-    max_retries=3,
-    min_backoff=2.0,
-    max_backoff=300.0,
-    validate=validate,
-    run=run,
-    artifact_ids=artifact_ids,
-    time_limit=DEFAULT_IMAGE_TIME_LIMIT,
-)

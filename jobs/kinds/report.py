@@ -14,7 +14,7 @@ import redis
 from jobs.context import check_cancelled, current_job
 from jobs.delivery import DeliveryOptions
 from jobs.email.addresses import normalise_addresses
-from jobs.kinds.base import JobKind, Payload, Result, require_keys
+from jobs.kinds.base import Payload, Result, require_keys
 from jobs.reports.base import ReportData
 from jobs.reports.registry import get_report
 from jobs.reports.render import ReportRenderer, csv_chunks, pdf
@@ -197,15 +197,3 @@ class ReportCache:
             self.services.redis.set(key, json.dumps(result), ex=self.ttl)
         except redis.RedisError as exc:
             logger.warning("report cache unavailable (%s): not cached", exc)
-
-
-KIND = JobKind(
-    name="report",
-    actor_name="generate_report",
-    queue="reports",
-    max_retries=3,
-    min_backoff=5.0,
-    max_backoff=600.0,
-    validate=validate,
-    run=run,
-)
