@@ -138,7 +138,10 @@ def one_row(columns: Mapping[str, Any], *, scalars: Mapping[str, Any]) -> Rows:
 
 
 def unnested(columns: Mapping[str, Any], *, scalars: Mapping[str, Any], once: bool = False) -> Rows:
-    """A batch's values as arrays, ``unnest``-ed side by side; ``scalars`` stay one parameter."""
+    """A batch's values as arrays, ``unnest``-ed side by side; ``scalars`` stay one parameter.
+
+    ``once``: unnest them in a ``WITH`` of their own, for a statement that reads them twice.
+    """
     types = {name: Text() if isinstance(type_, JSON) else type_ for name, type_ in columns.items()}
     arrays = func.unnest(*(param(name, ARRAY(type_)) for name, type_ in types.items()))
     rows: Any = arrays.table_valued(*(column(name, type_) for name, type_ in types.items())).render_derived(

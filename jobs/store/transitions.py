@@ -325,7 +325,8 @@ def _end_at_once(rows: Rows) -> Update:
 _ONE_END = one_row(END_COLUMNS, scalars=_NOW)
 CLOSE_ATTEMPT = step(_close_attempt(_ONE_END))
 END_JOB = step(_end_job(_ONE_END))
-#: The same end for the batching writer: one statement for a batch.
+#: The same end for the batching writer: one statement for a batch (its arrays unnested once,
+#: read by the attempt's close and the job's move).
 END_BATCH = batch(_end_at_once, END_COLUMNS, scalars=_NOW, once=True)
 
 
