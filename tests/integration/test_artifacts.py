@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from jobs.errors import ArtifactNotFound
+from jobs.store import Database
 from jobs.store.artifacts import ArtifactStore
 from jobs.store.jobs import utcnow
 from jobs.store.models import ArtifactRow
@@ -17,10 +18,10 @@ from producers import Client
 pytestmark = pytest.mark.integration
 
 
-def test_a_put_writes_a_file_and_keeps_no_bytes_in_the_row(client: Client, tmp_path: Path) -> None:
-    store = ArtifactStore(client.db, f"file://{tmp_path}")
+def test_a_put_writes_a_file_and_keeps_no_bytes_in_the_row(db: Database, tmp_path: Path) -> None:
+    store = ArtifactStore(db, f"file://{tmp_path}")
     info = store.put(b"hello" * 1000, name="hello.txt")
-    with client.db.session() as session:
+    with db.session() as session:
         row = session.get(ArtifactRow, info.id)
         assert row is not None
         assert row.data is None
@@ -33,9 +34,9 @@ def test_a_put_writes_a_file_and_keeps_no_bytes_in_the_row(client: Client, tmp_p
         assert (found, handle.read()) == (info, b"hello" * 1000)
 
 
-def test_an_artifact_stored_in_its_row_is_still_read(client: Client) -> None:
+def test_an_artifact_stored_in_its_row_is_still_read(client: Client, db: Database) -> None:
     artifact_id = str(uuid.uuid4())
-    with client.db.session() as session:
+    with db.session() as session:
         session.add(
             ArtifactRow(
                 id=artifact_id,
@@ -54,8 +55,8 @@ def test_an_artifact_stored_in_its_row_is_still_read(client: Client) -> None:
         assert (info.size, handle.read()) == (3, b"old")
 
 
-def test_a_failed_write_leaves_neither_file_nor_row(client: Client, tmp_path: Path) -> None:
-    store = ArtifactStore(client.db, f"file://{tmp_path}")
+def test_a_failed_write_leaves_neither_file_nor_row(db: Database, tmp_path: Path) -> None:
+    store = ArtifactStore(db, f"file://{tmp_path}")
 
     def write_then_fail() -> None:
         with store.create(name="broken.txt") as writer:
@@ -68,8 +69,8 @@ def test_a_failed_write_leaves_neither_file_nor_row(client: Client, tmp_path: Pa
     assert all(a.name != "broken.txt" for a in store.recent(limit=500))
 
 
-def test_a_missing_file_is_reported(client: Client, tmp_path: Path) -> None:
-    store = ArtifactStore(client.db, f"file://{tmp_path}")
+def test_a_missing_file_is_reported(db: Database, tmp_path: Path) -> None:
+    store = ArtifactStore(db, f"file://{tmp_path}")
     info = store.put(b"x", name="gone.txt")
     assert info.location is not None
     Path(info.location.removeprefix("file://")).unlink()
