@@ -40,7 +40,7 @@ from jobs.store.delayed import HeldMessage, hold
 from jobs.store.direct import DirectConnection
 from jobs.store.jobs import utcnow
 from jobs.store.steps import through
-from jobs.store.waiting import RETRY_MAX, RETRY_MIN
+from jobs.store.waiting import RETRY_MAX, RETRY_MIN, take_batch
 
 logger = logging.getLogger("conveyor.store")
 
@@ -148,19 +148,7 @@ class BatchedAttemptStore(AttemptStore):
                 batch.append(item)
             return batch
         first = self._queue.get()
-        if first is None:
-            return None
-        batch = [first]
-        while len(batch) < MAX_BATCH:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                self._queue.put(None)  # seen again by the next call, which ends the thread
-                break
-            batch.append(item)
-        return batch
+        return None if first is None else take_batch(self._queue, first, MAX_BATCH)
 
     def _write(self, batch: list[_Write], connection: DirectConnection) -> list[_Write]:
         """Write ``batch``; returns its detached ends that met an outage, to be written again."""

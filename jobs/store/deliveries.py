@@ -35,6 +35,7 @@ from jobs.store.database import Database
 from jobs.store.direct import DirectConnection
 from jobs.store.jobs import utcnow
 from jobs.store.models import EmailDeliveryRow
+from jobs.store.waiting import take_batch
 
 logger = logging.getLogger("conveyor.store")
 
@@ -229,17 +230,7 @@ class _Writer:
 
     def _run(self) -> None:
         while (first := self._queue.get()) is not None:
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)  # seen by the next turn, which ends the thread
-                    break
-                batch.append(item)
-            self._write(batch)
+            self._write(take_batch(self._queue, first, MAX_BATCH))
 
     def _write(self, batch: list[_Write]) -> None:
         lazy = self._lazy is not None and all(item.sent is not None for item in batch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -34,3 +35,21 @@ def wait_for_store(operation: Callable[[], T], stopping: threading.Event | None 
             logger.warning("%s; retrying in %.1f s", exc, pause)
             time.sleep(pause)
             pause = min(pause * 2, RETRY_MAX)
+
+
+def take_batch(writes: queue.SimpleQueue[T | None], first: T, limit: int) -> list[T]:
+    """``first`` and whatever else has queued up behind it, at most ``limit``, without waiting.
+
+    ``None`` is a writer's signal to stop: it is put back, to be seen by the writer's next turn.
+    """
+    batch = [first]
+    while len(batch) < limit:
+        try:
+            item = writes.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            writes.put(None)
+            break
+        batch.append(item)
+    return batch
