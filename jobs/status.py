@@ -67,6 +67,11 @@ class Event(StrEnum):
     REQUEST_CANCEL = "request_cancel"
     #: An admin retries a failed or cancelled job (id, attempts and history kept).
     REOPEN = "reopen"
+    #: An admin requeues a dead-lettered message: its job (failed, or dead-lettered before it
+    #: ran) waits to run again.
+    REQUEUE = "requeue"
+    #: An admin purges a dead-lettered message: its job is failed for good.
+    PURGE = "purge"
 
 
 _QUEUED, _RUNNING, _RETRYING = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRYING
@@ -100,6 +105,9 @@ TRANSITIONS: Mapping[tuple[JobStatus, Event], JobStatus] = {
     (_RUNNING, Event.REQUEST_CANCEL): _RUNNING,
     (JobStatus.FAILED, Event.REOPEN): _QUEUED,
     (JobStatus.CANCELLED, Event.REOPEN): _QUEUED,
+    # A dead message is its job's only copy: the job is failed, or it never ran.
+    **{(source, Event.REQUEUE): _QUEUED for source in (JobStatus.FAILED, _QUEUED, _RETRYING)},
+    **{(source, Event.PURGE): JobStatus.FAILED for source in (JobStatus.FAILED, _QUEUED, _RETRYING)},
 }
 
 

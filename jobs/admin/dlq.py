@@ -23,7 +23,6 @@ from jobs.errors import ConveyorError, DeadLetterNotFound
 from jobs.ids import is_uuid
 from jobs.kinds import ACTOR_KINDS, KINDS
 from jobs.settings import Settings
-from jobs.status import JobStatus
 from jobs.store.database import Database
 from jobs.store.dead_letters import DeadJob, DeadJobStore
 from jobs.store.jobs import as_utc
@@ -36,8 +35,6 @@ Progress = Callable[[int, int], None]
 
 # Retry bookkeeping of Dramatiq: without it a requeued message has a fresh budget, due at once.
 _DROPPED_OPTIONS = frozenset({"retries", "traceback", "eta"})
-# Jobs whose dead message is their only copy (failed, or dead-lettered before running).
-_DEAD = (JobStatus.FAILED.value, JobStatus.QUEUED.value, JobStatus.RETRYING.value)
 
 
 class _Channel(Protocol):
@@ -237,7 +234,7 @@ def _requeue_one(db: Database, item: _Held, already: dict[str, None]) -> str | N
         return "duplicate of a message requeued in this run: removed"
     store = DeadJobStore(db)
     # Back to `queued` before its message is live, so that a worker runs it.
-    before = store.reopen(job_id, _DEAD)
+    before = store.reopen(job_id)
     if before is None:
         return "its job row is gone"
     if not before.reopened:
@@ -275,7 +272,7 @@ def _purge_one(db: Database, item: _Held, _done: dict[str, None]) -> None:
     """Fail the job for good (unless it finished or runs meanwhile), then remove its message."""
     # The row first: were the ack lost, the message would still be there to purge again.
     if item.letter.job_id is not None:
-        DeadJobStore(db).fail(item.letter.job_id, _DEAD, PURGED_ERROR)
+        DeadJobStore(db).fail(item.letter.job_id, PURGED_ERROR)
     item.channel.basic_ack(item.tag)
 
 

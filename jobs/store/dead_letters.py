@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
 
-from jobs.status import JobStatus
+from jobs.status import Event, JobStatus, sources, target
 from jobs.store.database import Database
 from jobs.store.jobs import utcnow
 from jobs.store.models import JobRow
 
+_REQUEUABLE = sorted(status.value for status in sources(Event.REQUEUE))
+_PURGEABLE = sorted(status.value for status in sources(Event.PURGE))
 #: Ids per ``IN (…)`` when reading many rows.
 _CHUNK = 500
 
@@ -62,9 +64,9 @@ class DeadJobStore:
                     found[str(ident)] = DeadJob(str(ident), kind, status, attempts, error)
         return found
 
-    def reopen(self, job_id: str, statuses: Collection[str]) -> Reopened | None:
-        """Back to ``queued`` (no error, eta, progress or end) when its status is in ``statuses``,
-        under a row lock; ``None`` when the row is gone.
+    def reopen(self, job_id: str) -> Reopened | None:
+        """Back to ``queued`` (no error, eta, progress or end) when the transition table lets a
+        dead message be requeued from its status, under a row lock; ``None`` when the row is gone.
 
         Raises:
             ServiceUnavailable: the database cannot be reached.
@@ -74,9 +76,9 @@ class DeadJobStore:
             row = session.execute(query.with_for_update()).one_or_none()
             if row is None:
                 return None
-            before = Reopened(row.status, row.error, row.finished_at, reopened=row.status in statuses)
+            before = Reopened(row.status, row.error, row.finished_at, reopened=row.status in _REQUEUABLE)
             if before.reopened:
-                queued = {"status": JobStatus.QUEUED.value, "error": None, "finished_at": None}
+                queued = {"status": target(Event.REQUEUE).value, "error": None, "finished_at": None}
                 session.execute(
                     update(JobRow).where(JobRow.id == job_id).values(**queued, eta=None, progress=None)
                 )
@@ -94,16 +96,16 @@ class DeadJobStore:
                 back.values(status=before.status, error=before.error, finished_at=before.finished_at)
             )
 
-    def fail(self, job_id: str, statuses: Collection[str], error: str) -> None:
-        """``failed`` for good when its status is in ``statuses``: its own error and end are kept,
-        ``error`` and now fill them when missing.
+    def fail(self, job_id: str, error: str) -> None:
+        """``failed`` for good when the transition table lets a dead message be purged from its
+        status: its own error and end are kept, ``error`` and now fill them when missing.
 
         Raises:
             ServiceUnavailable: the database cannot be reached.
         """
-        dead = update(JobRow).where(JobRow.id == job_id, JobRow.status.in_(list(statuses)))
+        dead = update(JobRow).where(JobRow.id == job_id, JobRow.status.in_(_PURGEABLE))
         values: dict[str, Any] = {
-            "status": JobStatus.FAILED.value,
+            "status": target(Event.PURGE).value,
             "error": func.coalesce(JobRow.error, error),
             "finished_at": func.coalesce(JobRow.finished_at, utcnow()),
             "eta": None,

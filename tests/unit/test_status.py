@@ -79,6 +79,12 @@ def test_an_admin_cancels_a_waiting_job_asks_a_running_one_and_reopens_a_failed_
     assert target(Event.REOPEN) is S.QUEUED
 
 
+def test_a_dead_letter_requeues_or_purges_a_job_that_failed_or_never_ran() -> None:
+    assert sources(Event.REQUEUE) == sources(Event.PURGE) == {S.FAILED, S.QUEUED, S.RETRYING}
+    assert target(Event.REQUEUE) is S.QUEUED
+    assert target(Event.PURGE) is S.FAILED
+
+
 def test_a_succeeded_job_never_moves_again() -> None:
     assert not [pair for pair in TRANSITIONS if pair[0] is S.SUCCEEDED]
 

@@ -124,14 +124,14 @@ def test_prune_deletes_only_the_finished_jobs_asked_for_in_batches(db: Database)
         assert set(session.scalars(select(JobRow.id))) == {kept}
 
 
-def test_a_dead_job_reopens_only_from_the_statuses_given_and_the_undo_puts_it_back(db: Database) -> None:
+def test_a_dead_job_reopens_only_from_a_requeuable_status_and_the_undo_puts_it_back(db: Database) -> None:
     failed = add_job(db, "failed", error="boom")
     done = add_job(db, "succeeded")
     store = DeadJobStore(db)
 
     assert store.rows([failed, done, str(uuid.uuid4())]).keys() == {failed, done}
-    refused = store.reopen(done, ["failed"])
-    before = store.reopen(failed, ["failed"])
+    refused = store.reopen(done)
+    before = store.reopen(failed)
 
     assert refused is not None
     assert not refused.reopened
@@ -140,7 +140,7 @@ def test_a_dead_job_reopens_only_from_the_statuses_given_and_the_undo_puts_it_ba
     assert store.rows([failed])[failed].status == "queued"
     store.undo_reopen(failed, before)
     assert (store.rows([failed])[failed].status, store.rows([failed])[failed].error) == ("failed", "boom")
-    assert store.reopen(str(uuid.uuid4()), ["failed"]) is None
+    assert store.reopen(str(uuid.uuid4())) is None
 
 
 def test_a_purged_job_fails_keeping_its_own_error(db: Database) -> None:
@@ -148,8 +148,8 @@ def test_a_purged_job_fails_keeping_its_own_error(db: Database) -> None:
     failed = add_job(db, "failed", error="boom")
     store = DeadJobStore(db)
 
-    store.fail(queued, ["queued", "failed"], "purged")
-    store.fail(failed, ["queued", "failed"], "purged")
+    store.fail(queued, "purged")
+    store.fail(failed, "purged")
 
     rows = store.rows([queued, failed])
     assert (rows[queued].status, rows[queued].error) == ("failed", "purged")
