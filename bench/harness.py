@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,6 +55,30 @@ def wait_quiet(log: Progress) -> None:
             log(f"{CHAOS_LOCK} is held by pid {holder} (a service is disrupted): waiting")
             told = True
         time.sleep(2)
+
+
+def measured_twice(
+    label: str, measure: Callable[[], dict[str, Any]], log: Progress, *, before_retry: Callable[[], None]
+) -> dict[str, Any]:
+    """One run's record: ``measure()``'s metrics, tried once more if it fails (``error`` then
+    says why the second try failed too, and its metrics are empty)."""
+    record: dict[str, Any] = {"metrics": {}, "error": None}
+    for attempt in (1, 2):
+        wait_quiet(log)
+        record["loadavg"] = os.getloadavg()
+        try:
+            record["metrics"] = measure()
+            record["error"] = None
+            break
+        except Exception as exc:
+            record["error"] = f"{type(exc).__name__}: {exc}"
+            log(f"  {label}: FAILED ({record['error']})")
+            if os.environ.get("BENCH_DEBUG"):
+                traceback.print_exc()
+            if attempt == 1:
+                log(f"  {label}: trying this run again")
+                before_retry()
+    return record
 
 
 def conveyor_env(settings: dict[str, str]) -> dict[str, str]:

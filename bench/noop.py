@@ -17,14 +17,12 @@ Queues are purged and completion counters (Conveyor: its ``jobs`` rows) cleared 
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import time
-import traceback
 from typing import Any
 
 from bench import report
-from bench.harness import BenchFailed, Progress, wait_quiet
+from bench.harness import BenchFailed, Progress, measured_twice
 from bench.systems.base import Completions, Config, System, workers_rss
 from bench.systems.rabbit import Rabbit
 
@@ -251,21 +249,10 @@ def run_noop(args: argparse.Namespace, config: Config, rabbit: Rabbit, log: Prog
 def _one_run(runner: Runner, system: System, run: int, runs: int) -> dict[str, Any]:
     log = runner.log
     log(f"no-op run {run}/{runs}: {system.label}")
-    record: dict[str, Any] = {"run": run, "system": system.key, "metrics": {}, "error": None}
-    for attempt in (1, 2):
-        wait_quiet(log)
-        record["loadavg"] = os.getloadavg()
-        try:
-            record["metrics"] = runner.run_once(system)
-            record["error"] = None
-            break
-        except Exception as exc:
-            record["error"] = f"{type(exc).__name__}: {exc}"
-            log(f"  {system.key}: FAILED ({record['error']}); worker logs in {runner.config.log_dir}")
-            if os.environ.get("BENCH_DEBUG"):
-                traceback.print_exc()
-            if attempt == 1:
-                log(f"  {system.key}: trying this run again")
-                time.sleep(5)
-                runner.rabbit.close()
-    return record
+
+    def again() -> None:
+        time.sleep(5)
+        runner.rabbit.close()
+
+    record = measured_twice(system.key, lambda: runner.run_once(system), log, before_retry=again)
+    return {"run": run, "system": system.key, **record}

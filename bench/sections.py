@@ -7,14 +7,12 @@ medians and the ratios. Every ratio is a *speed* ratio: above 1, Conveyor is the
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
-import traceback
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from bench.harness import Progress, wait_quiet
+from bench.harness import Progress, measured_twice
 
 
 @dataclass(frozen=True)
@@ -107,23 +105,11 @@ def run_section(section: Section, runs: int, log: Progress) -> dict[str, Any]:
 
 
 def _one_run(section: Section, run: int, runs: int, log: Progress) -> dict[str, Any]:
-    record: dict[str, Any] = {"run": run, "metrics": {}, "error": None}
-    for attempt in (1, 2):
-        wait_quiet(log)
-        record["loadavg"] = os.getloadavg()
-        log(f"{section.name} run {run}/{runs}")
-        try:
-            record["metrics"] = section.measure(run)
-            record["error"] = None
-            break
-        except Exception as exc:
-            record["error"] = f"{type(exc).__name__}: {exc}"
-            log(f"  {section.name}: FAILED ({record['error']})")
-            if os.environ.get("BENCH_DEBUG"):
-                traceback.print_exc()
-            if attempt == 1:
-                log(f"  {section.name}: trying this run again")
-                time.sleep(2)
+    log(f"{section.name} run {run}/{runs}")
+    record = {
+        "run": run,
+        **measured_twice(section.name, lambda: section.measure(run), log, before_retry=lambda: time.sleep(2)),
+    }
     for c in section.comparisons:
         ours, theirs = record["metrics"].get(f"{c.key}.conveyor"), record["metrics"].get(f"{c.key}.baseline")
         if ours is not None and theirs is not None:
