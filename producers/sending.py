@@ -164,10 +164,13 @@ class Sender:
             try:
                 return attempt()
             except errors as exc:
-                if time.monotonic() + pause > deadline:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     raise
                 logger.warning("%s: %s; trying again", what, exc)
-                time.sleep(pause)
+                # The last pause is cut short so that the last try falls on the deadline: the
+                # caller rides out an outage of up to enqueue_timeout, not of the last full pause.
+                time.sleep(min(pause, remaining))
                 pause = min(pause * 2, RETRY_MAX)
 
     @property
