@@ -17,6 +17,7 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
 from jobs import defaults
 from jobs.errors import SettingsError
+from jobs.keyring import Keyring
 
 ENV_PREFIX = "CONVEYOR_"
 
@@ -100,6 +101,9 @@ class Settings:
     consume_timeout: float = defaults.DEFAULT_CONSUME_TIMEOUT
     #: Seconds between two sweeps for jobs left ``running`` or ``queued`` with no message to run them.
     reconcile_interval: float = defaults.DEFAULT_RECONCILE_INTERVAL
+    #: AES-256-GCM keys for data at rest, ``id:base64-32-bytes`` comma-separated, the current one
+    #: first (SPEC §10); ``None``: stored in the clear. Never shown in ``repr``.
+    encryption_keys: str | None = None
 
     def __post_init__(self) -> None:
         for name, schemes in _URL_SCHEMES.items():
@@ -138,6 +142,8 @@ class Settings:
         for name in ("enqueue_timeout", "consume_timeout", "reconcile_interval"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be a positive number of seconds")
+        if self.encryption_keys is not None:
+            Keyring.parse(self.encryption_keys)
         if self.worker_ttl < 3:
             raise SettingsError("CONVEYOR_WORKER_TTL must be at least 3 seconds (workers beat every TTL/3 s)")
 
@@ -179,13 +185,23 @@ class Settings:
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{f.name}={mask_url(v) if f.name.endswith('_url') else v!r}"
+            f"{f.name}={_shown(f.name, v)}"
             for f in dataclasses.fields(self)
             if (v := getattr(self, f.name)) is not None
         )
         return f"Settings({shown})"
 
     __str__ = __repr__
+
+
+#: Settings that are secrets as a whole: ``repr`` shows ``***`` instead.
+SECRET_FIELDS = frozenset({"encryption_keys"})
+
+
+def _shown(name: str, value: Any) -> str:
+    if name in SECRET_FIELDS:
+        return "'***'"
+    return mask_url(value) if name.endswith("_url") else repr(value)
 
 
 def _field_names() -> list[str]:
@@ -243,7 +259,7 @@ def _convert(name: str, raw: str) -> Any:
             return float(raw)
         except ValueError:
             raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a number of seconds") from None
-    if name in ("templates_dir", "email_rate", "rabbitmq_api_url"):
+    if name in ("templates_dir", "email_rate", "rabbitmq_api_url", "encryption_keys"):
         return raw or None
     if name == "artifact_url":
         return raw or defaults.DEFAULT_ARTIFACT_URL
