@@ -16,6 +16,7 @@ from jobs.errors import (
     SchemaMissing,
     ServiceUnavailable,
     SettingsError,
+    StoreRefused,
     TransientError,
 )
 
@@ -29,6 +30,7 @@ __all__ = [  # noqa: RUF022
     "JobNotRecorded",
     "SchemaMissing",
     "ServiceUnavailable",
+    "StoreRefused",
     # Lookups
     "ArtifactNotFound",
     "DeadLetterNotFound",

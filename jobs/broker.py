@@ -21,7 +21,7 @@ from dramatiq.errors import BrokerConnectionError
 from dramatiq.middleware import Middleware
 
 from jobs.consumer import ChannelBoundConsumer
-from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
+from jobs.defaults import DEFAULT_CONNECT_TIMEOUT, MESSAGE_ENVELOPE_BYTES
 from jobs.errors import ServiceUnavailable
 from jobs.kinds import KINDS
 from jobs.settings import Settings, mask_url
@@ -55,6 +55,7 @@ def build_broker(settings: Settings, middleware: Sequence[Middleware] = ()) -> d
     )
     if settings.queue_type == "quorum":
         broker.quorum_delivery_limit = settings.delivery_limit
+    broker.max_body_bytes = settings.max_payload_bytes + MESSAGE_ENVELOPE_BYTES
     return broker
 
 
@@ -78,6 +79,8 @@ class ConveyorRabbitmqBroker(RabbitmqBroker):
     hold: HoldSink | None = None
     #: Set for quorum queues: RabbitMQ dead-letters a message after this many deliveries.
     quorum_delivery_limit: int | None = None
+    #: Bytes: a consumed message's body larger than this is dead-lettered undecoded (None: no cap).
+    max_body_bytes: int | None = None
 
     def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
         if message.options.get(HELD_OPTION):

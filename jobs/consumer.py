@@ -19,13 +19,14 @@ the ack or nack is sent when it lands, and not at all if the end could not be st
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
 from dramatiq.brokers.rabbitmq import _RabbitmqConsumer
 
 from jobs.errors import ServiceUnavailable
+from jobs.wire import malformed
 
 logger = logging.getLogger("conveyor.consumer")
 
@@ -36,15 +37,56 @@ _RECORDED = "conveyor_recorded"
 
 
 class ChannelBoundConsumer(_RabbitmqConsumer):
-    """Dramatiq's RabbitMQ consumer, whose messages know which channel they came on."""
+    """Dramatiq's RabbitMQ consumer, whose messages know which channel they came on.
+
+    It also dead-letters, before any middleware sees it, a body larger than the broker's
+    ``max_body_bytes`` (undecoded: a huge message must not cost the worker its memory) and a
+    decoded message of a malformed shape (``jobs.wire``), each with a clear line in the log.
+    """
 
     closed = False
 
+    def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+        limit = getattr(broker, "max_body_bytes", None)
+        if limit is not None:
+            self.iterator = self._capped(self.iterator, limit)
+
     def __next__(self) -> Any:
         message = super().__next__()  # type: ignore[no-untyped-call]
-        if message is not None:
-            setattr(message, _DELIVERED_BY, self)
+        if message is None:
+            return None
+        problem = malformed(message)
+        if problem is not None:
+            logger.error(
+                "message %.64r on %s: dead-lettered without running: %s",
+                message.message_id,
+                self.queue_name,
+                problem,
+            )
+            self.known_tags.discard(message._tag)
+            self._nack(message._tag)  # type: ignore[no-untyped-call]
+            return None
+        setattr(message, _DELIVERED_BY, self)
         return message
+
+    def _capped(self, deliveries: Iterator[Any], limit: int) -> Iterator[Any]:
+        """``deliveries`` without the bodies over ``limit`` bytes: those are dead-lettered undecoded."""
+        for delivery in deliveries:
+            method, properties, body = delivery
+            if method is not None and body is not None and len(body) > limit:
+                logger.error(
+                    "message %s on %s: dead-lettered without running: its body of %s bytes is over "
+                    "the %s bytes CONVEYOR_MAX_PAYLOAD_BYTES allows a message",
+                    getattr(properties, "message_id", None) or f"#{method.delivery_tag}",
+                    self.queue_name,
+                    f"{len(body):,}",
+                    f"{limit:,}",
+                )
+                self._nack(method.delivery_tag)  # type: ignore[no-untyped-call]
+                yield None, None, None
+                continue
+            yield delivery
 
     @property
     def is_open(self) -> bool:

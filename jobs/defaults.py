@@ -61,3 +61,15 @@ DEFAULT_REPORT_CACHE_TTL = 600
 DEFAULT_ARTIFACT_URL = "file:.conveyor/artifacts"
 #: Bytes read or written at a time when artifacts stream.
 ARTIFACT_CHUNK = 1024 * 1024
+
+# issue 15: findings-input
+#: Bytes: the largest payload (its compact JSON in UTF-8) a job may carry; big data goes in artifacts.
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+#: Bytes: the most ``CONVEYOR_MAX_PAYLOAD_BYTES`` may be set to (PostgreSQL's ``jsonb`` holds < 256 MiB).
+MAX_PAYLOAD_BYTES_LIMIT = 256 * 1024 * 1024
+#: Bytes a message body may carry beyond its payload (the envelope, options, a retry's traceback).
+MESSAGE_ENVELOPE_BYTES = 256 * 1024
+#: Seconds: the longest ``delay`` an enqueue takes (ten years; beyond, a date overflows).
+MAX_DELAY = 10 * 365 * 86400.0
+#: Seconds: the longest ``min_backoff``/``max_backoff`` a job may ask for (30 days).
+MAX_BACKOFF = 30 * 86400.0

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from jobs.defaults import MAX_BACKOFF, MAX_DELAY
+from jobs.storable import check_int, check_seconds, check_storable
+
 #: Option names that ``enqueue`` keeps for itself; a payload cannot use them.
 DELIVERY_OPTIONS = ("idempotency_key", "delay", "priority", "max_retries", "min_backoff", "max_backoff")
 _MAX_IDEMPOTENCY_KEY = 255
@@ -29,33 +32,24 @@ class DeliveryOptions:
         return int(seconds * 1000) if seconds > 0 else None
 
     def check(self, max_priority: int | None) -> None:
-        """Raises ``ValueError`` naming the bad option."""
+        """Raises ``ValueError`` naming the bad option (also for values the store or the clock
+        cannot hold: NaN, infinity, ``timedelta.max``, ``max_retries`` past 32 bits)."""
         key = self.idempotency_key
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY):
             raise ValueError(f"idempotency_key must be a non-empty string of at most {_MAX_IDEMPOTENCY_KEY}")
+        if key is not None:
+            check_storable(key, "idempotency_key")
         if self.delay is not None:
-            if isinstance(self.delay, bool) or not isinstance(self.delay, int | float | timedelta):
-                raise ValueError("delay must be a number of seconds or a timedelta")
-            if _seconds(self.delay) < 0:
-                raise ValueError("delay must not be negative")
+            delay = self.delay.total_seconds() if isinstance(self.delay, timedelta) else self.delay
+            check_seconds("delay", delay, high=MAX_DELAY)
         if self.priority is not None:
-            top = max_priority or 255
-            if isinstance(self.priority, bool) or not isinstance(self.priority, int):
-                raise ValueError("priority must be an integer")
-            if not 0 <= self.priority <= top:
-                raise ValueError(f"priority must be between 0 and {top}")
-        if self.max_retries is not None and (
-            isinstance(self.max_retries, bool)
-            or not isinstance(self.max_retries, int)
-            or self.max_retries < 0
-        ):
-            raise ValueError("max_retries must be a whole number ≥ 0")
+            check_int("priority", self.priority, high=max_priority or 255)
+        if self.max_retries is not None:
+            check_int("max_retries", self.max_retries)
         for name in ("min_backoff", "max_backoff"):
             value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float) or value < 0
-            ):
-                raise ValueError(f"{name} must be a number of seconds ≥ 0")
+            if value is not None:
+                check_seconds(name, value, high=MAX_BACKOFF)
         if (
             self.min_backoff is not None
             and self.max_backoff is not None
@@ -75,7 +69,3 @@ class DeliveryOptions:
         if self.priority is not None:
             options["broker_priority"] = self.priority
         return options
-
-
-def _seconds(delay: float | timedelta) -> float:
-    return delay.total_seconds() if isinstance(delay, timedelta) else float(delay)

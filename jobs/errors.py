@@ -51,6 +51,16 @@ class SchemaMissing(ConveyorError):
         super().__init__(f"the job store at {masked_url} {state}: run `conveyor db upgrade`")
 
 
+class StoreRefused(ConveyorError, ValueError):
+    """The job store refused a value (PostgreSQL's data exceptions: a NUL character, an integer
+    out of range…). Producers check payloads first (``jobs.storable``); a worker that meets one
+    in a foreign message dead-letters the message instead of running it untracked."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the job store refused a value: {reason}")
+
+
 class JobNotFound(ConveyorError, LookupError):
     """No job has this id."""
 

@@ -104,8 +104,13 @@ class Settings:
     #: AES-256-GCM keys for data at rest, ``id:base64-32-bytes`` comma-separated, the current one
     #: first (SPEC §10); ``None``: stored in the clear. Never shown in ``repr``.
     encryption_keys: str | None = None
+    # issue 15: findings-input
+    #: Bytes: the largest payload a job may carry (its compact JSON in UTF-8), checked at enqueue
+    #: and again by the worker for messages of other producers.
+    max_payload_bytes: int = defaults.DEFAULT_MAX_PAYLOAD_BYTES
 
     def __post_init__(self) -> None:
+        _check_input_limits(self)
         for name, schemes in _URL_SCHEMES.items():
             _check_url(name, getattr(self, name), schemes)
         _check_smtp_parameters(self.smtp_url)
@@ -249,6 +254,7 @@ def _convert(name: str, raw: str) -> Any:
         "report_cache_ttl",
         "worker_ttl",
         "delivery_limit",
+        "max_payload_bytes",
     ):
         try:
             return int(raw)
@@ -264,6 +270,19 @@ def _convert(name: str, raw: str) -> Any:
     if name == "artifact_url":
         return raw or defaults.DEFAULT_ARTIFACT_URL
     return raw
+
+
+def _check_input_limits(settings: Settings) -> None:
+    """issue 15 (findings-input): the payload cap is a positive size PostgreSQL's ``jsonb`` can hold."""
+    limit = settings.max_payload_bytes
+    if (
+        isinstance(limit, bool)
+        or not isinstance(limit, int)
+        or not 1 <= limit <= defaults.MAX_PAYLOAD_BYTES_LIMIT
+    ):
+        raise SettingsError(
+            f"CONVEYOR_MAX_PAYLOAD_BYTES={limit!r} must be between 1 and {defaults.MAX_PAYLOAD_BYTES_LIMIT}"
+        )
 
 
 _SMTP_PARAMETERS = {"starttls", "timeout", "cafile", "verify", "reuse"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 import warnings
@@ -17,6 +16,7 @@ from jobs.broker import BROKER_ERRORS, broker_unavailable, build_broker
 from jobs.delivery import DeliveryOptions
 from jobs.kinds import JobKind, get_kind
 from jobs.settings import Settings
+from jobs.storable import check_size, check_storable
 from jobs.store import Database, JobStore, NewJob
 from jobs.store.artifacts import ArtifactStore
 from jobs.store.delayed import HeldMessage
@@ -109,7 +109,7 @@ class Client:
         """
         kind = get_kind(kind_name)
         clean = kind.validate(payload, self.settings)
-        _check_json(kind, clean)
+        _check_json(kind, clean, self.settings)
         options.check(self.settings.max_priority)
         missing = self.artifacts.missing(kind.artifact_ids(clean))
         if missing:
@@ -147,7 +147,7 @@ class Client:
         for index, payload in enumerate(payloads):
             try:
                 clean = job_kind.validate(payload, self.settings)
-                _check_json(job_kind, clean)
+                _check_json(job_kind, clean, self.settings)
             except ValueError as exc:
                 raise ValueError(f"payload #{index}: {exc}") from None
             cleaned.append(clean)
@@ -368,8 +368,11 @@ class Client:
         )
 
 
-def _check_json(kind: JobKind, payload: dict[str, Any]) -> None:
+def _check_json(kind: JobKind, payload: dict[str, Any], settings: Settings) -> None:
+    """What the store can hold (no NUL, no unpaired surrogate, finite numbers, bounded depth),
+    within ``CONVEYOR_MAX_PAYLOAD_BYTES``: checked before anything is written or sent."""
     try:
-        json.dumps(payload, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{kind.name} payload is not JSON-serialisable: {exc}") from None
+        check_storable(payload, "payload")
+        check_size(payload, settings.max_payload_bytes)
+    except ValueError as exc:
+        raise ValueError(f"{kind.name} {exc}") from None

@@ -129,6 +129,7 @@ def build_worker_stack(
         stopping=stopping,
         alive=RegistryLiveness(services.redis, settings.namespace) if heartbeat else lambda _: None,
         recheck_after=heartbeat_interval(settings.worker_ttl),
+        max_payload_bytes=settings.max_payload_bytes,
     )
     broker = build_broker(settings, worker_middleware(lifecycle, heartbeat))
     if isinstance(broker, ConveyorRabbitmqBroker):

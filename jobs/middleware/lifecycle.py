@@ -48,16 +48,20 @@ class Lifecycle:
         stopping: threading.Event | None = None,
         alive: Callable[[str], bool | None] = lambda worker_id: None,
         recheck_after: float = 5.0,
+        max_payload_bytes: int | None = None,
     ) -> Lifecycle:
         """``alive`` tells whether a worker (by id) is alive, None when unknown; ``recheck_after``
-        is how many seconds at most a copy of a running job's message waits before another look."""
+        is how many seconds at most a copy of a running job's message waits before another look;
+        ``max_payload_bytes`` the payload cap a message of another producer is held to."""
         stopping = stopping or threading.Event()
         jobs = InFlightJobs()
         delayed = DelayedStore(attempts.db)
         return cls(
             attempts=attempts,
             in_flight=InFlight(attempts, jobs),
-            recording=Recording(attempts, identity, jobs, kinds=kinds, stopping=stopping),
+            recording=Recording(
+                attempts, identity, jobs, kinds=kinds, stopping=stopping, max_payload_bytes=max_payload_bytes
+            ),
             take_over=TakeOver(
                 attempts,
                 delayed,

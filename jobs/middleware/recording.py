@@ -25,10 +25,12 @@ from dramatiq.common import q_name
 from dramatiq.middleware import Middleware, SkipMessage
 
 from jobs.consumer import ack_after
+from jobs.errors import StoreRefused
 from jobs.ids import is_uuid
 from jobs.kinds import ACTOR_KINDS, JobKind
 from jobs.middleware.state import Attempt, InFlightJobs, attach, attempt_of
 from jobs.status import AttemptOutcome
+from jobs.storable import check_int, check_size, check_storable, storable_text
 from jobs.store import AttemptEnd, AttemptStore, SeenMessage, WorkerIdentity
 from jobs.store.waiting import wait_for_store
 
@@ -46,8 +48,11 @@ class Recording(Middleware):
         *,
         kinds: Mapping[str, JobKind] = ACTOR_KINDS,
         stopping: threading.Event | None = None,
+        max_payload_bytes: int | None = None,
     ) -> None:
         self.attempts = attempts
+        #: The payload cap a foreign producer's message is held to (``CONVEYOR_MAX_PAYLOAD_BYTES``).
+        self.max_payload_bytes = max_payload_bytes
         self.identity = identity
         self.in_flight = in_flight
         self.kinds = kinds
@@ -66,14 +71,32 @@ class Recording(Middleware):
             logger.error("rejecting message %r: its id is not a UUID", message.message_id)
             message.fail()
             raise SkipMessage("malformed message id")
-        attempt = Attempt(seen_message(message, kind, broker), kind)
+        seen, refusal = inbound(message, kind, broker, self.max_payload_bytes)
+        attempt = Attempt(seen, kind)
         attach(message, attempt)
-        started = wait_for_store(lambda: self.attempts.start(attempt.seen, self.identity), self.stopping)
+        try:
+            started = wait_for_store(lambda: self.attempts.start(seen, self.identity), self.stopping)
+        except StoreRefused as exc:
+            # Never run a job whose start is not recorded (SPEC §6): dead-lettered, with the reason.
+            logger.error("job %s %s: dead-lettered without running: %s", seen.job_id, kind.name, exc)
+            message.fail()
+            raise SkipMessage("the store refused the job's row") from None
         # None: finished, cancelled, or running elsewhere; ``TakeOver`` (next) tells which.
         if started is not None:
             self.in_flight.enter(attempt, started, self.attempts)
             # Debug, not info: a line per start costs a worker measurable CPU, and `jobs show` has it.
             logger.debug("job %s %s attempt %d: running", attempt.job_id, kind.name, started.number)
+        if refusal is not None:
+            self._refuse(message, attempt, refusal)
+
+    def _refuse(self, message: dramatiq.MessageProxy, attempt: Attempt, refusal: str) -> None:
+        """Fail, without running it, a job whose message the store cannot hold as it is: its row
+        keeps the reason instead of the payload, and the message goes to the dead letters."""
+        logger.error("job %s %s: refused without running: %s", attempt.job_id, attempt.kind.name, refusal)
+        message.fail()
+        if attempt.started is not None:  # written by ``after_skip_message``
+            attempt.end = AttemptEnd(AttemptOutcome.FAILED, error=f"MessageRefused: {refusal}")
+        raise SkipMessage("message refused")
 
     def after_process_message(
         self,
@@ -87,15 +110,20 @@ class Recording(Middleware):
         if attempt is None or attempt.context is None:  # not a Conveyor job, or it never started
             return
         ctx = attempt.context
-        if exception is None and ctx.cancelled:
+        refused = _unstorable(ctx.result) if exception is None and not ctx.cancelled else None
+        if refused is not None:  # the job ran, but its result cannot be stored: failed, with why
+            message.fail()
+            end = AttemptEnd(AttemptOutcome.FAILED, error=f"ResultRefused: {refused}")
+        elif exception is None and ctx.cancelled:
             end = AttemptEnd(AttemptOutcome.CANCELLED, error="JobCancelled: cancelled while running")
         elif exception is None:
             end = AttemptEnd(AttemptOutcome.SUCCEEDED, result=ctx.result)
         else:
             end = AttemptEnd(
                 AttemptOutcome.FAILED if message.failed else AttemptOutcome.RETRYING,
-                error=describe_error(exception),
-                traceback="".join(traceback.format_exception(exception, limit=30)),
+                # Text of the job's own (an exception may quote a NUL): made storable, never lost.
+                error=storable_text(describe_error(exception)),
+                traceback=storable_text("".join(traceback.format_exception(exception, limit=30))),
                 eta=attempt.retry.due_at if attempt.retry is not None else None,
             )
         self._finish(message, attempt, end)
@@ -147,3 +175,59 @@ def seen_message(message: dramatiq.MessageProxy, kind: JobKind, broker: dramatiq
         max_retries=max_retries,
         created_at=datetime.fromtimestamp(message.message_timestamp / 1000, UTC),
     )
+
+
+#: The payload key a refused job's row holds instead of its payload: the reason.
+REFUSED_KEY = "conveyor_refused"
+
+
+def inbound(
+    message: dramatiq.MessageProxy, kind: JobKind, broker: dramatiq.Broker, max_payload_bytes: int | None
+) -> tuple[SeenMessage, str | None]:
+    """What the store is told of a job, and why it must not run (None: it may).
+
+    A message of another producer may carry what the store cannot hold (a NUL character, an
+    unpaired surrogate, ``max_retries`` ≥ 2³¹, a timestamp past year 9999) or a payload over
+    ``CONVEYOR_MAX_PAYLOAD_BYTES``. Its row is then written with the reason in place of the
+    payload (under :data:`REFUSED_KEY`), so that the job shows as failed with why.
+    """
+    created_at = datetime.now(UTC)
+    try:
+        max_retries = message.options.get("max_retries")
+        if max_retries is None:
+            max_retries = broker.get_actor(message.actor_name).options.get("max_retries", kind.max_retries)
+        max_retries = check_int("max_retries option", max_retries)
+        created_at = _timestamp(message.message_timestamp)
+        check_storable(message.kwargs, "payload")
+        check_size(message.kwargs, max_payload_bytes)
+    except ValueError as exc:
+        refusal = str(exc)
+        seen = SeenMessage(
+            job_id=message.message_id,
+            kind=kind.name,
+            queue=q_name(message.queue_name),
+            payload={REFUSED_KEY: refusal},
+            max_retries=None,
+            created_at=created_at,
+        )
+        return seen, refusal
+    return seen_message(message, kind, broker), None
+
+
+def _timestamp(stamp: object) -> datetime:
+    """A message's ``message_timestamp`` (milliseconds since 1970) as a time the store holds."""
+    if isinstance(stamp, bool) or not isinstance(stamp, int | float):
+        raise ValueError(f"message_timestamp must be a number of milliseconds, not {type(stamp).__name__}")
+    try:
+        return datetime.fromtimestamp(stamp / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"message_timestamp {stamp!r} is not a time the store can hold") from None
+
+
+def _unstorable(result: object) -> str | None:
+    """Why a job's result cannot be stored, or None."""
+    try:
+        check_storable(result, "result")
+    except ValueError as exc:
+        return str(exc)
+    return None

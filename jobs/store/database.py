@@ -20,7 +20,7 @@ from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
-from jobs.errors import SchemaMissing, ServiceUnavailable
+from jobs.errors import SchemaMissing, ServiceUnavailable, StoreRefused
 from jobs.settings import mask_url
 from jobs.store.direct import DirectConnection
 
@@ -90,6 +90,8 @@ class Database:
             return SchemaMissing(self.masked_url, outdated=True)
         if unreachable or isinstance(exc, psycopg.OperationalError):
             return self.unavailable(exc)
+        if isinstance(exc, psycopg.DataError):  # class 22: a value the column cannot hold
+            return StoreRefused(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         return None
 
     def unavailable(self, exc: BaseException) -> ServiceUnavailable:
