@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import uuid
 import warnings
@@ -20,8 +22,11 @@ from jobs.storable import check_size, check_storable
 from jobs.store import Database, JobStore, NewJob
 from jobs.store.artifacts import ArtifactStore
 from jobs.store.delayed import HeldMessage
+from jobs.store.jobs import JobInfo
 from producers.job import Job
 from producers.sending import Sender
+
+logger = logging.getLogger("conveyor.producer")
 
 
 class Client:
@@ -116,7 +121,9 @@ class Client:
             raise ValueError(f"{kind.name} payload: no artifact {', '.join(missing)}")
         message = self._message(kind, clean, options)
         job = self._new_job(kind, message, options, parent_id=parent_id)
-        info, _created = self._sender.enqueue(message, job, options.delay_ms())
+        info, created = self._sender.enqueue(message, job, options.delay_ms())
+        if not created:
+            _warn_if_payload_differs(info, job)
         return Job(self._jobs, info)
 
     def enqueue_many(
@@ -365,6 +372,21 @@ class Client:
             eta=eta,
             parent_id=parent_id,
             held=held,
+        )
+
+
+def _warn_if_payload_differs(info: JobInfo, job: NewJob) -> None:
+    """An idempotency key reused with another payload returns the first job, as the key promises
+    (the scheduler and report follow-ups rely on it), but the caller's new payload is dropped:
+    said in the log (without the payloads, which may hold secrets)."""
+    if json.loads(json.dumps(job.payload)) != info.payload:
+        logger.warning(
+            "idempotency key %r already names %s job %s in %s, with another payload: that job is "
+            "returned and nothing is sent (the new payload is ignored)",
+            job.idempotency_key,
+            info.kind,
+            info.id,
+            info.queue,
         )
 
 

@@ -204,10 +204,10 @@ class JobStore:
                     hold(session, job.held)
             return _queued_info(values), True
         except IntegrityError:
-            # The unique index on idempotency_key decides: whoever inserted first owns the key.
+            # The unique key (idempotency_key, kind, queue) decides: whoever inserted first owns it.
             if job.idempotency_key is None:
                 raise
-            existing = self.find_by_idempotency_key(job.idempotency_key)
+            existing = self.find_by_idempotency_key(job.idempotency_key, kind=job.kind, queue=job.queue)
             if existing is None:  # deleted between our insert and this read: try once more
                 return self.create(job)
             return existing, False
@@ -289,9 +289,18 @@ class JobStore:
         with self.db.session() as session:
             session.execute(delete(JobRow).where(JobRow.id == job_id))
 
-    def find_by_idempotency_key(self, key: str) -> JobInfo | None:
+    def find_by_idempotency_key(
+        self, key: str, *, kind: str | None = None, queue: str | None = None
+    ) -> JobInfo | None:
+        """The job that holds ``key`` in the scope of ``kind`` and ``queue`` (its namespace); without
+        them, the oldest job holding the key in any scope."""
+        query = select(JobRow).where(JobRow.idempotency_key == key)
+        if kind is not None:
+            query = query.where(JobRow.kind == kind)
+        if queue is not None:
+            query = query.where(JobRow.queue == queue)
         with self.db.session() as session:
-            row = session.scalars(select(JobRow).where(JobRow.idempotency_key == key)).one_or_none()
+            row = session.scalars(query.order_by(JobRow.created_at).limit(1)).first()
             return JobInfo.from_row(row) if row else None
 
     def get(self, job_id: str) -> JobInfo:

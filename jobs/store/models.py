@@ -54,7 +54,8 @@ class JobRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     max_retries: Mapped[int | None] = mapped_column(Integer, nullable=True)
     priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
+    #: Unique per namespace and kind (see ``__table_args__``); the queue names the namespace.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     progress: Mapped[int | None] = mapped_column(Integer, nullable=True)
     #: An admin asked a running job to stop; it does at its next step (a cooperative check).
     cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -76,6 +77,8 @@ class JobRow(Base):
         Index(None, "queue", "status"),
         # `conveyor stats` and `top` read what finished in a window; `prune` what finished long ago.
         Index(None, "finished_at"),
+        # issue 15: an idempotency key's scope is its namespace (the queue's prefix) and kind.
+        UniqueConstraint("idempotency_key", "kind", "queue"),
     )
 
 

@@ -1,4 +1,11 @@
-"""idempotency scope (issue 15 findings (idempotency key scope); filled in by that change)
+"""idempotency scope: an idempotency key is unique per namespace and kind, not across them
+
+Issue 15: the key was unique over the whole table, so a job of another kind, or of another
+namespace sharing the database, silently got the first job back. The queue names the namespace
+(``<namespace>.<suffix>``) and, with the kind, the scope: the unique constraint is now on
+(idempotency_key, kind, queue).
+
+Downgrade restores the global constraint; it fails if a key has since been used in two scopes.
 
 Revision ID: 0008
 Revises: 0007
@@ -9,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from alembic import op
+
 revision: str = "0008"
 down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
@@ -16,8 +25,14 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_constraint(batch.f("uq_jobs_idempotency_key"), type_="unique")
+        batch.create_unique_constraint(
+            batch.f("uq_jobs_idempotency_key_kind_queue"), ["idempotency_key", "kind", "queue"]
+        )
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_constraint(batch.f("uq_jobs_idempotency_key_kind_queue"), type_="unique")
+        batch.create_unique_constraint(batch.f("uq_jobs_idempotency_key"), ["idempotency_key"])
