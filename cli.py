@@ -16,6 +16,7 @@ from console.admin import config, prune_command, queues, stats, top
 from console.common import (
     AppState,
     ConveyorGroup,
+    Seconds,
     err,
     fail,
     json_option,
@@ -102,7 +103,7 @@ main.add_command(schedule)
     "--shutdown-timeout",
     default=defaults.DEFAULT_SHUTDOWN_TIMEOUT,
     show_default=True,
-    type=click.FloatRange(0),
+    type=Seconds(0),
     help="Seconds to let in-flight jobs finish after SIGTERM.",
 )
 @click.option(
@@ -168,9 +169,7 @@ def _check_services(settings: Settings) -> None:
 
 
 @main.command()
-@click.option(
-    "--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1), help="Seconds to wait."
-)
+@click.option("--timeout", default=10.0, show_default=True, type=Seconds(0.1), help="Seconds to wait.")
 @json_option
 @click.pass_obj
 def ping(state: AppState, timeout: float, as_json: bool) -> None:
@@ -201,9 +200,7 @@ def ping(state: AppState, timeout: float, as_json: bool) -> None:
     type=click.IntRange(1, 1_000_000),
     help="Jobs in the backlog.",
 )
-@click.option(
-    "--sleep", default=0.0, show_default=True, type=click.FloatRange(0, 60), help="Seconds each job sleeps."
-)
+@click.option("--sleep", default=0.0, show_default=True, type=Seconds(0, 60), help="Seconds each job sleeps.")
 @json_option
 @click.pass_obj
 def bench(state: AppState, job_count: int, sleep: float, as_json: bool) -> None:

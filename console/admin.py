@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.progress import Progress
 from rich.table import Table
 
-from console.common import AppState, err, json_option, out
+from console.common import AppState, Seconds, err, json_option, out
 from console.jobs import parse_moment
 from console.views import jobs_table
 from console.workers import workers_table
@@ -83,7 +83,7 @@ def _age(seconds: float) -> str:
 @click.pass_obj
 def stats(state: AppState, since: str, by: str, as_json: bool) -> None:
     """Done, failed, retried, throughput per minute and queue wait / run time p50/p95/p99."""
-    moment = parse_moment(since)
+    moment = parse_moment(since, option="--since")
     assert moment is not None
     rows = state.ops.stats(moment, by)
     if as_json:
@@ -120,7 +120,7 @@ def _triple(values: dict[str, float | None]) -> str:
 @click.command()
 @click.option("--once", is_flag=True, help="Render one frame and exit (for scripts and tests).")
 @click.option(
-    "--interval", default=2.0, show_default=True, type=click.FloatRange(0.5), help="Seconds per refresh."
+    "--interval", default=2.0, show_default=True, type=Seconds(0.5, 3600), help="Seconds per refresh."
 )
 @click.pass_obj
 def top(state: AppState, once: bool, interval: float) -> None:
@@ -180,7 +180,7 @@ def prune_command(
     state: AppState, older_than: str, statuses: tuple[str, ...], yes: bool, as_json: bool
 ) -> None:
     """Delete old finished jobs, their attempts and output artifacts, in batches."""
-    cutoff = parse_moment(older_than)
+    cutoff = parse_moment(older_than, option="--older-than")
     assert cutoff is not None
     total = state.ops.count_prunable(cutoff, statuses or None)
     if total and not yes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -11,7 +12,8 @@ from typing import Any, NoReturn, TypeVar
 import click
 from rich.console import Console
 
-from console.exit_codes import exit_code
+from console.exit_codes import EXIT_USAGE, exit_code
+from jobs import defaults
 from jobs.admin.operations import Operations
 from jobs.broker import check_broker
 from jobs.errors import ConveyorError, SettingsError
@@ -74,6 +76,23 @@ class AppState:
         return self.settings
 
 
+class Seconds(click.FloatRange):
+    """A number of seconds within ``[min, max]`` (at most ten years unless a smaller ``max`` is
+    given), finite: click's ``FloatRange`` lets ``nan`` through, and ``inf`` without a maximum,
+    which then ended in a traceback (issue 15)."""
+
+    name = "seconds"
+
+    def __init__(self, min: float | None = 0, max: float | None = None) -> None:
+        super().__init__(min, defaults.MAX_DELAY if max is None else max)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return seconds
+
+
 class ConveyorGroup(click.Group):
     """Turns Conveyor's errors into one line on stderr and the right exit code."""
 
@@ -82,6 +101,8 @@ class ConveyorGroup(click.Group):
             return super().invoke(ctx)
         except (ConveyorError, ValueError) as exc:
             fail(str(exc), exit_code(exc))
+        except OverflowError as exc:  # a number or a date past what Python holds: bad usage
+            fail(f"a value is too large: {exc}", EXIT_USAGE)
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -112,16 +133,24 @@ def json_option(command: F) -> F:
 
 def delivery_options(command: F) -> F:
     options = [
-        click.option("--delay", type=click.FloatRange(0), help="Seconds before the job may run."),
+        click.option("--delay", type=Seconds(0), help="Seconds before the job may run."),
         click.option("--priority", type=int, help="Message priority (needs CONVEYOR_MAX_PRIORITY)."),
         click.option("--max-retries", type=click.IntRange(0), help="Retries after the first attempt."),
-        click.option("--min-backoff", type=click.FloatRange(0), help="Seconds before the first retry."),
         click.option(
-            "--max-backoff", type=click.FloatRange(0), help="Longest wait between retries, seconds."
+            "--min-backoff", type=Seconds(0, defaults.MAX_BACKOFF), help="Seconds before the first retry."
+        ),
+        click.option(
+            "--max-backoff",
+            type=Seconds(0, defaults.MAX_BACKOFF),
+            help="Longest wait between retries, seconds.",
         ),
         click.option("--idempotency-key", help="Enqueue at most once per key."),
         click.option(
-            "--wait", "wait_timeout", type=float, default=None, help="Wait up to N seconds for the result."
+            "--wait",
+            "wait_timeout",
+            type=Seconds(0),
+            default=None,
+            help="Wait up to N seconds for the result.",
         ),
         json_option,
     ]

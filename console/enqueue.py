@@ -10,6 +10,7 @@ import click
 
 from console.common import (
     AppState,
+    Seconds,
     delivery_options,
     fail,
 )
@@ -27,7 +28,7 @@ def enqueue() -> None:
 
 
 @enqueue.command("noop")
-@click.option("--sleep", type=click.FloatRange(0, defaults.NOOP_MAX_SLEEP), help="Seconds to sleep.")
+@click.option("--sleep", type=Seconds(0, defaults.NOOP_MAX_SLEEP), help="Seconds to sleep.")
 @click.option("--fail-attempts", type=click.IntRange(0), help="Fail the first N attempts (retried).")
 @click.option("--permanent", is_flag=True, default=None, help="Fail at once, without retries.")
 @delivery_options

@@ -11,7 +11,7 @@ from typing import Any
 import click
 from rich.progress import Progress
 
-from console.common import AppState, err, fail, json_option, out
+from console.common import AppState, Seconds, err, fail, json_option, out
 from console.exit_codes import EXIT_FAILURE
 from console.views import attempts_table, job_details, jobs_table, mask_payload, status_markup, timeline
 from jobs.errors import JobFailed
@@ -24,7 +24,9 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 PROGRESS_FROM = 20
 
 
-def parse_moment(text: str | None, now: datetime | None = None) -> datetime | None:
+def parse_moment(
+    text: str | None, now: datetime | None = None, *, option: str | None = None
+) -> datetime | None:
     """``1h`` / ``30m`` / ``7d`` ago, or an ISO date or datetime (UTC unless a zone is given).
 
     Raises:
@@ -34,12 +36,16 @@ def parse_moment(text: str | None, now: datetime | None = None) -> datetime | No
         return None
     match = _DURATION.match(text.strip())
     if match:
-        delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-        return (now or datetime.now(UTC)) - delta
+        try:
+            return (now or datetime.now(UTC)) - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        except OverflowError:  # 99999999999d: before year 1
+            raise click.BadParameter(f"{text!r} reaches back before year 1", param_hint=option) from None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise click.BadParameter(f"{text!r} is neither a duration (30m, 1h, 7d) nor a date") from None
+        raise click.BadParameter(
+            f"{text!r} is neither a duration (30m, 1h, 7d) nor a date", param_hint=option
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -68,8 +74,8 @@ def _selection(state: AppState, limit: int = 50, offset: int = 0, **filters: Any
         status=filters.get("status"),
         kind=filters.get("kind"),
         queue=queue,
-        since=parse_moment(filters.get("since")),
-        until=parse_moment(filters.get("until")),
+        since=parse_moment(filters.get("since"), option="--since"),
+        until=parse_moment(filters.get("until"), option="--until"),
         error=filters.get("error_text"),
         limit=limit,
         offset=offset,
@@ -86,7 +92,9 @@ def jobs() -> None:
 @click.option(
     "--limit", default=50, show_default=True, type=click.IntRange(1, 100_000), help="Jobs per page."
 )
-@click.option("--page", default=1, show_default=True, type=click.IntRange(1), help="Page number.")
+@click.option(
+    "--page", default=1, show_default=True, type=click.IntRange(1, 1_000_000_000), help="Page number."
+)
 @json_option
 @click.pass_obj
 def jobs_list(state: AppState, /, limit: int, page: int, as_json: bool, **filters: Any) -> None:
@@ -194,7 +202,7 @@ def jobs_cancel(
 
 @jobs.command("wait")
 @click.argument("job_id")
-@click.option("--timeout", type=click.FloatRange(0), help="Seconds to wait (default: forever).")
+@click.option("--timeout", type=Seconds(0), help="Seconds to wait (default: forever).")
 @json_option
 @click.pass_obj
 def jobs_wait(state: AppState, job_id: str, timeout: float | None, as_json: bool) -> None:

@@ -123,7 +123,9 @@ def test_a_foreign_payload_over_the_cap_fails_without_running(
     start_worker(env={"CONVEYOR_MAX_PAYLOAD_BYTES": "2000"})
     queue = f"{settings.namespace}.email"
     context = {"name": "x" * 5000}
-    job_id, body = dramatiq_body(queue, "send_email", {"to": "a@example.com", "template": "welcome", "context": context})
+    job_id, body = dramatiq_body(
+        queue, "send_email", {"to": "a@example.com", "template": "welcome", "context": context}
+    )
 
     publish_raw(settings, queue, body)
 
@@ -153,7 +155,10 @@ def test_a_body_far_over_the_cap_is_dead_lettered_undecoded(
         ({"name": "Ada\x00"}, "email payload.context.name: contains a NUL character"),
         ({"name": "\udfff"}, "email payload.context.name: contains an unpaired surrogate"),
         ({"a\x00b": "Ada"}, "email payload.context: key 'a\\x00b': contains a NUL character"),
-        ({"name": "Ada", "deep": {"list": [1, {"x": "\x00"}]}}, "payload.context.deep.list[1].x: contains a NUL"),
+        (
+            {"name": "Ada", "deep": {"list": [1, {"x": "\x00"}]}},
+            "payload.context.deep.list[1].x: contains a NUL",
+        ),
     ],
 )
 def test_the_client_refuses_what_the_store_cannot_hold_before_sending(
