@@ -3,7 +3,6 @@ traceback (issue 15: `--delay inf`, `99999999999d`, NaN, huge or negative values
 
 from __future__ import annotations
 
-
 import pytest
 from click.testing import CliRunner
 

@@ -10,6 +10,7 @@ a message from another producer fails the job with the reason and dead-letters t
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from datetime import timedelta
@@ -96,7 +97,8 @@ def test_a_foreign_message_the_store_cannot_hold_fails_with_the_reason_and_is_de
     publish_raw(settings, queue, body)
 
     info = failed_row(job_store, job_id)
-    assert info.error is not None and info.error.startswith("MessageRefused: ")
+    assert info.error is not None
+    assert info.error.startswith("MessageRefused: ")
     assert reason in info.error
     assert info.payload == {"conveyor_refused": info.error.removeprefix("MessageRefused: ")}
     (attempt,) = job_store.attempts(job_id)
@@ -164,10 +166,9 @@ def test_a_body_far_over_the_cap_is_dead_lettered_undecoded(
 def test_the_client_refuses_what_the_store_cannot_hold_before_sending(
     client: Client, job_store: JobStore, settings: Settings, context: dict[str, Any], field: str
 ) -> None:
-    with pytest.raises(ValueError) as refused:
+    with pytest.raises(ValueError, match=re.escape(field)):
         client.send_email(to="ada@example.com", template="welcome", context=context)
 
-    assert field in str(refused.value)
     assert rows(job_store, settings) == []
     assert message_count(f"{settings.namespace}.email") == 0
 
@@ -206,7 +207,7 @@ def test_a_payload_over_the_cap_is_refused_at_enqueue(settings: Settings, job_st
     with Client(capped) as client:
         with pytest.raises(ValueError, match=r"email payload: 2,\d{3} bytes of JSON, more than CONVEYOR_MAX"):
             client.send_email(to="ada@example.com", template="welcome", context={"name": "x" * 2000})
-        with pytest.raises(ValueError, match="payload #1: email payload: .* CONVEYOR_MAX_PAYLOAD_BYTES"):
+        with pytest.raises(ValueError, match=r"payload #1: email payload: .* CONVEYOR_MAX_PAYLOAD_BYTES"):
             client.enqueue_many(
                 "email",
                 [

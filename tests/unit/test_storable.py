@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,9 +39,8 @@ from jobs.wire import malformed
 def test_what_the_store_cannot_hold_is_refused_naming_the_field(
     payload: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(ValueError) as refused:
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
         check_storable(payload)
-    assert str(refused.value).startswith(message)
 
 
 def nested(depth: int) -> Any:
@@ -129,6 +130,15 @@ json_trees = st.recursive(
 deep_trees = st.integers(min_value=0, max_value=3 * MAX_DEPTH).map(nested)
 
 
+def refusal(check: Callable[[], object]) -> str | None:
+    """The ``ValueError`` message ``check()`` raises, None when it passes."""
+    try:
+        check()
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def offending(value: Any, depth: int = 0) -> bool:
     """An oracle written apart from ``check_storable``: whether anything in ``value`` is unstorable."""
     if isinstance(value, str):
@@ -148,13 +158,11 @@ def offending(value: Any, depth: int = 0) -> bool:
 @given(st.one_of(json_trees, deep_trees))
 def test_any_payload_is_refused_naming_a_field_or_serialises_as_the_store_needs(payload: Any) -> None:
     tree = {"context": payload}
-    try:
-        check_storable(tree)
-    except ValueError as exc:
-        assert str(exc).startswith("payload.context"), exc
-        assert offending(tree)
+    error = refusal(lambda: check_storable(tree))
+    assert (error is not None) == offending(tree), error
+    if error is not None:
+        assert error.startswith("payload.context"), error
         return
-    assert not offending(tree)
     text = json.dumps(tree, allow_nan=False)  # what psycopg sends for jsonb
     assert "\\u0000" not in text
     text.encode("utf-8")
@@ -171,10 +179,9 @@ def test_any_payload_is_refused_naming_a_field_or_serialises_as_the_store_needs(
 )
 def test_any_delay_is_refused_naming_it_or_gives_a_due_time(delay: Any) -> None:
     options = DeliveryOptions(delay=delay)
-    try:
-        options.check(None)
-    except ValueError as exc:
-        assert str(exc).startswith("delay")
+    error = refusal(lambda: options.check(None))
+    if error is not None:
+        assert error.startswith("delay"), error
         return
     delay_ms = options.delay_ms()
     if delay_ms is not None:  # the due time the client computes does not overflow
