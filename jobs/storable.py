@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
 from typing import Any
 
 #: The largest value of PostgreSQL's ``integer`` columns (``max_retries``, ``priority``, ``attempts``).
@@ -38,50 +37,76 @@ def check_storable(value: Any, path: str = "payload") -> None:
             that is not finite or too large, a type that is not JSON, nesting deeper than
             :data:`MAX_DEPTH`), ``<path>`` naming the field, e.g. ``payload.context.name``.
     """
-    # Iterative, so that a hostile depth cannot exhaust Python's stack before it is refused.
-    pending: list[tuple[Any, str, int]] = [(value, path, 0)]
-    while pending:
-        item, where, depth = pending.pop()
-        if isinstance(item, str):
-            _check_text(item, where)
-        elif isinstance(item, bool) or item is None:
-            continue
-        elif isinstance(item, int):
-            if item.bit_length() > MAX_INT_BITS:
-                raise ValueError(f"{where}: integer too large (more than about 4,000 digits)")
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                raise ValueError(f"{where}: {item} is not a JSON number")
-        elif isinstance(item, Mapping | list | tuple):
-            if depth >= MAX_DEPTH:
-                raise ValueError(f"{where}: nested deeper than {MAX_DEPTH} levels")
-            pending.extend(reversed(list(_children(item, where, depth + 1))))
-        else:
-            raise ValueError(f"{where}: a {type(item).__name__} is not JSON")
-
-
-def _children(item: Mapping[Any, Any] | list[Any] | tuple[Any, ...], where: str, depth: int) -> Any:
-    if isinstance(item, Mapping):
-        for key, child in item.items():
-            if isinstance(key, str):
-                _check_text(key, f"{where}: key {_shown(key)}")
-            elif not (key is None or isinstance(key, int | float | bool)):
-                raise ValueError(f"{where}: a key of type {type(key).__name__} is not JSON")
-            yield child, f"{where}.{_shown(key) if isinstance(key, str) else key}", depth
-    else:
-        for index, child in enumerate(item):
-            yield child, f"{where}[{index}]", depth
-
-
-def _check_text(text: str, where: str) -> None:
-    if "\x00" in text:
-        raise ValueError(f"{where}: contains a NUL character")
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(
-            f"{where}: contains an unpaired surrogate (U+{ord(text[exc.start]):04X}), not valid Unicode"
-        ) from None
+        _walk(value, 0)
+    except _Refused as refused:
+        where = path + "".join(reversed(refused.segments))
+        raise ValueError(f"{where}: {refused.problem}") from None
+
+
+class _Refused(Exception):
+    """What is wrong and where: each level of the walk adds its segment as the error passes up,
+    so that the common case (nothing wrong) builds no path at all."""
+
+    def __init__(self, problem: str, segment: str = "") -> None:
+        self.problem = problem
+        self.segments = [segment] if segment else []
+
+
+def _walk(item: Any, depth: int) -> None:
+    # Recursive, but never deeper than MAX_DEPTH: a hostile depth is refused before the stack is.
+    if isinstance(item, str):
+        _check_text(item)
+    elif isinstance(item, dict | list | tuple):
+        if depth >= MAX_DEPTH:
+            raise _Refused(f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str):
+                    _check_key(key)
+                elif not (key is None or isinstance(key, int | float)):
+                    raise _Refused(f"a key of type {type(key).__name__} is not JSON")
+                try:
+                    _walk(child, depth + 1)
+                except _Refused as refused:
+                    refused.segments.append(f".{_shown(key)}" if isinstance(key, str) else f".{key}")
+                    raise
+        else:
+            for index, child in enumerate(item):
+                try:
+                    _walk(child, depth + 1)
+                except _Refused as refused:
+                    refused.segments.append(f"[{index}]")
+                    raise
+    elif isinstance(item, bool) or item is None:
+        return
+    elif isinstance(item, int):
+        if item.bit_length() > MAX_INT_BITS:
+            raise _Refused("integer too large (more than about 4,000 digits)")
+    elif isinstance(item, float):
+        if not math.isfinite(item):
+            raise _Refused(f"{item} is not a JSON number")
+    else:
+        raise _Refused(f"a {type(item).__name__} is not JSON")
+
+
+def _check_key(key: str) -> None:
+    try:
+        _check_text(key)
+    except _Refused as refused:
+        raise _Refused(refused.problem, f": key {_shown(key)}") from None
+
+
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise _Refused("contains a NUL character")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise _Refused(
+                f"contains an unpaired surrogate (U+{ord(text[exc.start]):04X}), not valid Unicode"
+            ) from None
 
 
 def _shown(key: str, limit: int = 40) -> str:
