@@ -104,6 +104,11 @@ class Settings:
     #: AES-256-GCM keys for data at rest, ``id:base64-32-bytes`` comma-separated, the current one
     #: first (SPEC §10); ``None``: stored in the clear. Never shown in ``repr``.
     encryption_keys: str | None = None
+    # issue 15: findings-images
+    #: Pixels: the largest image any operation may make (every intermediate and every output).
+    image_max_output_pixels: int = defaults.DEFAULT_IMAGE_MAX_OUTPUT_PIXELS
+    #: Bytes: the largest encoded image output.
+    image_max_output_bytes: int = defaults.DEFAULT_IMAGE_MAX_OUTPUT_BYTES
 
     def __post_init__(self) -> None:
         for name, schemes in _URL_SCHEMES.items():
@@ -146,6 +151,7 @@ class Settings:
             Keyring.parse(self.encryption_keys)
         if self.worker_ttl < 3:
             raise SettingsError("CONVEYOR_WORKER_TTL must be at least 3 seconds (workers beat every TTL/3 s)")
+        _check_image_output_caps(self)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -223,6 +229,13 @@ _RATE_PERIODS = {
 }
 
 
+def _check_image_output_caps(settings: Settings) -> None:
+    """issue 15 (findings-images): the output caps are positive numbers."""
+    for name in ("image_max_output_pixels", "image_max_output_bytes"):
+        if getattr(settings, name) < 1:
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be a positive number")
+
+
 def parse_rate(text: str) -> tuple[int, float]:
     """``"20/s"`` → ``(20, 1.0)``: a count and a period in seconds.
 
@@ -249,6 +262,8 @@ def _convert(name: str, raw: str) -> Any:
         "report_cache_ttl",
         "worker_ttl",
         "delivery_limit",
+        "image_max_output_pixels",
+        "image_max_output_bytes",
     ):
         try:
             return int(raw)
