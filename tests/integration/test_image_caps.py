@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -15,7 +16,7 @@ from jobs.errors import JobFailed
 from jobs.store.artifacts import ArtifactStore
 from jobs.store.database import Database
 from producers import Client
-from tests.helpers import WorkerProcess
+from tests.helpers import WorkerProcess, run_cli
 from tests.images import SECRET, jpeg, metadata_left, with_metadata
 
 pytestmark = pytest.mark.integration
@@ -35,6 +36,30 @@ def test_the_issue_s_tiny_png_with_resize_and_three_rotations_is_refused_at_enqu
 
     with pytest.raises(ValueError, match=r"image operation rotate \(#2 of the operations\) may make"):
         client.process_image(source, operations)
+
+
+def test_the_shell_refuses_a_chain_over_the_cap_in_one_line_before_uploading_the_photo(
+    service_env: dict[str, str], db: Database, tmp_path: Path
+) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg((40, 30), gps=True))
+
+    result = run_cli(
+        "enqueue",
+        "image",
+        "--file",
+        str(photo),
+        "--op",
+        "resize=10000x10000",
+        "--op",
+        "rotate=45",
+        env=service_env,
+    )
+
+    assert result.returncode == 2, result.stderr
+    assert "image operation rotate (#2 of the operations) may make" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert ArtifactStore(db).recent() == []
 
 
 def test_a_job_over_the_pixel_cap_fails_once_naming_it_and_the_worker_goes_on(

@@ -160,3 +160,20 @@ def test_output_caps_are_settings_that_must_be_positive() -> None:
     assert (settings.image_max_output_pixels, settings.image_max_output_bytes) == (5000, 70000)
     with pytest.raises(ValueError, match="CONVEYOR_IMAGE_MAX_OUTPUT_BYTES must be a positive number"):
         Settings(image_max_output_bytes=0)
+
+
+def test_only_the_first_frame_of_an_animation_is_decoded_so_frames_never_multiply_the_pixels() -> None:
+    # 12 frames of 100×100 (120,000 frame-pixels, over the 20,000 cap) whose later frames are
+    # garbage: had any been decoded, the job would fail or exceed the cap.
+    frames = [Image.frombytes("L", (100, 100), os.urandom(10_000)).convert("P") for _ in range(12)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=50)
+    animated = buffer.getvalue()
+    assert Image.open(io.BytesIO(animated)).n_frames == 12  # type: ignore[attr-defined]
+    damaged = animated[: len(animated) // 4] + b"\0garbage" * 100
+    limits = Limits(max_bytes=10_000_000, max_pixels=20_000, max_output_pixels=20_000)
+
+    for fmt in ("png", "webp"):
+        (output,) = run(damaged, [], limits, fmt)
+        assert (output.width, output.height) == (100, 100)
+        assert getattr(Image.open(io.BytesIO(output.data)), "n_frames", 1) == 1
