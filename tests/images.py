@@ -179,3 +179,19 @@ def metadata_left(data: bytes) -> list[str]:
     if b"Exif\x00\x00" in data:
         found.append("EXIF")
     return found
+
+
+def png_text_bomb(megabytes: int = 50) -> bytes:
+    """A 2×2 PNG with, before its pixels, a zTXt chunk that inflates to ``megabytes`` MB."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    text = chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"A" * megabytes * 1_000_000, 9))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0))
+        + text
+        + chunk(b"IDAT", zlib.compress(b"\0" * 14))
+        + chunk(b"IEND", b"")
+    )

@@ -234,6 +234,10 @@ def decode(
         raise PermanentError(f"not an image in an allowed format ({', '.join(ALLOWED_INPUT)})") from None
     except Image.DecompressionBombError as exc:
         raise PermanentError(f"decompression bomb refused: {exc}") from None
+    except (ValueError, SyntaxError) as exc:
+        # Pillow refuses some headers with these (a PNG text or ICC chunk that inflates past
+        # PngImagePlugin.MAX_TEXT_CHUNK): the file's fault, not worth a retry.
+        raise PermanentError(f"corrupt or refused image header: {exc}") from None
     width, height = opened.size
     if width * height > limits.max_pixels:
         raise PermanentError(

@@ -18,7 +18,7 @@ from jobs.store.artifacts import ArtifactStore
 from jobs.store.database import Database
 from producers import Client
 from tests.helpers import WorkerProcess, run_cli
-from tests.images import SECRET, jpeg, metadata_left, with_metadata
+from tests.images import SECRET, jpeg, metadata_left, png_text_bomb, with_metadata
 
 pytestmark = pytest.mark.integration
 ROTATE_45 = {"op": "rotate", "degrees": 45}
@@ -63,12 +63,14 @@ def test_the_shell_refuses_a_chain_over_the_cap_in_one_line_before_uploading_the
     assert all(artifact.name != photo.name for artifact in ArtifactStore(db).recent(limit=10_000))
 
 
-def test_a_job_over_the_pixel_cap_fails_once_naming_it_and_the_worker_goes_on(
+def test_a_job_over_the_pixel_cap_or_a_refused_header_fails_once_and_the_worker_goes_on(
     client: Client, db: Database, start_worker: WorkerProcess.Factory
 ) -> None:
     start_worker("--processes", "1", "--threads", "1")
     # 1×14200 pixels turned by 45° would be 10043×10042: known only once the header is read.
     over = client.process_image(client.put_artifact(png((1, 14_200)), name="thin.png"), [ROTATE_45])
+    # Pillow refuses this one with a bare ValueError, which used to be retried as if transient.
+    text_bomb = client.process_image(client.put_artifact(png_text_bomb(), name="text.png"), [])
     fine = client.process_image(client.put_artifact(jpeg((300, 200)), name="ok.jpg"), [ROTATE_45])
 
     with pytest.raises(
@@ -76,6 +78,9 @@ def test_a_job_over_the_pixel_cap_fails_once_naming_it_and_the_worker_goes_on(
     ):
         over.wait(timeout=30)
     assert over.attempts == 1
+    with pytest.raises(JobFailed, match=r"MAX_TEXT_CHUNK"):
+        text_bomb.wait(timeout=30)
+    assert text_bomb.attempts == 1
     assert fine.wait(timeout=30)["artifacts"][0]["width"] > 300
     assert ArtifactStore(db).recent(job_id=over.id) == []
 

@@ -16,6 +16,7 @@ from jobs.images.sizes import check_bounds, fit_size, rotated_size
 from jobs.images.validation import validate_operations
 from jobs.kinds.image import validate
 from jobs.settings import Settings
+from tests.images import png_text_bomb
 
 SOURCE = "9d1c1a0a-1111-4111-8111-111111111111"
 ROTATE_45 = {"op": "rotate", "degrees": 45}
@@ -177,3 +178,12 @@ def test_only_the_first_frame_of_an_animation_is_decoded_so_frames_never_multipl
         (output,) = run(damaged, [], limits, fmt)
         assert (output.width, output.height) == (100, 100)
         assert getattr(Image.open(io.BytesIO(output.data)), "n_frames", 1) == 1
+
+
+def test_a_png_whose_text_chunk_inflates_past_pillow_s_limit_fails_permanently() -> None:
+    # Pillow refuses it with a bare ValueError at open, which a worker retries as if transient.
+    data = png_text_bomb()
+    assert len(data) < 100_000
+
+    with pytest.raises(PermanentError, match=r"corrupt or refused image header: .*MAX_TEXT_CHUNK"):
+        run(data, [], Limits(10_000_000, 1_000_000), "png")
