@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import IO, Any
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from jobs import defaults
 from jobs.errors import PermanentError
@@ -220,24 +221,16 @@ def _size(source: bytes | IO[bytes]) -> int:
 def decode(
     source: bytes | IO[bytes], limits: Limits, draft_side: int | None
 ) -> tuple[Image.Image, Image.Exif]:
-    """Open, check the limits from the header alone, then decode; EXIF orientation applied."""
+    """Open, check the limits from the header alone, then decode; EXIF orientation applied.
+
+    Raises:
+        PermanentError: too large, a decompression bomb, a format not allowed, a damaged file.
+    """
     size = _size(source)
     if size > limits.max_bytes:
         raise PermanentError(f"image of {size} bytes exceeds CONVEYOR_IMAGE_MAX_BYTES={limits.max_bytes}")
     stream = io.BytesIO(source) if isinstance(source, bytes | bytearray | memoryview) else source
-    try:
-        with warnings.catch_warnings():
-            # Our own pixel limit (below) decides; Pillow's warning must not leak or abort.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(stream, formats=ALLOWED_INPUT)
-    except UnidentifiedImageError:
-        raise PermanentError(f"not an image in an allowed format ({', '.join(ALLOWED_INPUT)})") from None
-    except Image.DecompressionBombError as exc:
-        raise PermanentError(f"decompression bomb refused: {exc}") from None
-    except (ValueError, SyntaxError) as exc:
-        # Pillow refuses some headers with these (a PNG text or ICC chunk that inflates past
-        # PngImagePlugin.MAX_TEXT_CHUNK): the file's fault, not worth a retry.
-        raise PermanentError(f"corrupt or refused image header: {exc}") from None
+    opened = _open(stream)
     width, height = opened.size
     if width * height > limits.max_pixels:
         raise PermanentError(
@@ -248,14 +241,38 @@ def decode(
         # EXIF rotation may swap the sides, so ask for the long side in both directions.
         opened.draft("RGB" if opened.mode != "L" else "L", (draft_side, draft_side))
     try:
-        opened.load()
-    except (OSError, SyntaxError, ValueError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data"…: we fail or go on
+            opened.load()
+            exif = opened.getexif()
+            image: Image.Image = opened
+            if exif.get(0x0112, 1) != 1:  # only rotated images need the copy that transposing makes
+                image = ImageOps.exif_transpose(opened) or opened
+    except _UNREADABLE as exc:
         raise PermanentError(f"corrupt or truncated image: {exc}") from None
-    exif = opened.getexif()
-    image: Image.Image = opened
-    if exif.get(0x0112, 1) != 1:  # only rotated images need the copy that transposing makes
-        image = ImageOps.exif_transpose(opened) or opened
     return normalise_mode(image), exif
+
+
+#: What Pillow raises for a file it cannot read (a damaged header or body, a header it refuses,
+#: such as a PNG text chunk inflating past PngImagePlugin.MAX_TEXT_CHUNK): the file's fault, so
+#: the job fails for good instead of being retried as if the error were transient.
+_UNREADABLE = (OSError, SyntaxError, ValueError, EOFError, struct.error)
+
+
+def _open(stream: IO[bytes]) -> ImageFile.ImageFile:
+    """``Image.open`` (the header only) restricted to the allowed formats, errors made permanent."""
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit (checked next) decides; Pillow's warnings must not leak or abort.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            return Image.open(stream, formats=ALLOWED_INPUT)
+    except UnidentifiedImageError:
+        raise PermanentError(f"not an image in an allowed format ({', '.join(ALLOWED_INPUT)})") from None
+    except Image.DecompressionBombError as exc:
+        raise PermanentError(f"decompression bomb refused: {exc}") from None
+    except _UNREADABLE as exc:
+        raise PermanentError(f"corrupt or refused image header: {exc}") from None
 
 
 def normalise_mode(image: Image.Image) -> Image.Image:

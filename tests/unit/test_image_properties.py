@@ -219,3 +219,34 @@ def test_the_size_predicted_for_an_operation_is_the_size_pillow_makes_and_within
     assert bound is not None
     assert predicted[0] <= bound[0]
     assert predicted[1] <= bound[1]
+
+
+@st.composite
+def damaged(draw: st.DrawFn) -> bytes:
+    """A small image with a few bytes changed, cut off or inserted (a hostile or broken upload)."""
+    data = bytearray(draw(source_image()))
+    for _ in range(draw(st.integers(1, 3))):
+        position = draw(st.integers(0, len(data)))
+        edit = draw(st.sampled_from(["set", "cut", "insert"]))
+        if edit == "set" and position < len(data):
+            data[position] = draw(st.integers(0, 255))
+        elif edit == "cut":
+            del data[position:]
+        else:
+            data[position:position] = draw(st.binary(min_size=1, max_size=8))
+    return bytes(data)
+
+
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=damaged())
+def test_a_damaged_file_gives_a_clean_image_or_a_permanent_failure_never_another_error(data: bytes) -> None:
+    # Any other exception would be retried as if transient (issue 15: hostile inputs).
+    clean = validate({"source": SOURCE, "format": "png"})
+    outputs = _run(data, clean, Limits(10_000_000, 1_000_000, True, 1_000_000, 1_000_000))
+    if isinstance(outputs, str):
+        event(outputs.split(":")[0])
+        return
+    event("decoded")
+    (output,) = outputs
+    assert output.width * output.height <= 1_000_000
+    assert metadata_left(output.data) == []
