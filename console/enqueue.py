@@ -18,6 +18,7 @@ from console.exit_codes import EXIT_FAILURE
 from jobs import defaults
 from jobs.errors import JobFailed
 from jobs.images.shorthand import parse_operation
+from jobs.kinds.image import validate as validate_image
 from jobs.store import JobInfo
 from producers import DeliveryOptions
 
@@ -120,8 +121,6 @@ def enqueue_image(
     if (path is None) == (source is None):
         raise click.UsageError("give exactly one of --file and --source")
     operations = [parse_operation(op) for op in ops]
-    if path is not None:
-        source = state.client.put_artifact(path.read_bytes(), name=path.name)
     payload = {
         "source": source,
         "operations": operations,
@@ -129,7 +128,16 @@ def enqueue_image(
         "quality": quality,
         "keep_metadata": keep_metadata,
     }
+    if path is not None:
+        # Refuse a bad chain (one over the size caps, say) before uploading: a refused job must not
+        # leave the photo, GPS and all, behind as an artifact nobody uses.
+        validate_image({**payload, "source": _NOT_YET_UPLOADED}, state.settings)
+        payload["source"] = state.client.put_artifact(path.read_bytes(), name=path.name)
     _enqueue(state, "image", payload, **options)
+
+
+#: An artifact id that stands for the file while the payload is checked before its upload.
+_NOT_YET_UPLOADED = "00000000-0000-4000-8000-000000000000"
 
 
 @enqueue.command("report")

@@ -54,6 +54,11 @@ DEFAULT_EMAIL_MAX_BYTES = 25 * 1024 * 1024
 DEFAULT_IMAGE_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_IMAGE_MAX_PIXELS = 100_000_000
 DEFAULT_IMAGE_TIME_LIMIT = 60.0
+#: Images (issue 15): the most pixels any image an operation makes may have (every intermediate
+#: and every output; 10000×10000, the largest box an operation may ask for), and the most bytes
+#: one encoded output may take.
+DEFAULT_IMAGE_MAX_OUTPUT_PIXELS = 100_000_000
+DEFAULT_IMAGE_MAX_OUTPUT_BYTES = 100 * 1024 * 1024
 
 #: Seconds an identical report (name, params, formats) reuses the artifacts of the previous run.
 DEFAULT_REPORT_CACHE_TTL = 600

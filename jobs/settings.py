@@ -108,6 +108,11 @@ class Settings:
     #: Bytes: the largest payload a job may carry (its compact JSON in UTF-8), checked at enqueue
     #: and again by the worker for messages of other producers.
     max_payload_bytes: int = defaults.DEFAULT_MAX_PAYLOAD_BYTES
+    # issue 15: findings-images
+    #: Pixels: the largest image any operation may make (every intermediate and every output).
+    image_max_output_pixels: int = defaults.DEFAULT_IMAGE_MAX_OUTPUT_PIXELS
+    #: Bytes: the largest encoded image output.
+    image_max_output_bytes: int = defaults.DEFAULT_IMAGE_MAX_OUTPUT_BYTES
 
     def __post_init__(self) -> None:
         _check_input_limits(self)
@@ -151,6 +156,7 @@ class Settings:
             Keyring.parse(self.encryption_keys)
         if self.worker_ttl < 3:
             raise SettingsError("CONVEYOR_WORKER_TTL must be at least 3 seconds (workers beat every TTL/3 s)")
+        _check_image_output_caps(self)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -228,6 +234,13 @@ _RATE_PERIODS = {
 }
 
 
+def _check_image_output_caps(settings: Settings) -> None:
+    """issue 15 (findings-images): the output caps are positive numbers."""
+    for name in ("image_max_output_pixels", "image_max_output_bytes"):
+        if getattr(settings, name) < 1:
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be a positive number")
+
+
 def parse_rate(text: str) -> tuple[int, float]:
     """``"20/s"`` → ``(20, 1.0)``: a count and a period in seconds.
 
@@ -255,6 +268,8 @@ def _convert(name: str, raw: str) -> Any:
         "worker_ttl",
         "delivery_limit",
         "max_payload_bytes",
+        "image_max_output_pixels",
+        "image_max_output_bytes",
     ):
         try:
             return int(raw)

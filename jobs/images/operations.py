@@ -8,13 +8,31 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
 from jobs.errors import PermanentError
+from jobs.images.sizes import fit_size, next_size, over_cap, thumbnail_size
 from jobs.images.validation import Operation, target_side, validate_operations
 
 __all__ = ["Operation", "apply", "target_side", "validate_operations"]
 
 
-def apply(image: Image.Image, operations: list[Operation], background: tuple[int, int, int]) -> Image.Image:
-    for operation in operations:
+def apply(
+    image: Image.Image,
+    operations: list[Operation],
+    background: tuple[int, int, int],
+    *,
+    max_pixels: int | None = None,
+    where: str = "the operations",
+) -> Image.Image:
+    """Each operation in turn; with ``max_pixels``, none may make a larger image.
+
+    Raises:
+        PermanentError: an operation would exceed ``max_pixels`` (checked from the size it
+            would make, before it runs), or a crop box outside the image.
+    """
+    for index, operation in enumerate(operations):
+        if max_pixels is not None:
+            problem = over_cap(index, operation, where, next_size(operation, image.size), max_pixels)
+            if problem:
+                raise PermanentError(problem)
         image = _APPLY[operation["op"]](image, operation, background)
     return image
 
@@ -22,8 +40,7 @@ def apply(image: Image.Image, operations: list[Operation], background: tuple[int
 def _apply_thumbnail(image: Image.Image, op: Operation, _bg: tuple[int, int, int]) -> Image.Image:
     # Like Image.thumbnail (keep the aspect, never enlarge) but returning a new image: the
     # decoded source is shared by every variant and must stay untouched.
-    scale = min(op["width"] / image.width, op["height"] / image.height, 1.0)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    size = thumbnail_size(image.size, (op["width"], op["height"]))
     if size == image.size:
         return image
     # reducing_gap: shrink by an integer factor first (fast), then resample the rest well; 2.0
@@ -35,7 +52,8 @@ def _apply_resize(image: Image.Image, op: Operation, _bg: tuple[int, int, int]) 
     size = (op["width"], op["height"])
     if op["mode"] == "fill":
         return ImageOps.fit(image, size, Image.Resampling.LANCZOS)
-    return ImageOps.contain(image, size, Image.Resampling.LANCZOS)
+    # The size the cap was checked against (sizes.fit_size), never a side of 0 pixels.
+    return image.resize(fit_size(image.size, size), Image.Resampling.LANCZOS)
 
 
 def _apply_crop(image: Image.Image, op: Operation, _bg: tuple[int, int, int]) -> Image.Image:

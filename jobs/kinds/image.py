@@ -8,8 +8,10 @@ from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from jobs.context import check_cancelled, current_job
+from jobs.defaults import DEFAULT_IMAGE_MAX_OUTPUT_PIXELS
 from jobs.errors import ArtifactNotFound, PermanentError
 from jobs.ids import is_uuid
+from jobs.images.sizes import check_bounds
 from jobs.images.validation import OUTPUT_FORMATS, validate_operations
 from jobs.kinds.base import Payload, Result, require_keys
 
@@ -46,7 +48,18 @@ def validate(payload: Mapping[str, Any], settings: Settings | None = None) -> Pa
     if background != DEFAULT_BACKGROUND:
         _rgb(background)
     clean["background"] = background
+    _check_sizes(clean, settings)
     return clean
+
+
+def _check_sizes(clean: Payload, settings: Settings | None) -> None:
+    """Refuse a chain whose requested sizes may grow past the pixel cap (issue 15: a 1×1 PNG with
+    ``resize 10000x10000`` and three ``rotate 45`` reached 800 megapixels). The input's own size
+    is unknown here: chains that never set a size are checked in the worker, from the header."""
+    cap = settings.image_max_output_pixels if settings is not None else DEFAULT_IMAGE_MAX_OUTPUT_PIXELS
+    bound = check_bounds(clean["operations"], cap, where="the operations")
+    for variant in clean.get("variants", []):
+        check_bounds(variant["operations"], cap, where=f"variant {variant['name']!r}", bound=bound)
 
 
 def _format(value: object) -> str:
@@ -119,7 +132,13 @@ def run(services: Services, **payload: Any) -> Result:
             outputs = render(
                 handle,
                 variants,
-                limits=Limits(settings.image_max_bytes, settings.image_max_pixels, settings.image_draft),
+                limits=Limits(
+                    settings.image_max_bytes,
+                    settings.image_max_pixels,
+                    settings.image_draft,
+                    max_output_pixels=settings.image_max_output_pixels,
+                    max_output_bytes=settings.image_max_output_bytes,
+                ),
                 shared=payload["operations"],
                 background=_rgb(payload["background"]),
                 keep_metadata=payload["keep_metadata"],
