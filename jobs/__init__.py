@@ -16,6 +16,7 @@ from jobs.errors import (
     SchemaMissing,
     ServiceUnavailable,
     SettingsError,
+    SignatureError,
     TransientError,
 )
 
@@ -29,6 +30,8 @@ __all__ = [  # noqa: RUF022
     "JobNotRecorded",
     "SchemaMissing",
     "ServiceUnavailable",
+    # Messages refused by a worker (issue 15: signing)
+    "SignatureError",
     # Lookups
     "ArtifactNotFound",
     "DeadLetterNotFound",

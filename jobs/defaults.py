@@ -61,3 +61,7 @@ DEFAULT_REPORT_CACHE_TTL = 600
 DEFAULT_ARTIFACT_URL = "file:.conveyor/artifacts"
 #: Bytes read or written at a time when artifacts stream.
 ARTIFACT_CHUNK = 1024 * 1024
+
+# issue 15: signing
+#: Characters: the shortest ``CONVEYOR_SIGNING_KEY`` accepted (HMAC-SHA256 wants 32 bytes of secret).
+MIN_SIGNING_KEY_LENGTH = 32
