@@ -6,7 +6,7 @@ workers stopped; then one ``conveyor worker -p 1 -t 8 --queues default`` drains 
 (from its "ready" line to the last ``finished_at``). Beside it, the CPU of signing and verifying
 one message, measured in this process. Medians are printed, as a Markdown table.
 
-    .venv/bin/python bench/signing.py --jobs 2000 --runs 2
+    .venv/bin/python -m bench.signing --jobs 2000 --runs 2
 
 It uses a namespace and a database of its own (``conveyor_bench_signing``) on the local services.
 """
@@ -18,6 +18,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import timeit
 import uuid
@@ -104,7 +105,10 @@ def _wait_ready(worker: subprocess.Popen[bytes]) -> float:
     deadline = time.monotonic() + READY_TIMEOUT
     for line in worker.stdout:
         if b" ready: " in line:
-            return time.time()
+            ready = time.time()
+            # Its log lines must keep flowing somewhere, or the worker blocks on a full pipe.
+            threading.Thread(target=worker.stdout.read, daemon=True).start()
+            return ready
         if time.monotonic() > deadline:
             break
     raise RuntimeError("the worker did not start")

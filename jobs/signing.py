@@ -60,6 +60,11 @@ UNSIGNED_OPTIONS = frozenset(
 )
 
 
+# Built once: ``json.dumps`` with options builds a new encoder on every call (a third of the cost).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+_PLAIN = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def key_id(secret: str) -> str:
     """The fingerprint naming a key in signatures: 12 hex digits of an HMAC of a fixed text, which
     tells nothing about the key."""
@@ -82,7 +87,7 @@ def canonical(message: dramatiq.Message[Any] | dramatiq.MessageProxy) -> bytes:
         "queue": q_name(message.queue_name),
         "timestamp": message.message_timestamp,
     }
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    return _CANONICAL.encode(fields).encode()
 
 
 @dataclass(frozen=True)
@@ -134,9 +139,7 @@ class MessageSigner:
         Raises:
             TypeError, ValueError: a value JSON cannot hold (as Dramatiq's own encoding would).
         """
-        args, kwargs, options = json.loads(
-            json.dumps([message.args, message.kwargs, message.options], allow_nan=False)
-        )
+        args, kwargs, options = json.loads(_PLAIN.encode([message.args, message.kwargs, message.options]))
         options.pop(SIGNATURE_OPTION, None)
         signed = dataclasses.replace(message, args=tuple(args), kwargs=kwargs, options=options)
         tag = base64.urlsafe_b64encode(self.current.mac(canonical(signed))).rstrip(b"=").decode()
