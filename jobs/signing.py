@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 #: The message option holding the signature.
 SIGNATURE_OPTION = "conveyor_signature"
 _VERSION = "v1"
+_KEY_ID_RE = re.compile(r"[0-9a-f]{12}")
 
 #: Options left out of the signature: set or changed in transit by Dramatiq (``Retries``: retries,
 #: traceback, requeue_timestamp; a delay: eta) or by Conveyor (``conveyor_held`` on a ``.DQ``
@@ -191,7 +193,8 @@ def _parts(signature: object) -> tuple[str, bytes]:
                 tag = base64.urlsafe_b64decode(pieces[2] + "=" * (-len(pieces[2]) % 4))
             except (binascii.Error, ValueError):
                 tag = b""
-            if len(tag) == hashlib.sha256().digest_size:
+            # The key id is checked too: it is quoted in errors and logs, and comes from the sender.
+            if len(tag) == hashlib.sha256().digest_size and _KEY_ID_RE.fullmatch(pieces[1]):
                 return pieces[1], tag
     raise SignatureError("message signature invalid: malformed (expected v1:<key id>:<MAC>)")
 

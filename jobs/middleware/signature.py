@@ -84,7 +84,7 @@ class Signature(Middleware):
         except Exception:
             # Whatever the store says, the message does not run: it goes to the dead letters.
             logger.exception(
-                "message %s refused (%s); its job could not be failed", message.message_id, reason
+                "message %s refused (%s); its job could not be failed", _shown(message.message_id), reason
             )
         message.fail()
         raise SkipMessage(reason)
@@ -98,9 +98,9 @@ class Signature(Middleware):
             outcome = self._fail_job(broker, message, kind, reason)
         logger.error(
             "message %s (%s on %s) refused: %s; %s",
-            job_id,
-            message.actor_name,
-            message.queue_name,
+            _shown(job_id),
+            _shown(message.actor_name),
+            _shown(message.queue_name),
             reason,
             outcome,
         )
@@ -133,10 +133,18 @@ class Signature(Middleware):
             logger.warning(
                 "message %s (%s) is not signed and runs: CONVEYOR_ACCEPT_UNSIGNED is on "
                 "(%d unsigned message(s) run by this process so far)",
-                message.message_id,
-                message.actor_name,
+                _shown(message.message_id),
+                _shown(message.actor_name),
                 count,
             )
+
+
+def _shown(value: object) -> str:
+    """A sender's value in a log line: as it is when short and printable, else quoted and cut
+    (no line breaks or escape codes forged into the log)."""
+    if isinstance(value, str) and value.isprintable() and len(value) <= 200:
+        return value
+    return repr(value)[:200]
 
 
 def signature_middleware(

@@ -194,3 +194,17 @@ def test_a_refused_copy_of_a_finished_job_changes_nothing(rig: SignedRig) -> Non
 
     assert rig.client.get(job.id).status == "succeeded"
     assert rig.settled.nacked == [job.id]
+
+
+def test_a_refusal_is_logged_on_one_line_whatever_the_sender_put_in_the_message(
+    rig: SignedRig, caplog: pytest.LogCaptureFixture
+) -> None:
+    forged = dataclasses.replace(noop_message(), actor_name="noop\n2026-12-07 INFO all is well\x1b[2J")
+
+    rig.process(forged)
+
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "conveyor.signature"]
+    assert "refused: message is not signed" in line
+    assert "\n" not in line
+    assert "\x1b" not in line
+    assert rig.settled.nacked == [forged.message_id]

@@ -128,7 +128,8 @@ def test_a_dead_letter_requeued_as_conveyor_dlq_does_still_verifies() -> None:
         ("garbage", "malformed"),
         ("v2:abc:AAAA", "malformed"),
         ("v1:abc:not-base64!", "malformed"),
-        ("v1:abc:" + "A" * 43, "unknown key abc"),
+        ("v1:abc:" + "A" * 43, "malformed"),  # a key id is 12 hex digits: nothing else is quoted
+        ("v1:0123456789ab:" + "A" * 43, "unknown key 0123456789ab"),
     ],
 )
 def test_missing_malformed_and_unknown_signatures_are_refused_with_their_reason(
@@ -143,6 +144,7 @@ def test_missing_malformed_and_unknown_signatures_are_refused_with_their_reason(
         SIGNER.verify(dataclasses.replace(message, options=options))
 
     assert refused.value.unsigned is (signature is None)
+    assert "\n" not in str(refused.value)
 
 
 def test_a_signature_made_with_another_key_is_refused() -> None:
