@@ -17,6 +17,7 @@ from jobs.errors import (
     ServiceUnavailable,
     SettingsError,
     StoreRefused,
+    SignatureError,
     TransientError,
 )
 
@@ -31,6 +32,8 @@ __all__ = [  # noqa: RUF022
     "SchemaMissing",
     "ServiceUnavailable",
     "StoreRefused",
+    # Messages refused by a worker (issue 15: signing)
+    "SignatureError",
     # Lookups
     "ArtifactNotFound",
     "DeadLetterNotFound",

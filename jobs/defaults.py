@@ -78,3 +78,6 @@ MESSAGE_ENVELOPE_BYTES = 256 * 1024
 MAX_DELAY = 10 * 365 * 86400.0
 #: Seconds: the longest ``min_backoff``/``max_backoff`` a job may ask for (30 days).
 MAX_BACKOFF = 30 * 86400.0
+# issue 15: signing
+#: Characters: the shortest ``CONVEYOR_SIGNING_KEY`` accepted (HMAC-SHA256 wants 32 bytes of secret).
+MIN_SIGNING_KEY_LENGTH = 32

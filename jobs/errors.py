@@ -90,6 +90,16 @@ class BenchError(ConveyorError):
     """``conveyor bench`` could not complete (no worker, or jobs failed)."""
 
 
+class SignatureError(ConveyorError):
+    """A message's signature is missing (``unsigned``), malformed, made with a key the worker does
+    not accept, or does not match the message: the worker does not run it."""
+
+    def __init__(self, reason: str, *, unsigned: bool = False) -> None:
+        self.reason = reason
+        self.unsigned = unsigned
+        super().__init__(reason)
+
+
 class JobCancelled(Exception):
     """Raised at a stop point of a running job that an admin cancelled."""
 

@@ -18,6 +18,7 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 from jobs import defaults
 from jobs.errors import SettingsError
 from jobs.keyring import Keyring
+from jobs.signing import parse_until
 
 ENV_PREFIX = "CONVEYOR_"
 
@@ -113,6 +114,17 @@ class Settings:
     image_max_output_pixels: int = defaults.DEFAULT_IMAGE_MAX_OUTPUT_PIXELS
     #: Bytes: the largest encoded image output.
     image_max_output_bytes: int = defaults.DEFAULT_IMAGE_MAX_OUTPUT_BYTES
+    # issue 15: signing
+    #: HMAC-SHA256 key producers sign messages with and workers verify them with (at least 32
+    #: characters); ``None``: messages are neither signed nor checked. Never shown in ``repr``.
+    signing_key: str | None = None
+    #: The key before a rotation: workers still accept what it signed (never used to sign).
+    signing_key_previous: str | None = None
+    #: ISO 8601 time (UTC unless it names an offset) after which the previous key is refused.
+    signing_previous_until: str | None = None
+    #: Workers run unsigned messages (plain Dramatiq producers, during a migration) with a
+    #: warning; a wrong signature is still refused.
+    accept_unsigned: bool = False
 
     def __post_init__(self) -> None:
         _check_input_limits(self)
@@ -157,6 +169,7 @@ class Settings:
         if self.worker_ttl < 3:
             raise SettingsError("CONVEYOR_WORKER_TTL must be at least 3 seconds (workers beat every TTL/3 s)")
         _check_image_output_caps(self)
+        _check_signing(self)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -206,7 +219,7 @@ class Settings:
 
 
 #: Settings that are secrets as a whole: ``repr`` shows ``***`` instead.
-SECRET_FIELDS = frozenset({"encryption_keys"})
+SECRET_FIELDS = frozenset({"encryption_keys", "signing_key", "signing_key_previous"})
 
 
 def _shown(name: str, value: Any) -> str:
@@ -254,6 +267,8 @@ def parse_rate(text: str) -> tuple[int, float]:
 
 
 def _convert(name: str, raw: str) -> Any:
+    if name in _SIGNING_FIELDS:
+        return _convert_signing(name, raw)
     if name == "image_draft":
         if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
             raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} must be true or false")
@@ -298,6 +313,48 @@ def _check_input_limits(settings: Settings) -> None:
         raise SettingsError(
             f"CONVEYOR_MAX_PAYLOAD_BYTES={limit!r} must be between 1 and {defaults.MAX_PAYLOAD_BYTES_LIMIT}"
         )
+
+
+# issue 15: signing
+_SIGNING_FIELDS = ("signing_key", "signing_key_previous", "signing_previous_until", "accept_unsigned")
+
+
+def _convert_signing(name: str, raw: str) -> Any:
+    if name == "accept_unsigned":
+        if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off", ""):
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} must be true or false")
+        return raw.lower() in ("1", "true", "yes", "on")
+    return raw or None
+
+
+def _check_signing(settings: Settings) -> None:
+    """The signing keys: long enough, distinct, and a previous key only beside a current one."""
+    current, previous = settings.signing_key, settings.signing_key_previous
+    for name, key in (("SIGNING_KEY", current), ("SIGNING_KEY_PREVIOUS", previous)):
+        if key is not None and len(key) < defaults.MIN_SIGNING_KEY_LENGTH:
+            # The length only, never the key: settings errors are printed.
+            raise SettingsError(
+                f"{ENV_PREFIX}{name} is {len(key)} characters long: use a secret of at least "
+                f"{defaults.MIN_SIGNING_KEY_LENGTH} (e.g. from "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+    if current is None and (previous is not None or settings.accept_unsigned):
+        raise SettingsError(
+            f"{ENV_PREFIX}SIGNING_KEY_PREVIOUS and {ENV_PREFIX}ACCEPT_UNSIGNED need {ENV_PREFIX}SIGNING_KEY"
+        )
+    if previous is not None and previous == current:
+        raise SettingsError(f"{ENV_PREFIX}SIGNING_KEY_PREVIOUS is the same as {ENV_PREFIX}SIGNING_KEY")
+    until = settings.signing_previous_until
+    if until is not None:
+        if previous is None:
+            raise SettingsError(f"{ENV_PREFIX}SIGNING_PREVIOUS_UNTIL needs {ENV_PREFIX}SIGNING_KEY_PREVIOUS")
+        try:
+            parse_until(until)
+        except ValueError:
+            raise SettingsError(
+                f"{ENV_PREFIX}SIGNING_PREVIOUS_UNTIL={until!r} is not an ISO 8601 time "
+                "(e.g. 2026-12-31T00:00:00Z)"
+            ) from None
 
 
 _SMTP_PARAMETERS = {"starttls", "timeout", "cafile", "verify", "reuse"}

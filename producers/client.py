@@ -19,6 +19,7 @@ from jobs.delivery import DeliveryOptions
 from jobs.kinds import JobKind, get_kind
 from jobs.settings import Settings
 from jobs.storable import check_size, check_storable
+from jobs.signing import MessageSigner
 from jobs.store import Database, JobStore, NewJob
 from jobs.store.artifacts import ArtifactStore
 from jobs.store.delayed import HeldMessage
@@ -59,6 +60,8 @@ class Client:
         self._owns_broker = broker is None
         self.broker = broker if broker is not None else build_broker(self.settings)
         self._sender = Sender(self.settings, self.broker, self._jobs)
+        #: Signs every message this client creates (None without ``CONVEYOR_SIGNING_KEY``).
+        self._signer = MessageSigner.from_settings(self.settings)
 
     @property
     def db(self) -> Database:
@@ -296,6 +299,8 @@ class Client:
             options=options,
             message_id=info.id,
         )
+        if self._signer is not None:
+            message = self._signer.sign(message)
         try:
             self.broker.enqueue(message)
         except BROKER_ERRORS as exc:
@@ -338,7 +343,7 @@ class Client:
     def _message(
         self, kind: JobKind, payload: dict[str, Any], options: DeliveryOptions
     ) -> dramatiq.Message[Any]:
-        return dramatiq.Message(
+        message: dramatiq.Message[Any] = dramatiq.Message(
             queue_name=self.settings.queue_name(kind.queue),
             actor_name=kind.actor_name,
             args=(),
@@ -346,6 +351,8 @@ class Client:
             options=options.message_options(),
             message_id=str(uuid.uuid4()),
         )
+        # Signed before anything else reads it: the row's payload is then the signed one.
+        return self._signer.sign(message) if self._signer is not None else message
 
     def _new_job(
         self,

@@ -22,6 +22,7 @@ import redis
 from jobs.admin.queues import rabbitmq_counts
 from jobs.kinds import KINDS
 from jobs.settings import Settings
+from jobs.signing import MessageSigner
 from jobs.status import JobStatus
 from jobs.store.delayed import HeldMessage
 from jobs.store.orphans import Orphan, OrphanStore
@@ -35,6 +36,8 @@ class Reconciler:
         self.settings = settings
         self.store = store
         self.liveness = RegistryLiveness(redis_client, settings.namespace)
+        #: The orphan's fresh message is signed like a producer's (None without a signing key).
+        self.signer = MessageSigner.from_settings(settings)
         #: When each current candidate was first seen (monotonic seconds).
         self._since: dict[str, float] = {}
 
@@ -60,7 +63,10 @@ class Reconciler:
         ]
         requeued = 0
         for orphan in confirmed:
-            if self.store.requeue(orphan, HeldMessage(_message(orphan), datetime.now(UTC)), older_than):
+            message = _message(orphan)
+            if self.signer is not None:
+                message = self.signer.sign(message)
+            if self.store.requeue(orphan, HeldMessage(message, datetime.now(UTC)), older_than):
                 requeued += 1
                 logger.warning(
                     "job %s %s was %s with nothing to run it (%s): sent again",

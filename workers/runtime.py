@@ -24,6 +24,7 @@ from jobs.broker import ConveyorRabbitmqBroker, build_broker
 from jobs.kinds import KINDS
 from jobs.middleware import Lifecycle
 from jobs.middleware.heartbeat import Heartbeat, Replica, heartbeat_interval
+from jobs.middleware.signature import Signature, signature_middleware
 from jobs.middleware.stale import StaleDeliveries
 from jobs.services import Services
 from jobs.settings import Settings
@@ -60,12 +61,18 @@ class WorkerStack:
         self.db.dispose()
 
 
-def worker_middleware(lifecycle: Lifecycle, heartbeat: Heartbeat | None = None) -> list[Middleware]:
-    """Dramatiq's defaults with Conveyor's job middleware, and the heartbeat when given.
+def worker_middleware(
+    lifecycle: Lifecycle, heartbeat: Heartbeat | None = None, signature: Signature | None = None
+) -> list[Middleware]:
+    """Dramatiq's defaults with Conveyor's job middleware, and the heartbeat and the signature
+    check when given.
 
     Dramatiq runs ``before_*`` hooks in this order and ``after_*`` hooks in reverse, so:
 
     - ``Heartbeat`` first: it counts every message as busy before another middleware may skip it.
+    - ``Signature`` next, before anything that acts on a message: an unsigned or forged message
+      is refused (its job failed, the message dead-lettered) before it is recorded, held or run.
+      (``Heartbeat`` only counts; before it, a refused message would be uncounted on its skip.)
     - ``StaleDeliveries`` next: a message whose channel has closed runs nothing and records nothing.
     - ``InFlight`` before ``Recording``: it lets go of a job only after the recorder has handed
       its end over (and after any skip), so a job is never idle in between, nor left behind.
@@ -79,6 +86,7 @@ def worker_middleware(lifecycle: Lifecycle, heartbeat: Heartbeat | None = None) 
     """
     return [
         *([heartbeat] if heartbeat is not None else []),
+        *([signature] if signature is not None else []),
         StaleDeliveries(),
         AgeLimit(),
         TimeLimit(),
@@ -131,7 +139,8 @@ def build_worker_stack(
         recheck_after=heartbeat_interval(settings.worker_ttl),
         max_payload_bytes=settings.max_payload_bytes,
     )
-    broker = build_broker(settings, worker_middleware(lifecycle, heartbeat))
+    signature = signature_middleware(settings, attempts, identity, stopping=stopping)
+    broker = build_broker(settings, worker_middleware(lifecycle, heartbeat, signature))
     if isinstance(broker, ConveyorRabbitmqBroker):
         # Retries and delayed messages wait in PostgreSQL, not in this process's memory.
         broker.hold = lifecycle.delayed.hold

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, select
 
-from jobs.status import END_EVENTS, JobStatus, target
+from jobs.status import END_EVENTS, AttemptOutcome, JobStatus, target
 from jobs.store import transitions
 from jobs.store.database import Database
 from jobs.store.delayed import HeldMessage
@@ -77,6 +77,28 @@ class AttemptStore:
             # A first attempt has no earlier run that could have been lost: no statement for it.
             lost = transitions.mark_lost(run, seen.job_id, number, now)() if number > 1 else 0
         return StartedAttempt(number=number, lost_runs=lost)
+
+    def refuse(self, seen: SeenMessage, worker: WorkerIdentity, error: str) -> bool:
+        """Fail a waiting job whose message the worker refuses to run (issue 15: a bad signature):
+        its start and its failed end, in one transaction, through the usual transitions.
+
+        Returns:
+            Whether the job was failed: ``False`` when it has no row (none is created), or is
+            not waiting to run (running, finished or cancelled: left as it is).
+        """
+        now = utcnow()
+        with self.db.transaction() as connection:
+            exists = select(JobRow.id).where(JobRow.id == seen.job_id).with_for_update()
+            if connection.execute(exists).first() is None:
+                return False
+            run = through(connection)
+            number = transitions.start(run, seen, worker, now)()
+            if number is None:
+                return False
+            if number > 1:
+                transitions.mark_lost(run, seen.job_id, number, now)()
+            ending = AttemptEnd(AttemptOutcome.FAILED, error=error)
+            return transitions.end(run, seen.job_id, number, ending, now)()
 
     def running_attempt(self, job_id: str) -> RunningAttempt | None:
         """The job's open attempt if the job is ``running`` (None when it is not)."""

@@ -30,10 +30,12 @@ from jobs.errors import JobNotFound
 from jobs.kinds import KINDS
 from jobs.middleware import Lifecycle
 from jobs.middleware.heartbeat import Heartbeat, Replica
+from jobs.middleware.signature import Signature
 from jobs.middleware.state import Attempt
 from jobs.middleware.takeover import RECHECKS_OPTION
 from jobs.services import Services
 from jobs.settings import Settings
+from jobs.signing import MessageSigner, SigningKey
 from jobs.store import AttemptStore, Database, WorkerIdentity
 from jobs.store.delayed import DelayedStore
 from jobs.store.migrate import ensure_database, upgrade
@@ -133,10 +135,14 @@ def test_the_worker_middleware_are_built_in_the_order_their_hooks_need(tmp_path:
         redis.Redis(), namespace="unit", replica=Replica.create(processes=1), threads=1, ttl=30
     )
 
-    built = [type(m).__name__ for m in worker_middleware(lifecycle, heartbeat)]
+    signer = MessageSigner(SigningKey.of("k" * 32))
+    signature = Signature(signer, lifecycle.attempts, HERE)
+
+    built = [type(m).__name__ for m in worker_middleware(lifecycle, heartbeat, signature)]
 
     assert built == [
         "Heartbeat",  # counts every message before anything may skip it
+        "Signature",  # refuses an unsigned or forged message before anything else acts on it
         "StaleDeliveries",  # a message of a closed channel is skipped before anything records
         "AgeLimit",
         "TimeLimit",
@@ -153,6 +159,7 @@ def test_the_worker_middleware_are_built_in_the_order_their_hooks_need(tmp_path:
         "Retries",  # decides first, so that the recorder stores the decision
     ]
     assert type(worker_middleware(lifecycle)[0]).__name__ == "StaleDeliveries"  # without a heartbeat
+    assert "Signature" not in [type(m).__name__ for m in worker_middleware(lifecycle, heartbeat)]  # no key
 
 
 def test_a_failing_message_is_recorded_retrying_with_its_eta_then_failed_after_max_retries(rig: Rig) -> None:
