@@ -16,8 +16,8 @@ from jobs.errors import (
     SchemaMissing,
     ServiceUnavailable,
     SettingsError,
-    StoreRefused,
     SignatureError,
+    StoreRefused,
     TransientError,
 )
 

@@ -18,8 +18,8 @@ from jobs.broker import BROKER_ERRORS, broker_unavailable, build_broker
 from jobs.delivery import DeliveryOptions
 from jobs.kinds import JobKind, get_kind
 from jobs.settings import Settings
-from jobs.storable import check_size, check_storable
 from jobs.signing import MessageSigner
+from jobs.storable import check_size, check_storable
 from jobs.store import Database, JobStore, NewJob
 from jobs.store.artifacts import ArtifactStore
 from jobs.store.delayed import HeldMessage
