@@ -13,7 +13,7 @@ from urllib.request import Request, urlopen
 import pika
 import pika.exceptions
 
-from jobs.broker import BROKER_ERRORS, amqp_url, broker_unavailable
+from jobs.broker import BROKER_ERRORS, broker_parameters, broker_unavailable
 from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
 from jobs.errors import ServiceUnavailable
 from jobs.kinds import KINDS
@@ -85,7 +85,7 @@ def rabbitmq_counts(settings: Settings, names: list[str]) -> dict[str, tuple[int
     """
     counts: dict[str, tuple[int, int]] = {}
     try:
-        connection = pika.BlockingConnection(pika.URLParameters(amqp_url(settings)))
+        connection = pika.BlockingConnection(broker_parameters(settings))
     except BROKER_ERRORS as exc:
         raise broker_unavailable(settings, exc) from None
     try:
