@@ -23,7 +23,7 @@ from dramatiq.middleware import Middleware
 
 from jobs.consumer import ChannelBoundConsumer
 from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
-from jobs.errors import ServiceUnavailable
+from jobs.errors import ServiceUnavailable, SettingsError
 from jobs.kinds import KINDS
 from jobs.settings import BROKER_TLS_PARAMETERS, Settings, mask_url
 from jobs.tls import explained
@@ -139,12 +139,19 @@ def broker_parameters(settings: Settings) -> pika.URLParameters:
     """
     parameters = pika.URLParameters(amqp_url(settings))
     if urlsplit(settings.broker_url).scheme == "amqps":
-        tls = dict(parse_qsl(urlsplit(settings.broker_url).query))
+        parameters.ssl_options = pika.SSLOptions(_tls_context(settings))
+    return parameters
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext:
+    tls = dict(parse_qsl(urlsplit(settings.broker_url).query))
+    try:
         context = ssl.create_default_context(cafile=tls.get("cafile"))
         if "certfile" in tls:
             context.load_cert_chain(tls["certfile"], tls.get("keyfile"))
-        parameters.ssl_options = pika.SSLOptions(context)
-    return parameters
+    except (OSError, ssl.SSLError) as exc:  # a missing or malformed PEM file
+        raise SettingsError(f"CONVEYOR_BROKER_URL={mask_url(settings.broker_url)}: {exc}") from None
+    return context
 
 
 def check_broker(settings: Settings) -> None:

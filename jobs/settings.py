@@ -318,12 +318,13 @@ _TLS_FILE_PARAMETERS = {
     "database_url": ("sslrootcert", "sslcert", "sslkey"),
     "redis_url": ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"),
     "smtp_url": ("cafile",),
+    "rabbitmq_api_url": ("cafile",),
 }
 
 
 def _check_tls_parameters(settings: Settings) -> None:
-    """TLS parameters make sense where they are: the broker's only on ``amqps://``, and every
-    file they name exists (a typo fails at start-up, not at the first connection)."""
+    """TLS parameters make sense where they are: the broker's only on ``amqps://``, ``starttls=``
+    one of its values (the files they name are checked by :func:`check_tls_files`)."""
     broker = urlsplit(settings.broker_url)
     given = {key for key, _ in parse_qsl(broker.query)} & BROKER_TLS_PARAMETERS
     if given and broker.scheme != "amqps":
@@ -336,8 +337,18 @@ def _check_tls_parameters(settings: Settings) -> None:
         raise SettingsError(f"CONVEYOR_SMTP_URL: starttls={starttls!r} must be auto, true or false")
     if "keyfile" in given and "certfile" not in given:
         raise SettingsError("CONVEYOR_BROKER_URL: keyfile= needs certfile= (the client certificate)")
+
+
+def check_tls_files(settings: Settings) -> None:
+    """Every CA, certificate and key file that a URL names exists: a typo fails when a worker
+    starts rather than at its first connection. (Not checked when settings are built: they may
+    be built on a host that only passes them on.)
+
+    Raises:
+        SettingsError: a file is missing.
+    """
     for name, keys in _TLS_FILE_PARAMETERS.items():
-        url = getattr(settings, name)
+        url = getattr(settings, name) or ""
         for key, value in parse_qsl(urlsplit(url).query):
             # libpq's sslrootcert=system means the system's CAs, not a file.
             if key in keys and value != "system" and not Path(value).expanduser().is_file():

@@ -35,8 +35,10 @@ def _find(exc: BaseException, depth: int, seen: set[int]) -> str | None:
     if depth > _MAX_DEPTH or id(exc) in seen:
         return None
     seen.add(id(exc))
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return str(exc.verify_message or "").strip().rstrip(".")
+    # The ssl module sets verify_message on the errors it raises (not on hand-made ones).
+    verify_message = getattr(exc, "verify_message", None)
+    if isinstance(exc, ssl.SSLCertVerificationError) and verify_message:
+        return str(verify_message).strip().rstrip(".")
     match = _VERIFY_FAILED.search(str(exc))
     if match:
         return (match.group("why") or "").strip().rstrip(".")

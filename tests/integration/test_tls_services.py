@@ -4,19 +4,24 @@ a wrong CA ends a command or a worker with exit code 3 and one line."""
 
 from __future__ import annotations
 
+import json
 import os
+import ssl
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote
 
 import pytest
 from sqlalchemy import text
 
+from jobs.admin.operations import Operations
 from jobs.admin.queues import rabbitmq_counts
 from jobs.broker import check_broker
 from jobs.errors import ServiceUnavailable, SettingsError
 from jobs.services import check_redis_certificate, redis_client
-from jobs.settings import Settings
+from jobs.settings import Settings, check_tls_files
 from jobs.store import Database
 from producers import Client
 from tests.helpers import run_cli
@@ -86,8 +91,11 @@ def test_broker_tls_parameters_are_checked_when_settings_are_built(tls_services:
         Settings(broker_url=f"amqp://guest:guest@localhost:5672/%2F?cafile={ca}")
     with pytest.raises(SettingsError, match="keyfile= needs certfile="):
         Settings(broker_url=f"amqps://localhost/%2F?keyfile={ca}")
+    missing = Settings(broker_url="amqps://localhost/%2F?cafile=/nowhere/ca.pem")
     with pytest.raises(SettingsError, match="is not a file"):
-        Settings(broker_url="amqps://localhost/%2F?cafile=/nowhere/ca.pem")
+        check_tls_files(missing)
+    with pytest.raises(SettingsError, match="No such file"):
+        check_broker(missing)
 
 
 # ---------------------------------------------------------------- a wrong CA: exit 3, one line
@@ -159,3 +167,46 @@ def test_a_worker_with_a_wrong_ca_exits_with_code_3(
 def test_redis_down_is_still_not_a_reason_to_stop(tls_settings: Settings) -> None:
     # An outage (nothing listening) is tolerated at start-up; only a certificate mistake is not.
     check_redis_certificate(replace(tls_settings, redis_url="rediss://localhost:1/0"))
+
+
+# ---------------------------------------------------------------- the management API over HTTPS
+
+
+class _FakeManagementApi(BaseHTTPRequestHandler):
+    """Answers every queue lookup as RabbitMQ's management API would, with 3 unacknowledged."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"messages_unacknowledged": 3, "message_stats": {}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def https_api(tls_services: TlsServices) -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeManagementApi)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls_services.certs.cert, tls_services.certs.key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_management_api_is_read_over_https_with_the_given_ca(
+    tls_settings: Settings, tls_services: TlsServices, tls_db: Database, https_api: int
+) -> None:
+    api = f"https://guest:guest@localhost:{https_api}?cafile={quote(str(tls_services.certs.ca))}"
+    wrong = api.replace(quote(str(tls_services.certs.ca)), quote(str(tls_services.certs.wrong_ca)))
+
+    stats = Operations(replace(tls_settings, rabbitmq_api_url=api), tls_db).queues()
+    assert {queue.unacked for queue in stats} == {3}
+    with pytest.raises(ServiceUnavailable, match=r"RabbitMQ management API .* certificate verify failed"):
+        Operations(replace(tls_settings, rabbitmq_api_url=wrong), tls_db).queues()

@@ -13,7 +13,7 @@ from jobs.email.message import Envelope, build_message
 from jobs.email.templates import RenderedEmail
 from jobs.email.transport import SmtpConfig, SmtpTransport
 from jobs.errors import PermanentError, SettingsError
-from jobs.settings import Settings
+from jobs.settings import Settings, check_tls_files
 from tests.smtp import SmtpServer
 from tests.tls import Certificates, make_certificates
 
@@ -172,5 +172,5 @@ def test_smtp_tls_parameters_are_checked_at_start_up(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="starttls='maybe' must be auto, true or false"):
         Settings(smtp_url="smtp://mail.example?starttls=maybe")
     with pytest.raises(SettingsError, match=r"cafile .* is not a file"):
-        Settings(smtp_url=f"smtps://mail.example?cafile={tmp_path / 'missing.pem'}")
+        check_tls_files(Settings(smtp_url=f"smtps://mail.example?cafile={tmp_path / 'missing.pem'}"))
     assert Settings(smtp_url="smtp://u:p@mail.example?allow_plaintext_auth=true&starttls=auto")
