@@ -133,7 +133,6 @@ def assert_one_clear_line(result: object, service: str, url_start: str) -> None:
         ("database", "PostgreSQL", "postgresql+psycopg://postgres@localhost:55432/", ["db", "upgrade"]),
         ("database", "PostgreSQL", "postgresql+psycopg://postgres@localhost:55432/", ["jobs", "list"]),
         ("broker", "RabbitMQ", "amqps://guest:***@localhost:5671/", ["queues"]),
-        ("broker", "RabbitMQ", "amqps://guest:***@localhost:5671/", ["enqueue", "noop"]),
         ("redis", "Redis", "rediss://localhost:6390/0", ["workers"]),
     ],
 )
