@@ -38,6 +38,8 @@ RABBITMQ_NODE = "conveyor-tls@localhost"
 REDIS_PORT = 6390
 #: Seconds a service may take to accept TLS connections.
 STARTUP_TIMEOUT = 90.0
+#: Attempts to bind a port that a passing client socket may hold.
+PORT_RETRIES = 20
 
 #: Every test that uses the TLS services carries this mark (the ports are shared by the session).
 tls_group = pytest.mark.xdist_group("tls")
@@ -138,7 +140,8 @@ class TlsPostgres:
         completed = subprocess.run([*self.as_user, *args], capture_output=True, timeout=120, check=False)
         if completed.returncode != 0:
             output = (completed.stdout + completed.stderr).decode(errors="replace")[-2000:]
-            raise ServiceStartError(f"{Path(args[0]).name} failed: {output}")
+            log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+            raise ServiceStartError(f"{Path(args[0]).name} failed: {output}\n{log}")
 
     def start(self) -> None:
         self.folder.mkdir(mode=0o700)
@@ -172,9 +175,27 @@ class TlsPostgres:
         (self.data / "pg_hba.conf").write_text(
             "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n"
         )
-        self._run(
-            str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start"
-        )
+        start = [
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ]
+        # 55432 lies in Linux's ephemeral range: a client socket of the busy shared machine may hold
+        # it for a moment (EADDRINUSE), so a failed bind is tried again.
+        for attempt in range(PORT_RETRIES):
+            try:
+                self._run(*start)
+                return
+            except ServiceStartError as exc:
+                if "Address already in use" not in str(exc) or attempt == PORT_RETRIES - 1:
+                    raise
+                time.sleep(2)
 
     def url(self, database: str, ca: Path) -> str:
         return (
