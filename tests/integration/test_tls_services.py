@@ -98,6 +98,27 @@ def test_broker_tls_parameters_are_checked_when_settings_are_built(tls_services:
         check_broker(missing)
 
 
+def test_a_certificate_for_another_host_name_is_refused_by_every_service(tls_settings: Settings) -> None:
+    # The servers' certificate names localhost alone: by its address, each server is an impostor.
+    by_address = replace(
+        tls_settings,
+        broker_url=tls_settings.broker_url.replace("localhost", "127.0.0.1"),
+        redis_url=tls_settings.redis_url.replace("localhost", "127.0.0.1"),
+    )
+    with pytest.raises(
+        ServiceUnavailable, match=r"RabbitMQ .* certificate verify failed: IP address mismatch"
+    ):
+        check_broker(by_address)
+    with pytest.raises(ServiceUnavailable, match=r"Redis .* certificate verify failed: IP address mismatch"):
+        check_redis_certificate(by_address)
+    database = Database(tls_settings.database_url.replace("localhost", "127.0.0.1"))
+    try:
+        with pytest.raises(ServiceUnavailable, match=r'does not match host name "127\.0\.0\.1"'):
+            database.check()
+    finally:
+        database.dispose()
+
+
 # ---------------------------------------------------------------- a wrong CA: exit 3, one line
 
 

@@ -61,8 +61,13 @@ def send_one(url: str) -> None:
         transport.close()
 
 
+def url_of(server: SmtpServer) -> str:
+    """The server's URL by the name its certificate is for."""
+    return server.url.replace("127.0.0.1", "localhost")
+
+
 def with_login(server: SmtpServer, query: str = "") -> str:
-    scheme, rest = server.url.split("://")
+    scheme, rest = url_of(server).split("://")
     return f"{scheme}://{LOGIN}{rest}{query}"
 
 
@@ -107,7 +112,7 @@ def test_an_anonymous_connection_upgrades_too(
 ) -> None:
     server = smtp_server(tls_context=server_context, require_starttls=False)
 
-    send_one(f"{server.url}?cafile={certs.ca}")
+    send_one(f"{url_of(server)}?cafile={certs.ca}")
 
     assert [r.tls for r in server.received] == [True]
 
@@ -118,7 +123,7 @@ def test_an_opportunistic_upgrade_verifies_the_certificate(
     server = smtp_server(tls_context=server_context, require_starttls=False)
 
     with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
-        send_one(f"{server.url}?cafile={certs.wrong_ca}")
+        send_one(f"{url_of(server)}?cafile={certs.wrong_ca}")
 
     assert server.received == []
 
@@ -128,7 +133,7 @@ def test_starttls_false_keeps_a_local_relay_in_plaintext(
 ) -> None:
     server = smtp_server(tls_context=server_context, require_starttls=False)
 
-    send_one(f"{server.url}?starttls=false")
+    send_one(f"{url_of(server)}?starttls=false")
 
     assert [r.tls for r in server.received] == [False]
 
@@ -139,7 +144,7 @@ def test_starttls_true_refuses_a_server_that_does_not_offer_it(
     server = smtp_server()
 
     with pytest.raises(PermanentError, match="does not offer STARTTLS"):
-        send_one(f"{server.url}?starttls=true")
+        send_one(f"{url_of(server)}?starttls=true")
 
     assert server.received == []
 
