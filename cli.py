@@ -36,7 +36,8 @@ from jobs.admin.operations import check_database, upgrade_schema
 from jobs.broker import check_broker
 from jobs.errors import SettingsError
 from jobs.logs import configure_logging
-from jobs.settings import Settings, mask_url
+from jobs.services import check_redis_certificate
+from jobs.settings import Settings, check_tls_files, mask_url
 from workers.bench import run_bench
 from workers.demo import embedded_settings, run_demo
 from workers.runtime import resolve_queues
@@ -160,9 +161,12 @@ def _include(module: str) -> None:
 
 
 def _check_services(settings: Settings) -> None:
-    """Fail fast, with exit code 3, when RabbitMQ or the database is down at start-up."""
+    """Fail fast, with exit code 3, when RabbitMQ or the database is down at start-up, or when
+    a service's TLS certificate fails verification (Redis being down is tolerated)."""
+    check_tls_files(settings)
     check_database(settings.database_url)
     check_broker(settings)
+    check_redis_certificate(settings)
 
 
 # ---------------------------------------------------------------- ping, db, demo

@@ -22,6 +22,7 @@ from jobs.schedule.leader import require_postgresql
 from jobs.schedule.runner import MAX_CATCH_UP
 from jobs.schedule.spec import load_schedule
 from jobs.schedule.status import EntryStatus
+from jobs.settings import check_tls_files
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,6 +58,7 @@ def scheduler(state: AppState, schedule_path: Path) -> None:
     require_postgresql(settings.database_url)
     # Fail fast, as `conveyor worker` does: exit code 3 for a service down at start-up, and a
     # pointer to `conveyor db upgrade` when the schedule_ticks table is missing.
+    check_tls_files(settings)
     state.ops.check_schedule_store()
     check_broker(settings)
     configure_logging(min(logging.INFO, logging.getLogger().getEffectiveLevel()))

@@ -6,6 +6,7 @@ the broker they built and pass it on.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,9 +23,10 @@ from dramatiq.middleware import Middleware
 
 from jobs.consumer import ChannelBoundConsumer
 from jobs.defaults import DEFAULT_CONNECT_TIMEOUT, MESSAGE_ENVELOPE_BYTES
-from jobs.errors import ServiceUnavailable
+from jobs.errors import ServiceUnavailable, SettingsError
 from jobs.kinds import KINDS
-from jobs.settings import Settings, mask_url
+from jobs.settings import BROKER_TLS_PARAMETERS, Settings, mask_url
+from jobs.tls import explained
 
 #: Exceptions meaning "RabbitMQ could not be reached or dropped us".
 BROKER_ERRORS: tuple[type[BaseException], ...] = (
@@ -53,6 +55,8 @@ def build_broker(settings: Settings, middleware: Sequence[Middleware] = ()) -> d
         max_priority=settings.max_priority,
         middleware=list(middleware),
     )
+    # Dramatiq builds its parameters from the URL alone: these add the TLS context (CA, client cert).
+    broker.parameters = broker_parameters(settings)
     if settings.queue_type == "quorum":
         broker.quorum_delivery_limit = settings.delivery_limit
     broker.max_body_bytes = settings.max_payload_bytes + MESSAGE_ENVELOPE_BYTES
@@ -114,12 +118,13 @@ class ConveyorRabbitmqBroker(RabbitmqBroker):
 
 
 def amqp_url(settings: Settings) -> str:
-    """The broker URL with connection parameters that fail fast and notice dead peers.
+    """The broker URL as pika reads it: with connection parameters that fail fast and notice dead
+    peers, and without Conveyor's TLS parameters (:func:`broker_parameters` applies those).
 
     Parameters already present in the user's URL are kept.
     """
     parts = urlsplit(settings.broker_url)
-    params = dict(parse_qsl(parts.query))
+    params = {k: v for k, v in parse_qsl(parts.query) if k not in BROKER_TLS_PARAMETERS}
     params.setdefault("heartbeat", str(settings.broker_heartbeat))
     params.setdefault("connection_attempts", "1")
     params.setdefault("retry_delay", "1")
@@ -128,17 +133,41 @@ def amqp_url(settings: Settings) -> str:
     return urlunsplit(parts._replace(query=urlencode(params)))
 
 
+def broker_parameters(settings: Settings) -> pika.URLParameters:
+    """pika's connection parameters for the broker URL (every connection to RabbitMQ uses them).
+
+    ``amqps://`` verifies the server's certificate and host name, against the CA file named by
+    ``?cafile=`` or else the system's CAs; ``?certfile=`` (and ``?keyfile=`` when the key is in
+    a file of its own) presents a client certificate.
+    """
+    parameters = pika.URLParameters(amqp_url(settings))
+    if urlsplit(settings.broker_url).scheme == "amqps":
+        parameters.ssl_options = pika.SSLOptions(_tls_context(settings))
+    return parameters
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext:
+    tls = dict(parse_qsl(urlsplit(settings.broker_url).query))
+    try:
+        context = ssl.create_default_context(cafile=tls.get("cafile"))
+        if "certfile" in tls:
+            context.load_cert_chain(tls["certfile"], tls.get("keyfile"))
+    except (OSError, ssl.SSLError) as exc:  # a missing or malformed PEM file
+        raise SettingsError(f"CONVEYOR_BROKER_URL={mask_url(settings.broker_url)}: {exc}") from None
+    return context
+
+
 def check_broker(settings: Settings) -> None:
     """Raise :class:`ServiceUnavailable` unless RabbitMQ accepts a connection."""
     if settings.is_embedded:
         return
     try:
-        pika.BlockingConnection(pika.URLParameters(amqp_url(settings))).close()
+        pika.BlockingConnection(broker_parameters(settings)).close()
     except BROKER_ERRORS as exc:
         raise broker_unavailable(settings, exc) from None
 
 
 def broker_unavailable(settings: Settings, exc: BaseException) -> ServiceUnavailable:
-    """Translate a pika or Dramatiq connection error into Conveyor's own."""
-    reason = str(exc).strip() or type(exc).__name__
-    return ServiceUnavailable("RabbitMQ", mask_url(settings.broker_url), reason.splitlines()[0])
+    """Translate a pika or Dramatiq connection error into Conveyor's own (a failed certificate
+    check reads ``certificate verify failed: <why>``)."""
+    return ServiceUnavailable("RabbitMQ", mask_url(settings.broker_url), explained(exc))

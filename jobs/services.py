@@ -6,14 +6,17 @@ import threading
 from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import redis
 
 from jobs.defaults import DEFAULT_REDIS_TIMEOUT
 from jobs.delivery import DeliveryOptions
-from jobs.settings import Settings
+from jobs.errors import ServiceUnavailable
+from jobs.settings import Settings, mask_url
 from jobs.store import Database
 from jobs.store.artifacts import ArtifactStore
+from jobs.tls import certificate_failure
 
 T = TypeVar("T")
 
@@ -23,6 +26,36 @@ def redis_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(
         url, socket_timeout=DEFAULT_REDIS_TIMEOUT, socket_connect_timeout=DEFAULT_REDIS_TIMEOUT
     )
+
+
+def redis_certificate_error(settings: Settings, exc: BaseException) -> ServiceUnavailable | None:
+    """The error to stop on when a Redis failure is a failed certificate check, else None.
+
+    Redis being down is an outage that jobs ride out; a certificate it cannot verify is a
+    configuration mistake that no waiting mends, so commands and workers stop on it (exit 3).
+    """
+    failure = certificate_failure(exc)
+    return None if failure is None else ServiceUnavailable("Redis", mask_url(settings.redis_url), failure)
+
+
+def check_redis_certificate(settings: Settings) -> None:
+    """Raise :class:`ServiceUnavailable` when Redis answers with a certificate Conveyor cannot
+    verify; Redis being unreachable otherwise is tolerated (it is an aid, SPEC section 2).
+
+    Raises:
+        ServiceUnavailable: a ``rediss://`` server whose certificate fails verification.
+    """
+    if urlsplit(settings.redis_url).scheme != "rediss":
+        return
+    client = redis_client(settings.redis_url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        error = redis_certificate_error(settings, exc)
+        if error is not None:
+            raise error from None
+    finally:
+        client.close()
 
 
 class EnqueuedJob(Protocol):

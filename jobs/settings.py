@@ -12,6 +12,7 @@ import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
@@ -131,6 +132,7 @@ class Settings:
         for name, schemes in _URL_SCHEMES.items():
             _check_url(name, getattr(self, name), schemes)
         _check_smtp_parameters(self.smtp_url)
+        _check_tls_parameters(self)
         if not _NAMESPACE_RE.match(self.namespace):
             raise SettingsError(
                 f"CONVEYOR_NAMESPACE={self.namespace!r} is invalid: use letters, digits, '_' or '-', "
@@ -357,7 +359,7 @@ def _check_signing(settings: Settings) -> None:
             ) from None
 
 
-_SMTP_PARAMETERS = {"starttls", "timeout", "cafile", "verify", "reuse"}
+_SMTP_PARAMETERS = {"starttls", "timeout", "cafile", "verify", "reuse", "allow_plaintext_auth"}
 
 
 def _check_smtp_parameters(url: str) -> None:
@@ -385,3 +387,62 @@ def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
         raise SettingsError(f"{env}={mask_url(url)} names no host")
     if port is not None and not 0 < port < 65536:
         raise SettingsError(f"{env}={mask_url(url)} has an invalid port")
+
+
+# issue 15: TLS to every service
+
+#: Conveyor's own parameters of an ``amqps://`` URL (pika never sees them): the CA file that
+#: verifies RabbitMQ's certificate, and a client certificate (its key in ``keyfile`` or in it).
+BROKER_TLS_PARAMETERS = frozenset({"cafile", "certfile", "keyfile"})
+
+#: ``starttls=`` values of an SMTP URL: upgrade when the server offers it (``auto``, the default),
+#: always (a server without STARTTLS is refused), or never.
+SMTP_STARTTLS_VALUES = {
+    "auto": "auto",
+    **dict.fromkeys(("1", "true", "yes", "on"), "always"),
+    **dict.fromkeys(("0", "false", "no", "off"), "never"),
+}
+
+#: URL parameters naming a file that TLS reads (CA, client certificate, key), per setting.
+_TLS_FILE_PARAMETERS = {
+    "broker_url": ("cafile", "certfile", "keyfile"),
+    "database_url": ("sslrootcert", "sslcert", "sslkey"),
+    "redis_url": ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"),
+    "smtp_url": ("cafile",),
+    "rabbitmq_api_url": ("cafile",),
+}
+
+
+def _check_tls_parameters(settings: Settings) -> None:
+    """TLS parameters make sense where they are: the broker's only on ``amqps://``, ``starttls=``
+    one of its values (the files they name are checked by :func:`check_tls_files`)."""
+    broker = urlsplit(settings.broker_url)
+    given = {key for key, _ in parse_qsl(broker.query)} & BROKER_TLS_PARAMETERS
+    if given and broker.scheme != "amqps":
+        raise SettingsError(
+            f"CONVEYOR_BROKER_URL={mask_url(settings.broker_url)}: {', '.join(sorted(given))} "
+            "are for amqps:// URLs only"
+        )
+    starttls = dict(parse_qsl(urlsplit(settings.smtp_url).query)).get("starttls", "auto")
+    if starttls.lower() not in SMTP_STARTTLS_VALUES:
+        raise SettingsError(f"CONVEYOR_SMTP_URL: starttls={starttls!r} must be auto, true or false")
+    if "keyfile" in given and "certfile" not in given:
+        raise SettingsError("CONVEYOR_BROKER_URL: keyfile= needs certfile= (the client certificate)")
+
+
+def check_tls_files(settings: Settings) -> None:
+    """Every CA, certificate and key file that a URL names exists: a typo fails when a worker
+    starts rather than at its first connection. (Not checked when settings are built: they may
+    be built on a host that only passes them on.)
+
+    Raises:
+        SettingsError: a file is missing.
+    """
+    for name, keys in _TLS_FILE_PARAMETERS.items():
+        url = getattr(settings, name) or ""
+        for key, value in parse_qsl(urlsplit(url).query):
+            # libpq's sslrootcert=system means the system's CAs, not a file.
+            if key in keys and value != "system" and not Path(value).expanduser().is_file():
+                raise SettingsError(
+                    f"{ENV_PREFIX}{name.upper()}={mask_url(url)}: {key} {value!r} is not a file"
+                )

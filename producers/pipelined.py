@@ -27,7 +27,7 @@ import pika.exceptions
 from pika.frame import Method
 from pika.spec import Basic
 
-from jobs.broker import amqp_url
+from jobs.broker import broker_parameters
 from jobs.settings import Settings
 from producers.frames import PublishFrames
 
@@ -186,7 +186,7 @@ class PipelinedPublisher:
         if self._channel is not None and self._channel.is_open:
             return self._channel
         self.close()
-        self._connection = pika.BlockingConnection(pika.URLParameters(amqp_url(self.settings)))
+        self._connection = pika.BlockingConnection(broker_parameters(self.settings))
         blocking = self._connection.channel()
         # pika's blocking channel waits for each confirm; its underlying channel lets confirms
         # arrive asynchronously while we keep publishing.

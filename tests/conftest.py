@@ -21,6 +21,7 @@ from jobs.store import Database, JobStore
 from jobs.store.migrate import ensure_database, upgrade
 from producers import Client
 from tests.helpers import WorkerProcess, queue_names
+from tests.tls import TlsServices, running_tls_services
 
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -129,3 +130,37 @@ def crash_kind() -> Iterator[None]:
     yield
     KINDS.pop(poison.KIND.name, None)
     ACTOR_KINDS.pop(poison.KIND.actor_name, None)
+
+
+# issue 15: TLS to every service
+
+
+@pytest.fixture(scope="session")
+def tls_services() -> Iterator[TlsServices]:
+    """PostgreSQL, RabbitMQ and Redis over TLS (tests/tls.py), started once for the session: mark
+    the tests using them with ``tests.tls.tls_group`` so that one xdist worker runs them all."""
+    with running_tls_services() as services:
+        yield services
+
+
+@pytest.fixture(scope="session")
+def tls_database_url(tls_services: TlsServices) -> str:
+    """A migrated database on the TLS cluster, reached with ``sslmode=verify-full``."""
+    url = tls_services.postgres.url("conveyor_tls", tls_services.certs.ca)
+    ensure_database(url)
+    db = Database(url)
+    upgrade(db)
+    db.dispose()
+    return url
+
+
+@pytest.fixture
+def tls_settings(tls_services: TlsServices, tls_database_url: str, namespace: str) -> Settings:
+    """Settings with every service over verified TLS (SMTP stays a test's own choice)."""
+    ca = tls_services.certs.ca
+    return Settings(
+        broker_url=tls_services.rabbitmq.url(ca),
+        database_url=tls_database_url,
+        redis_url=tls_services.redis.url(ca),
+        namespace=namespace,
+    )

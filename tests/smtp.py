@@ -23,6 +23,8 @@ class Received:
     recipients: list[str]
     message: EmailMessage
     at: float
+    #: Whether the message came over TLS (SMTPS, or after STARTTLS).
+    tls: bool = False
 
 
 @dataclass
@@ -42,6 +44,8 @@ class RecordingHandler:
         self.received: list[Received] = []
         self.behaviour = Behaviour()
         self.connections = 0
+        #: AUTH attempts (whatever their outcome), and whether each came over TLS.
+        self.logins: list[bool] = []
         self.lock = threading.Lock()
 
     async def handle_EHLO(
@@ -68,11 +72,22 @@ class RecordingHandler:
             message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
             self.received.append(
-                Received(envelope.mail_from, list(envelope.rcpt_tos), message, time.monotonic())
+                Received(
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    message,
+                    time.monotonic(),
+                    tls=_over_tls(server, session),
+                )
             )
         if self.behaviour.after_accept is not None:
             self.behaviour.after_accept(message)  # type: ignore[arg-type]
         return "250 OK: queued"
+
+
+def _over_tls(server: Any, session: Any) -> bool:
+    """After STARTTLS aiosmtpd fills ``session.ssl``; with SMTPS only the transport knows."""
+    return session.ssl is not None or server.transport.get_extra_info("sslcontext") is not None
 
 
 def free_port() -> int:
@@ -88,19 +103,35 @@ class SmtpServer:
         tls_context: ssl.SSLContext | None = None,
         credentials: tuple[str, str] | None = None,
         smtputf8: bool = False,
+        require_starttls: bool = True,
+        implicit_tls: bool = False,
+        auth_require_tls: bool = True,
     ):
+        """``tls_context``: offer STARTTLS with it (required unless ``require_starttls=False``),
+        or with ``implicit_tls`` speak TLS from the first byte (SMTPS). ``auth_require_tls=False``
+        accepts a login on a plain connection (the careless server a client must not trust)."""
         self.handler = RecordingHandler()
         self.port = free_port()
+        self.implicit_tls = implicit_tls
         kwargs: dict[str, Any] = {"enable_SMTPUTF8": smtputf8}
-        if tls_context is not None:
-            kwargs.update(tls_context=tls_context, require_starttls=True)
+        if tls_context is not None and implicit_tls:
+            kwargs.update(ssl_context=tls_context)
+        elif tls_context is not None:
+            kwargs.update(tls_context=tls_context, require_starttls=require_starttls)
         if credentials is not None:
-            kwargs.update(authenticator=_authenticator(credentials), auth_required=True)
+            # aiosmtpd offers AUTH over STARTTLS only, unless told it may offer it without: SMTPS
+            # (TLS already) and the careless server; it then cannot also require a login.
+            plain_auth = implicit_tls or not auth_require_tls
+            kwargs.update(
+                authenticator=_authenticator(credentials, self.handler),
+                auth_required=not plain_auth,
+                auth_require_tls=not plain_auth,
+            )
         self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, **kwargs)
 
     @property
     def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}"
+        return f"{'smtps' if self.implicit_tls else 'smtp'}://127.0.0.1:{self.port}"
 
     @property
     def received(self) -> list[Received]:
@@ -114,8 +145,10 @@ class SmtpServer:
         self.controller.stop()
 
 
-def _authenticator(credentials: tuple[str, str]) -> Callable[..., AuthResult]:
+def _authenticator(credentials: tuple[str, str], handler: RecordingHandler) -> Callable[..., AuthResult]:
     def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        with handler.lock:
+            handler.logins.append(_over_tls(server, session))
         ok = (
             isinstance(auth_data, LoginPassword)
             and (auth_data.login.decode(), auth_data.password.decode()) == credentials

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import pika
 import pika.exceptions
 
-from jobs.broker import BROKER_ERRORS, amqp_url, broker_unavailable
+from jobs.broker import BROKER_ERRORS, broker_parameters, broker_unavailable
 from jobs.errors import ConveyorError, DeadLetterNotFound
 from jobs.ids import is_uuid
 from jobs.kinds import ACTOR_KINDS, KINDS
@@ -287,7 +287,7 @@ def _scan(
     """
     queues = dead_letter_queues(settings, queue)
     try:
-        connection = pika.BlockingConnection(pika.URLParameters(amqp_url(settings)))
+        connection = pika.BlockingConnection(broker_parameters(settings))
     except BROKER_ERRORS as exc:
         raise broker_unavailable(settings, exc) from None
     try:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.error import HTTPError, URLError
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit, urlunsplit
 from urllib.request import Request, urlopen
 
 import pika
 import pika.exceptions
 
-from jobs.broker import BROKER_ERRORS, amqp_url, broker_unavailable
+from jobs.broker import BROKER_ERRORS, broker_parameters, broker_unavailable
 from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
 from jobs.errors import ServiceUnavailable
 from jobs.kinds import KINDS
@@ -22,6 +23,7 @@ from jobs.store import Database
 from jobs.store.delayed import DelayedStore
 from jobs.store.jobs import utcnow
 from jobs.store.stats import StatsStore
+from jobs.tls import explained
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ def rabbitmq_counts(settings: Settings, names: list[str]) -> dict[str, tuple[int
     """
     counts: dict[str, tuple[int, int]] = {}
     try:
-        connection = pika.BlockingConnection(pika.URLParameters(amqp_url(settings)))
+        connection = pika.BlockingConnection(broker_parameters(settings))
     except BROKER_ERRORS as exc:
         raise broker_unavailable(settings, exc) from None
     try:
@@ -101,6 +103,13 @@ def rabbitmq_counts(settings: Settings, names: list[str]) -> dict[str, tuple[int
     finally:
         connection.close()
     return counts
+
+
+def _api_tls(parts: SplitResult) -> ssl.SSLContext | None:
+    """For ``https://``: the server's certificate verified against ``?cafile=`` (or the system's CAs)."""
+    if parts.scheme != "https":
+        return None
+    return ssl.create_default_context(cafile=dict(parse_qsl(parts.query)).get("cafile"))
 
 
 def _management_figures(settings: Settings, queue: str) -> dict[str, Any]:
@@ -123,7 +132,7 @@ def _management_figures(settings: Settings, queue: str) -> dict[str, Any]:
         request.add_header("Authorization", f"Basic {token}")
     try:
         # S310: the scheme is http(s), checked when the settings were built.
-        with urlopen(request, timeout=DEFAULT_CONNECT_TIMEOUT) as response:  # noqa: S310
+        with urlopen(request, timeout=DEFAULT_CONNECT_TIMEOUT, context=_api_tls(parts)) as response:  # noqa: S310
             data = json.load(response)
     except HTTPError as exc:
         if exc.code == 404:  # not declared yet
@@ -133,7 +142,7 @@ def _management_figures(settings: Settings, queue: str) -> dict[str, Any]:
         ) from None
     except (URLError, OSError, ValueError) as exc:
         raise ServiceUnavailable(
-            "RabbitMQ management API", mask_url(settings.rabbitmq_api_url), str(exc)
+            "RabbitMQ management API", mask_url(settings.rabbitmq_api_url), explained(exc)
         ) from None
     stats = data.get("message_stats") or {}
     return {

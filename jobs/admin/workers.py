@@ -17,6 +17,7 @@ import redis
 
 from jobs.logs import mask_secrets
 from jobs.middleware.heartbeat import registry_prefix
+from jobs.services import redis_certificate_error
 from jobs.settings import Settings, mask_url
 from jobs.store import Database
 from jobs.store.stats import StatsStore
@@ -127,12 +128,16 @@ def live_replicas(settings: Settings, redis_client: redis.Redis, db: Database) -
     """Every replica with a live heartbeat; on a Redis failure, who ran jobs in the last 10 min.
 
     Raises:
-        ServiceUnavailable: Redis is unreachable and so is the job store.
+        ServiceUnavailable: Redis's certificate fails verification (a mistake, not an outage), or
+            Redis is unreachable and so is the job store.
         SchemaMissing: Redis is unreachable and the job store has no schema.
     """
     try:
         beats = read_beats(redis_client, settings.namespace)
     except redis.RedisError as exc:
+        misconfigured = redis_certificate_error(settings, exc)
+        if misconfigured is not None:  # not an outage: the PostgreSQL fallback would hide it
+            raise misconfigured from None
         reason = mask_secrets(str(exc).strip().rstrip(".") or type(exc).__name__)
         note = (
             f"Redis unreachable at {mask_url(settings.redis_url)}: {reason}; showing the workers that "

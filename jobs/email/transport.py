@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from jobs.defaults import DEFAULT_SMTP_IDLE_TIMEOUT, DEFAULT_SMTP_TIMEOUT
 from jobs.email.message import OutgoingMessage
 from jobs.errors import PermanentError
+from jobs.settings import SMTP_STARTTLS_VALUES
 
 logger = logging.getLogger("conveyor.email")
 
@@ -29,11 +30,19 @@ class SendResult:
 
 @dataclass(frozen=True)
 class SmtpConfig:
-    """What ``smtp://user:pass@host:port?starttls=true&timeout=10&cafile=…&verify=false&reuse=true`` says."""
+    """What ``smtp://user:pass@host:port?starttls=true&timeout=10&cafile=…&verify=false&reuse=true`` says.
+
+    TLS policy (issue 15): ``smtps://`` is TLS from the first byte; on ``smtp://`` the connection
+    upgrades with STARTTLS whenever the server offers it (``starttls=true``: refuse a server that
+    does not; ``starttls=false``: never upgrade). Certificates are verified (``cafile=``, or the
+    system's CAs; ``verify=false`` turns that off). A password is only sent over TLS, unless
+    ``allow_plaintext_auth=true`` says that this link needs none (a relay on the same host).
+    """
 
     host: str
     port: int
     implicit_tls: bool
+    #: STARTTLS is required: a server that does not offer it is refused.
     starttls: bool
     username: str | None
     password: str | None
@@ -42,26 +51,33 @@ class SmtpConfig:
     verify: bool
     #: Keep one connection per worker thread across messages (``reuse=false``: one per message).
     reuse: bool = True
+    #: Upgrade with STARTTLS when the server offers it (``starttls=false`` turns this off).
+    starttls_if_offered: bool = True
+    #: Log in over a connection that is not encrypted (``allow_plaintext_auth=true``).
+    allow_plaintext_auth: bool = False
 
     @classmethod
     def from_url(cls, url: str) -> SmtpConfig:
         parts = urlsplit(url)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = set(query) - {"starttls", "timeout", "cafile", "verify", "reuse"}
+        unknown = set(query) - {"starttls", "timeout", "cafile", "verify", "reuse", "allow_plaintext_auth"}
         if unknown:
             raise ValueError(f"CONVEYOR_SMTP_URL: unknown parameter(s) {', '.join(sorted(unknown))}")
         implicit_tls = parts.scheme == "smtps"
+        starttls = starttls_policy(query.get("starttls", "auto"))
         return cls(
             host=parts.hostname or "127.0.0.1",
             port=parts.port or (465 if implicit_tls else 25),
             implicit_tls=implicit_tls,
-            starttls=_flag(query.get("starttls", "false")),
+            starttls=starttls == "always",
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             timeout=float(query.get("timeout", DEFAULT_SMTP_TIMEOUT)),
             cafile=query.get("cafile"),
             verify=_flag(query.get("verify", "true")),
             reuse=_flag(query.get("reuse", "true")),
+            starttls_if_offered=starttls != "never",
+            allow_plaintext_auth=_flag(query.get("allow_plaintext_auth", "false")),
         )
 
     def tls_context(self) -> ssl.SSLContext:
@@ -70,6 +86,18 @@ class SmtpConfig:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return context
+
+
+def starttls_policy(value: str) -> str:
+    """``auto``, ``always`` or ``never`` for a ``starttls=`` value.
+
+    Raises:
+        ValueError: none of auto, true/1/yes/on, false/0/no/off.
+    """
+    policy = SMTP_STARTTLS_VALUES.get(value.lower())
+    if policy is None:
+        raise ValueError(f"CONVEYOR_SMTP_URL: starttls={value!r} must be auto, true or false")
+    return policy
 
 
 def _flag(value: str) -> bool:
@@ -189,12 +217,10 @@ class SmtpTransport:
             smtp = smtplib.SMTP(config.host, config.port, timeout=config.timeout)
         try:
             smtp.ehlo()
-            if config.starttls:
-                if not smtp.has_extn("starttls"):
-                    raise PermanentError(f"SMTP server {config.host}:{config.port} does not offer STARTTLS")
-                smtp.starttls(context=config.tls_context())
-                smtp.ehlo()
+            encrypted = config.implicit_tls or _upgrade(smtp, config)
             if config.username:
+                if not encrypted and not config.allow_plaintext_auth:
+                    raise PermanentError(_plaintext_login_refused(smtp, config))
                 smtp.login(config.username, config.password or "")
         except BaseException:
             smtp.close()
@@ -229,6 +255,32 @@ class SmtpTransport:
             pooled, self._all = list(self._all), set()
         for p in pooled:
             _quit(p.smtp)
+
+
+def _upgrade(smtp: smtplib.SMTP, config: SmtpConfig) -> bool:
+    """STARTTLS when the server offers it and the URL allows it: whether the link is now TLS.
+
+    Raises:
+        PermanentError: ``starttls=true`` and the server does not offer STARTTLS.
+        ssl.SSLError: the server's certificate fails verification (retried, like a network error).
+    """
+    offered = smtp.has_extn("starttls")
+    if config.starttls and not offered:
+        raise PermanentError(f"SMTP server {config.host}:{config.port} does not offer STARTTLS")
+    if not offered or not config.starttls_if_offered:
+        return False
+    smtp.starttls(context=config.tls_context())
+    smtp.ehlo()
+    return True
+
+
+def _plaintext_login_refused(smtp: smtplib.SMTP, config: SmtpConfig) -> str:
+    why = "starttls=false" if smtp.has_extn("starttls") else "the server does not offer STARTTLS"
+    return (
+        f"refusing to send the SMTP password of {config.username!r} in plaintext to "
+        f"{config.host}:{config.port} ({why}): use smtps://, a server that offers STARTTLS, or "
+        "add allow_plaintext_auth=true to CONVEYOR_SMTP_URL for a trusted relay on this host"
+    )
 
 
 def _mail_options(smtp: smtplib.SMTP, message: OutgoingMessage, config: SmtpConfig) -> list[str]:

@@ -23,6 +23,7 @@ from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
 from jobs.errors import SchemaMissing, ServiceUnavailable, StoreRefused
 from jobs.settings import mask_url
 from jobs.store.direct import DirectConnection
+from jobs.tls import explained
 
 __all__ = ["Database", "SchemaMissing", "backend_name", "wrap_exceptions"]
 
@@ -95,7 +96,7 @@ class Database:
         return None
 
     def unavailable(self, exc: BaseException) -> ServiceUnavailable:
-        reason = str(getattr(exc, "orig", exc) or type(exc).__name__).strip().splitlines()[0]
+        reason = explained(getattr(exc, "orig", None) or exc)
         if "does not exist" in reason:
             reason += " (`conveyor db upgrade` creates it)"
         return ServiceUnavailable(self.service, self.masked_url, reason)

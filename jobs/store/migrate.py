@@ -16,6 +16,7 @@ from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
 from jobs.errors import ServiceUnavailable
 from jobs.settings import mask_url
 from jobs.store.database import Database
+from jobs.tls import explained
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Replicas started together all run `db upgrade`; one migrates, the others wait.
@@ -70,8 +71,7 @@ def ensure_database(url: str) -> bool:
             connection.execute(text(f"CREATE DATABASE {quoted}"))
             return True
     except OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise ServiceUnavailable("PostgreSQL", mask_url(url), reason) from None
+        raise ServiceUnavailable("PostgreSQL", mask_url(url), explained(exc.orig or exc)) from None
     finally:
         engine.dispose()
 

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import click
 import pytest
@@ -747,3 +748,71 @@ def test_the_deploy_readme_covers_every_example() -> None:
         "--shutdown-timeout",
     ):
         assert phrase in readme
+
+
+# ---------------------------------------------------------------- issue 15: TLS between hosts
+
+#: The URL parameters that name the CA a connection verifies its server against.
+_CA_PARAMETERS = {
+    "CONVEYOR_BROKER_URL": "cafile",
+    "CONVEYOR_DATABASE_URL": "sslrootcert",
+    "CONVEYOR_REDIS_URL": "ssl_ca_certs",
+    "CONVEYOR_SMTP_URL": "cafile",
+    "CONVEYOR_RABBITMQ_API_URL": "cafile",
+}
+
+
+def _query(url: str) -> dict[str, str]:
+    return dict(parse_qsl(urlsplit(url).query))
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        pytest.param(lambda: env_file(SYSTEMD / "conveyor.env.example"), id="systemd-env-file"),
+        pytest.param(_kubernetes_settings, id="kubernetes"),
+    ],
+)
+def test_the_examples_between_hosts_use_verified_tls_to_every_service(source: Any) -> None:
+    environment: dict[str, str] = source()
+    broker, database = environment["CONVEYOR_BROKER_URL"], environment["CONVEYOR_DATABASE_URL"]
+    redis, smtp = environment["CONVEYOR_REDIS_URL"], environment["CONVEYOR_SMTP_URL"]
+
+    assert broker.startswith("amqps://")
+    assert _query(broker).get("cafile")
+    assert _query(database).get("sslmode") == "verify-full"
+    assert _query(database).get("sslrootcert")
+    assert redis.startswith("rediss://")
+    assert _query(redis).get("ssl_cert_reqs", "required") == "required"
+    assert smtp.startswith(("smtps://", "smtp://", "file://"))
+    # Neither an opt-out of STARTTLS nor of the plaintext-password refusal in an example.
+    assert not {"starttls", "allow_plaintext_auth", "verify"} & set(_query(smtp))
+    assert environment.get("CONVEYOR_RABBITMQ_API_URL", "https://").startswith("https://")
+    Settings.from_env(environment)
+
+
+def test_kubernetes_pods_mount_the_ca_files_their_urls_name() -> None:
+    secrets = _kubernetes_settings()
+    files = [
+        _query(secrets[name])[key] for name, key in _CA_PARAMETERS.items() if key in _query(secrets[name])
+    ]
+    assert len(files) == len(_CA_PARAMETERS)  # every connection names its CA
+    for (kind, name), document in all_manifests().items():
+        if kind not in ("Deployment", "Job"):
+            continue
+        pod = pod_spec(document)
+        volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
+        for container in pod["containers"]:
+            if "envFrom" not in container:
+                continue  # reads no setting
+            mounts = [m for m in container.get("volumeMounts", []) if m["name"] in volumes]
+            for path in files:
+                mount = next((m for m in mounts if path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+                assert mount is not None, f"{name}/{container['name']}: nothing mounted at {path}"
+                assert mount.get("readOnly") is True
+                assert "secret" in volumes[mount["name"]] or "configMap" in volumes[mount["name"]]
+
+
+def test_the_compose_stack_on_one_host_says_how_to_turn_tls_on() -> None:
+    # One Docker host: the services talk over Compose's private network; the file points to TLS.
+    assert "docs/security/tls.md" in COMPOSE_FILE.read_text()
