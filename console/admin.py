@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import click
 from rich.console import Group
@@ -14,13 +12,13 @@ from rich.live import Live
 from rich.progress import Progress
 from rich.table import Table
 
-from console.common import AppState, err, json_option, out
+from console.common import AppState, echo_json, err, json_option, out
 from console.jobs import parse_moment
+from console.text import cell
 from console.views import jobs_table
 from console.workers import workers_table
 from jobs.admin.queues import QueueStats
 from jobs.admin.stats import GroupStats
-from jobs.settings import mask_url
 from jobs.status import FINAL_STATUSES, JobStatus
 from jobs.store import JobSelection
 
@@ -35,7 +33,7 @@ def queues(state: AppState, as_json: bool) -> None:
     waiting job's age (PostgreSQL)."""
     rows = state.ops.queues()
     if as_json:
-        click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
+        echo_json([row.to_dict() for row in rows])
         return
     out.print(queues_table(rows))
 
@@ -53,8 +51,8 @@ def queues_table(rows: list[QueueStats]) -> Table:
         wait = "" if r.oldest_wait_seconds is None else _age(r.oldest_wait_seconds)
         dead = f"[red]{r.dead}[/]" if r.dead else "0"
         cells = [
-            r.queue,
-            ", ".join(r.kinds),
+            cell(r.queue),
+            cell(", ".join(r.kinds)),
             str(r.ready),
             str(r.delayed),
             dead,
@@ -87,11 +85,7 @@ def stats(state: AppState, since: str, by: str, as_json: bool) -> None:
     assert moment is not None
     rows = state.ops.stats(moment, by)
     if as_json:
-        click.echo(
-            json.dumps(
-                {"since": moment.isoformat(), "by": by, "groups": [r.to_dict() for r in rows]}, indent=2
-            )
-        )
+        echo_json({"since": moment.isoformat(), "by": by, "groups": [r.to_dict() for r in rows]})
         return
     out.print(stats_table(rows, by, moment))
 
@@ -102,7 +96,7 @@ def stats_table(rows: list[GroupStats], by: str, since: datetime) -> Table:
         table.add_column(column, justify="left" if column == by else "right")
     for r in rows:
         table.add_row(
-            r.group,
+            cell(r.group),
             str(r.done),
             f"[red]{r.failed}[/]" if r.failed else "0",
             str(r.retried),
@@ -205,17 +199,13 @@ def prune_command(
 @click.pass_obj
 def config(state: AppState, as_json: bool) -> None:
     """The effective settings (environment and flags), passwords masked."""
-    values: dict[str, Any] = {
-        f.name: mask_url(v) if f.name.endswith("_url") and isinstance(v, str) else v
-        for f in dataclasses.fields(state.settings)
-        for v in [getattr(state.settings, f.name)]
-    }
+    values = state.settings.masked()
     if as_json:
-        click.echo(json.dumps(values, indent=2))
+        echo_json(values)
         return
     table = Table(title="effective settings", title_justify="left")
     table.add_column("setting")
     table.add_column("value", overflow="fold")
     for name, value in values.items():
-        table.add_row(f"CONVEYOR_{name.upper()}", "" if value is None else str(value))
+        table.add_row(f"CONVEYOR_{name.upper()}", cell(value))
     out.print(table)

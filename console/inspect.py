@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -11,10 +10,12 @@ from rich.table import Table
 
 from console.common import (
     AppState,
+    echo_json,
     err,
     json_option,
     out,
 )
+from console.text import cell
 from console.views import when
 
 # ---------------------------------------------------------------- artifacts
@@ -34,14 +35,19 @@ def artifacts_list(state: AppState, job_id: str | None, limit: int, as_json: boo
     """Artifacts, newest first."""
     rows = state.ops.artifacts(job_id=job_id, limit=limit)
     if as_json:
-        click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
+        echo_json([row.to_dict() for row in rows])
         return
     table = Table(title=f"{len(rows)} artifact(s)", title_justify="left")
     for column in ("id", "name", "type", "size", "job", "created"):
         table.add_column(column, no_wrap=column != "name")
     for row in rows:
         table.add_row(
-            row.id, row.name, row.content_type, f"{row.size:,}", row.job_id or "", when(row.created_at)
+            cell(row.id),
+            cell(row.name),
+            cell(row.content_type),
+            f"{row.size:,}",
+            cell(row.job_id),
+            when(row.created_at),
         )
     out.print(table)
 

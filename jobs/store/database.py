@@ -130,7 +130,9 @@ def backend_name(url: str) -> str:
 
 def _make_engine(url: str, *, pool_size: int, pre_ping: bool) -> Engine:
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": pre_ping, "pool_recycle": 1800}
+    # hide_parameters: a statement's values (payloads, addresses) never land in an exception's
+    # text, and so never in a log line or a traceback stored with an attempt.
+    kwargs: dict[str, Any] = {"pool_pre_ping": pre_ping, "pool_recycle": 1800, "hide_parameters": True}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         engine = create_engine(url, **kwargs)

@@ -14,7 +14,7 @@ import pytest
 from jobs.errors import JobFailed
 from jobs.settings import Settings
 from producers import Client, Job, JobStatus
-from tests.helpers import AMQP_URL, ROOT, WorkerProcess, eventually, message_count, run_cli
+from tests.helpers import AMQP_URL, ROOT, WorkerProcess, eventually, message_count, observe, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -151,7 +151,7 @@ def test_purge_asks_first_and_a_no_keeps_everything(
     (job,) = kill(client, settings, 1)
 
     def purge(answer: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        result = subprocess.run(
             [sys.executable, str(ROOT / "cli.py"), "dlq", "purge", job.id],
             env=service_env,
             input=answer,
@@ -161,6 +161,8 @@ def test_purge_asks_first_and_a_no_keeps_everything(
             check=False,
             cwd=ROOT,
         )
+        observe(result.stdout + result.stderr, "output of `conveyor dlq purge`")
+        return result
 
     refused = purge("n\n")
     assert refused.returncode == 1
