@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -167,30 +166,41 @@ def _sparkline(state: AppState, since: datetime) -> str:
     type=click.Choice([s.value for s in FINAL_STATUSES]),
     help="Only these statuses (repeatable; default: every finished status).",
 )
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 @click.pass_obj
 def prune_command(
-    state: AppState, older_than: str, statuses: tuple[str, ...], yes: bool, as_json: bool
+    state: AppState, older_than: str, statuses: tuple[str, ...], dry_run: bool, yes: bool, as_json: bool
 ) -> None:
-    """Delete old finished jobs, their attempts and output artifacts, in batches."""
+    """Delete old finished jobs, their attempts, their artifacts (outputs, and inputs such as source
+    photos and attachments no other job uses) with their files, and their .eml copies, in batches.
+
+    The .eml copies are those of CONVEYOR_SMTP_URL=file://DIR (a relative DIR is taken from the
+    current folder: run prune where the workers run, or give an absolute folder).
+    """
     cutoff = parse_moment(older_than)
     assert cutoff is not None
     total = state.ops.count_prunable(cutoff, statuses or None)
-    if total and not yes:
+    if total and not yes and not dry_run:
         click.confirm(
-            f"Delete {total} job(s) finished before {cutoff:%Y-%m-%d %H:%M} UTC?", abort=True, err=True
+            f"Delete {total} job(s) finished before {cutoff:%Y-%m-%d %H:%M} UTC, "
+            "with their artifacts and files?",
+            abort=True,
+            err=True,
         )
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task("pruning", total=total, visible=total > 1000)
-        jobs_deleted, artifacts_deleted = state.ops.prune(
-            cutoff, statuses or None, lambda n: progress.advance(task, n)
+        result = state.ops.prune(
+            cutoff, statuses or None, lambda n: progress.advance(task, n), dry_run=dry_run
         )
-    result = {"jobs": jobs_deleted, "artifacts": artifacts_deleted, "older_than": cutoff.isoformat()}
+    if as_json:
+        echo_json({**result.to_dict(), "older_than": cutoff.isoformat()}, indent=None)
+        return
+    removed = result.removed
     click.echo(
-        json.dumps(result)
-        if as_json
-        else f"deleted {jobs_deleted} job(s) and {artifacts_deleted} artifact(s)"
+        f"{'would delete' if dry_run else 'deleted'} {result.jobs} job(s), {removed.artifacts} artifact(s), "
+        f"{removed.files} artifact file(s) and {removed.emails} email copy(ies)"
     )
 
 
