@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
 from jobs.errors import SchemaMissing, ServiceUnavailable
 from jobs.settings import mask_url
-from jobs.store.direct import DirectConnection
+from jobs.store.direct import DirectConnection, hide_quoted_values
 
-__all__ = ["Database", "SchemaMissing", "backend_name", "wrap_exceptions"]
+__all__ = ["Database", "SchemaMissing", "backend_name", "hide_quoted_values", "wrap_exceptions"]
 
 
 class Database:
@@ -119,6 +119,7 @@ def wrap_exceptions(translate: Callable[..., Exception | None]) -> Iterator[None
         unreachable = isinstance(exc, OperationalError | SAInterfaceError) or exc.connection_invalidated
         error = translate(exc.orig or exc, unreachable=unreachable)
         if error is None:
+            hide_quoted_values(exc.orig)
             raise
         raise error from None
 
@@ -144,7 +145,18 @@ def _make_engine(url: str, *, pool_size: int, pre_ping: bool) -> Engine:
     kwargs["connect_args"] = {"connect_timeout": DEFAULT_CONNECT_TIMEOUT, "application_name": "conveyor"}
     kwargs["pool_size"] = pool_size
     kwargs["max_overflow"] = pool_size
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    event.listen(engine, "handle_error", _hide_quoted_values)
+    return engine
+
+
+def _hide_quoted_values(context: Any) -> None:
+    # Every driver error of the engine, whoever runs the statement (see hide_quoted_values); the
+    # SQLAlchemy error wrapping it already copied its text, so that copy is cut too.
+    orig, wrapper = context.original_exception, context.sqlalchemy_exception
+    hide_quoted_values(orig)
+    if isinstance(orig, psycopg.Error) and wrapper is not None and wrapper.args:
+        wrapper.args = (f"({type(orig).__module__}.{type(orig).__name__}) {orig}", *wrapper.args[1:])
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

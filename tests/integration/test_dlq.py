@@ -14,7 +14,7 @@ import pytest
 from jobs.errors import JobFailed
 from jobs.settings import Settings
 from producers import Client, Job, JobStatus
-from tests.helpers import AMQP_URL, ROOT, WorkerProcess, eventually, message_count, observe, run_cli
+from tests.helpers import AMQP_URL, ROOT, WorkerProcess, eventually, message_count, observe, run_cli, secret
 
 pytestmark = pytest.mark.integration
 
@@ -238,11 +238,12 @@ def test_bad_usage_exits_2(service_env: dict[str, str]) -> None:
 
 
 def test_an_unreachable_broker_gives_one_line_and_exit_3(service_env: dict[str, str]) -> None:
-    env = {**service_env, "CONVEYOR_BROKER_URL": "amqp://guest:secret@127.0.0.1:1/%2F"}
+    password = secret("broker")
+    env = {**service_env, "CONVEYOR_BROKER_URL": f"amqp://guest:{password}@127.0.0.1:1/%2F"}
 
     result = dlq(env, "list")
 
     assert result.returncode == 3
     assert "RabbitMQ is unreachable" in result.stderr
-    assert "secret" not in result.stderr
+    assert password not in result.stderr
     assert "Traceback" not in result.stderr

@@ -4,12 +4,14 @@ admin's terminal, secrets masked in every view and every ``--json`` (issue 15's 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import text
+from sqlalchemy.exc import DataError
 
 from cli import main
 from jobs.store import Database
@@ -182,3 +184,21 @@ def test_a_slash_in_a_password_is_never_printed(service_env: dict[str, str]) -> 
         assert password.split("/")[0] not in result.stderr + result.stdout
         assert "tail" not in result.stderr + result.stdout
         assert "percent-encoded" in result.stderr
+
+
+def test_a_refused_statement_never_quotes_its_values(db: Database) -> None:
+    password = secret("statement value")
+    payload = json.dumps({"password": password, "note": "\u0000"})  # PostgreSQL refuses \u0000 in jsonb
+
+    with pytest.raises(DataError) as error, db.engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO jobs (id, kind, queue, status, payload, attempts, created_at) "
+                "VALUES (:id, 'noop', 'refused', 'queued', :payload, 0, :now)"
+            ),
+            {"id": str(uuid.uuid4()), "payload": payload, "now": datetime.now(UTC)},
+        )
+
+    assert "unsupported Unicode escape sequence" in str(error.value)
+    assert password not in str(error.value)
+    logging.getLogger("conveyor.test").error("refused", exc_info=error.value)  # the log scan checks it
