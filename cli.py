@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import sys
 import time
@@ -17,6 +16,7 @@ from console.common import (
     AppState,
     ConveyorGroup,
     Seconds,
+    echo_json,
     err,
     fail,
     json_option,
@@ -190,7 +190,7 @@ def ping(state: AppState, timeout: float, as_json: bool) -> None:
     elapsed = (time.perf_counter() - started) * 1000
     worker_id = next((a.worker for a in job.history()), "?")
     if as_json:
-        click.echo(json.dumps({"job_id": job.id, "round_trip_ms": round(elapsed, 2), "worker": worker_id}))
+        echo_json({"job_id": job.id, "round_trip_ms": round(elapsed, 2), "worker": worker_id}, indent=None)
     else:
         click.echo(f"pong: job {job.id} ran on {worker_id}, round trip {elapsed:.1f} ms")
 
@@ -219,7 +219,7 @@ def bench(state: AppState, job_count: int, sleep: float, as_json: bool) -> None:
 
         result = run_bench(state.client, jobs=job_count, sleep=sleep, on_progress=on_progress)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        echo_json(result.to_dict())
         return
     click.echo(
         f"{result.jobs} noop jobs (sleep {result.sleep:g} s): enqueue {result.enqueue_per_second:,.0f}/s, "
@@ -260,7 +260,7 @@ def demo(state: AppState, as_json: bool) -> None:
         out.print(f"[bold]Conveyor demo[/] — embedded stack: {settings!r}")
     results = run_demo(settings, on_event=(lambda _line: None) if as_json else out.print)
     if as_json:
-        click.echo(json.dumps([{"title": title, **info.to_dict()} for title, info in results], indent=2))
+        echo_json([{"title": title, **info.to_dict()} for title, info in results])
         return
     out.print(jobs_table([info for _, info in results], notes=[title for title, _ in results]))
     out.print(

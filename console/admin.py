@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import click
 from rich.console import Group
@@ -14,13 +11,13 @@ from rich.live import Live
 from rich.progress import Progress
 from rich.table import Table
 
-from console.common import AppState, Seconds, err, json_option, out
+from console.common import AppState, Seconds, echo_json, err, json_option, out
 from console.jobs import parse_moment
+from console.text import cell
 from console.views import jobs_table
 from console.workers import workers_table
 from jobs.admin.queues import QueueStats
 from jobs.admin.stats import GroupStats
-from jobs.settings import mask_url
 from jobs.status import FINAL_STATUSES, JobStatus
 from jobs.store import JobSelection
 
@@ -35,7 +32,7 @@ def queues(state: AppState, as_json: bool) -> None:
     waiting job's age (PostgreSQL)."""
     rows = state.ops.queues()
     if as_json:
-        click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
+        echo_json([row.to_dict() for row in rows])
         return
     out.print(queues_table(rows))
 
@@ -53,8 +50,8 @@ def queues_table(rows: list[QueueStats]) -> Table:
         wait = "" if r.oldest_wait_seconds is None else _age(r.oldest_wait_seconds)
         dead = f"[red]{r.dead}[/]" if r.dead else "0"
         cells = [
-            r.queue,
-            ", ".join(r.kinds),
+            cell(r.queue),
+            cell(", ".join(r.kinds)),
             str(r.ready),
             str(r.delayed),
             dead,
@@ -87,11 +84,7 @@ def stats(state: AppState, since: str, by: str, as_json: bool) -> None:
     assert moment is not None
     rows = state.ops.stats(moment, by)
     if as_json:
-        click.echo(
-            json.dumps(
-                {"since": moment.isoformat(), "by": by, "groups": [r.to_dict() for r in rows]}, indent=2
-            )
-        )
+        echo_json({"since": moment.isoformat(), "by": by, "groups": [r.to_dict() for r in rows]})
         return
     out.print(stats_table(rows, by, moment))
 
@@ -102,7 +95,7 @@ def stats_table(rows: list[GroupStats], by: str, since: datetime) -> Table:
         table.add_column(column, justify="left" if column == by else "right")
     for r in rows:
         table.add_row(
-            r.group,
+            cell(r.group),
             str(r.done),
             f"[red]{r.failed}[/]" if r.failed else "0",
             str(r.retried),
@@ -173,30 +166,41 @@ def _sparkline(state: AppState, since: datetime) -> str:
     type=click.Choice([s.value for s in FINAL_STATUSES]),
     help="Only these statuses (repeatable; default: every finished status).",
 )
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 @click.pass_obj
 def prune_command(
-    state: AppState, older_than: str, statuses: tuple[str, ...], yes: bool, as_json: bool
+    state: AppState, older_than: str, statuses: tuple[str, ...], dry_run: bool, yes: bool, as_json: bool
 ) -> None:
-    """Delete old finished jobs, their attempts and output artifacts, in batches."""
+    """Delete old finished jobs, their attempts, their artifacts (outputs, and inputs such as source
+    photos and attachments no other job uses) with their files, and their .eml copies, in batches.
+
+    The .eml copies are those of CONVEYOR_SMTP_URL=file://DIR (a relative DIR is taken from the
+    current folder: run prune where the workers run, or give an absolute folder).
+    """
     cutoff = parse_moment(older_than, option="--older-than")
     assert cutoff is not None
     total = state.ops.count_prunable(cutoff, statuses or None)
-    if total and not yes:
+    if total and not yes and not dry_run:
         click.confirm(
-            f"Delete {total} job(s) finished before {cutoff:%Y-%m-%d %H:%M} UTC?", abort=True, err=True
+            f"Delete {total} job(s) finished before {cutoff:%Y-%m-%d %H:%M} UTC, "
+            "with their artifacts and files?",
+            abort=True,
+            err=True,
         )
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task("pruning", total=total, visible=total > 1000)
-        jobs_deleted, artifacts_deleted = state.ops.prune(
-            cutoff, statuses or None, lambda n: progress.advance(task, n)
+        result = state.ops.prune(
+            cutoff, statuses or None, lambda n: progress.advance(task, n), dry_run=dry_run
         )
-    result = {"jobs": jobs_deleted, "artifacts": artifacts_deleted, "older_than": cutoff.isoformat()}
+    if as_json:
+        echo_json({**result.to_dict(), "older_than": cutoff.isoformat()}, indent=None)
+        return
+    removed = result.removed
     click.echo(
-        json.dumps(result)
-        if as_json
-        else f"deleted {jobs_deleted} job(s) and {artifacts_deleted} artifact(s)"
+        f"{'would delete' if dry_run else 'deleted'} {result.jobs} job(s), {removed.artifacts} artifact(s), "
+        f"{removed.files} artifact file(s) and {removed.emails} email copy(ies)"
     )
 
 
@@ -205,17 +209,13 @@ def prune_command(
 @click.pass_obj
 def config(state: AppState, as_json: bool) -> None:
     """The effective settings (environment and flags), passwords masked."""
-    values: dict[str, Any] = {
-        f.name: mask_url(v) if f.name.endswith("_url") and isinstance(v, str) else v
-        for f in dataclasses.fields(state.settings)
-        for v in [getattr(state.settings, f.name)]
-    }
+    values = state.settings.masked()
     if as_json:
-        click.echo(json.dumps(values, indent=2))
+        echo_json(values)
         return
     table = Table(title="effective settings", title_justify="left")
     table.add_column("setting")
     table.add_column("value", overflow="fold")
     for name, value in values.items():
-        table.add_row(f"CONVEYOR_{name.upper()}", "" if value is None else str(value))
+        table.add_row(f"CONVEYOR_{name.upper()}", cell(value))
     out.print(table)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -13,19 +14,21 @@ import click
 from rich.console import Console
 
 from console.exit_codes import EXIT_USAGE, exit_code
+from console.text import visible
 from jobs import defaults
 from jobs.admin.operations import Operations
 from jobs.broker import check_broker
 from jobs.errors import ConveyorError, SettingsError
-from jobs.logs import mask_secrets
+from jobs.logs import mask_document, mask_secrets
 from jobs.settings import Settings
 from jobs.store import Database
 from producers import Client
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Piped output is not cut at 80 columns: ids and errors stay whole for grep.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: ":fire:" in a job's data is text, not an emoji.
+out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
 
 class AppState:
@@ -106,8 +109,16 @@ class ConveyorGroup(click.Group):
 
 
 def fail(message: str, code: int) -> NoReturn:
-    err.print(f"conveyor: error: {mask_secrets(message)}", markup=False)
+    """One line on stderr (secrets masked, control characters made visible), then exit ``code``."""
+    err.print(f"conveyor: error: {visible(mask_secrets(message), newlines=True)}", markup=False)
     sys.exit(code)
+
+
+def echo_json(data: Any, *, indent: int | None = 2) -> None:
+    """Print a ``--json`` document with secrets masked, as the readable views show them: values of
+    secret-looking keys and URL passwords become ``***`` (see :func:`jobs.logs.mask_document`).
+    Non-ASCII characters are escaped, so no control character reaches the terminal either."""
+    click.echo(json.dumps(mask_document(data), indent=indent))
 
 
 def service_options(command: F) -> F:

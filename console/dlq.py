@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
-from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from console.common import AppState, err, json_option, out
+from console.common import AppState, echo_json, err, json_option, out
 from console.exit_codes import EXIT_FAILURE
+from console.text import cell, visible
 from console.views import short, status_markup, when
 from jobs.admin.dlq import DeadLetter, Outcome, select_dead
+from jobs.logs import mask_secrets
 
 #: Above this many messages, requeue and purge show a progress bar.
 PROGRESS_FROM = 20
@@ -52,7 +52,7 @@ def dlq_list(state: AppState, queue: str | None, as_json: bool) -> None:
     """Messages in the dead-letter queues, oldest first per queue (nothing is removed)."""
     letters = state.ops.dead_letters(queue)
     if as_json:
-        click.echo(json.dumps([letter.to_dict() for letter in letters], indent=2))
+        echo_json([letter.to_dict() for letter in letters])
     elif not letters:
         out.print("no dead-lettered messages", markup=False)
     else:
@@ -111,16 +111,16 @@ def dead_letters_table(letters: Sequence[DeadLetter]) -> Table:
         table.add_column(column, no_wrap=True)
     table.add_column("last error", overflow="fold")
     for letter in letters:
-        # Errors and foreign ids are arbitrary text: never let rich read them as markup.
+        # Errors, foreign ids and kinds are arbitrary text: never markup, never raw control characters.
         error = (
-            f"[dim]foreign: {escape(letter.reason or '')}[/]"
+            f"[dim]foreign: {cell(letter.reason or '')}[/]"
             if letter.foreign
-            else escape(short(letter.error))
+            else cell(short(mask_secrets(letter.error or "")))
         )
         table.add_row(
-            escape(letter.id),
-            letter.kind,
-            letter.queue,
+            cell(letter.id),
+            cell(letter.kind),
+            cell(letter.queue),
             status_markup(letter.status) if letter.status else "",
             when(letter.dead_since),
             "" if letter.attempts is None else str(letter.attempts),
@@ -151,10 +151,10 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
 def _report(outcome: Outcome, verb: str, as_json: bool, *, strict: bool) -> None:
     """Print what was done and skipped; named ids that were skipped make the command fail."""
     if as_json:
-        click.echo(json.dumps(outcome.to_dict(), indent=2))
+        echo_json(outcome.to_dict())
     else:
         click.echo(f"{verb} {outcome.count} dead letter(s)")
         for ident, reason in outcome.skipped:
-            err.print(f"skipped {ident}: {reason}", markup=False)
+            err.print(visible(f"skipped {ident}: {reason}"), markup=False)
     if strict and outcome.skipped:
         sys.exit(EXIT_FAILURE)

@@ -12,6 +12,7 @@ from console.common import (
     AppState,
     Seconds,
     delivery_options,
+    echo_json,
     fail,
 )
 from console.exit_codes import EXIT_FAILURE
@@ -222,6 +223,6 @@ def _enqueue(
 
 def _print_enqueued(info: JobInfo, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(info.to_dict()))
+        echo_json(info.to_dict(), indent=None)
     else:
         click.echo(info.id)

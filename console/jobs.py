@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -11,10 +10,12 @@ from typing import Any
 import click
 from rich.progress import Progress
 
-from console.common import AppState, Seconds, err, fail, json_option, out
+from console.common import AppState, Seconds, echo_json, err, fail, json_option, out
 from console.exit_codes import EXIT_FAILURE
-from console.views import attempts_table, job_details, jobs_table, mask_payload, status_markup, timeline
+from console.text import cell, visible
+from console.views import attempts_table, job_details, jobs_table, status_markup, timeline
 from jobs.errors import JobFailed
+from jobs.logs import mask_secrets
 from jobs.status import JobStatus
 from jobs.store import JobSelection
 
@@ -101,7 +102,7 @@ def jobs_list(state: AppState, /, limit: int, page: int, as_json: bool, **filter
     """Jobs, newest first."""
     rows = state.ops.find_jobs(_selection(state, limit=limit, offset=(page - 1) * limit, **filters))
     if as_json:
-        click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
+        echo_json([row.to_dict() for row in rows])
         return
     out.print(jobs_table(rows))
     if len(rows) == limit:
@@ -118,21 +119,21 @@ def jobs_show(state: AppState, job_id: str, as_json: bool) -> None:
     if as_json:
         data = {
             **info.to_dict(),
-            "payload": mask_payload(info.payload),
             "history": [a.to_dict() for a in attempts],
             "children": [{"id": c.id, "kind": c.kind, "status": c.status} for c in children],
         }
-        click.echo(json.dumps(data, indent=2))
+        echo_json(data)
         return
     out.print(job_details(info))
     out.print(attempts_table(attempts))
     failed = [a for a in attempts if a.traceback]
     if failed:
         out.print(f"traceback of attempt {failed[-1].attempt}:", style="bold")
-        out.print(failed[-1].traceback, markup=False, highlight=False)
+        shown = visible(mask_secrets(failed[-1].traceback or ""), newlines=True)
+        out.print(shown, markup=False, highlight=False)
     out.print(timeline(info, attempts))
     for child in children:
-        out.print(f"follow-up job {child.id} ({child.kind}, {status_markup(child.status)})")
+        out.print(f"follow-up job {cell(child.id)} ({cell(child.kind)}, {status_markup(child.status)})")
 
 
 def _targets(
@@ -157,10 +158,10 @@ def _bulk(targets: list[str], action: Callable[[str], str], as_json: bool, label
             outcomes[job_id] = action(job_id)
             progress.advance(task)
     if as_json:
-        click.echo(json.dumps(outcomes, indent=2))
+        echo_json(outcomes)
     else:
         for job_id, outcome in outcomes.items():
-            click.echo(f"{job_id} {outcome}")
+            click.echo(visible(f"{job_id} {outcome}"))
     return outcomes
 
 
@@ -212,4 +213,4 @@ def jobs_wait(state: AppState, job_id: str, timeout: float | None, as_json: bool
         result = job.wait(timeout=timeout)
     except (JobFailed, TimeoutError) as exc:
         fail(str(exc), EXIT_FAILURE)
-    click.echo(json.dumps(result, indent=2) if as_json else json.dumps(result))
+    echo_json(result, indent=2 if as_json else None)

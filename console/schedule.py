@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -14,7 +13,8 @@ from typing import Any, TypeVar
 import click
 from rich.table import Table
 
-from console.common import AppState, err, json_option, out
+from console.common import AppState, echo_json, err, json_option, out
+from console.text import cell
 from console.views import status_markup, when
 from jobs.broker import check_broker
 from jobs.logs import configure_logging
@@ -98,27 +98,27 @@ def schedule_list(state: AppState, schedule_path: Path, count: int, as_json: boo
             "leader": leader,
             "entries": [status.to_dict() for status in statuses],
         }
-        click.echo(json.dumps(document, indent=2))
+        echo_json(document)
         return
     out.print(schedule_table(statuses, settings.namespace, leader))
 
 
 def schedule_table(statuses: list[EntryStatus], namespace: str, leader: str | None) -> Table:
-    leading = f"leader {leader}" if leader else "no scheduler running"
+    leading = f"leader {cell(leader)}" if leader else "no scheduler running"
     table = Table(title=f"schedule of namespace {namespace} — {leading}; times in UTC", title_justify="left")
     for column in ("entry", "schedule", "kind", "catch-up", "next run", "last tick", "last job"):
         table.add_column(column, overflow="fold")
     for status in statuses:
         job = (
-            f"{status.last_job_id} {status_markup(status.last_job_status or '')}"
+            f"{cell(status.last_job_id)} {status_markup(status.last_job_status or '')}"
             if status.last_job_id
             else ""
         )
         catch_up = status.entry.catch_up.value
         table.add_row(
-            status.entry.name,
-            status.entry.timing.describe(),
-            status.entry.kind,
+            cell(status.entry.name),
+            cell(status.entry.timing.describe()),
+            cell(status.entry.kind),
             f"{catch_up} (≤ {MAX_CATCH_UP})" if catch_up == "all" else catch_up,
             "\n".join(when(moment) for moment in status.next_runs),
             when(status.last_tick) or "–",

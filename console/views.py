@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from rich.table import Table
 
-from jobs.logs import mask_secrets
+from console.text import cell
+from jobs.logs import mask_document, mask_secrets
 from jobs.store import AttemptInfo, JobInfo
 
 
@@ -24,29 +24,30 @@ def jobs_table(rows: Sequence[JobInfo], notes: Sequence[str] = ()) -> Table:
         table.add_column("what")
     for index, row in enumerate(rows):
         cells = [
-            row.id,
-            row.kind,
+            cell(row.id),
+            cell(row.kind),
             status_markup(row.status),
             str(row.attempts),
             when(row.created_at),
             took(row.started_at, row.finished_at),
-            short(row.error),
+            cell(short(mask_secrets(row.error or ""))),
         ]
         table.add_row(*cells, *([notes[index]] if notes else []))
     return table
 
 
 def job_details(info: JobInfo) -> Table:
+    """Every field of a job, secrets masked, job data shown as text (never markup, never raw
+    control characters)."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    fields = info.to_dict()
-    fields["status"] = status_markup(info.status)
-    fields["payload"] = json.dumps(mask_payload(fields["payload"]))
+    fields = mask_document(info.to_dict())
+    fields["payload"] = json.dumps(fields["payload"])
     fields["result"] = json.dumps(fields["result"]) if fields["result"] is not None else None
     for key, value in fields.items():
         if value is not None:
-            table.add_row(key, str(value))
+            table.add_row(key, status_markup(info.status) if key == "status" else cell(value))
     return table
 
 
@@ -57,11 +58,11 @@ def attempts_table(attempts: Sequence[AttemptInfo]) -> Table:
     for a in attempts:
         table.add_row(
             str(a.attempt),
-            a.worker,
+            cell(a.worker),
             when(a.started_at),
             took(a.started_at, a.finished_at),
             status_markup(a.outcome or "running"),
-            short(a.error),
+            cell(short(mask_secrets(a.error or ""))),
         )
     return table
 
@@ -79,7 +80,7 @@ STATUS_STYLE = {
 
 def status_markup(status: str) -> str:
     style = STATUS_STYLE.get(status)
-    return f"[{style}]{status}[/]" if style else status
+    return f"[{style}]{status}[/]" if style else cell(status)
 
 
 def when(moment: datetime | None) -> str:
@@ -98,18 +99,9 @@ def short(text: str | None, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-_SECRET_KEY = re.compile(r"pass(word)?|secret|token|api[_-]?key|authorization|credential", re.IGNORECASE)
-
-
 def mask_payload(value: Any) -> Any:
     """The payload with secret-looking fields and URL passwords masked, for display."""
-    if isinstance(value, dict):
-        return {k: "***" if _SECRET_KEY.search(str(k)) else mask_payload(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask_payload(v) for v in value]
-    if isinstance(value, str):
-        return mask_secrets(value)
-    return value
+    return mask_document(value)
 
 
 def timeline(info: JobInfo, attempts: Sequence[AttemptInfo]) -> Table:
@@ -118,16 +110,14 @@ def timeline(info: JobInfo, attempts: Sequence[AttemptInfo]) -> Table:
     if info.eta and info.eta > info.created_at:
         events.append((info.eta, "due (delay or retry)"))
     for a in attempts:
-        events.append((a.started_at, f"attempt {a.attempt} started on {a.worker}"))
+        events.append((a.started_at, f"attempt {a.attempt} started on {cell(a.worker)}"))
         if a.finished_at:
+            error = cell(short(mask_secrets(a.error))) if a.error else ""
             events.append(
-                (
-                    a.finished_at,
-                    f"attempt {a.attempt} {a.outcome}" + (f": {short(a.error)}" if a.error else ""),
-                )
+                (a.finished_at, f"attempt {a.attempt} {cell(a.outcome)}" + (f": {error}" if error else ""))
             )
     if info.finished_at:
-        events.append((info.finished_at, f"finished: {info.status}"))
+        events.append((info.finished_at, f"finished: {cell(info.status)}"))
     table = Table(title="timeline", title_justify="left", show_header=False)
     table.add_column(no_wrap=True)
     table.add_column(justify="right", no_wrap=True)

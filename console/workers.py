@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import click
 from rich.table import Table
 
-from console.common import AppState, err, json_option, out
+from console.common import AppState, echo_json, err, json_option, out
+from console.text import cell, visible
 from console.views import when
 from jobs.admin.workers import RecentWorker, ReplicaView, WorkersView
 
@@ -26,10 +26,10 @@ def workers(state: AppState, as_json: bool) -> None:
     settings = state.settings
     view = state.ops.workers()
     if as_json:
-        click.echo(json.dumps(view.to_dict(), indent=2))
+        echo_json(view.to_dict())
         return
     if view.note:
-        err.print(f"conveyor: warning: {view.note}", markup=False)
+        err.print(f"conveyor: warning: {visible(view.note)}", markup=False)
     out.print(workers_table(view, settings.namespace, now=datetime.now(UTC)))
 
 
@@ -48,11 +48,11 @@ def workers_table(view: WorkersView, namespace: str, *, now: datetime) -> Table:
     table.add_column("last heartbeat", justify="right", no_wrap=True)
     for replica in live:
         table.add_row(
-            replica.id,
-            replica.host,
+            cell(replica.id),
+            cell(replica.host),
             str(replica.pid),
-            replica.version,
-            ", ".join(_short_queues(replica.queues, namespace)),
+            cell(replica.version),
+            cell(", ".join(_short_queues(replica.queues, namespace))),
             f"{replica.processes}×{replica.threads}" + _missing(replica),
             f"{replica.busy}/{replica.processes * replica.threads}",
             f"{replica.processed:,}",
@@ -70,7 +70,9 @@ def _recent_table(rows: Sequence[RecentWorker], *, now: datetime) -> Table:
     for column in ("worker", "host", "pid", "attempts", "last seen"):
         table.add_column(column, no_wrap=True, justify="left" if column in ("worker", "host") else "right")
     for row in rows:
-        table.add_row(row.id, row.host, str(row.pid), f"{row.attempts:,}", ago(row.last_seen, now))
+        table.add_row(
+            cell(row.id), cell(row.host), str(row.pid), f"{row.attempts:,}", ago(row.last_seen, now)
+        )
     return table
 
 

@@ -19,6 +19,7 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 from jobs import defaults
 from jobs.errors import SettingsError
 from jobs.keyring import Keyring
+from jobs.logs import PORT_THEN_QUERY, mask_secrets
 from jobs.signing import parse_until
 
 ENV_PREFIX = "CONVEYOR_"
@@ -35,19 +36,44 @@ _URL_SCHEMES: dict[str, tuple[str, ...]] = {
 
 
 def mask_url(url: str) -> str:
-    """Return ``url`` with its password replaced by ``***`` (the user name stays)."""
+    """Return ``url`` with its password, and the values of credential-like query parameters
+    (``?password=``, ``&token=``, ``sslpassword=``…), replaced by ``***`` (the user name stays).
+
+    A password holding an unencoded ``/``, ``?`` or ``#`` (``amqp://u:pa/ss@host``) makes the
+    URL parser read the wrong host; it is masked up to its ``@`` all the same.
+    """
+    userinfo = _hidden_userinfo(url)
+    if userinfo is not None:
+        prefix, user, rest = userinfo
+        return mask_secrets(f"{prefix}{user}:***@{rest}")
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable url>"
     if parts.password is None:
-        return url
-    userinfo = f"{parts.username or ''}:***"
+        return mask_secrets(url)
+    userinfo_shown = f"{parts.username or ''}:***"
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    netloc = f"{userinfo}@{host}" + (f":{parts.port}" if _safe_port(parts) else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = f"{userinfo_shown}@{host}" + (f":{parts.port}" if _safe_port(parts) else "")
+    return mask_secrets(urlunsplit(parts._replace(netloc=netloc)))
+
+
+# scheme://user:password@rest where the password holds a "/", "?" or "#" the parser stops at.
+_MISPARSED_USERINFO = re.compile(
+    r"^(?P<prefix>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/?#@]*):(?P<password>[^@]*[/?#][^@]*)@(?P<rest>.*)$",
+    re.DOTALL,
+)
+
+
+def _hidden_userinfo(url: str) -> tuple[str, str, str] | None:
+    """``(prefix, user, rest)`` when ``url`` has a password the URL parser would not see whole
+    (an unencoded ``/``, ``?`` or ``#`` in it); ``None`` otherwise."""
+    match = _MISPARSED_USERINFO.match(url)
+    if match is None or re.match(PORT_THEN_QUERY, match["password"]):
+        return None  # no such password, or "host:port/path?x=a@b": a port, not a password
+    return match["prefix"], match["user"], match["rest"]
 
 
 def _safe_port(parts: SplitResult) -> int | None:
@@ -209,6 +235,15 @@ class Settings:
         """The namespaced name of a queue, e.g. ``conveyor.email``."""
         return f"{self.namespace}.{suffix}"
 
+    def masked(self) -> dict[str, Any]:
+        """Every field, for display: secrets (:data:`SECRET_FIELDS`) as ``***``, URLs with their
+        passwords and credential parameters masked."""
+        return {
+            f.name: None if v is None else _masked_value(f.name, v)
+            for f in dataclasses.fields(self)
+            for v in [getattr(self, f.name)]
+        }
+
     def __repr__(self) -> str:
         shown = ", ".join(
             f"{f.name}={_shown(f.name, v)}"
@@ -228,6 +263,14 @@ def _shown(name: str, value: Any) -> str:
     if name in SECRET_FIELDS:
         return "'***'"
     return mask_url(value) if name.endswith("_url") else repr(value)
+
+
+def _masked_value(name: str, value: Any) -> Any:
+    if name in SECRET_FIELDS:
+        return "***"
+    if isinstance(value, str):
+        return mask_url(value) if name.endswith("_url") else mask_secrets(value)
+    return value
 
 
 def _field_names() -> list[str]:
@@ -373,6 +416,11 @@ def _check_smtp_parameters(url: str) -> None:
 
 def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
     env = f"{ENV_PREFIX}{name.upper()}"
+    if _hidden_userinfo(url) is not None:
+        raise SettingsError(
+            f"{env}={mask_url(url)} is not a valid URL: a '/', '?' or '#' in its password must be "
+            "percent-encoded (%2F, %3F, %23)"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -20,10 +20,15 @@ from jobs.settings import Settings
 from jobs.store import Database, JobStore
 from jobs.store.migrate import ensure_database, upgrade
 from producers import Client
-from tests.helpers import WorkerProcess, queue_names
+from tests.helpers import WorkerProcess, queue_names, secret
+
+# The log scan (tests/logscan.py) for every test: autouse fixtures, active wherever they are imported.
+from tests.logscan import _log_scan_attached, log_scan  # noqa: F401
 from tests.tls import TlsServices, running_tls_services
 
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+# pytester: for the test that proves the log scan can fail.
+pytest_plugins = ["pytester"]
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 # The app's own variables must not leak in from the developer's shell.
@@ -39,7 +44,11 @@ def session_token(worker_id: str) -> str:
 @pytest.fixture(scope="session")
 def database_url(session_token: str) -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for this test session; dropped afterwards."""
-    url = f"{PG_SERVER}/conveyor_test_{session_token}"
+    # The loopback server trusts its clients, so it never checks this password: the URL carries
+    # one all the same, registered with the log scan, so that every log line and error naming
+    # the database proves the password masked.
+    password = secret("session database")
+    url = f"postgresql+psycopg://postgres:{password}@127.0.0.1:5432/conveyor_test_{session_token}"
     ensure_database(url)
     db = Database(url)
     upgrade(db)

@@ -18,6 +18,9 @@ import pika
 
 from jobs.kinds import KINDS
 from jobs.store import SeenMessage
+from tests.logscan import observe, secret
+
+__all__ = ["observe", "secret"]  # the log scan's API, for tests that use passwords
 
 ROOT = Path(__file__).resolve().parent.parent
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -83,8 +86,8 @@ def eventually(check: Callable[[], T | None], *, timeout: float = 20.0, interval
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``conveyor ARGS`` as a user would, capturing output."""
-    return subprocess.run(
+    """Run ``conveyor ARGS`` as a user would, capturing output (scanned for passwords)."""
+    result = subprocess.run(
         [sys.executable, str(ROOT / "cli.py"), *args],
         env=env if env is not None else dict(os.environ),
         capture_output=True,
@@ -93,6 +96,8 @@ def run_cli(
         check=False,
         cwd=ROOT,
     )
+    observe(result.stdout + result.stderr, f"output of `conveyor {args[0] if args else ''}`")
+    return result
 
 
 class WorkerProcess:
@@ -127,6 +132,7 @@ class WorkerProcess:
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
+            observe(line, f"output of `conveyor worker` (pid {self.process.pid})")
             self.lines.append(line.rstrip("\n"))
 
     def count(self, fragment: str) -> int:

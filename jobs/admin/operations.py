@@ -14,6 +14,7 @@ from functools import cached_property
 import redis
 
 from jobs.admin import dlq, prune
+from jobs.admin.files import RemovedFiles, outbox_folder, remove_job_files
 from jobs.admin.queues import QueueStats, queue_stats
 from jobs.admin.stats import GroupStats, job_stats
 from jobs.admin.workers import WorkersView, live_replicas
@@ -86,10 +87,22 @@ class Operations:
         return prune.count_prunable(self._db, older_than, statuses)
 
     def prune(
-        self, older_than: datetime, statuses: Iterable[str] | None, on_batch: Callable[[int], None]
-    ) -> tuple[int, int]:
-        """Jobs and artifacts deleted (see :func:`jobs.admin.prune.prune`)."""
-        return prune.prune(self._db, older_than, statuses, on_batch)
+        self,
+        older_than: datetime,
+        statuses: Iterable[str] | None,
+        on_batch: Callable[[int], None],
+        *,
+        dry_run: bool = False,
+    ) -> prune.PruneResult:
+        """Jobs, artifacts, files and ``.eml`` copies deleted, or counted with ``dry_run``
+        (see :func:`jobs.admin.prune.prune_jobs`)."""
+        outbox = outbox_folder(self.settings)
+        return prune.prune_jobs(self._db, older_than, statuses, on_batch, outbox=outbox, dry_run=dry_run)
+
+    def remove_job_files(self, job_ids: Sequence[str], *, dry_run: bool = False) -> RemovedFiles:
+        """Delete these jobs' artifacts, files and ``.eml`` copies; the job rows stay
+        (see :func:`jobs.admin.files.remove_job_files`)."""
+        return remove_job_files(self._db, self.settings, job_ids, dry_run=dry_run)
 
     # ------------------------------------------------------------ dead letters
 

@@ -1,18 +1,32 @@
-"""`conveyor prune`: delete old finished jobs, their attempts and their output artifacts, in batches."""
+"""`conveyor prune`: delete old finished jobs, their attempts, their artifacts and files, in batches."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from typing import Any
 
+from jobs.admin.files import RemovedFiles, inputs_of, remove_email_copies, unlink_artifact_files
 from jobs.status import FINAL_STATUSES
 from jobs.store import Database
 from jobs.store.maintenance import PruneStore
 
 #: Jobs deleted per transaction: short transactions, no long locks.
 BATCH = 1000
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What a prune deleted (or, in a dry run, would delete)."""
+
+    jobs: int
+    removed: RemovedFiles
+    dry_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"jobs": self.jobs, **self.removed.to_dict(), "dry_run": self.dry_run}
 
 
 def _statuses(statuses: Iterable[str] | None) -> list[str]:
@@ -30,24 +44,55 @@ def prune(
     older_than: datetime,
     statuses: Iterable[str] | None = None,
     on_batch: Callable[[int], None] = lambda _n: None,
+    *,
+    outbox: Path | None = None,
 ) -> tuple[int, int]:
-    """Delete in batches; attempts go with their job.
+    """Delete in batches (see :func:`prune_jobs`).
 
     Returns:
         Jobs and artifacts deleted.
+    """
+    result = prune_jobs(db, older_than, statuses, on_batch, outbox=outbox)
+    return result.jobs, result.removed.artifacts
+
+
+def prune_jobs(
+    db: Database,
+    older_than: datetime,
+    statuses: Iterable[str] | None = None,
+    on_batch: Callable[[int], None] = lambda _n: None,
+    *,
+    outbox: Path | None = None,
+    dry_run: bool = False,
+) -> PruneResult:
+    """Delete in batches: the jobs, their attempts, their artifacts (outputs, and inputs such as
+    source photos and attachments that no remaining job uses) with their files, and their
+    ``.eml`` copies in ``outbox``. ``dry_run``: count all that, delete nothing.
 
     Raises:
         ServiceUnavailable: the database cannot be reached (the batches done stay done).
     """
     store, wanted = PruneStore(db), _statuses(statuses)
-    jobs_deleted = artifacts_deleted = 0
+    if dry_run:
+        jobs, removed = 0, RemovedFiles()
+        for ids, owned in store.plan(older_than, wanted, BATCH, inputs_of):
+            jobs += len(ids)
+            removed += RemovedFiles(
+                len(owned.ids),
+                unlink_artifact_files(owned.files, dry_run=True),
+                remove_email_copies(outbox, ids, dry_run=True),
+            )
+            on_batch(len(ids))
+        return PruneResult(jobs, removed, dry_run=True)
+    jobs, removed = 0, RemovedFiles()
     while True:
-        batch = store.delete_batch(older_than, wanted, BATCH)
+        batch = store.delete_batch(older_than, wanted, BATCH, inputs_of)
         if not batch.selected:
             break
-        jobs_deleted += batch.jobs
-        artifacts_deleted += batch.artifacts
-        for location in batch.files:  # after the commit: a crash leaves a stray file, never a dangling row
-            Path(unquote(urlsplit(location).path)).unlink(missing_ok=True)
+        # After the commit: a crash leaves a stray file, never a row pointing at a missing one.
+        jobs += batch.jobs
+        removed += RemovedFiles(
+            batch.artifacts, unlink_artifact_files(batch.files), remove_email_copies(outbox, batch.job_ids)
+        )
         on_batch(batch.selected)
-    return jobs_deleted, artifacts_deleted
+    return PruneResult(jobs, removed)

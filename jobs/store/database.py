@@ -22,10 +22,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
 from jobs.errors import SchemaMissing, ServiceUnavailable, StoreRefused
 from jobs.settings import mask_url
-from jobs.store.direct import DirectConnection
+from jobs.store.direct import DirectConnection, hide_quoted_values
 from jobs.tls import explained
 
-__all__ = ["Database", "SchemaMissing", "backend_name", "wrap_exceptions"]
+__all__ = ["Database", "SchemaMissing", "backend_name", "hide_quoted_values", "wrap_exceptions"]
 
 
 class Database:
@@ -122,6 +122,7 @@ def wrap_exceptions(translate: Callable[..., Exception | None]) -> Iterator[None
         unreachable = isinstance(exc, OperationalError | SAInterfaceError) or exc.connection_invalidated
         error = translate(exc.orig or exc, unreachable=unreachable)
         if error is None:
+            hide_quoted_values(exc.orig)
             raise
         raise error from None
 
@@ -133,7 +134,9 @@ def backend_name(url: str) -> str:
 
 def _make_engine(url: str, *, pool_size: int, pre_ping: bool) -> Engine:
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": pre_ping, "pool_recycle": 1800}
+    # hide_parameters: a statement's values (payloads, addresses) never land in an exception's
+    # text, and so never in a log line or a traceback stored with an attempt.
+    kwargs: dict[str, Any] = {"pool_pre_ping": pre_ping, "pool_recycle": 1800, "hide_parameters": True}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         engine = create_engine(url, **kwargs)
@@ -145,7 +148,18 @@ def _make_engine(url: str, *, pool_size: int, pre_ping: bool) -> Engine:
     kwargs["connect_args"] = {"connect_timeout": DEFAULT_CONNECT_TIMEOUT, "application_name": "conveyor"}
     kwargs["pool_size"] = pool_size
     kwargs["max_overflow"] = pool_size
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    event.listen(engine, "handle_error", _hide_quoted_values)
+    return engine
+
+
+def _hide_quoted_values(context: Any) -> None:
+    # Every driver error of the engine, whoever runs the statement (see hide_quoted_values); the
+    # SQLAlchemy error wrapping it already copied its text, so that copy is cut too.
+    orig, wrapper = context.original_exception, context.sqlalchemy_exception
+    hide_quoted_values(orig)
+    if isinstance(orig, psycopg.Error) and wrapper is not None and wrapper.args:
+        wrapper.args = (f"({type(orig).__module__}.{type(orig).__name__}) {orig}", *wrapper.args[1:])
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -55,6 +55,7 @@ class DirectConnection:
                 self.close()
             error = self._translate(exc)
             if error is None:
+                hide_quoted_values(exc)
                 raise
             raise error from None
 
@@ -80,3 +81,11 @@ class DirectConnection:
                 application_name="conveyor",
             )
         return self._connection
+
+
+def hide_quoted_values(exc: BaseException | None) -> None:
+    """Keep only the first line of a PostgreSQL error's message: its DETAIL and CONTEXT lines quote
+    the values the server refused (a payload's JSON, a duplicate key), which would then reach
+    exception texts, logs and stored tracebacks. The SQLSTATE and ``diag`` stay for code to read."""
+    if isinstance(exc, psycopg.Error) and exc.args and isinstance(exc.args[0], str):
+        exc.args = (exc.args[0].split("\n", 1)[0], *exc.args[1:])

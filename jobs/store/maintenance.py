@@ -1,15 +1,37 @@
-"""Deleting old finished jobs (``conveyor prune``): their rows, attempts and output artifacts."""
+"""Deleting old finished jobs (``conveyor prune``) and the artifacts that belong to jobs.
+
+A job's artifacts are its outputs (rows whose ``job_id`` is the job) and its inputs: the
+uploaded artifacts its payload names (an image's ``source``, an email's ``attachments``) that no
+other job names. The store does not know which payload fields name artifacts: the caller
+passes :data:`InputsOf` (the kinds' ``artifact_ids``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy import ColumnElement, Text, and_, cast, delete, func, not_, or_, select
+from sqlalchemy.orm import Session
 
 from jobs.store.database import Database
 from jobs.store.models import ArtifactRow, JobRow
+
+#: ``(kind, payload)`` → the ids of the artifacts a job of that kind reads.
+InputsOf = Callable[[str, dict[str, Any]], Iterable[str]]
+#: Candidate inputs checked against other jobs' payloads per query.
+_REFERENCE_CHUNK = 200
+
+
+@dataclass(frozen=True)
+class ArtifactsOfJobs:
+    """The artifacts that belong to some jobs: their ids and the file locations to unlink."""
+
+    ids: list[str] = field(default_factory=list)
+    #: ``file:///…`` of those kept in files (the others are in their rows).
+    files: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -21,6 +43,8 @@ class PrunedBatch:
     jobs: int
     artifacts: int
     files: list[str]
+    #: The deleted jobs (their ``.eml`` copies go too).
+    job_ids: list[str] = field(default_factory=list)
 
 
 class PruneStore:
@@ -39,25 +63,120 @@ class PruneStore:
         with self.db.session() as session:
             return int(session.scalar(query) or 0)
 
-    def delete_batch(self, older_than: datetime, statuses: Sequence[str], limit: int) -> PrunedBatch:
-        """Delete up to ``limit`` such jobs in one transaction, with their artifact rows (attempts
-        go with their job: ON DELETE CASCADE). An empty batch means nothing is left.
+    def delete_batch(
+        self, older_than: datetime, statuses: Sequence[str], limit: int, inputs_of: InputsOf | None = None
+    ) -> PrunedBatch:
+        """Delete up to ``limit`` such jobs in one transaction, with their artifact rows: outputs,
+        and the inputs no remaining job names (attempts go with their job: ON DELETE CASCADE).
+        An empty batch means nothing is left.
 
         Raises:
             ServiceUnavailable: the database cannot be reached.
         """
         conditions = _prunable(older_than, statuses)
         with self.db.session() as session:
-            ids = list(session.scalars(select(JobRow.id).where(*conditions).limit(limit)))
+            ids = [str(i) for i in session.scalars(select(JobRow.id).where(*conditions).limit(limit))]
             if not ids:
                 return PrunedBatch(0, 0, 0, [])
-            located = select(ArtifactRow.location).where(
-                ArtifactRow.job_id.in_(ids), ArtifactRow.location.is_not(None)
-            )
-            files = [location for location in session.scalars(located) if location is not None]
-            artifacts = session.execute(delete(ArtifactRow).where(ArtifactRow.job_id.in_(ids))).rowcount  # type: ignore[attr-defined]
+            owned = artifacts_of_jobs(session, ids, inputs_of, others=not_(JobRow.id.in_(ids)))
+            artifacts = _delete_artifacts(session, owned.ids)
             jobs = session.execute(delete(JobRow).where(JobRow.id.in_(ids))).rowcount  # type: ignore[attr-defined]
-        return PrunedBatch(len(ids), int(jobs), int(artifacts), files)
+        return PrunedBatch(len(ids), int(jobs), artifacts, owned.files, ids)
+
+    def plan(
+        self, older_than: datetime, statuses: Sequence[str], limit: int, inputs_of: InputsOf | None = None
+    ) -> Iterable[tuple[list[str], ArtifactsOfJobs]]:
+        """What :meth:`delete_batch` would delete, batch by batch, deleting nothing (``--dry-run``).
+
+        Raises:
+            ServiceUnavailable: the database cannot be reached.
+        """
+        conditions = _prunable(older_than, statuses)
+        after = ""
+        while True:
+            with self.db.session() as session:
+                page = [JobRow.id > after] if after else []
+                query = select(JobRow.id).where(*conditions, *page).order_by(JobRow.id).limit(limit)
+                ids = [str(i) for i in session.scalars(query)]
+                if not ids:
+                    return
+                # Inputs that only other prunable jobs name would go too, in a later batch.
+                yield ids, artifacts_of_jobs(session, ids, inputs_of, others=not_(and_(*conditions)))
+            after = ids[-1]
+
+
+class JobFilesStore:
+    """The artifacts of a set of jobs, for whoever removes those jobs' data (``prune``, GDPR erase)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def delete_artifacts(
+        self, job_ids: Sequence[str], inputs_of: InputsOf | None = None, *, dry_run: bool = False
+    ) -> ArtifactsOfJobs:
+        """Delete the artifact rows of ``job_ids`` (outputs, and inputs that no job outside
+        ``job_ids`` names); the job rows stay. Returns what was (or, ``dry_run``, would be)
+        deleted, with the file locations for the caller to unlink after this commit.
+
+        Raises:
+            ServiceUnavailable: the database cannot be reached.
+        """
+        ids = [str(i) for i in job_ids]
+        if not ids:
+            return ArtifactsOfJobs()
+        with self.db.session() as session:
+            owned = artifacts_of_jobs(session, ids, inputs_of, others=not_(JobRow.id.in_(ids)))
+            if not dry_run:
+                _delete_artifacts(session, owned.ids)
+        return owned
+
+
+def artifacts_of_jobs(
+    session: Session, job_ids: list[str], inputs_of: InputsOf | None, *, others: ColumnElement[bool]
+) -> ArtifactsOfJobs:
+    """The artifacts of ``job_ids``: their outputs, and the inputs their payloads name that are
+    uploads (no job of their own, or one of these jobs) and that no job matching ``others`` names."""
+    outputs = session.execute(
+        select(ArtifactRow.id, ArtifactRow.location).where(ArtifactRow.job_id.in_(job_ids))
+    ).all()
+    found = {str(artifact_id): location for artifact_id, location in outputs}
+    candidates: set[str] = set()
+    if inputs_of is not None:
+        for kind, payload in session.execute(
+            select(JobRow.kind, JobRow.payload).where(JobRow.id.in_(job_ids))
+        ):
+            candidates.update(str(a) for a in inputs_of(kind, payload or {}))
+    candidates -= set(found)
+    unused = sorted(candidates - _named_by(session, candidates, others))
+    if unused:
+        inputs = session.execute(
+            select(ArtifactRow.id, ArtifactRow.location).where(
+                ArtifactRow.id.in_(unused), or_(ArtifactRow.job_id.is_(None), ArtifactRow.job_id.in_(job_ids))
+            )
+        ).all()
+        found.update({str(artifact_id): location for artifact_id, location in inputs})
+    return ArtifactsOfJobs(ids=sorted(found), files=sorted(loc for loc in found.values() if loc))
+
+
+def _named_by(session: Session, artifact_ids: set[str], others: ColumnElement[bool]) -> set[str]:
+    """Those of ``artifact_ids`` that the payload of some job matching ``others`` names (an id is
+    a UUID: finding it in the payload's text is finding a reference)."""
+    named: set[str] = set()
+    wanted = sorted(artifact_ids)
+    text = cast(JobRow.payload, Text)
+    for start in range(0, len(wanted), _REFERENCE_CHUNK):
+        chunk = wanted[start : start + _REFERENCE_CHUNK]
+        query = select(text).where(others, or_(*(text.contains(a) for a in chunk)))
+        for payload_text in session.scalars(query):
+            named.update(a for a in chunk if a in (payload_text or ""))
+    return named
+
+
+def _delete_artifacts(session: Session, artifact_ids: list[str]) -> int:
+    if not artifact_ids:
+        return 0
+    result = session.execute(delete(ArtifactRow).where(ArtifactRow.id.in_(artifact_ids)))
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def _prunable(older_than: datetime, statuses: Sequence[str]) -> list[ColumnElement[bool]]:

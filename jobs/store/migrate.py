@@ -58,7 +58,10 @@ def ensure_database(url: str) -> bool:
     name = parsed.database or "postgres"
     maintenance = parsed.set(drivername="postgresql+psycopg", database="postgres")
     engine = create_engine(
-        maintenance, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": DEFAULT_CONNECT_TIMEOUT}
+        maintenance,
+        isolation_level="AUTOCOMMIT",
+        hide_parameters=True,
+        connect_args={"connect_timeout": DEFAULT_CONNECT_TIMEOUT},
     )
     try:
         with engine.connect() as connection:

@@ -184,7 +184,9 @@ def _lock_engine(database_url: str, application_name: str) -> Engine:
         "options": _SERVER_OPTIONS,
         **_KEEPALIVES,
     }
-    return create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT", connect_args=connect_args)
+    return create_engine(
+        url, poolclass=NullPool, isolation_level="AUTOCOMMIT", hide_parameters=True, connect_args=connect_args
+    )
 
 
 def _utc(moment: datetime) -> datetime:

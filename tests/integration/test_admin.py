@@ -13,7 +13,7 @@ from jobs.errors import JobFailed
 from jobs.settings import Settings
 from jobs.store import Database, JobStore
 from producers import Client, JobStatus
-from tests.helpers import WorkerProcess, eventually, message_count, run_cli
+from tests.helpers import WorkerProcess, eventually, message_count, run_cli, secret
 
 pytestmark = pytest.mark.integration
 
@@ -224,13 +224,14 @@ def test_prune_deletes_exactly_the_old_finished_jobs(
 
 
 def test_config_prints_the_effective_settings_with_passwords_masked(service_env: dict[str, str]) -> None:
-    env = {**service_env, "CONVEYOR_SMTP_URL": "smtp://mailer:hunter2@127.0.0.1:2525"}
+    password = secret("smtp")
+    env = {**service_env, "CONVEYOR_SMTP_URL": f"smtp://mailer:{password}@127.0.0.1:2525"}
 
     data = cli_json(env, "config")
 
     assert data["smtp_url"] == "smtp://mailer:***@127.0.0.1:2525"  # type: ignore[index]
     assert data["namespace"] == service_env["CONVEYOR_NAMESPACE"]  # type: ignore[index]
-    assert "hunter2" not in run_cli("config", env=env).stdout
+    assert password not in run_cli("config", env=env).stdout
 
 
 def test_queues_adds_unacknowledged_counts_from_the_management_api(
@@ -250,10 +251,11 @@ def test_queues_adds_unacknowledged_counts_from_the_management_api(
     assert row["running"] == 1
     assert row["consumers"] >= 1
     assert "unacked" in run_cli("queues", env=env).stdout
-    down = run_cli("queues", env={**env, "CONVEYOR_RABBITMQ_API_URL": "http://guest:s3cret@127.0.0.1:1"})
+    password = secret("management api")
+    down = run_cli("queues", env={**env, "CONVEYOR_RABBITMQ_API_URL": f"http://guest:{password}@127.0.0.1:1"})
     assert down.returncode == 3
     assert "RabbitMQ management API is unreachable" in down.stderr
-    assert "s3cret" not in down.stderr
+    assert password not in down.stderr
 
 
 def test_a_retry_that_cannot_be_published_leaves_the_job_as_it_was(

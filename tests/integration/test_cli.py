@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, text
 
 from jobs.store.migrate import head_revision
 from producers import Client
-from tests.helpers import WorkerProcess, run_cli
+from tests.helpers import WorkerProcess, run_cli, secret
 
 pytestmark = pytest.mark.integration
 
@@ -95,29 +95,32 @@ def test_an_unknown_setting_is_a_clear_error(service_env: dict[str, str]) -> Non
 
 
 def test_a_malformed_url_is_a_clear_error_with_the_password_masked(service_env: dict[str, str]) -> None:
-    env = {**service_env, "CONVEYOR_DATABASE_URL": "mysql://root:hunter2@127.0.0.1/x"}
+    password = secret("mysql")
+    env = {**service_env, "CONVEYOR_DATABASE_URL": f"mysql://root:{password}@127.0.0.1/x"}
 
     result = run_cli("jobs", "list", env=env)
 
     assert result.returncode == 2
     assert "CONVEYOR_DATABASE_URL=mysql://root:***@127.0.0.1/x must start with one of" in result.stderr
-    assert "hunter2" not in result.stderr + result.stdout
+    assert password not in result.stderr + result.stdout
 
 
 def test_unreachable_rabbitmq_exits_3_naming_it_without_the_password(service_env: dict[str, str]) -> None:
+    password = secret("broker")
     result = run_cli(
-        "--broker-url", "amqp://guest:s3cret-pw@127.0.0.1:1/%2F", "enqueue", "noop", env=service_env
+        "--broker-url", f"amqp://guest:{password}@127.0.0.1:1/%2F", "enqueue", "noop", env=service_env
     )
 
     assert result.returncode == 3, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("conveyor: error: RabbitMQ is unreachable at amqp://guest:***@127.0.0.1:1/%2F")
-    assert "s3cret-pw" not in result.stderr + result.stdout
+    assert password not in result.stderr + result.stdout
 
 
 def test_unreachable_postgresql_exits_3_naming_it_without_the_password(service_env: dict[str, str]) -> None:
-    url = "postgresql+psycopg://postgres:s3cret-pw@127.0.0.1:1/conveyor"
+    password = secret("postgres")
+    url = f"postgresql+psycopg://postgres:{password}@127.0.0.1:1/conveyor"
 
     for args in (["jobs", "list"], ["enqueue", "noop"], ["db", "upgrade"], ["worker"]):
         result = run_cli("--database-url", url, *args, env=service_env)
@@ -128,7 +131,7 @@ def test_unreachable_postgresql_exits_3_naming_it_without_the_password(service_e
         assert (
             "PostgreSQL is unreachable at postgresql+psycopg://postgres:***@127.0.0.1:1/conveyor" in lines[0]
         )
-        assert "s3cret-pw" not in result.stderr + result.stdout
+        assert password not in result.stderr + result.stdout
 
 
 def test_db_upgrade_creates_a_missing_database_then_migrates_it(service_env: dict[str, str]) -> None:

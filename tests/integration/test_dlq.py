@@ -14,7 +14,7 @@ import pytest
 from jobs.errors import JobFailed
 from jobs.settings import Settings
 from producers import Client, Job, JobStatus
-from tests.helpers import AMQP_URL, ROOT, WorkerProcess, eventually, message_count, run_cli
+from tests.helpers import AMQP_URL, ROOT, WorkerProcess, eventually, message_count, observe, run_cli, secret
 
 pytestmark = pytest.mark.integration
 
@@ -151,7 +151,7 @@ def test_purge_asks_first_and_a_no_keeps_everything(
     (job,) = kill(client, settings, 1)
 
     def purge(answer: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        result = subprocess.run(
             [sys.executable, str(ROOT / "cli.py"), "dlq", "purge", job.id],
             env=service_env,
             input=answer,
@@ -161,6 +161,8 @@ def test_purge_asks_first_and_a_no_keeps_everything(
             check=False,
             cwd=ROOT,
         )
+        observe(result.stdout + result.stderr, "output of `conveyor dlq purge`")
+        return result
 
     refused = purge("n\n")
     assert refused.returncode == 1
@@ -236,11 +238,12 @@ def test_bad_usage_exits_2(service_env: dict[str, str]) -> None:
 
 
 def test_an_unreachable_broker_gives_one_line_and_exit_3(service_env: dict[str, str]) -> None:
-    env = {**service_env, "CONVEYOR_BROKER_URL": "amqp://guest:secret@127.0.0.1:1/%2F"}
+    password = secret("broker")
+    env = {**service_env, "CONVEYOR_BROKER_URL": f"amqp://guest:{password}@127.0.0.1:1/%2F"}
 
     result = dlq(env, "list")
 
     assert result.returncode == 3
     assert "RabbitMQ is unreachable" in result.stderr
-    assert "secret" not in result.stderr
+    assert password not in result.stderr
     assert "Traceback" not in result.stderr

@@ -7,6 +7,7 @@ import signal
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import dramatiq
 import pytest
@@ -19,7 +20,7 @@ from jobs.settings import Settings
 from jobs.store import Database, JobStore
 from jobs.store.models import JobRow
 from producers import Client, JobStatus
-from tests.helpers import WorkerProcess, eventually
+from tests.helpers import WorkerProcess, eventually, secret
 from tests.smtp import SmtpServer
 
 pytestmark = pytest.mark.integration
@@ -213,10 +214,12 @@ def test_starttls_with_auth_against_a_self_signed_certificate(
     authority.issue_cert("127.0.0.1").configure_cert(server_context)
     ca_file = tmp_path / "ca.pem"
     authority.cert_pem.write_to_path(str(ca_file))
-    server = SmtpServer(tls_context=server_context, credentials=("mailer", "p@ss w0rd")).start()
+    password = secret("smtp auth", tail="@ w0rd")  # '@' and ' ' must travel percent-encoded
+    server = SmtpServer(tls_context=server_context, credentials=("mailer", password)).start()
     worker = None
     try:
-        url = f"smtp://mailer:p%40ss%20w0rd@127.0.0.1:{server.port}?starttls=true&cafile={ca_file}"
+        encoded = quote(password, safe="")
+        url = f"smtp://mailer:{encoded}@127.0.0.1:{server.port}?starttls=true&cafile={ca_file}"
         worker = start_worker("--processes", "1", "--threads", "1", env={"CONVEYOR_SMTP_URL": url})
 
         client.send_email("ada@example.com", "welcome", {"name": "Ada"}).wait(timeout=20)

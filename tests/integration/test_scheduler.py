@@ -27,7 +27,7 @@ from jobs.store import Database, JobStore
 from jobs.store.models import JobRow
 from jobs.store.schedule import TickStore
 from producers import Client
-from tests.helpers import ROOT, eventually, message_count, run_cli
+from tests.helpers import ROOT, eventually, message_count, observe, run_cli
 
 pytestmark = [pytest.mark.integration]
 
@@ -301,6 +301,8 @@ def test_the_scheduler_command_runs_as_a_replica_and_stops_promptly_on_sigterm(
         codes = [process.wait(timeout=10) for process in processes]
         waited = time.monotonic() - started
     outputs = [process.communicate()[0] for process in processes]
+    for output in outputs:
+        observe(output, "output of `conveyor scheduler`")
 
     assert codes == [0, 0], outputs
     assert waited < 3

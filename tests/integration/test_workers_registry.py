@@ -21,7 +21,7 @@ from jobs.kinds import KINDS
 from jobs.middleware.heartbeat import Heartbeat, Replica, heartbeat_interval, registry_prefix
 from jobs.settings import Settings
 from producers import Client
-from tests.helpers import WorkerProcess, eventually, run_cli
+from tests.helpers import WorkerProcess, eventually, run_cli, secret
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +127,7 @@ def test_without_redis_workers_falls_back_to_recent_attempts_in_postgresql(
     job.wait(timeout=20)
     ran_on = job.history()[0].worker.rsplit(":", 1)[0]
     assert ran_on == f"{socket.gethostname()}:{child_pids(worker)[0]}"
-    no_redis = {**env, "CONVEYOR_REDIS_URL": "redis://:hunter2@127.0.0.1:1/0"}
+    no_redis = {**env, "CONVEYOR_REDIS_URL": f"redis://:{secret('redis')}@127.0.0.1:1/0"}
 
     result = run_cli("workers", "--json", env=no_redis)
 

@@ -9,6 +9,7 @@ import pytest
 from jobs.errors import SettingsError
 from jobs.logs import MaskSecretsFilter, mask_secrets
 from jobs.settings import Settings, mask_url
+from tests.helpers import secret
 
 
 def test_defaults_match_the_spec() -> None:
@@ -59,25 +60,27 @@ def test_malformed_values_are_clear_errors(variable: str, value: str, message: s
 
 
 def test_an_error_about_a_url_never_shows_its_password() -> None:
+    password = secret("broker")
     with pytest.raises(SettingsError) as error:
-        Settings.from_env({"CONVEYOR_BROKER_URL": "http://user:hunter2@127.0.0.1/"})
+        Settings.from_env({"CONVEYOR_BROKER_URL": f"http://user:{password}@127.0.0.1/"})
 
-    assert "hunter2" not in str(error.value)
+    assert password not in str(error.value)
     assert "http://user:***@127.0.0.1/" in str(error.value)
 
 
 def test_repr_masks_every_password() -> None:
+    passwords = [secret(name) for name in ("broker", "database", "redis", "smtp")]
     settings = Settings(
-        broker_url="amqps://app:broker-secret@mq.example:5671/prod",
-        database_url="postgresql+psycopg://app:db-secret@db.example/conveyor",
-        redis_url="redis://:redis-secret@127.0.0.1:6379/0",
-        smtp_url="smtps://mailer:smtp-secret@smtp.example:465",
+        broker_url=f"amqps://app:{passwords[0]}@mq.example:5671/prod",
+        database_url=f"postgresql+psycopg://app:{passwords[1]}@db.example/conveyor",
+        redis_url=f"redis://:{passwords[2]}@127.0.0.1:6379/0",
+        smtp_url=f"smtps://mailer:{passwords[3]}@smtp.example:465",
     )
 
     shown = repr(settings) + str(settings)
 
-    for secret in ("broker-secret", "db-secret", "redis-secret", "smtp-secret"):
-        assert secret not in shown
+    for password in passwords:
+        assert password not in shown
     assert "amqps://app:***@mq.example:5671/prod" in shown
     assert "redis://:***@127.0.0.1:6379/0" in shown
 
