@@ -15,6 +15,7 @@ from console.exit_codes import exit_code
 from jobs.admin.operations import Operations
 from jobs.broker import check_broker
 from jobs.errors import ConveyorError, SettingsError
+from jobs.keyring import keyring_of
 from jobs.logs import mask_secrets
 from jobs.settings import Settings
 from jobs.store import Database
@@ -63,7 +64,7 @@ class AppState:
 
     @cached_property
     def _database(self) -> Database:
-        return Database(self.settings.database_url)
+        return Database(self.settings.database_url, keyring=keyring_of(self.settings.encryption_keys))
 
     def _remote_settings(self) -> Settings:
         if self.settings.is_embedded:

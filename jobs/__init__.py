@@ -8,6 +8,7 @@ from jobs.errors import (
     BenchError,
     ConveyorError,
     DeadLetterNotFound,
+    DecryptionError,
     JobCancelled,
     JobFailed,
     JobNotFound,
@@ -17,6 +18,7 @@ from jobs.errors import (
     ServiceUnavailable,
     SettingsError,
     TransientError,
+    UnknownKey,
 )
 
 # Grouped by what the error is about (as dramatiq/__init__.py does), not sorted.
@@ -29,6 +31,9 @@ __all__ = [  # noqa: RUF022
     "JobNotRecorded",
     "SchemaMissing",
     "ServiceUnavailable",
+    # Encryption at rest
+    "DecryptionError",
+    "UnknownKey",
     # Lookups
     "ArtifactNotFound",
     "DeadLetterNotFound",

@@ -19,6 +19,8 @@ from sqlalchemy import Connection, String, delete, func, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
+from jobs import crypto
+from jobs.crypto import Sealer
 from jobs.store.database import Database
 from jobs.store.models import DelayedMessageRow
 from jobs.store.steps import param, step
@@ -59,22 +61,26 @@ HOLD = step(
 )
 
 
-def held_params(held: HeldMessage, now: datetime) -> dict[str, Any]:
+def held_params(held: HeldMessage, now: datetime, *, sealer: Sealer) -> dict[str, Any]:
+    """The :data:`HOLD` parameters of ``held``: its body sealed when encryption is on (it
+    carries the job's payload)."""
+    message_id = held.message.message_id
     return {
-        "held_id": held.message.message_id,
+        "held_id": message_id,
         "held_queue": held.message.queue_name,
         "held_due_at": held.due_at,
-        "held_body": held.message.encode(),
+        "held_body": sealer.seal_bytes(held.message.encode(), crypto.HELD_BODY, message_id),
         "now": now,
     }
 
 
-def hold(executor: Session | Connection, *held: HeldMessage) -> None:
+def hold(executor: Session | Connection, *held: HeldMessage, sealer: Sealer) -> None:
     """Add ``held`` to the executor's transaction (each replacing a row of the same message)."""
     if not held:
         return
     now = datetime.now(UTC)
-    executor.execute(HOLD.statement, [HOLD.core_params(held_params(h, now)) for h in held])
+    rows = [HOLD.core_params(held_params(h, now, sealer=sealer)) for h in held]
+    executor.execute(HOLD.statement, rows)
 
 
 class DelayedStore:
@@ -88,7 +94,7 @@ class DelayedStore:
 
     def hold(self, held: HeldMessage) -> None:
         with self.db.session() as session:
-            hold(session, held)
+            hold(session, held, sealer=self.db.sealer)
 
     def dispatch_due(
         self, publish: Callable[[dramatiq.Message[Any]], object], *, namespace: str, limit: int = BATCH
@@ -115,8 +121,9 @@ class DelayedStore:
         )
         with self.db.session() as session:
             rows = session.execute(query).all()
-            for _message_id, body in rows:
-                publish(dramatiq.Message.decode(body))
+            for message_id, body in rows:
+                plain = self.db.sealer.open_bytes(body, crypto.HELD_BODY, message_id)
+                publish(dramatiq.Message.decode(plain))
             if rows:
                 session.execute(
                     delete(DelayedMessageRow).where(DelayedMessageRow.message_id.in_([r[0] for r in rows]))

@@ -14,6 +14,8 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 
+from jobs import crypto
+from jobs.crypto import Sealer
 from jobs.errors import JobNotFound
 from jobs.ids import is_uuid
 from jobs.status import Event, JobStatus, sources, target
@@ -73,15 +75,17 @@ class JobInfo:
     parent_id: str | None = None
 
     @classmethod
-    def from_row(cls, row: JobRow) -> JobInfo:
+    def from_row(cls, row: JobRow, sealer: Sealer) -> JobInfo:
+        """The row's job, its encrypted values opened (``DecryptionError`` when one does not)."""
+        job_id = str(row.id)
         return cls(
-            id=str(row.id),
+            id=job_id,
             kind=row.kind,
             queue=row.queue,
             status=row.status,
-            payload=row.payload,
-            result=row.result,
-            error=row.error,
+            payload=sealer.open_json(row.payload, crypto.PAYLOAD, job_id),
+            result=sealer.open_json(row.result, crypto.RESULT, job_id),
+            error=sealer.open_text(row.error, crypto.ERROR, job_id),
             attempts=row.attempts,
             max_retries=row.max_retries,
             priority=row.priority,
@@ -114,7 +118,9 @@ class AttemptInfo:
     traceback: str | None
 
     @classmethod
-    def from_row(cls, row: AttemptRow) -> AttemptInfo:
+    def from_row(cls, row: AttemptRow, sealer: Sealer) -> AttemptInfo:
+        """The row's attempt, its encrypted error and traceback opened."""
+        job_id = str(row.job_id)
         return cls(
             attempt=row.attempt,
             worker=row.worker,
@@ -123,8 +129,8 @@ class AttemptInfo:
             started_at=as_utc(row.started_at) or utcnow(),
             finished_at=as_utc(row.finished_at),
             outcome=row.outcome,
-            error=row.error,
-            traceback=row.traceback,
+            error=sealer.open_text(row.error, crypto.ERROR, job_id),
+            traceback=sealer.open_text(row.traceback, crypto.TRACEBACK, job_id),
         )
 
     @property
@@ -189,19 +195,20 @@ class JobStore:
             The job and whether this call created it.
         """
         values = _queued_row(job, utcnow())
+        stored = self._sealed(values)
         if (
             job.held is None
             and job.idempotency_key is None
-            and self._insert_direct(values, _INSERT_QUEUED_SQL)
+            and self._insert_direct(stored, _INSERT_QUEUED_SQL)
         ):
             return _queued_info(values), True
         try:
             with self.db.session() as session:
                 # A Core statement, not the ORM's unit of work: an enqueue's CPU is mostly this.
                 # The job row goes first, so the unique key decides before anything is held.
-                session.execute(insert(JobRow).values(**values))
+                session.execute(insert(JobRow).values(**stored))
                 if job.held is not None:
-                    hold(session, job.held)
+                    hold(session, job.held, sealer=self.db.sealer)
             return _queued_info(values), True
         except IntegrityError:
             # The unique index on idempotency_key decides: whoever inserted first owns the key.
@@ -216,11 +223,21 @@ class JobStore:
         """Insert the ``queued`` row of a plain job whose message is already published. A worker
         that started the job first made the row itself (on first sight); that row is kept."""
         values = _queued_row(job, utcnow())
-        if not self._insert_direct(values, _INSERT_SENT_SQL):
+        stored = self._sealed(values)
+        if not self._insert_direct(stored, _INSERT_SENT_SQL):
             with self.db.session() as session:
-                statement = postgresql.insert(JobRow).values(**values)
+                statement = postgresql.insert(JobRow).values(**stored)
                 session.execute(statement.on_conflict_do_nothing(index_elements=[JobRow.id]))
         return _queued_info(values)
+
+    def _sealed(self, values: dict[str, Any]) -> dict[str, Any]:
+        """A queued row as stored: its payload sealed when encryption is on."""
+        if not self.db.sealer.enabled:
+            return values
+        return {
+            **values,
+            "payload": self.db.sealer.seal_json(values["payload"], crypto.PAYLOAD, values["id"]),
+        }
 
     def _insert_direct(self, values: dict[str, Any], sql: str) -> bool:
         """Insert a plain job's row in one round trip; False when the direct connection is busy."""
@@ -256,10 +273,12 @@ class JobStore:
         rows = [_queued_row(job, now) for job in jobs]
         if not rows:
             return []
-        if any(job.held is not None for job in jobs) or not self._copy_direct(rows):
+        stored = [self._sealed(row) for row in rows]
+        if any(job.held is not None for job in jobs) or not self._copy_direct(stored):
             with self.db.session() as session:
-                session.execute(insert(JobRow), rows)  # one multi-row INSERT (insertmanyvalues)
-                hold(session, *(job.held for job in jobs if job.held is not None))
+                session.execute(insert(JobRow), stored)  # one multi-row INSERT (insertmanyvalues)
+                held = (job.held for job in jobs if job.held is not None)
+                hold(session, *held, sealer=self.db.sealer)
         return [_queued_info(row) for row in rows]
 
     def _copy_direct(self, rows: list[dict[str, Any]]) -> bool:
@@ -292,7 +311,7 @@ class JobStore:
     def find_by_idempotency_key(self, key: str) -> JobInfo | None:
         with self.db.session() as session:
             row = session.scalars(select(JobRow).where(JobRow.idempotency_key == key)).one_or_none()
-            return JobInfo.from_row(row) if row else None
+            return JobInfo.from_row(row, self.db.sealer) if row else None
 
     def get(self, job_id: str) -> JobInfo:
         """The job with this id.
@@ -306,7 +325,7 @@ class JobStore:
             row = session.get(JobRow, job_id)
             if row is None:
                 raise JobNotFound(f"no job {job_id}")
-            return JobInfo.from_row(row)
+            return JobInfo.from_row(row, self.db.sealer)
 
     def find(self, selection: JobSelection | None = None, **filters: Any) -> list[JobInfo]:
         """Newest first: a :class:`JobSelection`, or its fields as keywords."""
@@ -314,7 +333,7 @@ class JobStore:
         query = selection.apply(select(JobRow)).order_by(JobRow.created_at.desc(), JobRow.id)
         query = query.limit(selection.limit).offset(selection.offset)
         with self.db.session() as session:
-            return [JobInfo.from_row(row) for row in session.scalars(query)]
+            return [JobInfo.from_row(row, self.db.sealer) for row in session.scalars(query)]
 
     def by_ids(self, job_ids: Iterable[str]) -> list[JobInfo]:
         """The jobs with these ids (unknown ids are left out), read 1,000 at a time."""
@@ -323,7 +342,7 @@ class JobStore:
         with self.db.session() as session:
             for start in range(0, len(wanted), 1000):
                 rows = session.scalars(select(JobRow).where(JobRow.id.in_(wanted[start : start + 1000])))
-                found.extend(JobInfo.from_row(row) for row in rows)
+                found.extend(JobInfo.from_row(row, self.db.sealer) for row in rows)
         return found
 
     def ids(self, selection: JobSelection) -> list[str]:
@@ -371,7 +390,7 @@ class JobStore:
                 )
                 .returning(JobRow)
             ).one_or_none()
-            return JobInfo.from_row(row) if row else None
+            return JobInfo.from_row(row, self.db.sealer) if row else None
 
     def finished_per_minute(self, since: datetime) -> list[int]:
         """How many jobs finished in each minute from ``since`` until now (oldest first)."""
@@ -391,7 +410,11 @@ class JobStore:
             session.execute(
                 update(JobRow)
                 .where(JobRow.id == info.id, JobRow.status == JobStatus.QUEUED.value)
-                .values(status=info.status, error=info.error, finished_at=info.finished_at)
+                .values(
+                    status=info.status,
+                    error=self.db.sealer.seal_text(info.error, crypto.ERROR, info.id),
+                    finished_at=info.finished_at,
+                )
             )
 
     def set_progress(self, job_id: str, percent: int) -> None:
@@ -403,12 +426,12 @@ class JobStore:
         """Jobs this job enqueued."""
         query = select(JobRow).where(JobRow.parent_id == job_id).order_by(JobRow.created_at)
         with self.db.session() as session:
-            return [JobInfo.from_row(row) for row in session.scalars(query)]
+            return [JobInfo.from_row(row, self.db.sealer) for row in session.scalars(query)]
 
     def attempts(self, job_id: str) -> list[AttemptInfo]:
         query = select(AttemptRow).where(AttemptRow.job_id == job_id).order_by(AttemptRow.attempt)
         with self.db.session() as session:
-            return [AttemptInfo.from_row(row) for row in session.scalars(query)]
+            return [AttemptInfo.from_row(row, self.db.sealer) for row in session.scalars(query)]
 
 
 #: The columns a producer writes: those of :func:`_queued_row`.

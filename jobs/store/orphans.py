@@ -15,6 +15,8 @@ from typing import Any
 
 from sqlalchemy import String, and_, cast, exists, or_, select, update
 
+from jobs import crypto
+from jobs.crypto import Sealer
 from jobs.status import Event, JobStatus, sources, target
 from jobs.store import transitions
 from jobs.store.database import Database
@@ -76,8 +78,9 @@ class OrphanStore:
             .limit(SWEEP_LIMIT)
         )
         with self.db.session() as session:
-            found = [_orphan(row, worker) for row, worker in session.execute(running).all()]
-            found += [_orphan(row, None) for row in session.scalars(queued)]
+            sealer = self.db.sealer
+            found = [_orphan(row, worker, sealer) for row, worker in session.execute(running).all()]
+            found += [_orphan(row, None, sealer) for row in session.scalars(queued)]
         return found
 
     def requeue(self, orphan: Orphan, held: HeldMessage, older_than: datetime) -> bool:
@@ -107,20 +110,20 @@ class OrphanStore:
             # Every attempt still open is closed ``lost`` (the same write as a take-over's).
             before = orphan.attempts + 1
             transitions.mark_lost(through(session.connection()), orphan.job_id, before, now, error=_LOST)
-            hold(session, held)
+            hold(session, held, sealer=self.db.sealer)
             return True
 
 
 _LOST = "WorkerLost: its worker is gone and RabbitMQ no longer held its message; sent again"
 
 
-def _orphan(row: JobRow, worker: str | None) -> Orphan:
+def _orphan(row: JobRow, worker: str | None, sealer: Sealer) -> Orphan:
     return Orphan(
         job_id=row.id,
         kind=row.kind,
         queue=row.queue,
         status=row.status,
-        payload=dict(row.payload),
+        payload=dict(sealer.open_json(row.payload, crypto.PAYLOAD, str(row.id))),
         max_retries=row.max_retries,
         priority=row.priority,
         attempts=row.attempts,
