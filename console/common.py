@@ -62,6 +62,11 @@ class AppState:
         if "_database" in self.__dict__:
             self._database.dispose()
 
+    @property
+    def database(self) -> Database:
+        """The store (with the encryption keys), for commands that need only PostgreSQL."""
+        return self._database
+
     @cached_property
     def _database(self) -> Database:
         return Database(self.settings.database_url, keyring=keyring_of(self.settings.encryption_keys))
