@@ -20,7 +20,7 @@ from console.views import jobs_table
 from console.workers import workers_table
 from jobs.admin.queues import QueueStats
 from jobs.admin.stats import GroupStats
-from jobs.settings import mask_url
+from jobs.settings import SECRET_FIELDS, mask_url
 from jobs.status import FINAL_STATUSES, JobStatus
 from jobs.store import JobSelection
 
@@ -206,9 +206,8 @@ def prune_command(
 def config(state: AppState, as_json: bool) -> None:
     """The effective settings (environment and flags), passwords masked."""
     values: dict[str, Any] = {
-        f.name: mask_url(v) if f.name.endswith("_url") and isinstance(v, str) else v
+        f.name: _shown_setting(f.name, getattr(state.settings, f.name))
         for f in dataclasses.fields(state.settings)
-        for v in [getattr(state.settings, f.name)]
     }
     if as_json:
         click.echo(json.dumps(values, indent=2))
@@ -219,3 +218,10 @@ def config(state: AppState, as_json: bool) -> None:
     for name, value in values.items():
         table.add_row(f"CONVEYOR_{name.upper()}", "" if value is None else str(value))
     out.print(table)
+
+
+def _shown_setting(name: str, value: Any) -> Any:
+    """A setting as `config` shows it: secrets (the encryption keys) as ``***``, URLs masked."""
+    if name in SECRET_FIELDS and value is not None:
+        return "***"
+    return mask_url(value) if name.endswith("_url") and isinstance(value, str) else value
