@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 import psycopg
@@ -330,6 +331,11 @@ class JobStore:
     def find(self, selection: JobSelection | None = None, **filters: Any) -> list[JobInfo]:
         """Newest first: a :class:`JobSelection`, or its fields as keywords."""
         selection = selection or JobSelection(**filters)
+        if selection.error and self.db.sealer.enabled:
+            with closing(self._error_matches(selection)) as matches:  # the stream ends with the page
+                wanted = list(islice(matches, selection.offset, selection.offset + selection.limit))
+            found = {info.id: info for info in self.by_ids(wanted)}
+            return [found[i] for i in wanted if i in found]
         query = selection.apply(select(JobRow)).order_by(JobRow.created_at.desc(), JobRow.id)
         query = query.limit(selection.limit).offset(selection.offset)
         with self.db.session() as session:
@@ -347,8 +353,28 @@ class JobStore:
 
     def ids(self, selection: JobSelection) -> list[str]:
         """The ids of every job the selection matches (no limit)."""
+        if selection.error and self.db.sealer.enabled:
+            return list(self._error_matches(selection))
         with self.db.session() as session:
             return [str(i) for i in session.scalars(selection.apply(select(JobRow.id)))]
+
+    def _error_matches(self, selection: JobSelection) -> Generator[str, None, None]:
+        """Ids of the selection's jobs whose error holds its text, newest first. Errors stored
+        encrypted cannot be searched by SQL: they are streamed, opened and searched here."""
+        needle = (selection.error or "").casefold()
+        query = replace(selection, error=None).apply(select(JobRow.id, JobRow.error))
+        query = query.where(JobRow.error.is_not(None)).order_by(JobRow.created_at.desc(), JobRow.id)
+        with self.db.translated(), self.db.engine.connect() as connection:
+            rows = connection.execution_options(stream_results=True, yield_per=1000).execute(query)
+            try:
+                for job_id, error in rows:
+                    if (
+                        needle
+                        in (self.db.sealer.open_text(error, crypto.ERROR, str(job_id)) or "").casefold()
+                    ):
+                        yield str(job_id)
+            finally:  # a page taken before the end closes the server-side cursor here
+                rows.close()
 
     def cancel(self, job_id: str) -> str:
         """``cancelled`` (it was waiting), ``requested`` (it is running: it stops at its next

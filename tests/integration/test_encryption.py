@@ -19,7 +19,7 @@ from jobs.crypto import SEGMENT, generate_key
 from jobs.keyring import Keyring
 from jobs.settings import Settings
 from jobs.status import AttemptOutcome
-from jobs.store import AttemptEnd, AttemptStore, Database, JobStore, NewJob, rekey
+from jobs.store import AttemptEnd, AttemptStore, Database, JobSelection, JobStore, NewJob, rekey
 from jobs.store.artifacts import ArtifactStore
 from jobs.store.batched import BatchedAttemptStore
 from jobs.store.deliveries import DeliveryStore
@@ -327,3 +327,22 @@ def test_a_value_rewritten_during_rotation_is_kept_as_its_writer_sealed_it(
     assert store.rotate_table(jobs_table).raced == 0
     assert set(KeyAdmin(both).status().columns["jobs.error"]) == {"b"}
     both.dispose()
+
+
+def test_jobs_are_found_by_the_text_of_their_encrypted_error(database_url: str, namespace: str) -> None:
+    db = keyed(database_url, KEY_A)
+    attempts, jobs = AttemptStore(db), JobStore(db)
+    queue = f"{namespace}.default"
+    ids = []
+    for i in range(5):
+        seen = seen_noop(queue)
+        started = attempts.start(seen, WORKER)
+        assert started is not None
+        attempts.finish(
+            seen.job_id, started.number, AttemptEnd(AttemptOutcome.FAILED, error=f"Boom number {i}")
+        )
+        ids.append(seen.job_id)
+    assert [j.id for j in jobs.find(queue=queue, error="number 3")] == [ids[3]]
+    assert [j.id for j in jobs.find(queue=queue, error="BOOM", limit=2, offset=1)] == [ids[3], ids[2]]
+    assert sorted(jobs.ids(JobSelection(queue=queue, error="boom"))) == sorted(ids)
+    db.dispose()
