@@ -8,6 +8,7 @@ dispatcher publishes what is due, each row taken by one replica (``SKIP LOCKED``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,9 +22,14 @@ from sqlalchemy.orm import Session
 
 from jobs import crypto
 from jobs.crypto import Sealer
+from jobs.errors import DecryptionError
 from jobs.store.database import Database
 from jobs.store.models import DelayedMessageRow
 from jobs.store.steps import param, step
+
+logger = logging.getLogger("conveyor.store")
+#: Held messages already reported as unreadable by this process (reported once, not every round).
+_unreadable: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -120,15 +126,29 @@ class DelayedStore:
             .with_for_update(skip_locked=True)
         )
         with self.db.session() as session:
-            rows = session.execute(query).all()
-            for message_id, body in rows:
-                plain = self.db.sealer.open_bytes(body, crypto.HELD_BODY, message_id)
-                publish(dramatiq.Message.decode(plain))
-            if rows:
-                session.execute(
-                    delete(DelayedMessageRow).where(DelayedMessageRow.message_id.in_([r[0] for r in rows]))
-                )
-            return len(rows)
+            published = [
+                message_id
+                for message_id, body in session.execute(query).all()
+                if self._publish(publish, message_id, body)
+            ]
+            if published:
+                session.execute(delete(DelayedMessageRow).where(DelayedMessageRow.message_id.in_(published)))
+            return len(published)
+
+    def _publish(
+        self, publish: Callable[[dramatiq.Message[Any]], object], message_id: str, body: bytes
+    ) -> bool:
+        """Publish one held message; False (it stays held) when its sealed body does not open here:
+        its key is missing on this replica, or it was altered. The others are not held up by it."""
+        try:
+            plain = self.db.sealer.open_bytes(body, crypto.HELD_BODY, message_id)
+        except DecryptionError as exc:
+            if message_id not in _unreadable:
+                _unreadable.add(message_id)
+                logger.warning("held message %s stays held: %s", message_id, exc)
+            return False
+        publish(dramatiq.Message.decode(plain))
+        return True
 
     def forget(self, message_ids: Iterable[str]) -> int:
         """Drop held messages (their jobs were cancelled or retried now)."""

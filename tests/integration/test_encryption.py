@@ -7,9 +7,11 @@ import json
 import secrets
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import dramatiq
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -22,8 +24,10 @@ from jobs.status import AttemptOutcome
 from jobs.store import AttemptEnd, AttemptStore, Database, JobSelection, JobStore, NewJob, rekey
 from jobs.store.artifacts import ArtifactStore
 from jobs.store.batched import BatchedAttemptStore
+from jobs.store.delayed import DelayedStore, HeldMessage
 from jobs.store.deliveries import DeliveryStore
 from jobs.store.migrate import ensure_database, upgrade
+from jobs.store.orphans import OrphanStore
 from producers import Client
 from tests.conftest import PG_SERVER
 from tests.helpers import WorkerProcess, run_cli, seen_noop
@@ -346,3 +350,40 @@ def test_jobs_are_found_by_the_text_of_their_encrypted_error(database_url: str, 
     assert [j.id for j in jobs.find(queue=queue, error="BOOM", limit=2, offset=1)] == [ids[3], ids[2]]
     assert sorted(jobs.ids(JobSelection(queue=queue, error="boom"))) == sorted(ids)
     db.dispose()
+
+
+def test_a_held_message_that_does_not_open_stays_held_without_holding_up_the_others(
+    database_url: str, namespace: str
+) -> None:
+    ours, theirs = keyed(database_url, KEY_A), keyed(database_url, KEY_B)
+    past = datetime.now(UTC) - timedelta(seconds=1)
+
+    def message() -> dramatiq.Message[Any]:
+        return dramatiq.Message(
+            queue_name=f"{namespace}.default", actor_name="noop", args=(), kwargs={}, options={}
+        )
+
+    readable, unreadable = message(), message()
+    DelayedStore(theirs).hold(HeldMessage.of(unreadable, past - timedelta(seconds=1)))  # due first
+    DelayedStore(ours).hold(HeldMessage.of(readable, past))
+    published: list[str] = []
+    assert DelayedStore(ours).dispatch_due(lambda m: published.append(m.message_id), namespace=namespace) == 1
+    assert published == [readable.message_id]
+    left = raw(ours, "SELECT message_id FROM delayed_messages WHERE queue = :q", q=f"{namespace}.default")
+    assert left == [(unreadable.message_id,)]
+    ours.dispose()
+    theirs.dispose()
+
+
+def test_an_orphan_whose_payload_does_not_open_is_left_alone_and_the_others_are_found(
+    database_url: str, namespace: str
+) -> None:
+    ours, theirs = keyed(database_url, KEY_A), keyed(database_url, KEY_B)
+    queue = f"{namespace}.default"
+    readable, unreadable = seen_noop(queue), seen_noop(queue)
+    JobStore(ours).create(NewJob(readable.job_id, "noop", queue, {"sleep": 0}, max_retries=3))
+    JobStore(theirs).create(NewJob(unreadable.job_id, "noop", queue, {"sleep": 0}, max_retries=3))
+    found = OrphanStore(ours).candidates(namespace, datetime.now(UTC) + timedelta(seconds=5))
+    assert [(o.job_id, o.payload) for o in found] == [(readable.job_id, {"sleep": 0})]
+    ours.dispose()
+    theirs.dispose()
