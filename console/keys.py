@@ -92,7 +92,11 @@ def rotate(state: AppState, as_json: bool) -> None:
                 tasks[table] = bar.add_task(table, total=total)
             bar.update(tasks[table], completed=done, total=total)
 
-        rotation = admin.rotate(advance)
+        try:
+            rotation = admin.rotate(advance)
+        except KeyboardInterrupt:
+            err.print("interrupted: what was re-encrypted stays so; run `conveyor keys rotate` again to go on")
+            sys.exit(EXIT_FAILURE)
     rotated(state, rotation, as_json)
 
 
