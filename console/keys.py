@@ -95,7 +95,9 @@ def rotate(state: AppState, as_json: bool) -> None:
         try:
             rotation = admin.rotate(advance)
         except KeyboardInterrupt:
-            err.print("interrupted: what was re-encrypted stays so; run `conveyor keys rotate` again to go on")
+            err.print(
+                "interrupted: what was re-encrypted stays so; run `conveyor keys rotate` again to go on"
+            )
             sys.exit(EXIT_FAILURE)
     rotated(state, rotation, as_json)
 
