@@ -31,6 +31,7 @@ from jobs.store.orphans import OrphanStore
 from producers import Client
 from tests.conftest import PG_SERVER
 from tests.helpers import WorkerProcess, run_cli, seen_noop
+from tests.images import jpeg, opened
 from tests.integration.test_batched_store import WORKER
 
 pytestmark = pytest.mark.integration
@@ -387,3 +388,30 @@ def test_an_orphan_whose_payload_does_not_open_is_left_alone_and_the_others_are_
     assert [(o.job_id, o.payload) for o in found] == [(readable.job_id, {"sleep": 0})]
     ours.dispose()
     theirs.dispose()
+
+
+def test_an_image_job_reads_its_sealed_source_and_seals_its_outputs(
+    sealed_client: Client, start_worker: WorkerProcess.Factory
+) -> None:
+    folder = sealed_client.settings.artifact_url
+    start_worker(
+        "--processes",
+        "1",
+        "--threads",
+        "1",
+        env={"CONVEYOR_ENCRYPTION_KEYS": KEY_A, "CONVEYOR_ARTIFACT_URL": folder},
+    )
+    photo = jpeg((1600, 1200), orientation=6, gps=True)
+    source = sealed_client.put_artifact(photo, name="photo.jpg")
+    job = sealed_client.process_image(
+        source, [{"op": "thumbnail", "width": 256, "height": 256}], format="png"
+    )
+    (artifact,) = job.wait(timeout=60)["artifacts"]
+    data = sealed_client.get_artifact(artifact["id"])
+    assert opened(data).size == (artifact["width"], artifact["height"])
+    for info in (sealed_client.artifacts.info(source), sealed_client.artifacts.info(artifact["id"])):
+        assert info.location is not None
+        on_disk = Path(info.location.removeprefix("file://")).read_bytes()
+        assert on_disk.startswith(crypto.FILE_MAGIC)
+        assert b"PNG" not in on_disk[:64]
+        assert b"JFIF" not in on_disk[:64]
