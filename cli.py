@@ -28,6 +28,7 @@ from console.enqueue import enqueue
 from console.exit_codes import EXIT_FAILURE
 from console.inspect import artifacts
 from console.jobs import jobs
+from console.keys import keys
 from console.schedule import schedule, scheduler
 from console.views import jobs_table
 from console.workers import workers
@@ -75,6 +76,7 @@ main.add_command(prune_command, name="prune")
 main.add_command(config)
 main.add_command(workers)
 main.add_command(dlq)
+main.add_command(keys)
 main.add_command(scheduler)
 main.add_command(schedule)
 

@@ -8,6 +8,8 @@ Sections (``--only`` picks some; each is repeated ``--runs`` times and medians a
 - ``images``: 12 MP JPEG thumbnails against a plain Pillow process pool (bench/thumbnails.py).
 - ``reports``: a ``jobs_summary`` report job against the same template rendered directly
   (bench/reports.py).
+- ``crypto``: Conveyor with ``CONVEYOR_ENCRYPTION_KEYS`` against Conveyor without: enqueue,
+  no-op drain (``--jobs``) and emails (``--emails`` ÷ 2) (bench/crypto.py).
 
 Writes ``bench/results/<date>.{json,md,png}`` and ``latest.md`` (a run of some sections only:
 ``<date>-<sections>.*``, and ``latest.md`` is left alone). ``BENCH_NAMESPACE`` (default
@@ -45,7 +47,7 @@ from bench.systems.base import (
 )
 from bench.systems.rabbit import Rabbit
 
-SECTIONS = ["noop", "email", "images", "reports"]
+SECTIONS = ["noop", "email", "images", "reports", "crypto"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -139,6 +141,10 @@ def work_section(name: str, args: argparse.Namespace, rabbit: Rabbit) -> Section
 
         processes = [int(p) for p in args.image_processes.split(",") if p.strip()]
         return ThumbnailSection(settings, rabbit, args.images, processes)
+    if name == "crypto":
+        from bench.crypto import CryptoSection
+
+        return CryptoSection(settings, rabbit, args.jobs, max(args.emails // 2, 2))
     from bench.reports import ReportSection
 
     return ReportSection(settings, args.report_rows)

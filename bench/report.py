@@ -150,11 +150,12 @@ def work_markdown(section: dict[str, Any]) -> list[str]:
     """A real-work section: a table of its comparisons, how each side ran, and its details."""
     meds, config = section["medians"], section["config"]
     runs = len([r for r in section["runs"] if not r.get("error")])
+    ours_name, theirs_name = section.get("sides") or ("Conveyor", "without Conveyor")
     lines = [
         ", ".join(f"{key.replace('_', ' ')}: {_value(value)}" for key, value in config.items())
         + f"; median of {runs} successful run(s), {section['duration_s']:.0f} s in all.",
         "",
-        "| measurement | Conveyor | without Conveyor | speed ratio |",
+        f"| measurement | {ours_name} | {theirs_name} | speed ratio |",
         "|---|---:|---:|---:|",
     ]
     keys = set()
@@ -167,7 +168,7 @@ def work_markdown(section: dict[str, Any]) -> list[str]:
         )
     lines += ["", "How each side ran:", ""]
     for c in section["comparisons"]:
-        lines.append(f"- {c['label']}: **Conveyor**: {c['conveyor']}; **without**: {c['baseline']}.")
+        lines.append(f"- {c['label']}: **{ours_name}**: {c['conveyor']}; **{theirs_name}**: {c['baseline']}.")
     details = {k: v for k, v in meds.items() if k not in keys}
     if details:
         lines += [

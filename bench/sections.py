@@ -14,6 +14,9 @@ from typing import Any, Protocol
 
 from bench.harness import Progress, measured_twice
 
+#: The sides of a comparison, unless a section names its own.
+SIDES = ("Conveyor", "without Conveyor")
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -37,6 +40,8 @@ class Section(Protocol):
     name: str
     title: str
     comparisons: list[Comparison]
+    # Optional ``sides``: the two sides' names in the report (default :data:`SIDES`), for a
+    # section that compares Conveyor with itself.
 
     def config(self) -> dict[str, Any]:
         """The section's sizes and settings, for the report."""
@@ -78,6 +83,7 @@ def run_section(section: Section, runs: int, log: Progress) -> dict[str, Any]:
         "title": section.title,
         "config": section.config(),
         "comparisons": [asdict(c) for c in section.comparisons],
+        "sides": list(getattr(section, "sides", SIDES)),
         "runs": [],
     }
     log(f"{section.title}: setting up")

@@ -19,6 +19,7 @@ from jobs import defaults
 from jobs.admin.operations import Operations
 from jobs.broker import check_broker
 from jobs.errors import ConveyorError, SettingsError
+from jobs.keyring import keyring_of
 from jobs.logs import mask_document, mask_secrets
 from jobs.settings import Settings
 from jobs.store import Database
@@ -66,9 +67,14 @@ class AppState:
         if "_database" in self.__dict__:
             self._database.dispose()
 
+    @property
+    def database(self) -> Database:
+        """The store (with the encryption keys), for commands that need only PostgreSQL."""
+        return self._database
+
     @cached_property
     def _database(self) -> Database:
-        return Database(self.settings.database_url)
+        return Database(self.settings.database_url, keyring=keyring_of(self.settings.encryption_keys))
 
     def _remote_settings(self) -> Settings:
         if self.settings.is_embedded:

@@ -8,6 +8,7 @@ from jobs.errors import (
     BenchError,
     ConveyorError,
     DeadLetterNotFound,
+    DecryptionError,
     JobCancelled,
     JobFailed,
     JobNotFound,
@@ -19,6 +20,7 @@ from jobs.errors import (
     SignatureError,
     StoreRefused,
     TransientError,
+    UnknownKey,
 )
 
 # Grouped by what the error is about (as dramatiq/__init__.py does), not sorted.
@@ -34,6 +36,9 @@ __all__ = [  # noqa: RUF022
     "StoreRefused",
     # Messages refused by a worker (issue 15: signing)
     "SignatureError",
+    # Encryption at rest
+    "DecryptionError",
+    "UnknownKey",
     # Lookups
     "ArtifactNotFound",
     "DeadLetterNotFound",

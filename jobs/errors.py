@@ -86,6 +86,22 @@ class JobFailed(ConveyorError):
         return (type(self), (self.job_id, self.status, self.error))
 
 
+class DecryptionError(ConveyorError):
+    """A value stored encrypted does not open: altered, cut short, or moved from another row or
+    field (its associated data binds it to where it was written)."""
+
+
+class UnknownKey(DecryptionError):
+    """A stored value names a key id that ``CONVEYOR_ENCRYPTION_KEYS`` does not hold."""
+
+    def __init__(self, key_id: str, message: str) -> None:
+        self.key_id = key_id
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key_id, str(self)))
+
+
 class BenchError(ConveyorError):
     """``conveyor bench`` could not complete (no worker, or jobs failed)."""
 

@@ -71,6 +71,11 @@ class Keyring:
         return cls(tuple(keys))
 
 
+def keyring_of(setting: str | None) -> Keyring | None:
+    """The keyring of ``Settings.encryption_keys`` (None when unset: values stored in the clear)."""
+    return Keyring.parse(setting) if setting else None
+
+
 def _decode(key_id: str, encoded: str) -> bytes:
     try:
         secret = base64.b64decode(encoded, validate=True)

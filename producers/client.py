@@ -16,6 +16,7 @@ import dramatiq
 
 from jobs.broker import BROKER_ERRORS, broker_unavailable, build_broker
 from jobs.delivery import DeliveryOptions
+from jobs.keyring import keyring_of
 from jobs.kinds import JobKind, get_kind
 from jobs.settings import Settings
 from jobs.signing import MessageSigner
@@ -54,7 +55,11 @@ class Client:
             broker_url=broker_url, database_url=database_url, namespace=namespace
         )
         self._owns_db = db is None
-        self._db = db if db is not None else Database(self.settings.database_url)
+        self._db = (
+            db
+            if db is not None
+            else Database(self.settings.database_url, keyring=keyring_of(self.settings.encryption_keys))
+        )
         self._jobs = JobStore(self._db)
         self.artifacts = ArtifactStore(self._db, self.settings.artifact_url)
         self._owns_broker = broker is None

@@ -21,6 +21,7 @@ from dramatiq.middleware import (
 
 from jobs.actors import declare_actors
 from jobs.broker import ConveyorRabbitmqBroker, build_broker
+from jobs.keyring import keyring_of
 from jobs.kinds import KINDS
 from jobs.middleware import Lifecycle
 from jobs.middleware.heartbeat import Heartbeat, Replica, heartbeat_interval
@@ -115,7 +116,12 @@ def build_worker_stack(
     # No pre-ping in workers: it costs a round trip per transaction (a quarter of a worker's
     # time per job, measured with py-spy). A dead connection is invalidated on first use and
     # the write comes back as ServiceUnavailable, which the lifecycle's retry loop absorbs.
-    db = db or Database(settings.database_url, pool_size=threads + 2, pre_ping=False)
+    db = db or Database(
+        settings.database_url,
+        pool_size=threads + 2,
+        pre_ping=False,
+        keyring=keyring_of(settings.encryption_keys),
+    )
     identity = current_identity()
     stopping = threading.Event()
     services = Services(settings, db)

@@ -13,11 +13,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import select
 
+from jobs import crypto
+from jobs.crypto import Sealer
 from jobs.defaults import ARTIFACT_CHUNK
 from jobs.errors import ArtifactNotFound
 from jobs.ids import is_uuid
@@ -62,6 +64,14 @@ class ArtifactInfo:
         return data
 
 
+class _Sink(Protocol):
+    """Where an artifact's bytes go: its file, or a sealer in front of it."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
 class ArtifactWriter:
     """A file-like sink for one artifact's bytes: hashed and counted as they are written.
 
@@ -69,7 +79,7 @@ class ArtifactWriter:
     descriptor it would write past the hash).
     """
 
-    def __init__(self, handle: IO[bytes] | None) -> None:
+    def __init__(self, handle: _Sink | None) -> None:
         self._handle = handle
         self._buffer: list[bytes] = []
         self.digest = hashlib.sha256()
@@ -154,8 +164,12 @@ class ArtifactStore:
             yield writer
         else:
             with self._file(f"{artifact_id}-{name}") as (handle, final):
-                writer = ArtifactWriter(handle)
+                # With encryption on, the file holds sealed segments (jobs/crypto.py), never plaintext.
+                sealed = self.db.sealer.seal_file(handle, artifact_id)
+                writer = ArtifactWriter(sealed or handle)
                 yield writer
+                if sealed is not None:
+                    sealed.close()
             location = final.as_uri()
         row = ArtifactRow(
             id=artifact_id,
@@ -163,7 +177,9 @@ class ArtifactStore:
             content_type=content_type or mimetypes.guess_type(name)[0] or "application/octet-stream",
             size=writer.size,
             sha256=writer.digest.hexdigest(),
-            data=writer.buffered() if location is None else None,
+            data=self.db.sealer.seal_bytes(writer.buffered(), crypto.ARTIFACT, artifact_id)
+            if location is None
+            else None,
             location=location,
             job_id=job_id,
             created_at=utcnow(),
@@ -205,13 +221,14 @@ class ArtifactStore:
             handle = _path(location).open("rb")
         except FileNotFoundError:
             raise ArtifactNotFound(f"artifact {artifact_id}: its file {_path(location)} is missing") from None
-        with handle:
-            yield info, handle
+        with handle, self.db.sealer.open_file(handle, info.id) as readable:
+            yield info, readable
 
     def _lookup(self, artifact_id: str) -> tuple[ArtifactInfo, str | None, bytes | None]:
         with self.db.session() as session:
             row = self._row(session, artifact_id)
-            return ArtifactInfo.from_row(row), row.location, row.data
+            data = self.db.sealer.open_bytes(row.data, crypto.ARTIFACT, str(row.id))
+            return ArtifactInfo.from_row(row), row.location, data
 
     def open(self, artifact_id: str) -> tuple[ArtifactInfo, Iterator[bytes]]:
         """The artifact and its bytes as chunks (from a file, never whole in memory).
@@ -225,7 +242,7 @@ class ArtifactStore:
         path = _path(location)
         if not path.is_file():
             raise ArtifactNotFound(f"artifact {artifact_id}: its file {path} is missing")
-        return info, _file_chunks(path)
+        return info, _file_chunks(path, self.db.sealer, info.id)
 
     def info(self, artifact_id: str) -> ArtifactInfo:
         """Raises ``ArtifactNotFound``."""
@@ -262,8 +279,8 @@ class ArtifactStore:
         return row  # type: ignore[no-any-return]
 
 
-def _file_chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as handle:
+def _file_chunks(path: Path, sealer: Sealer, artifact_id: str) -> Iterator[bytes]:
+    with path.open("rb") as raw, sealer.open_file(raw, artifact_id) as handle:
         while chunk := handle.read(ARTIFACT_CHUNK):
             yield chunk
 

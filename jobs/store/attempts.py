@@ -9,12 +9,15 @@ one at a time through SQLAlchemy (the SQLite demo, and the rare writes a batch l
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 from sqlalchemy import and_, select
 
+from jobs import crypto
+from jobs.crypto import Sealer
 from jobs.status import END_EVENTS, AttemptOutcome, JobStatus, target
 from jobs.store import transitions
 from jobs.store.database import Database
@@ -69,6 +72,7 @@ class AttemptStore:
             since ``take_over`` was read.
         """
         now = utcnow()
+        seen = sealed_seen(self.db.sealer, seen)
         with self.db.transaction() as connection:
             run = through(connection)
             number = transitions.start(run, seen, worker, now, take_over=take_over)()
@@ -129,8 +133,11 @@ class AttemptStore:
         Returns:
             Whether the job row moved: ``False`` when a newer attempt has started meanwhile.
         """
+        sealer = self.db.sealer
+        end = sealed_end(sealer, job_id, end)
         with self.db.transaction() as connection:
-            return transitions.end(through(connection), job_id, attempt, end, utcnow(), held=held)()
+            run = through(connection)
+            return transitions.end(run, job_id, attempt, end, utcnow(), held=held, sealer=sealer)()
 
     def finish_detached(
         self,
@@ -147,7 +154,7 @@ class AttemptStore:
         Future then holds the ``ServiceUnavailable``); a batching store writes it with a batch.
         """
         recorded: Future[bool] = Future()
-        try:
+        try:  # finish() seals the end
             moved = wait_for_store(lambda: self.finish(job_id, attempt, end, held=held), stopping)
             recorded.set_result(moved)
         except Exception as exc:
@@ -156,3 +163,22 @@ class AttemptStore:
 
     def close(self) -> None:
         """Nothing to release here (a batching store stops its writer)."""
+
+
+def sealed_seen(sealer: Sealer, seen: SeenMessage) -> SeenMessage:
+    """``seen`` as its start writes it: the payload sealed when encryption is on."""
+    if not sealer.enabled:
+        return seen
+    return dataclasses.replace(seen, payload=sealer.seal_json(seen.payload, crypto.PAYLOAD, seen.job_id))
+
+
+def sealed_end(sealer: Sealer, job_id: str, end: AttemptEnd) -> AttemptEnd:
+    """``end`` as it is written: result, error and traceback sealed when encryption is on."""
+    if not sealer.enabled:
+        return end
+    return dataclasses.replace(
+        end,
+        result=sealer.seal_json(end.result, crypto.RESULT, job_id),
+        error=sealer.seal_text(end.error, crypto.ERROR, job_id),
+        traceback=sealer.seal_text(end.traceback, crypto.TRACEBACK, job_id),
+    )

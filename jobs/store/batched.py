@@ -34,6 +34,8 @@ from jobs.store.attempts import (
     SeenMessage,
     StartedAttempt,
     WorkerIdentity,
+    sealed_end,
+    sealed_seen,
 )
 from jobs.store.database import Database
 from jobs.store.delayed import HeldMessage, hold
@@ -91,12 +93,13 @@ class BatchedAttemptStore(AttemptStore):
         if take_over is not None:  # rare (a worker died mid-job): no batching
             return super().start(seen, worker, take_over=take_over)
         done: Future[StartedAttempt | None] = Future()
-        self._queue.put(_Start(seen, worker, done))
+        # Sealed here, on the caller's thread: the writer thread's CPU goes to PostgreSQL.
+        self._queue.put(_Start(sealed_seen(self.db.sealer, seen), worker, done))
         return done.result()
 
     def finish(self, job_id: str, attempt: int, end: AttemptEnd, *, held: HeldMessage | None = None) -> bool:
         done: Future[bool] = Future()
-        self._queue.put(_Finish(job_id, attempt, end, held, done))
+        self._queue.put(_Finish(job_id, attempt, sealed_end(self.db.sealer, job_id, end), held, done))
         return done.result()
 
     def finish_detached(
@@ -109,7 +112,8 @@ class BatchedAttemptStore(AttemptStore):
         stopping: threading.Event | None = None,
     ) -> Future[bool]:
         done: Future[bool] = Future()
-        self._queue.put(_Finish(job_id, attempt, end, held, done, detached=True))
+        sealed = sealed_end(self.db.sealer, job_id, end)
+        self._queue.put(_Finish(job_id, attempt, sealed, held, done, detached=True))
         return done
 
     def close(self) -> None:
@@ -197,7 +201,7 @@ class BatchedAttemptStore(AttemptStore):
         if holding:
             with self.db.transaction() as sa:
                 moved.update(str(job_id) for (job_id,) in sa.exec_driver_sql(*_ends(holding, now)))
-                hold(sa, *(f.held for f in holding if f.held is not None))
+                hold(sa, *(f.held for f in holding if f.held is not None), sealer=self.db.sealer)
         started = self._count_lost_runs(numbers, now)
         return [
             started.get(item.seen.job_id) if isinstance(item, _Start) else item.job_id in moved

@@ -19,8 +19,10 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.orm import Session, sessionmaker
 
+from jobs.crypto import Sealer
 from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
 from jobs.errors import SchemaMissing, ServiceUnavailable, StoreRefused
+from jobs.keyring import Keyring
 from jobs.settings import mask_url
 from jobs.store.direct import DirectConnection, hide_quoted_values
 from jobs.tls import explained
@@ -31,8 +33,13 @@ __all__ = ["Database", "SchemaMissing", "backend_name", "hide_quoted_values", "w
 class Database:
     """An engine and a session factory for one database URL (PostgreSQL, or SQLite for the demo)."""
 
-    def __init__(self, url: str, *, pool_size: int = 5, pre_ping: bool = True) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 5, pre_ping: bool = True, keyring: Keyring | None = None
+    ) -> None:
         self.url = url
+        #: Seals and opens the values stored encrypted (``keyring``: CONVEYOR_ENCRYPTION_KEYS);
+        #: only the store's modules use it, so every reader sees plaintext.
+        self.sealer = Sealer(keyring)
         self.masked_url = mask_url(url)
         self.engine = _make_engine(url, pool_size=pool_size, pre_ping=pre_ping)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)

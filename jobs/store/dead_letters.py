@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
+from jobs import crypto
 from jobs.status import Event, JobStatus, sources, target
 from jobs.store.database import Database
 from jobs.store.jobs import utcnow
@@ -61,6 +62,7 @@ class DeadJobStore:
             for start in range(0, len(ids), _CHUNK):
                 query = select(*columns).where(JobRow.id.in_(ids[start : start + _CHUNK]))
                 for ident, kind, status, attempts, error in session.execute(query):
+                    error = self.db.sealer.open_text(error, crypto.ERROR, str(ident))
                     found[str(ident)] = DeadJob(str(ident), kind, status, attempts, error)
         return found
 
@@ -106,7 +108,7 @@ class DeadJobStore:
         dead = update(JobRow).where(JobRow.id == job_id, JobRow.status.in_(_PURGEABLE))
         values: dict[str, Any] = {
             "status": target(Event.PURGE).value,
-            "error": func.coalesce(JobRow.error, error),
+            "error": func.coalesce(JobRow.error, self.db.sealer.seal_text(error, crypto.ERROR, job_id)),
             "finished_at": func.coalesce(JobRow.finished_at, utcnow()),
             "eta": None,
         }

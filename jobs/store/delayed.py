@@ -8,6 +8,7 @@ dispatcher publishes what is due, each row taken by one replica (``SKIP LOCKED``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,9 +20,16 @@ from sqlalchemy import Connection, String, delete, func, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
+from jobs import crypto
+from jobs.crypto import Sealer
+from jobs.errors import DecryptionError
 from jobs.store.database import Database
 from jobs.store.models import DelayedMessageRow
 from jobs.store.steps import param, step
+
+logger = logging.getLogger("conveyor.store")
+#: Held messages already reported as unreadable by this process (reported once, not every round).
+_unreadable: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -59,22 +67,26 @@ HOLD = step(
 )
 
 
-def held_params(held: HeldMessage, now: datetime) -> dict[str, Any]:
+def held_params(held: HeldMessage, now: datetime, *, sealer: Sealer) -> dict[str, Any]:
+    """The :data:`HOLD` parameters of ``held``: its body sealed when encryption is on (it
+    carries the job's payload)."""
+    message_id = held.message.message_id
     return {
-        "held_id": held.message.message_id,
+        "held_id": message_id,
         "held_queue": held.message.queue_name,
         "held_due_at": held.due_at,
-        "held_body": held.message.encode(),
+        "held_body": sealer.seal_bytes(held.message.encode(), crypto.HELD_BODY, message_id),
         "now": now,
     }
 
 
-def hold(executor: Session | Connection, *held: HeldMessage) -> None:
+def hold(executor: Session | Connection, *held: HeldMessage, sealer: Sealer) -> None:
     """Add ``held`` to the executor's transaction (each replacing a row of the same message)."""
     if not held:
         return
     now = datetime.now(UTC)
-    executor.execute(HOLD.statement, [HOLD.core_params(held_params(h, now)) for h in held])
+    rows = [HOLD.core_params(held_params(h, now, sealer=sealer)) for h in held]
+    executor.execute(HOLD.statement, rows)
 
 
 class DelayedStore:
@@ -88,7 +100,7 @@ class DelayedStore:
 
     def hold(self, held: HeldMessage) -> None:
         with self.db.session() as session:
-            hold(session, held)
+            hold(session, held, sealer=self.db.sealer)
 
     def dispatch_due(
         self, publish: Callable[[dramatiq.Message[Any]], object], *, namespace: str, limit: int = BATCH
@@ -114,14 +126,29 @@ class DelayedStore:
             .with_for_update(skip_locked=True)
         )
         with self.db.session() as session:
-            rows = session.execute(query).all()
-            for _message_id, body in rows:
-                publish(dramatiq.Message.decode(body))
-            if rows:
-                session.execute(
-                    delete(DelayedMessageRow).where(DelayedMessageRow.message_id.in_([r[0] for r in rows]))
-                )
-            return len(rows)
+            published = [
+                message_id
+                for message_id, body in session.execute(query).all()
+                if self._publish(publish, message_id, body)
+            ]
+            if published:
+                session.execute(delete(DelayedMessageRow).where(DelayedMessageRow.message_id.in_(published)))
+            return len(published)
+
+    def _publish(
+        self, publish: Callable[[dramatiq.Message[Any]], object], message_id: str, body: bytes
+    ) -> bool:
+        """Publish one held message; False (it stays held) when its sealed body does not open here:
+        its key is missing on this replica, or it was altered. The others are not held up by it."""
+        try:
+            plain = self.db.sealer.open_bytes(body, crypto.HELD_BODY, message_id)
+        except DecryptionError as exc:
+            if message_id not in _unreadable:
+                _unreadable.add(message_id)
+                logger.warning("held message %s stays held: %s", message_id, exc)
+            return False
+        publish(dramatiq.Message.decode(plain))
+        return True
 
     def forget(self, message_ids: Iterable[str]) -> int:
         """Drop held messages (their jobs were cancelled or retried now)."""

@@ -30,6 +30,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
 
+from jobs import crypto
+from jobs.crypto import Sealer
 from jobs.errors import ServiceUnavailable
 from jobs.store.database import Database
 from jobs.store.direct import DirectConnection
@@ -115,7 +117,7 @@ class DeliveryStore:
         with self._direct() as connection:
             if connection is not None:
                 row = connection.execute(_GET_SQL, {"job_id": job_id}).fetchone()
-                return None if row is None else _delivery(job_id, *row)
+                return None if row is None else _delivery(self.db.sealer, job_id, *row)
         query = select(
             EmailDeliveryRow.state,
             EmailDeliveryRow.message_id,
@@ -125,7 +127,7 @@ class DeliveryStore:
         ).where(EmailDeliveryRow.job_id == job_id)
         with self.db.transaction() as core:
             found = core.execute(query).one_or_none()
-        return None if found is None else _delivery(job_id, *found)
+        return None if found is None else _delivery(self.db.sealer, job_id, *found)
 
     def claim(self, job_id: str, message_id: str, *, at: datetime | None = None) -> Delivery | None:
         """Record ``sending``, committed before DATA: from here on, a crash leaves the outcome unknown.
@@ -172,7 +174,7 @@ class DeliveryStore:
             return write.done.result()
         with self._direct() as connection:
             if connection is not None:
-                return UUID(write.job_id) in _write_batch(connection, [write])
+                return UUID(write.job_id) in _write_batch(connection, [write], self.db.sealer)
         return _write_core(self.db, write)
 
     @contextmanager
@@ -198,6 +200,7 @@ class _Writer:
     """
 
     def __init__(self, db: Database) -> None:
+        self._sealer = db.sealer
         self._durable = DirectConnection(db.url, db.translate)
         url = make_url(db.url)
         self._lazy = (
@@ -237,7 +240,7 @@ class _Writer:
         direct = self._lazy if lazy and self._lazy is not None else self._durable
         try:
             with direct.connect() as connection:
-                claimed = _write_batch(connection, batch)
+                claimed = _write_batch(connection, batch, self._sealer)
         except Exception as exc:
             if len(batch) > 1 and not isinstance(exc, ServiceUnavailable):
                 # One bad write must not fail its neighbours: write them one by one to isolate it.
@@ -255,8 +258,9 @@ class _Writer:
                 claimed.discard(UUID(item.job_id))  # two claims of one job in a batch: the first wins
 
 
-def _write_batch(connection: psycopg.Connection[Any], batch: list[_Write]) -> set[UUID]:
-    """Write claims and outcomes in one statement; returns the job ids whose claim inserted."""
+def _write_batch(connection: psycopg.Connection[Any], batch: list[_Write], sealer: Sealer) -> set[UUID]:
+    """Write claims and outcomes in one statement; returns the job ids whose claim inserted.
+    The recipients (``accepted``, ``rejected``) are sealed when encryption is on."""
     # Two outcomes for one job in one statement would update its row twice: the last one wins.
     outcomes = {w.job_id: w for w in batch if w.sent is not None}
     writes = [
@@ -269,8 +273,8 @@ def _write_batch(connection: psycopg.Connection[Any], batch: list[_Write]) -> se
             "job_id": w.job_id,
             "message_id": w.message_id,
             "sent": True,
-            "accepted": w.sent[0],
-            "rejected": w.sent[1],
+            "accepted": sealer.seal_json(w.sent[0], crypto.ACCEPTED, w.job_id),
+            "rejected": sealer.seal_json(w.sent[1], crypto.REJECTED, w.job_id),
             "at": w.at.isoformat(),
         }
         for w in outcomes.values()
@@ -290,7 +294,9 @@ def _write_core(db: Database, write: _Write) -> bool:
                 statement.on_conflict_do_nothing(index_elements=[EmailDeliveryRow.job_id])
             )
         return inserted.rowcount == 1
-    values |= {"state": DeliveryState.SENT.value, "accepted": write.sent[0], "rejected": write.sent[1]}
+    accepted = db.sealer.seal_json(write.sent[0], crypto.ACCEPTED, write.job_id)
+    rejected = db.sealer.seal_json(write.sent[1], crypto.REJECTED, write.job_id)
+    values |= {"state": DeliveryState.SENT.value, "accepted": accepted, "rejected": rejected}
     upsert = sqlite.insert(EmailDeliveryRow).values(**values)
     upsert = upsert.on_conflict_do_update(
         index_elements=[EmailDeliveryRow.job_id], set_={k: v for k, v in values.items() if k != "job_id"}
@@ -301,14 +307,20 @@ def _write_core(db: Database, write: _Write) -> bool:
 
 
 def _delivery(
-    job_id: str, state: str, message_id: str, accepted: Any, rejected: Any, updated_at: datetime
+    sealer: Sealer,
+    job_id: str,
+    state: str,
+    message_id: str,
+    accepted: Any,
+    rejected: Any,
+    updated_at: datetime,
 ) -> Delivery:
     return Delivery(
         job_id=job_id,
         state=DeliveryState(state),
         message_id=message_id,
-        accepted=list(accepted or []),
-        rejected=dict(rejected or {}),
+        accepted=list(sealer.open_json(accepted, crypto.ACCEPTED, job_id) or []),
+        rejected=dict(sealer.open_json(rejected, crypto.REJECTED, job_id) or {}),
         updated_at=updated_at,
     )
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 import psycopg
@@ -14,6 +15,8 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 
+from jobs import crypto
+from jobs.crypto import Sealer
 from jobs.errors import JobNotFound
 from jobs.ids import is_uuid
 from jobs.status import Event, JobStatus, sources, target
@@ -73,15 +76,17 @@ class JobInfo:
     parent_id: str | None = None
 
     @classmethod
-    def from_row(cls, row: JobRow) -> JobInfo:
+    def from_row(cls, row: JobRow, sealer: Sealer) -> JobInfo:
+        """The row's job, its encrypted values opened (``DecryptionError`` when one does not)."""
+        job_id = str(row.id)
         return cls(
-            id=str(row.id),
+            id=job_id,
             kind=row.kind,
             queue=row.queue,
             status=row.status,
-            payload=row.payload,
-            result=row.result,
-            error=row.error,
+            payload=sealer.open_json(row.payload, crypto.PAYLOAD, job_id),
+            result=sealer.open_json(row.result, crypto.RESULT, job_id),
+            error=sealer.open_text(row.error, crypto.ERROR, job_id),
             attempts=row.attempts,
             max_retries=row.max_retries,
             priority=row.priority,
@@ -114,7 +119,9 @@ class AttemptInfo:
     traceback: str | None
 
     @classmethod
-    def from_row(cls, row: AttemptRow) -> AttemptInfo:
+    def from_row(cls, row: AttemptRow, sealer: Sealer) -> AttemptInfo:
+        """The row's attempt, its encrypted error and traceback opened."""
+        job_id = str(row.job_id)
         return cls(
             attempt=row.attempt,
             worker=row.worker,
@@ -123,8 +130,8 @@ class AttemptInfo:
             started_at=as_utc(row.started_at) or utcnow(),
             finished_at=as_utc(row.finished_at),
             outcome=row.outcome,
-            error=row.error,
-            traceback=row.traceback,
+            error=sealer.open_text(row.error, crypto.ERROR, job_id),
+            traceback=sealer.open_text(row.traceback, crypto.TRACEBACK, job_id),
         )
 
     @property
@@ -189,19 +196,20 @@ class JobStore:
             The job and whether this call created it.
         """
         values = _queued_row(job, utcnow())
+        stored = self._sealed(values)
         if (
             job.held is None
             and job.idempotency_key is None
-            and self._insert_direct(values, _INSERT_QUEUED_SQL)
+            and self._insert_direct(stored, _INSERT_QUEUED_SQL)
         ):
             return _queued_info(values), True
         try:
             with self.db.session() as session:
                 # A Core statement, not the ORM's unit of work: an enqueue's CPU is mostly this.
                 # The job row goes first, so the unique key decides before anything is held.
-                session.execute(insert(JobRow).values(**values))
+                session.execute(insert(JobRow).values(**stored))
                 if job.held is not None:
-                    hold(session, job.held)
+                    hold(session, job.held, sealer=self.db.sealer)
             return _queued_info(values), True
         except IntegrityError:
             # The unique key (idempotency_key, kind, queue) decides: whoever inserted first owns it.
@@ -216,11 +224,21 @@ class JobStore:
         """Insert the ``queued`` row of a plain job whose message is already published. A worker
         that started the job first made the row itself (on first sight); that row is kept."""
         values = _queued_row(job, utcnow())
-        if not self._insert_direct(values, _INSERT_SENT_SQL):
+        stored = self._sealed(values)
+        if not self._insert_direct(stored, _INSERT_SENT_SQL):
             with self.db.session() as session:
-                statement = postgresql.insert(JobRow).values(**values)
+                statement = postgresql.insert(JobRow).values(**stored)
                 session.execute(statement.on_conflict_do_nothing(index_elements=[JobRow.id]))
         return _queued_info(values)
+
+    def _sealed(self, values: dict[str, Any]) -> dict[str, Any]:
+        """A queued row as stored: its payload sealed when encryption is on."""
+        if not self.db.sealer.enabled:
+            return values
+        return {
+            **values,
+            "payload": self.db.sealer.seal_json(values["payload"], crypto.PAYLOAD, values["id"]),
+        }
 
     def _insert_direct(self, values: dict[str, Any], sql: str) -> bool:
         """Insert a plain job's row in one round trip; False when the direct connection is busy."""
@@ -256,10 +274,12 @@ class JobStore:
         rows = [_queued_row(job, now) for job in jobs]
         if not rows:
             return []
-        if any(job.held is not None for job in jobs) or not self._copy_direct(rows):
+        stored = [self._sealed(row) for row in rows]
+        if any(job.held is not None for job in jobs) or not self._copy_direct(stored):
             with self.db.session() as session:
-                session.execute(insert(JobRow), rows)  # one multi-row INSERT (insertmanyvalues)
-                hold(session, *(job.held for job in jobs if job.held is not None))
+                session.execute(insert(JobRow), stored)  # one multi-row INSERT (insertmanyvalues)
+                held = (job.held for job in jobs if job.held is not None)
+                hold(session, *held, sealer=self.db.sealer)
         return [_queued_info(row) for row in rows]
 
     def _copy_direct(self, rows: list[dict[str, Any]]) -> bool:
@@ -301,7 +321,7 @@ class JobStore:
             query = query.where(JobRow.queue == queue)
         with self.db.session() as session:
             row = session.scalars(query.order_by(JobRow.created_at).limit(1)).first()
-            return JobInfo.from_row(row) if row else None
+            return JobInfo.from_row(row, self.db.sealer) if row else None
 
     def get(self, job_id: str) -> JobInfo:
         """The job with this id.
@@ -315,15 +335,20 @@ class JobStore:
             row = session.get(JobRow, job_id)
             if row is None:
                 raise JobNotFound(f"no job {job_id}")
-            return JobInfo.from_row(row)
+            return JobInfo.from_row(row, self.db.sealer)
 
     def find(self, selection: JobSelection | None = None, **filters: Any) -> list[JobInfo]:
         """Newest first: a :class:`JobSelection`, or its fields as keywords."""
         selection = selection or JobSelection(**filters)
+        if selection.error and self.db.sealer.enabled:
+            with closing(self._error_matches(selection)) as matches:  # the stream ends with the page
+                wanted = list(islice(matches, selection.offset, selection.offset + selection.limit))
+            found = {info.id: info for info in self.by_ids(wanted)}
+            return [found[i] for i in wanted if i in found]
         query = selection.apply(select(JobRow)).order_by(JobRow.created_at.desc(), JobRow.id)
         query = query.limit(selection.limit).offset(selection.offset)
         with self.db.session() as session:
-            return [JobInfo.from_row(row) for row in session.scalars(query)]
+            return [JobInfo.from_row(row, self.db.sealer) for row in session.scalars(query)]
 
     def by_ids(self, job_ids: Iterable[str]) -> list[JobInfo]:
         """The jobs with these ids (unknown ids are left out), read 1,000 at a time."""
@@ -332,13 +357,33 @@ class JobStore:
         with self.db.session() as session:
             for start in range(0, len(wanted), 1000):
                 rows = session.scalars(select(JobRow).where(JobRow.id.in_(wanted[start : start + 1000])))
-                found.extend(JobInfo.from_row(row) for row in rows)
+                found.extend(JobInfo.from_row(row, self.db.sealer) for row in rows)
         return found
 
     def ids(self, selection: JobSelection) -> list[str]:
         """The ids of every job the selection matches (no limit)."""
+        if selection.error and self.db.sealer.enabled:
+            return list(self._error_matches(selection))
         with self.db.session() as session:
             return [str(i) for i in session.scalars(selection.apply(select(JobRow.id)))]
+
+    def _error_matches(self, selection: JobSelection) -> Generator[str, None, None]:
+        """Ids of the selection's jobs whose error holds its text, newest first. Errors stored
+        encrypted cannot be searched by SQL: they are streamed, opened and searched here."""
+        needle = (selection.error or "").casefold()
+        query = replace(selection, error=None).apply(select(JobRow.id, JobRow.error))
+        query = query.where(JobRow.error.is_not(None)).order_by(JobRow.created_at.desc(), JobRow.id)
+        with self.db.translated(), self.db.engine.connect() as connection:
+            rows = connection.execution_options(stream_results=True, yield_per=1000).execute(query)
+            try:
+                for job_id, error in rows:
+                    if (
+                        needle
+                        in (self.db.sealer.open_text(error, crypto.ERROR, str(job_id)) or "").casefold()
+                    ):
+                        yield str(job_id)
+            finally:  # a page taken before the end closes the server-side cursor here
+                rows.close()
 
     def cancel(self, job_id: str) -> str:
         """``cancelled`` (it was waiting), ``requested`` (it is running: it stops at its next
@@ -380,7 +425,7 @@ class JobStore:
                 )
                 .returning(JobRow)
             ).one_or_none()
-            return JobInfo.from_row(row) if row else None
+            return JobInfo.from_row(row, self.db.sealer) if row else None
 
     def finished_per_minute(self, since: datetime) -> list[int]:
         """How many jobs finished in each minute from ``since`` until now (oldest first)."""
@@ -400,7 +445,11 @@ class JobStore:
             session.execute(
                 update(JobRow)
                 .where(JobRow.id == info.id, JobRow.status == JobStatus.QUEUED.value)
-                .values(status=info.status, error=info.error, finished_at=info.finished_at)
+                .values(
+                    status=info.status,
+                    error=self.db.sealer.seal_text(info.error, crypto.ERROR, info.id),
+                    finished_at=info.finished_at,
+                )
             )
 
     def set_progress(self, job_id: str, percent: int) -> None:
@@ -412,12 +461,12 @@ class JobStore:
         """Jobs this job enqueued."""
         query = select(JobRow).where(JobRow.parent_id == job_id).order_by(JobRow.created_at)
         with self.db.session() as session:
-            return [JobInfo.from_row(row) for row in session.scalars(query)]
+            return [JobInfo.from_row(row, self.db.sealer) for row in session.scalars(query)]
 
     def attempts(self, job_id: str) -> list[AttemptInfo]:
         query = select(AttemptRow).where(AttemptRow.job_id == job_id).order_by(AttemptRow.attempt)
         with self.db.session() as session:
-            return [AttemptInfo.from_row(row) for row in session.scalars(query)]
+            return [AttemptInfo.from_row(row, self.db.sealer) for row in session.scalars(query)]
 
 
 #: The columns a producer writes: those of :func:`_queued_row`.

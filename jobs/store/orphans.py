@@ -9,12 +9,16 @@ replicas sweeping at once only one does it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import String, and_, cast, exists, or_, select, update
 
+from jobs import crypto
+from jobs.crypto import Sealer
+from jobs.errors import DecryptionError
 from jobs.status import Event, JobStatus, sources, target
 from jobs.store import transitions
 from jobs.store.database import Database
@@ -22,6 +26,8 @@ from jobs.store.delayed import HeldMessage, hold
 from jobs.store.jobs import utcnow
 from jobs.store.models import AttemptRow, DelayedMessageRow, JobRow
 from jobs.store.steps import through
+
+logger = logging.getLogger("conveyor.store")
 
 #: Rows looked at per sweep.
 SWEEP_LIMIT = 1000
@@ -76,9 +82,10 @@ class OrphanStore:
             .limit(SWEEP_LIMIT)
         )
         with self.db.session() as session:
-            found = [_orphan(row, worker) for row, worker in session.execute(running).all()]
-            found += [_orphan(row, None) for row in session.scalars(queued)]
-        return found
+            sealer = self.db.sealer
+            found = [_orphan(row, worker, sealer) for row, worker in session.execute(running).all()]
+            found += [_orphan(row, None, sealer) for row in session.scalars(queued)]
+        return [orphan for orphan in found if orphan is not None]
 
     def requeue(self, orphan: Orphan, held: HeldMessage, older_than: datetime) -> bool:
         """Put ``held`` in line for ``orphan`` unless its row moved since it was read.
@@ -107,20 +114,26 @@ class OrphanStore:
             # Every attempt still open is closed ``lost`` (the same write as a take-over's).
             before = orphan.attempts + 1
             transitions.mark_lost(through(session.connection()), orphan.job_id, before, now, error=_LOST)
-            hold(session, held)
+            hold(session, held, sealer=self.db.sealer)
             return True
 
 
 _LOST = "WorkerLost: its worker is gone and RabbitMQ no longer held its message; sent again"
 
 
-def _orphan(row: JobRow, worker: str | None) -> Orphan:
+def _orphan(row: JobRow, worker: str | None, sealer: Sealer) -> Orphan | None:
+    """The orphan of ``row``; None (left alone, logged) when its payload does not open here."""
+    try:
+        payload = sealer.open_json(row.payload, crypto.PAYLOAD, str(row.id))
+    except DecryptionError as exc:
+        logger.warning("orphaned job %s is left alone: %s", row.id, exc)
+        return None
     return Orphan(
         job_id=row.id,
         kind=row.kind,
         queue=row.queue,
         status=row.status,
-        payload=dict(row.payload),
+        payload=dict(payload),
         max_retries=row.max_retries,
         priority=row.priority,
         attempts=row.attempts,

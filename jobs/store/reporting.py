@@ -6,6 +6,7 @@ The report (``jobs/reports/jobs_summary.py``) shapes these figures; here is only
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -14,6 +15,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
+from jobs import crypto
+from jobs.crypto import Sealer
 from jobs.status import JobStatus
 from jobs.store.aggregates import percentiles_by, run_seconds, wait_seconds
 from jobs.store.database import Database
@@ -27,8 +30,11 @@ ROW_COLUMNS = frozenset(JobRow.__table__.columns.keys())
 class WindowReader:
     """Aggregates over the jobs created in ``[since, until)``, read in one transaction."""
 
-    def __init__(self, session: Session, dialect: str, since: datetime, until: datetime) -> None:
+    def __init__(
+        self, session: Session, dialect: str, since: datetime, until: datetime, sealer: Sealer | None = None
+    ) -> None:
         self._session = session
+        self._sealer = sealer or Sealer()
         self._dialect = dialect
         self._since, self._until = since, until
         self._window: tuple[ColumnElement[bool], ...] = (
@@ -81,6 +87,8 @@ class WindowReader:
 
     def top_errors(self, limit: int) -> list[tuple[str, int]]:
         """The commonest errors of failed jobs (first 200 characters), most frequent first."""
+        if self._sealer.enabled:
+            return self._top_sealed_errors(limit)
         error = func.substr(JobRow.error, 1, 200).label("error")
         query = (
             select(error, func.count().label("n"))
@@ -90,6 +98,16 @@ class WindowReader:
             .limit(limit)
         )
         return [(text, int(count)) for text, count in self._session.execute(query)]
+
+    def _top_sealed_errors(self, limit: int) -> list[tuple[str, int]]:
+        """:meth:`top_errors` when errors are stored encrypted: opened and counted here."""
+        query = select(JobRow.id, JobRow.error).where(
+            *self._window, JobRow.status == JobStatus.FAILED.value, JobRow.error.is_not(None)
+        )
+        counts: Counter[str] = Counter()
+        for job_id, error in self._session.execute(query.execution_options(yield_per=5000)):
+            counts[(self._sealer.open_text(error, crypto.ERROR, str(job_id)) or "")[:200]] += 1
+        return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
 
     def row_count(self) -> int:
         """Jobs created in the window."""
@@ -115,7 +133,7 @@ class JobsReportStore:
             ServiceUnavailable: the database cannot be reached.
         """
         with self.db.session() as session:
-            yield WindowReader(session, self.db.dialect, since, until)
+            yield WindowReader(session, self.db.dialect, since, until, self.db.sealer)
 
     def rows(
         self, since: datetime, until: datetime, columns: Sequence[str], batch: int
@@ -130,12 +148,21 @@ class JobsReportStore:
         unknown = [column for column in columns if column not in ROW_COLUMNS]
         if unknown:
             raise ValueError(f"jobs has no column {', '.join(unknown)}")
+        sealed = {"payload": crypto.PAYLOAD, "result": crypto.RESULT, "error": crypto.ERROR}
+        opened = [(i, sealed[column]) for i, column in enumerate(columns) if column in sealed]
         query = (
-            select(*(getattr(JobRow, column) for column in columns))
+            select(JobRow.id, *(getattr(JobRow, column) for column in columns))
             .where(JobRow.created_at >= since, JobRow.created_at < until)
             .order_by(JobRow.created_at)
         )
         with self.db.translated(), self.db.engine.connect() as connection:
             result = connection.execution_options(stream_results=True, yield_per=batch).execute(query)
-            for row in result:
-                yield tuple(row)
+            for job_id, *values in result:
+                for i, field in opened:  # encrypted values opened (plaintext ones stay as they are)
+                    values[i] = self._open(values[i], field, str(job_id))
+                yield tuple(values)
+
+    def _open(self, value: Any, field: str, job_id: str) -> Any:
+        if field == crypto.ERROR:
+            return self.db.sealer.open_text(value, field, job_id)
+        return self.db.sealer.open_json(value, field, job_id)

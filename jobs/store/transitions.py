@@ -43,6 +43,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql import ColumnElement, FromClause, Insert, Update
 
+from jobs.crypto import Sealer
 from jobs.status import END_EVENTS, AttemptOutcome, Event, JobStatus, sources, target
 from jobs.store.delayed import HOLD, HeldMessage, held_params
 from jobs.store.models import AttemptRow, JobRow
@@ -344,13 +345,21 @@ def end_values(job_id: str, attempt: int, ending: AttemptEnd) -> dict[str, Any]:
 
 
 def end(
-    run: Run, job_id: str, attempt: int, ending: AttemptEnd, now: datetime, *, held: HeldMessage | None = None
+    run: Run,
+    job_id: str,
+    attempt: int,
+    ending: AttemptEnd,
+    now: datetime,
+    *,
+    held: HeldMessage | None = None,
+    sealer: Sealer,
 ) -> Callable[[], bool]:
     """Close the attempt and move the job on, with the retry's held message if any; reads whether
-    the job moved (not when a newer attempt has started meanwhile)."""
+    the job moved (not when a newer attempt has started meanwhile). ``ending`` comes sealed
+    (``AttemptStore``); ``sealer`` seals the held message."""
     params = {**end_values(job_id, attempt, ending), "now": now}
     run(CLOSE_ATTEMPT, params)
     moved = run(END_JOB, params)
     if held is not None:
-        run(HOLD, held_params(held, now))
+        run(HOLD, held_params(held, now, sealer=sealer))
     return lambda: moved.count() > 0

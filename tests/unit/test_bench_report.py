@@ -122,3 +122,22 @@ def test_the_markdown_has_the_targets_then_a_table_per_section() -> None:
     assert "| emails/s, 1 process × 8 threads | 400.00 emails/s | 1,000.00 emails/s | 0.40× |" in text
     assert "conveyor smtp connections 8.00" in text
     assert "- conveyor run 3: BenchFailed: stuck" in text
+
+
+def test_a_section_comparing_conveyor_with_itself_names_its_two_sides() -> None:
+    drain = Comparison("drain", "no-op drain", "jobs/s", "with keys", "no keys")
+    metrics = {"drain.conveyor": 950.0, "drain.baseline": 1000.0}
+    crypto = {
+        "title": "Encryption at rest",
+        "config": {"jobs": 2000},
+        "comparisons": [drain.__dict__],
+        "sides": ["encrypted", "in the clear"],
+        "runs": [{"run": 1, "metrics": metrics, "error": None}],
+        "medians": metrics,
+        "ratios": {"drain": speed_ratio(drain, 950.0, 1000.0)},
+        "duration_s": 20.0,
+    }
+    text = report.markdown(results({"crypto": crypto}))
+    assert "| measurement | encrypted | in the clear | speed ratio |" in text
+    assert "| no-op drain | 950.00 jobs/s | 1,000.00 jobs/s | 0.95× |" in text
+    assert "- no-op drain: **encrypted**: with keys; **in the clear**: no keys." in text
