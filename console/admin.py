@@ -187,11 +187,17 @@ def prune_command(
         click.confirm(
             f"Delete {total} job(s) finished before {cutoff:%Y-%m-%d %H:%M} UTC?", abort=True, err=True
         )
-    with Progress(console=err, transient=True) as progress:
+    selection = {"older_than": cutoff, "statuses": statuses}
+    with (
+        state.ops.audit("prune", selection=selection) as record,
+        Progress(console=err, transient=True) as progress,
+    ):
         task = progress.add_task("pruning", total=total, visible=total > 1000)
         jobs_deleted, artifacts_deleted = state.ops.prune(
             cutoff, statuses or None, lambda n: progress.advance(task, n)
         )
+        record.count = jobs_deleted
+        record.details["artifacts"] = artifacts_deleted
     result = {"jobs": jobs_deleted, "artifacts": artifacts_deleted, "older_than": cutoff.isoformat()}
     click.echo(
         json.dumps(result)

@@ -20,6 +20,7 @@ from jobs.settings import Settings
 from jobs.store import Database, JobStore, NewJob
 from jobs.store.artifacts import ArtifactStore
 from jobs.store.delayed import HeldMessage
+from jobs.subjects import SubjectHasher
 from producers.job import Job
 from producers.sending import Sender
 
@@ -49,7 +50,7 @@ class Client:
         )
         self._owns_db = db is None
         self._db = db if db is not None else Database(self.settings.database_url)
-        self._jobs = JobStore(self._db)
+        self._jobs = JobStore(self._db, subjects=SubjectHasher.from_keys(self.settings.encryption_keys))
         self.artifacts = ArtifactStore(self._db, self.settings.artifact_url)
         self._owns_broker = broker is None
         self.broker = broker if broker is not None else build_broker(self.settings)

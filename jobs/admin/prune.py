@@ -47,7 +47,19 @@ def prune(
             break
         jobs_deleted += batch.jobs
         artifacts_deleted += batch.artifacts
-        for location in batch.files:  # after the commit: a crash leaves a stray file, never a dangling row
-            Path(unquote(urlsplit(location).path)).unlink(missing_ok=True)
+        remove_artifact_files(
+            batch.files
+        )  # after the commit: a crash leaves a stray file, never a dangling row
         on_batch(batch.selected)
     return jobs_deleted, artifacts_deleted
+
+
+def remove_artifact_files(locations: Iterable[str]) -> int:
+    """Unlink artifacts' files (``file:///…`` locations) whose rows are deleted; how many were there."""
+    removed = 0
+    for location in locations:
+        path = Path(unquote(urlsplit(location).path))
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
