@@ -75,6 +75,11 @@ def gdpr_erase(state: AppState, subject: str, yes: bool, as_json: bool) -> None:
     else:
         _print_receipt(receipt)
     if not receipt.complete:
+        err.print(
+            f"{len(receipt.running)} running job(s) were asked to stop and are not erased yet: "
+            "run this command again once they have finished",
+            markup=False,
+        )
         sys.exit(EXIT_FAILURE)
 
 
@@ -107,9 +112,3 @@ def _print_receipt(receipt: Receipt) -> None:
     click.echo(f"erasure receipt (subject hash {receipt.subject_hash[:16]}…)")
     for name, count in receipt.counts.items():
         click.echo(f"  {name.replace('_', ' '):<22} {count}")
-    if receipt.running:
-        err.print(
-            f"{len(receipt.running)} running job(s) were asked to stop and are not erased yet: "
-            "run this command again once they have finished",
-            markup=False,
-        )

@@ -190,7 +190,8 @@ class SubjectStore:
             query = select(ArtifactRow.id).where(ArtifactRow.job_id.in_(job_ids[start : start + CHUNK]))
             wanted |= {str(i) for i in session.scalars(query)}
         named = session.execute(select(ArtifactRow.id, ArtifactRow.name).where(ArtifactRow.name.like("%@%")))
-        wanted |= {str(i) for i, name in named if matcher.found_in(name)}
+        # A file name's extension would read as more domain (``ada@example.com.pdf``): try without.
+        wanted |= {str(i) for i, name in named if matcher.found_in([name, name.rpartition(".")[0]])}
         rows = session.scalars(select(ArtifactRow).where(ArtifactRow.id.in_(sorted(wanted))))
         return [ArtifactInfo.from_row(row) for row in rows]
 
@@ -239,7 +240,12 @@ class SubjectStore:
         done.delayed_messages += _count(
             session.execute(delete(DelayedMessageRow).where(DelayedMessageRow.message_id.in_(settled)))
         )
+        # Artifacts go in erase(); their rows must not hold the deleted jobs back.
+        session.execute(update(ArtifactRow).where(ArtifactRow.job_id.in_(settled)).values(job_id=None))
         waiting = _values(sources(Event.CANCEL))
+        done.jobs_deleted += _count(
+            session.execute(delete(JobRow).where(JobRow.id.in_(settled), JobRow.status.not_in(waiting)))
+        )
         done.jobs_redacted += _count(
             session.execute(
                 update(JobRow)
@@ -255,11 +261,6 @@ class SubjectStore:
                     finished_at=now,
                 )
             )
-        )
-        # Artifacts go in erase(); their rows must not hold the deleted jobs back.
-        session.execute(update(ArtifactRow).where(ArtifactRow.job_id.in_(settled)).values(job_id=None))
-        done.jobs_deleted += _count(
-            session.execute(delete(JobRow).where(JobRow.id.in_(settled), JobRow.status.not_in(waiting)))
         )
 
 

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.integration
 def audit_rows(db: Database, namespace: str) -> list[dict[str, object]]:
     with db.engine.connect() as connection:
         rows = connection.execute(
-            text("SELECT row_to_json(a) FROM audit_log a WHERE namespace = :ns ORDER BY id"), {"ns": namespace}
+            text("SELECT row_to_json(a) FROM audit_log a WHERE namespace = :ns ORDER BY id"),
+            {"ns": namespace},
         )
         return [row[0] for row in rows]
 
@@ -137,7 +138,9 @@ def test_audit_lists_rows_newest_first_with_filters(
     assert "alice@192.0.2.7" in table and "dlq.purge" in table
 
 
-def test_db_upgrade_is_logged_once_it_changed_the_schema(service_env: dict[str, str], session_token: str) -> None:
+def test_db_upgrade_is_logged_once_it_changed_the_schema(
+    service_env: dict[str, str], session_token: str
+) -> None:
     url = f"{PG_SERVER}/conveyor_audit_{session_token}"
     env = {**service_env, "CONVEYOR_DATABASE_URL": url}
     try:

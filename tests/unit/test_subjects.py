@@ -27,7 +27,11 @@ def test_every_spelling_of_an_address_has_one_canonical_form(spelling: str) -> N
 
 
 def test_an_idna_domain_and_its_unicode_form_are_one_subject() -> None:
-    assert normalise_subject("User@xn--mnchen-3ya.de") == normalise_subject("user@MÜNCHEN.de") == "user@münchen.de"
+    assert (
+        normalise_subject("User@xn--mnchen-3ya.de")
+        == normalise_subject("user@MÜNCHEN.de")
+        == "user@münchen.de"
+    )
 
 
 @pytest.mark.parametrize("text", ["ada", "ada@", "@example.com", "a b@example.com"])
