@@ -64,14 +64,17 @@ def test_each_state_changing_command_writes_one_row_naming_who_what_and_which_jo
         ("cli", getpass.getuser(), socket.gethostname(), "ok")
     }
     assert rows[0]["job_ids"] == [enqueued]
-    assert rows[1]["job_ids"] == [queued.id] and rows[1]["count"] == 1
-    assert rows[2]["job_ids"] == [queued.id] and rows[2]["count"] == 1
+    assert rows[1]["job_ids"] == [queued.id]
+    assert rows[1]["count"] == 1
+    assert rows[2]["job_ids"] == [queued.id]
+    assert rows[2]["count"] == 1
     by_selection = rows[3]
     assert by_selection["selection"] == {"status": "queued", "kind": "noop", "since": "5m"}
     assert set(by_selection["job_ids"]) == {enqueued, queued.id, *(j.id for j in by_filter)}  # type: ignore[arg-type]
     assert by_selection["count"] == 4
     assert set(rows[4]["selection"]) == {"older_than"}  # type: ignore[arg-type]
-    assert rows[5]["selection"] == {"all": True} and rows[5]["count"] == 0
+    assert rows[5]["selection"] == {"all": True}
+    assert rows[5]["count"] == 0
     assert all(row["at"] for row in rows)
 
 
@@ -135,7 +138,8 @@ def test_audit_lists_rows_newest_first_with_filters(
     assert {(r["source"], r["actor"], r["host"]) for r in rows} == {("web", "alice", "192.0.2.7")}
     assert [r["action"] for r in jobs_only] == ["jobs.cancel"]
     assert future == []
-    assert "alice@192.0.2.7" in table and "dlq.purge" in table
+    assert "alice@192.0.2.7" in table
+    assert "dlq.purge" in table
 
 
 def test_db_upgrade_is_logged_once_it_changed_the_schema(
@@ -159,4 +163,5 @@ def test_db_upgrade_is_logged_once_it_changed_the_schema(
 
     (row,) = rows
     assert row["action"] == "db.upgrade"
-    assert row["details"]["created"] is True and row["details"]["from"] is None  # type: ignore[index]
+    assert row["details"]["created"] is True
+    assert row["details"]["from"] is None

@@ -78,8 +78,8 @@ def insert_failed_job(db: Database, subject: str) -> str:
     with db.engine.begin() as connection:
         connection.execute(
             text(
-                "INSERT INTO jobs (id, kind, queue, status, payload, attempts, created_at, finished_at, error) "
-                "VALUES (:id, 'noop', 'elsewhere.default', 'failed', '{}', 1, :now, :now, 'refused')"
+                "INSERT INTO jobs (id, kind, queue, status, payload, attempts, created_at, finished_at, "
+                "error) VALUES (:id, 'noop', 'elsewhere.default', 'failed', '{}', 1, :now, :now, 'refused')"
             ),
             {"id": job_id, "now": now},
         )
@@ -128,7 +128,7 @@ def seeded(
         )
         named = client.put_artifact(b"notes", name=f"notes on {subject}.txt")
     outbox, artifacts = folders
-    yield Seeded(
+    return Seeded(
         subject=subject,
         sent=sent.id,
         cc=cc.id,
@@ -211,7 +211,8 @@ def test_export_finds_the_subject_in_jobs_attempts_deliveries_artifacts_and_the_
     assert row["details"]["subject_hash"] == installation_hash(db, seeded.subject)
     assert seeded.subject not in json.dumps(row).lower()
     table = run_cli("gdpr", "export", "--subject", seeded.subject, env=gdpr_env)
-    assert table.returncode == 0 and seeded.failed in table.stdout
+    assert table.returncode == 0
+    assert seeded.failed in table.stdout
 
 
 def test_erase_leaves_the_address_nowhere_in_the_database_nor_in_files(
@@ -296,8 +297,8 @@ def test_a_running_job_is_asked_to_stop_and_the_erasure_says_it_is_incomplete(
     with db.engine.begin() as connection:
         connection.execute(
             text(
-                "INSERT INTO jobs (id, kind, queue, status, payload, attempts, created_at, started_at) "
-                "VALUES (:id, 'email', 'elsewhere.email', 'running', CAST(:payload AS jsonb), 1, now(), now())"
+                "INSERT INTO jobs (id, kind, queue, status, payload, attempts, created_at, started_at) VALUES "
+                "(:id, 'email', 'elsewhere.email', 'running', CAST(:payload AS jsonb), 1, now(), now())"
             ),
             {"id": job_id, "payload": payload},
         )
@@ -306,13 +307,15 @@ def test_a_running_job_is_asked_to_stop_and_the_erasure_says_it_is_incomplete(
 
     assert result.returncode == 1
     receipt = json.loads(result.stdout)
-    assert receipt["running"] == [job_id] and receipt["complete"] is False
+    assert receipt["running"] == [job_id]
+    assert receipt["complete"] is False
     assert "run this command again once they have finished" in result.stderr
     with db.engine.connect() as connection:
         status, requested = connection.execute(
             text("SELECT status, cancel_requested_at FROM jobs WHERE id = :id"), {"id": job_id}
         ).one()
-    assert status == "running" and requested is not None  # the running job is left to finish
+    assert status == "running"
+    assert requested is not None
 
 
 def key() -> str:
@@ -356,7 +359,8 @@ def test_with_encryption_keys_jobs_are_found_by_keyed_hash_never_by_their_text(
 
     assert found.lookup == "hash"
     assert set(found.records.job_ids) == {before_rotation, after_rotation}
-    assert statements and not [s for s in statements if subject in s or "ada." in s]
+    assert statements
+    assert not [s for s in statements if subject in s or "ada." in s]
     assert receipt.counts["jobs_redacted"] == 2
     assert {
         i for i in (before_rotation, after_rotation, unhashed) if _payload(db, i) != {"erased": True}

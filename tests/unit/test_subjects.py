@@ -80,13 +80,15 @@ def test_addresses_in_a_payload_are_found_in_any_string_field() -> None:
 def test_hashes_are_keyed_written_with_the_current_key_and_looked_up_with_every_key() -> None:
     old = SubjectHasher.from_keys(f"a:{KEY_A}")
     rotated = SubjectHasher.from_keys(f"b:{KEY_B},a:{KEY_A}")
-    assert old is not None and rotated is not None
+    assert old is not None
+    assert rotated is not None
 
     (stored,) = old.payload_hashes({"to": "Ada <ADA@example.com>"}) or []
 
     assert stored in rotated.lookup_hashes("ada@example.com")  # a rotation keeps old rows findable
     assert rotated.payload_hashes({"to": "ada@example.com"}) != [stored]
-    assert b"ada" not in stored and len(stored) == 32
+    assert b"ada" not in stored
+    assert len(stored) == 32
     assert SubjectHasher.from_keys(None) is None
     assert old.payload_hashes({"sleep": 1}) is None
     assert KEY_A not in repr(old)
