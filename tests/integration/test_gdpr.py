@@ -298,7 +298,8 @@ def test_a_running_job_is_asked_to_stop_and_the_erasure_says_it_is_incomplete(
         connection.execute(
             text(
                 "INSERT INTO jobs (id, kind, queue, status, payload, attempts, created_at, started_at)"
-                " VALUES (:id, 'email', 'elsewhere.email', 'running', CAST(:payload AS jsonb), 1, now(), now())"
+                " VALUES (:id, 'email', 'elsewhere.email', 'running', CAST(:payload AS jsonb), 1, now(),"
+                " now())"
             ),
             {"id": job_id, "payload": payload},
         )
