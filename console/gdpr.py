@@ -38,15 +38,16 @@ def gdpr() -> None:
 @click.pass_obj
 def gdpr_export(state: AppState, subject: str, as_json: bool) -> None:
     """Every job, attempt, delivery, artifact and outbox file that names ADDRESS (audited)."""
-    found = state.ops.subjects.export(subject)
+    found, subject_hash = state.ops.subjects.export(subject)
     if as_json:
         document = found.to_dict()
         for job in document["jobs"]:
             job["payload"] = mask_payload(job["payload"])
-        click.echo(json.dumps({"subject": subject, **document}, indent=2))
+        click.echo(json.dumps({"subject": subject, "subject_hash": subject_hash, **document}, indent=2))
         return
     out.print(_found_table(found))
     out.print(_counts_line(found.counts()), markup=False)
+    out.print(f"subject hash (as the audit log names it): {subject_hash}", markup=False)
 
 
 @gdpr.command("erase")

@@ -112,13 +112,18 @@ class Subjects:
         records = self.store.records(job_ids, matcher)
         return Found(records, self._outbox_files(records.job_ids, matcher), lookup)
 
-    def export(self, subject: str) -> Found:
-        """:meth:`find`, recorded in the audit log (an export reads personal data)."""
+    def export(self, subject: str) -> tuple[Found, str]:
+        """:meth:`find`, recorded in the audit log (an export reads personal data).
+
+        Returns:
+            What was found, and the subject's hash as the audit log names it.
+        """
         with self.auditor.action("gdpr.export") as record:
             found = self.find(subject)
+            subject_hash = self.subject_hash(subject)
             record.count = len(found.records.jobs)
-            record.details.update(subject_hash=self.subject_hash(subject), counts=found.counts())
-        return found
+            record.details.update(subject_hash=subject_hash, counts=found.counts())
+        return found, subject_hash
 
     def erase(self, found: Found, subject: str) -> Receipt:
         """Erase what :meth:`find` found: see :meth:`jobs.store.subjects.SubjectStore.erase`;

@@ -208,7 +208,7 @@ def test_export_finds_the_subject_in_jobs_attempts_deliveries_artifacts_and_the_
     )
     assert exported["counts"]["jobs"] == 4
     (row,) = audit_rows(db, settings.namespace, "gdpr.export")
-    assert row["details"]["subject_hash"] == installation_hash(db, seeded.subject)
+    assert row["details"]["subject_hash"] == exported["subject_hash"] == installation_hash(db, seeded.subject)
     assert seeded.subject not in json.dumps(row).lower()
     table = run_cli("gdpr", "export", "--subject", seeded.subject, env=gdpr_env)
     assert table.returncode == 0
