@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,8 +159,3 @@ class SubjectHasher:
 def keyed_hash(key: bytes, canonical_subject: str) -> bytes:
     """HMAC-SHA256 of a canonical address."""
     return hmac.new(key, canonical_subject.encode(), hashlib.sha256).digest()
-
-
-def hashes_of(hasher: SubjectHasher, payloads: Iterable[Any]) -> list[list[bytes] | None]:
-    """:meth:`SubjectHasher.payload_hashes` of each payload."""
-    return [hasher.payload_hashes(payload) for payload in payloads]

@@ -185,7 +185,9 @@ class SubjectStore:
     ) -> list[ArtifactInfo]:
         """Artifacts made by the jobs, given to them (attachments, image sources), or named
         after the subject."""
-        wanted = {i for job in jobs for i in _artifact_refs(job.payload)}
+        wanted = self._unshared_inputs(
+            session, job_ids, {i for job in jobs for i in _artifact_refs(job.payload)}
+        )
         for start in range(0, len(job_ids), CHUNK):
             query = select(ArtifactRow.id).where(ArtifactRow.job_id.in_(job_ids[start : start + CHUNK]))
             wanted |= {str(i) for i in session.scalars(query)}
@@ -194,6 +196,17 @@ class SubjectStore:
         wanted |= {str(i) for i, name in named if matcher.found_in([name, name.rpartition(".")[0]])}
         rows = session.scalars(select(ArtifactRow).where(ArtifactRow.id.in_(sorted(wanted))))
         return [ArtifactInfo.from_row(row) for row in rows]
+
+    def _unshared_inputs(self, session: Session, job_ids: list[str], refs: set[str]) -> set[str]:
+        """Those of ``refs`` (artifacts handed to the subject's jobs) that no other job's payload
+        names: a brochure attached to everyone's email stays for the others. (Payloads stored
+        encrypted cannot be read here: their references go unseen, and the input is erased.)"""
+        if not refs:
+            return set()
+        mentioned = or_(*(cast(JobRow.payload, Text).like(f"%{ref}%") for ref in sorted(refs)))
+        others = select(JobRow.payload).where(JobRow.id.not_in(job_ids), mentioned)
+        shared = {ref for payload in session.scalars(others) for ref in _artifact_refs(payload)}
+        return refs - shared
 
     # ------------------------------------------------------------ erasing
 

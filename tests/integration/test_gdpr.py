@@ -35,11 +35,13 @@ pytestmark = pytest.mark.integration
 class Seeded:
     subject: str
     sent: str
+    sent_too: str
     cc: str
     waiting: str
     failed: str
     bystander: str
     attachment: str
+    brochure: str
     output: str
     named: str
     outbox: Path
@@ -115,9 +117,11 @@ def seeded(
             f'"Ada Lovelace" <{subject.upper()}>', "welcome", {"name": "Ada"}, attachments=[attachment]
         )
         cc = client.send_email("grace@example.com", "welcome", {"name": "Grace"}, cc=[subject])
-        bystander = client.send_email(f"b{subject}", "welcome", {"name": "Bada"})
+        brochure = client.put_artifact(b"%PDF-1.4 brochure", name="brochure.pdf")  # attached for all
+        sent_too = client.send_email(subject, "welcome", {"name": "Ada"}, attachments=[brochure])
+        bystander = client.send_email(f"b{subject}", "welcome", {"name": "Bada"}, attachments=[brochure])
         worker = start_worker("--processes", "1", "--threads", "2", env=gdpr_env)
-        for job in (sent, cc, bystander):
+        for job in (sent, cc, sent_too, bystander):
             job.wait(timeout=30)
         worker.terminate()
         waiting = client.send_email(
@@ -131,11 +135,13 @@ def seeded(
     return Seeded(
         subject=subject,
         sent=sent.id,
+        sent_too=sent_too.id,
         cc=cc.id,
         waiting=waiting.id,
         failed=insert_failed_job(db, subject),
         bystander=bystander.id,
         attachment=attachment,
+        brochure=brochure,
         output=output.id,
         named=named,
         outbox=outbox,
@@ -198,15 +204,17 @@ def test_export_finds_the_subject_in_jobs_attempts_deliveries_artifacts_and_the_
 
     assert exported["lookup"] == "text"
     jobs = {job["id"]: job for job in exported["jobs"]}
-    assert set(jobs) == {seeded.sent, seeded.cc, seeded.waiting, seeded.failed}  # not the bystander
+    # Not the bystander, whose address ends with the subject's.
+    assert set(jobs) == {seeded.sent, seeded.sent_too, seeded.cc, seeded.waiting, seeded.failed}
     assert "SMTPRecipientsRefused" in jobs[seeded.failed]["attempts"][0]["error"]
     assert jobs[seeded.waiting]["payload"]["context"]["reset_url"] == "https://x/r"
-    assert {d["job_id"] for d in exported["deliveries"]} == {seeded.sent, seeded.cc}
+    assert {d["job_id"] for d in exported["deliveries"]} == {seeded.sent, seeded.sent_too, seeded.cc}
+    # The brochure is attached to the bystander's email too: it is not the subject's.
     assert {a["id"] for a in exported["artifacts"]} == {seeded.attachment, seeded.output, seeded.named}
     assert sorted(Path(p).name for p in exported["outbox_files"]) == sorted(
-        [f"{seeded.sent}.eml", f"{seeded.cc}.eml"]
+        [f"{seeded.sent}.eml", f"{seeded.sent_too}.eml", f"{seeded.cc}.eml"]
     )
-    assert exported["counts"]["jobs"] == 4
+    assert exported["counts"]["jobs"] == 5
     (row,) = audit_rows(db, settings.namespace, "gdpr.export")
     assert row["details"]["subject_hash"] == exported["subject_hash"] == installation_hash(db, seeded.subject)
     assert seeded.subject not in json.dumps(row).lower()
@@ -230,20 +238,22 @@ def test_erase_leaves_the_address_nowhere_in_the_database_nor_in_files(
 
     assert receipt["complete"] is True
     assert receipt["counts"] == {
-        "jobs_deleted": 3,
+        "jobs_deleted": 4,
         "jobs_redacted": 1,
         "jobs_running": 0,
-        "attempts": 3,
-        "deliveries": 2,
+        "attempts": 4,
+        "deliveries": 3,
         "artifacts": 3,
         "artifact_files": 3,
         "delayed_messages": 1,
-        "outbox_files": 2,
+        "outbox_files": 3,
         "audit_rows_redacted": 0,
     }
     assert mentions(db, seeded.subject) == []
     assert sorted(p.name for p in seeded.outbox.glob("*.eml")) == [f"{seeded.bystander}.eml"]
-    assert [p for p in seeded.artifacts.iterdir() if not p.name.startswith(".")] == []
+    assert [p.name for p in seeded.artifacts.iterdir() if not p.name.startswith(".")] == [
+        f"{seeded.brochure}-brochure.pdf"
+    ]
     with Client(settings, db=db) as client:
         assert client.get(seeded.bystander).status is JobStatus.SUCCEEDED
         redacted = client.get(seeded.waiting)
@@ -252,7 +262,7 @@ def test_erase_leaves_the_address_nowhere_in_the_database_nor_in_files(
     (row,) = audit_rows(db, settings.namespace, "gdpr.erase")
     assert row["details"]["subject_hash"] == receipt["subject_hash"] == installation_hash(db, seeded.subject)
     assert row["details"]["receipt"] == receipt["counts"]
-    assert row["count"] == 4
+    assert row["count"] == 5
     # Erasing again finds nothing and says so.
     again = cli_json(gdpr_env, "gdpr", "erase", "--subject", seeded.subject, "--yes")
     assert set(again["counts"].values()) == {0}
@@ -266,7 +276,7 @@ def test_erase_without_yes_shows_what_would_go_and_changes_nothing(
     result = run_cli("gdpr", "erase", "--subject", seeded.subject, env=gdpr_env)
 
     assert result.returncode == 1
-    assert "would erase: 4 jobs" in result.stderr
+    assert "would erase: 5 jobs" in result.stderr
     assert database_text(db) == before
 
 
