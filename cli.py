@@ -12,6 +12,7 @@ import click
 from rich.progress import Progress, TaskID
 
 from console.admin import config, prune_command, queues, stats, top
+from console.audit import audit
 from console.common import (
     AppState,
     ConveyorGroup,
@@ -26,6 +27,7 @@ from console.common import (
 from console.dlq import dlq
 from console.enqueue import enqueue
 from console.exit_codes import EXIT_FAILURE
+from console.gdpr import gdpr
 from console.inspect import artifacts
 from console.jobs import jobs
 from console.keys import keys
@@ -33,6 +35,7 @@ from console.schedule import schedule, scheduler
 from console.views import jobs_table
 from console.workers import workers
 from jobs import defaults
+from jobs.admin.audit import Actor
 from jobs.admin.operations import check_database, upgrade_schema
 from jobs.broker import check_broker
 from jobs.errors import SettingsError
@@ -79,6 +82,8 @@ main.add_command(dlq)
 main.add_command(keys)
 main.add_command(scheduler)
 main.add_command(schedule)
+main.add_command(audit)  # issue 15
+main.add_command(gdpr)  # issue 15
 
 
 # ---------------------------------------------------------------- worker
@@ -219,7 +224,9 @@ def bench(state: AppState, job_count: int, sleep: float, as_json: bool) -> None:
                 tasks[phase] = progress.add_task(phase, total=total)
             progress.update(tasks[phase], completed=done)
 
-        result = run_bench(state.client, jobs=job_count, sleep=sleep, on_progress=on_progress)
+        with state.ops.audit("bench", selection={"jobs": job_count, "sleep": sleep}) as record:
+            result = run_bench(state.client, jobs=job_count, sleep=sleep, on_progress=on_progress)
+            record.count = result.jobs
     if as_json:
         echo_json(result.to_dict())
         return
@@ -242,7 +249,7 @@ def db_upgrade(state: AppState, revision: str) -> None:
     """Create the database when it is missing, then apply migrations."""
 
     url = state.settings.database_url
-    created, before, after = upgrade_schema(url, revision)
+    created, before, after = upgrade_schema(url, revision, audit=(state.settings.namespace, Actor.cli()))
     if created:
         click.echo(f"created database {mask_url(url)}")
     click.echo(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +17,7 @@ from console.jobs import parse_moment
 from console.text import cell
 from console.views import jobs_table
 from console.workers import workers_table
+from jobs.admin.prune import PruneResult
 from jobs.admin.queues import QueueStats
 from jobs.admin.stats import GroupStats
 from jobs.status import FINAL_STATUSES, JobStatus
@@ -189,11 +191,7 @@ def prune_command(
             abort=True,
             err=True,
         )
-    with Progress(console=err, transient=True) as progress:
-        task = progress.add_task("pruning", total=total, visible=total > 1000)
-        result = state.ops.prune(
-            cutoff, statuses or None, lambda n: progress.advance(task, n), dry_run=dry_run
-        )
+    result = _prune(state, cutoff, statuses, total, dry_run=dry_run)
     if as_json:
         echo_json({**result.to_dict(), "older_than": cutoff.isoformat()}, indent=None)
         return
@@ -202,6 +200,24 @@ def prune_command(
         f"{'would delete' if dry_run else 'deleted'} {result.jobs} job(s), {removed.artifacts} artifact(s), "
         f"{removed.files} artifact file(s) and {removed.emails} email copy(ies)"
     )
+
+
+def _prune(
+    state: AppState, cutoff: datetime, statuses: tuple[str, ...], total: int, *, dry_run: bool
+) -> PruneResult:
+    """Prune with a progress bar; a real prune (not ``--dry-run``) is one audit row."""
+    selection = {"older_than": cutoff, "statuses": statuses}
+    with contextlib.ExitStack() as stack:
+        record = None if dry_run else stack.enter_context(state.ops.audit("prune", selection=selection))
+        progress = stack.enter_context(Progress(console=err, transient=True))
+        task = progress.add_task("pruning", total=total, visible=total > 1000)
+        result = state.ops.prune(
+            cutoff, statuses or None, lambda n: progress.advance(task, n), dry_run=dry_run
+        )
+        if record is not None:
+            record.count = result.jobs
+            record.details.update(result.removed.to_dict())
+    return result
 
 
 @click.command()

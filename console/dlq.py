@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 import click
@@ -15,6 +15,7 @@ from console.common import AppState, echo_json, err, json_option, out
 from console.exit_codes import EXIT_FAILURE
 from console.text import cell, visible
 from console.views import short, status_markup, when
+from jobs.admin.audit import ActionRecord
 from jobs.admin.dlq import DeadLetter, Outcome, select_dead
 from jobs.logs import mask_secrets
 
@@ -71,8 +72,12 @@ def dlq_requeue(
     Foreign messages (no job row) are never requeued: purge them.
     """
     _check_selection(job_ids, everything)
-    with _progress("requeueing") as progress:
+    with (
+        _audited(state, "dlq.requeue", job_ids, everything, queue) as record,
+        _progress("requeueing") as progress,
+    ):
         outcome = state.ops.requeue_dead(job_ids, all=everything, queue=queue, progress=progress)
+        _tally(record, outcome)
     _report(outcome, "requeued", as_json, strict=bool(job_ids))
 
 
@@ -99,9 +104,26 @@ def dlq_purge(
             abort=True,
             err=True,
         )
-    with _progress("purging") as progress:
+    with _audited(state, "dlq.purge", job_ids, everything, queue) as record, _progress("purging") as progress:
         outcome = state.ops.purge_dead(job_ids, all=everything, queue=queue, progress=progress)
+        _tally(record, outcome)
     _report(outcome, "purged", as_json, strict=bool(job_ids))
+
+
+def _audited(
+    state: AppState, action: str, job_ids: tuple[str, ...], everything: bool, queue: str | None
+) -> AbstractContextManager[ActionRecord]:
+    """The audit row of a requeue or purge: the ids named, or ``--all`` (and ``--queue``)."""
+    if job_ids:
+        return state.ops.audit(action, job_ids=job_ids, selection={"queue": queue})
+    return state.ops.audit(action, selection={"all": everything, "queue": queue})
+
+
+def _tally(record: ActionRecord, outcome: Outcome) -> None:
+    record.count = outcome.count
+    record.job_ids = list(outcome.done)
+    if outcome.skipped:
+        record.details["skipped"] = len(outcome.skipped)
 
 
 def dead_letters_table(letters: Sequence[DeadLetter]) -> Table:

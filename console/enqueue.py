@@ -208,7 +208,11 @@ def _enqueue(
     wait_timeout: float | None,
     **options: Any,
 ) -> None:
-    job = state.publisher().enqueue_with_options(kind, payload, DeliveryOptions(**options))
+    publisher = state.publisher()
+    # The row names the job, never its payload (which may hold personal data).
+    with state.ops.audit(f"enqueue.{kind}") as record:
+        job = publisher.enqueue_with_options(kind, payload, DeliveryOptions(**options))
+        record.count, record.job_ids = 1, [job.id]
     if wait_timeout is not None:
         try:
             job.wait(timeout=wait_timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +15,7 @@ from console.common import AppState, Seconds, echo_json, err, fail, json_option,
 from console.exit_codes import EXIT_FAILURE
 from console.text import cell, visible
 from console.views import attempts_table, job_details, jobs_table, status_markup, timeline
+from jobs.admin.audit import ActionRecord
 from jobs.errors import JobFailed
 from jobs.logs import mask_secrets
 from jobs.status import JobStatus
@@ -165,6 +167,20 @@ def _bulk(targets: list[str], action: Callable[[str], str], as_json: bool, label
     return outcomes
 
 
+def _audited(job_ids: tuple[str, ...], filters: dict[str, Any]) -> dict[str, Any]:
+    """What an audit row says of the jobs chosen: their ids, or the filter used."""
+    if job_ids:
+        return {"job_ids": list(job_ids)}
+    return {"selection": {k: v for k, v in filters.items() if v is not None}}
+
+
+def _tally(record: ActionRecord, targets: list[str], outcomes: dict[str, str], *done: str) -> None:
+    """An audit row's count (the jobs acted on), ids and outcomes per kind."""
+    record.job_ids = targets
+    record.count = sum(outcome in done for outcome in outcomes.values())
+    record.details["outcomes"] = dict(Counter(outcomes.values()))
+
+
 @jobs.command("retry")
 @click.argument("job_ids", nargs=-1)
 @selection_options
@@ -180,9 +196,11 @@ def jobs_retry(
     """
     targets = _targets(state, job_ids, yes, "retry", filters)
     client = state.publisher()
-    outcomes = _bulk(
-        targets, lambda i: "retried" if client.retry(i) else "skipped (not failed)", as_json, "retrying"
-    )
+    with state.ops.audit("jobs.retry", **_audited(job_ids, filters)) as record:
+        outcomes = _bulk(
+            targets, lambda i: "retried" if client.retry(i) else "skipped (not failed)", as_json, "retrying"
+        )
+        _tally(record, targets, outcomes, "retried")
     if job_ids and any(o != "retried" for o in outcomes.values()):
         raise SystemExit(EXIT_FAILURE)
 
@@ -198,7 +216,9 @@ def jobs_cancel(
 ) -> None:
     """Cancel waiting jobs (workers skip them) and ask running ones to stop at their next step."""
     targets = _targets(state, job_ids, yes, "cancel", filters)
-    _bulk(targets, state.client.cancel, as_json, "cancelling")
+    with state.ops.audit("jobs.cancel", **_audited(job_ids, filters)) as record:
+        outcomes = _bulk(targets, state.client.cancel, as_json, "cancelling")
+        _tally(record, targets, outcomes, "cancelled", "requested")
 
 
 @jobs.command("wait")

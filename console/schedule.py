@@ -20,7 +20,7 @@ from jobs.broker import check_broker
 from jobs.logs import configure_logging
 from jobs.schedule.leader import require_postgresql
 from jobs.schedule.runner import MAX_CATCH_UP
-from jobs.schedule.spec import load_schedule
+from jobs.schedule.spec import Schedule, load_schedule
 from jobs.schedule.status import EntryStatus
 from jobs.settings import check_tls_files
 
@@ -44,17 +44,31 @@ def schedule_option(command: F) -> F:
 
 
 @click.command(epilog=SCHEDULER_EPILOG)
-@schedule_option
+@click.option(
+    "--schedule",
+    "schedule_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The schedule file (TOML, [[job]] entries); optional when CONVEYOR_RETENTION_DAYS* is set.",
+)
 @click.pass_obj
-def scheduler(state: AppState, schedule_path: Path) -> None:
+def scheduler(state: AppState, schedule_path: Path | None) -> None:
     """Enqueue the jobs of a schedule file when they are due.
 
     Run several replicas, anywhere: the one holding a PostgreSQL lock enqueues, each tick once;
     another takes over within about a second when it stops. Ticks missed while none ran are
-    caught up by each entry's catch_up rule. SIGTERM or Ctrl-C stops it.
+    caught up by each entry's catch_up rule. The leader also deletes finished jobs past
+    CONVEYOR_RETENTION_DAYS (per kind: CONVEYOR_RETENTION_DAYS_EMAIL…), at start and hourly.
+    SIGTERM or Ctrl-C stops it.
     """
     settings = state.settings
-    schedule = load_schedule(schedule_path, settings)
+    retention = settings.retention_days is not None or bool(settings.retention_days_by_kind)
+    if schedule_path is None and not retention:
+        raise click.UsageError("give --schedule FILE (or set CONVEYOR_RETENTION_DAYS to run retention alone)")
+    schedule = (
+        load_schedule(schedule_path, settings)
+        if schedule_path is not None
+        else Schedule(source="(retention only)", entries=())
+    )
     require_postgresql(settings.database_url)
     # Fail fast, as `conveyor worker` does: exit code 3 for a service down at start-up, and a
     # pointer to `conveyor db upgrade` when the schedule_ticks table is missing.

@@ -152,6 +152,13 @@ class Settings:
     #: Workers run unsigned messages (plain Dramatiq producers, during a migration) with a
     #: warning; a wrong signature is still refused.
     accept_unsigned: bool = False
+    # issue 15: gdpr (retention)
+    #: Days a finished job (with its attempts, artifacts and files) is kept before the scheduler's
+    #: leader deletes it; ``None``: kept until pruned by hand.
+    retention_days: int | None = None
+    #: Per-kind overrides, ``(kind, days)`` pairs: ``CONVEYOR_RETENTION_DAYS_EMAIL=30`` (one variable
+    #: per kind) or ``CONVEYOR_RETENTION_DAYS_BY_KIND=email=30,report=365``.
+    retention_days_by_kind: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         _check_input_limits(self)
@@ -198,6 +205,7 @@ class Settings:
             raise SettingsError("CONVEYOR_WORKER_TTL must be at least 3 seconds (workers beat every TTL/3 s)")
         _check_image_output_caps(self)
         _check_signing(self)
+        _check_retention(self.retention_days, self.retention_days_by_kind)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -207,11 +215,15 @@ class Settings:
             SettingsError: an unknown ``CONVEYOR_*`` variable, a malformed URL or value.
         """
         values: dict[str, Any] = {}
+        per_kind: dict[str, int] = {}
         known = {f"{ENV_PREFIX}{name.upper()}": name for name in _field_names()}
         for key, raw in environ.items():
             if not key.startswith(ENV_PREFIX):
                 continue
             name = known.get(key)
+            if name is None and (kind := _RETENTION_KEY_RE.match(key)) is not None:
+                per_kind[kind.group(1).lower()] = _retention_days(key, raw)  # issue 15: gdpr
+                continue
             if name is None:
                 hint = difflib.get_close_matches(key, known, n=1)
                 suggestion = f" (did you mean {hint[0]}?)" if hint else ""
@@ -219,6 +231,10 @@ class Settings:
                     f"unknown setting {key}{suggestion}; known settings: {', '.join(sorted(known))}"
                 )
             values[name] = _convert(name, raw)
+        if per_kind:
+            values["retention_days_by_kind"] = tuple(
+                sorted({**dict(values.get("retention_days_by_kind", ())), **per_kind}.items())
+            )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -340,6 +356,10 @@ def _convert(name: str, raw: str) -> Any:
             return float(raw)
         except ValueError:
             raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a number of seconds") from None
+    if name == "retention_days":
+        return _retention_days(f"{ENV_PREFIX}RETENTION_DAYS", raw) if raw else None
+    if name == "retention_days_by_kind":
+        return _retention_pairs(raw)
     if name in ("templates_dir", "email_rate", "rabbitmq_api_url", "encryption_keys"):
         return raw or None
     if name == "artifact_url":
@@ -494,3 +514,42 @@ def check_tls_files(settings: Settings) -> None:
                 raise SettingsError(
                     f"{ENV_PREFIX}{name.upper()}={mask_url(url)}: {key} {value!r} is not a file"
                 )
+
+
+# ---------------------------------------------------------------- issue 15: gdpr (retention)
+
+#: ``CONVEYOR_RETENTION_DAYS_<KIND>``: a per-kind retention (the kind is checked by the scheduler,
+#: which knows the registered kinds).
+_RETENTION_KEY_RE = re.compile(r"^CONVEYOR_RETENTION_DAYS_([A-Z][A-Z0-9_]{0,63})$")
+_KIND_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def _retention_days(key: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{key}={raw!r} is not a whole number of days") from None
+
+
+def _retention_pairs(raw: str) -> tuple[tuple[str, int], ...]:
+    """``email=30,report=365`` → ``(("email", 30), ("report", 365))``."""
+    pairs: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        kind, sep, days = item.partition("=")
+        if not sep:
+            raise SettingsError(f"CONVEYOR_RETENTION_DAYS_BY_KIND: {item!r} is not KIND=DAYS")
+        pairs[kind.strip().lower()] = _retention_days(f"CONVEYOR_RETENTION_DAYS_{kind.upper()}", days)
+    return tuple(sorted(pairs.items()))
+
+
+def _check_retention(days: int | None, by_kind: tuple[tuple[str, int], ...]) -> None:
+    """Whole days of at least 1, and kind names that can be kinds."""
+    if days is not None and days < 1:
+        raise SettingsError("CONVEYOR_RETENTION_DAYS must be at least 1 (unset: keep jobs)")
+    for kind, kind_days in by_kind:
+        if not _KIND_RE.match(kind):
+            raise SettingsError(f"CONVEYOR_RETENTION_DAYS_{kind.upper()}: {kind!r} is not a job kind name")
+        if kind_days < 1:
+            raise SettingsError(f"CONVEYOR_RETENTION_DAYS_{kind.upper()} must be at least 1")
+    if len({kind for kind, _ in by_kind}) != len(by_kind):
+        raise SettingsError("CONVEYOR_RETENTION_DAYS_<KIND>: a kind is given twice")

@@ -25,6 +25,7 @@ from jobs.store import Database, JobStore, NewJob
 from jobs.store.artifacts import ArtifactStore
 from jobs.store.delayed import HeldMessage
 from jobs.store.jobs import JobInfo
+from jobs.subjects import SubjectHasher
 from producers.job import Job
 from producers.sending import Sender
 
@@ -60,7 +61,7 @@ class Client:
             if db is not None
             else Database(self.settings.database_url, keyring=keyring_of(self.settings.encryption_keys))
         )
-        self._jobs = JobStore(self._db)
+        self._jobs = JobStore(self._db, subjects=SubjectHasher.from_keys(self.settings.encryption_keys))
         self.artifacts = ArtifactStore(self._db, self.settings.artifact_url)
         self._owns_broker = broker is None
         self.broker = broker if broker is not None else build_broker(self.settings)

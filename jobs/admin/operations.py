@@ -8,35 +8,46 @@ prunes or requeues is here.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, suppress
 from datetime import UTC, datetime
 from functools import cached_property
 
 import redis
 
 from jobs.admin import dlq, prune
+from jobs.admin.audit import ActionRecord, Actor, Auditor
 from jobs.admin.files import RemovedFiles, outbox_folder, remove_job_files
+from jobs.admin.gdpr import Subjects
 from jobs.admin.queues import QueueStats, queue_stats
+from jobs.admin.retention import Retention
 from jobs.admin.stats import GroupStats, job_stats
 from jobs.admin.workers import WorkersView, live_replicas
+from jobs.errors import SchemaMissing
 from jobs.schedule.leader import current_leader
-from jobs.schedule.runner import Scheduler
+from jobs.schedule.runner import Scheduler, replica_identity
 from jobs.schedule.spec import Schedule
 from jobs.schedule.status import EntryStatus, entry_statuses
 from jobs.services import Producer, redis_client
 from jobs.settings import Settings
 from jobs.store import AttemptInfo, Database, JobInfo, JobSelection, JobStore
 from jobs.store.artifacts import ArtifactInfo, ArtifactStore
+from jobs.store.audit import AuditEntry
 from jobs.store.migrate import ensure_database, upgrade
 from jobs.store.schedule import TickStore
 
 
 class Operations:
-    """An admin's view of one deployment (its settings), on a database the caller owns."""
+    """An admin's view of one deployment (its settings), on a database the caller owns.
 
-    def __init__(self, settings: Settings, db: Database) -> None:
+    ``actor``: who acts, for the audit log (default: the OS user of this host, source ``cli``;
+    the web dashboard passes ``Actor.web(user, …)``).
+    """
+
+    def __init__(self, settings: Settings, db: Database, actor: Actor | None = None) -> None:
         self.settings = settings
         self._db = db
         self._jobs = JobStore(db)
+        self.actor = actor or Actor.cli()
 
     @cached_property
     def _redis(self) -> redis.Redis:
@@ -67,6 +78,31 @@ class Operations:
 
     def finished_per_minute(self, since: datetime) -> list[int]:
         return self._jobs.finished_per_minute(since)
+
+    # ------------------------------------------------------------ audit (issue 15)
+
+    @cached_property
+    def auditor(self) -> Auditor:
+        """Writes this actor's rows in the namespace's audit log."""
+        return Auditor(self._db, self.settings.namespace, self.actor)
+
+    def audit(
+        self, action: str, *, job_ids: Sequence[str] | None = None, selection: dict[str, object] | None = None
+    ) -> AbstractContextManager[ActionRecord]:
+        """A block doing one state-changing action: one audit row when it ends (see
+        :meth:`jobs.admin.audit.Auditor.action`)."""
+        return self.auditor.action(action, job_ids=job_ids, selection=selection)
+
+    def audit_log(
+        self, *, since: datetime | None = None, action: str | None = None, limit: int = 100
+    ) -> list[AuditEntry]:
+        """The namespace's audit rows, newest first."""
+        return self.auditor.entries(since=since, action=action, limit=limit)
+
+    @cached_property
+    def subjects(self) -> Subjects:
+        """GDPR export and erasure of one e-mail address's records (audited)."""
+        return Subjects(self.settings, self._db, self.auditor)
 
     # ------------------------------------------------------------ views
 
@@ -131,8 +167,18 @@ class Operations:
         TickStore(self._db, self.settings.namespace).last_ticks()
 
     def scheduler(self, plan: Schedule, producer: Producer) -> Scheduler:
-        """A scheduler replica enqueueing ``plan``'s ticks through ``producer``."""
-        return Scheduler(plan, producer, self._db)
+        """A scheduler replica enqueueing ``plan``'s ticks through ``producer``; as leader it
+        also applies the retention settings (issue 15), audited as source ``scheduler``.
+
+        Raises:
+            SettingsError: a per-kind retention names no registered kind.
+        """
+        identity = replica_identity()
+        retention = None
+        if self.settings.retention_days is not None or self.settings.retention_days_by_kind:
+            auditor = Auditor(self._db, self.settings.namespace, Actor.scheduler(identity))
+            retention = Retention(self.settings, self._db, auditor)
+        return Scheduler(plan, producer, self._db, identity=identity, retention=retention)
 
     def schedule_status(self, plan: Schedule, count: int) -> tuple[list[EntryStatus], str | None]:
         """Each entry's next ``count`` runs and last tick, and the leading replica (PostgreSQL only)."""
@@ -165,13 +211,24 @@ def check_database(url: str) -> None:
         db.dispose()
 
 
-def upgrade_schema(url: str, revision: str = "head") -> tuple[bool, str | None, str | None]:
+def upgrade_schema(
+    url: str, revision: str = "head", *, audit: tuple[str, Actor] | None = None
+) -> tuple[bool, str | None, str | None]:
     """Create the database when missing, then migrate it: whether it was created, and the
-    revisions before and after."""
+    revisions before and after.
+
+    ``audit``: (namespace, actor) to record the upgrade in the audit log, once it has the table
+    (a target revision older than the log's records nothing).
+    """
     created = ensure_database(url)
     db = Database(url)
     try:
         before, after = upgrade(db, revision)
+        if audit is not None and (created or before != after):  # nothing changed: nothing to log
+            with suppress(SchemaMissing):
+                Auditor(db, *audit).record(
+                    "db.upgrade", details={"created": created, "from": before, "to": after}
+                )
     finally:
         db.dispose()
     return created, before, after

@@ -15,9 +15,10 @@ import os
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from jobs.errors import ServiceUnavailable
 from jobs.schedule.cron import utc_iso
@@ -26,6 +27,9 @@ from jobs.schedule.spec import CatchUp, Schedule, ScheduleEntry
 from jobs.services import Producer
 from jobs.store import Database
 from jobs.store.schedule import TickStore
+
+if TYPE_CHECKING:
+    from jobs.admin.retention import Retention
 
 logger = logging.getLogger("conveyor.scheduler")
 
@@ -39,6 +43,8 @@ LOCK_RETRY = 1.0
 MAX_SLEEP = 1.0
 #: Seconds before a round that met an outage (RabbitMQ, PostgreSQL) is tried again.
 OUTAGE_RETRY = 1.0
+#: Seconds between two retention runs of the leader (issue 15).
+RETENTION_INTERVAL = 3600.0
 #: Seconds before a round that failed unexpectedly is tried again.
 ERROR_RETRY = 5.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -91,6 +97,7 @@ class Scheduler:
         *,
         identity: str | None = None,
         clock: Callable[[], datetime] = _now,
+        retention: Retention | None = None,
     ) -> None:
         self.schedule = schedule
         self.producer = producer
@@ -102,6 +109,9 @@ class Scheduler:
         self._leading: bool | None = None
         self._next_due: dict[str, datetime] = {}
         self._outage: str | None = None
+        # issue 15: the leader applies CONVEYOR_RETENTION_DAYS at start, then hourly.
+        self.retention = retention
+        self._next_retention: float | None = None
 
     @property
     def leading(self) -> bool:
@@ -139,6 +149,7 @@ class Scheduler:
             return LOCK_RETRY
         try:
             self._enqueue_due(now or self.clock())
+            self._retain(now or self.clock())
         except ServiceUnavailable as exc:
             if str(exc) != self._outage:
                 logger.warning("%s: enqueueing paused, retried every %g s", exc, OUTAGE_RETRY)
@@ -149,6 +160,17 @@ class Scheduler:
             self._outage = None
         return self._sleep(self.clock())
 
+    def _retain(self, now: datetime) -> None:
+        """Run retention when due: at the first round as leader, then every RETENTION_INTERVAL
+        (at once again when a run left more to delete)."""
+        if self.retention is None:
+            return
+        moment = time.monotonic()
+        if self._next_retention is not None and moment < self._next_retention:
+            return
+        run = self.retention.run(now)
+        self._next_retention = moment + (0.0 if run.more else RETENTION_INTERVAL)
+
     def close(self) -> None:
         """Release the lock (when :meth:`run` was not used)."""
         self.lock.release()
@@ -157,6 +179,7 @@ class Scheduler:
         leading = self.lock.hold()
         if leading and not self._leading:
             self._next_due.clear()  # another leader may have moved the ticks on: read them again
+            self._next_retention = None  # a new leader applies retention at once
             logger.info("leader: replica %s enqueues for namespace %s", self.identity, self.namespace)
         elif not leading and self._leading is not False:
             logger.info(
@@ -169,6 +192,8 @@ class Scheduler:
         return leading
 
     def _enqueue_due(self, now: datetime) -> None:
+        if not self.schedule.entries:  # a scheduler run for retention alone
+            return
         known = len(self._next_due) == len(self.schedule.entries)
         if known and min(self._next_due.values()) > now:
             return

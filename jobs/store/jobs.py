@@ -23,6 +23,7 @@ from jobs.status import Event, JobStatus, sources, target
 from jobs.store.database import Database
 from jobs.store.delayed import HeldMessage, hold
 from jobs.store.models import AttemptRow, DelayedMessageRow, JobRow
+from jobs.subjects import SubjectHasher
 
 
 def utcnow() -> datetime:
@@ -184,10 +185,17 @@ def _escape_like(text: str) -> str:
 
 
 class JobStore:
-    """Create, read and list jobs."""
+    """Create, read and list jobs.
 
-    def __init__(self, db: Database) -> None:
+    With a ``subjects`` hasher (encryption keys set), each new row keeps the keyed hashes of the
+    addresses its payload names (``jobs.subjects``, for ``conveyor gdpr``).
+    """
+
+    def __init__(self, db: Database, subjects: SubjectHasher | None = None) -> None:
         self.db = db
+        self.subjects = subjects
+        #: SQLite (the demo) keeps the hashes as a JSON list of hex strings.
+        self._hex_subjects = db.dialect != "postgresql"
 
     def create(self, job: NewJob) -> tuple[JobInfo, bool]:
         """Insert a ``queued`` row. With an idempotency key already taken, return that job instead.
@@ -195,7 +203,7 @@ class JobStore:
         Returns:
             The job and whether this call created it.
         """
-        values = _queued_row(job, utcnow())
+        values = self._row(job, utcnow())
         stored = self._sealed(values)
         if (
             job.held is None
@@ -223,7 +231,7 @@ class JobStore:
     def create_sent(self, job: NewJob) -> JobInfo:
         """Insert the ``queued`` row of a plain job whose message is already published. A worker
         that started the job first made the row itself (on first sight); that row is kept."""
-        values = _queued_row(job, utcnow())
+        values = self._row(job, utcnow())
         stored = self._sealed(values)
         if not self._insert_direct(stored, _INSERT_SENT_SQL):
             with self.db.session() as session:
@@ -239,6 +247,12 @@ class JobStore:
             **values,
             "payload": self.db.sealer.seal_json(values["payload"], crypto.PAYLOAD, values["id"]),
         }
+
+    def _row(self, job: NewJob, now: datetime) -> dict[str, Any]:
+        row = _queued_row(job, now)
+        if self.subjects is not None and (hashes := self.subjects.payload_hashes(job.payload)):
+            row["subjects"] = [h.hex() for h in hashes] if self._hex_subjects else hashes
+        return row
 
     def _insert_direct(self, values: dict[str, Any], sql: str) -> bool:
         """Insert a plain job's row in one round trip; False when the direct connection is busy."""
@@ -271,7 +285,7 @@ class JobStore:
         if any(job.idempotency_key is not None for job in jobs):
             raise ValueError("enqueue_many takes no idempotency_key: enqueue such jobs one by one")
         now = utcnow()
-        rows = [_queued_row(job, now) for job in jobs]
+        rows = [self._row(job, now) for job in jobs]
         if not rows:
             return []
         stored = [self._sealed(row) for row in rows]
@@ -483,6 +497,7 @@ _QUEUED_COLUMNS = (
     "eta",
     "parent_id",
     "created_at",
+    "subjects",
 )
 _INSERT_QUEUED_SQL = "INSERT INTO jobs ({}) VALUES ({})".format(
     ", ".join(_QUEUED_COLUMNS), ", ".join(f"%({c})s" for c in _QUEUED_COLUMNS)
@@ -496,7 +511,7 @@ def _values(statuses: frozenset[JobStatus]) -> list[str]:
 
 
 def _queued_row(job: NewJob, now: datetime) -> dict[str, Any]:
-    """The ``jobs`` row of a job about to be enqueued."""
+    """The ``jobs`` row of a job about to be enqueued (``subjects``: see :meth:`JobStore._row`)."""
     return {
         "id": job.id,
         "kind": job.kind,
@@ -510,9 +525,11 @@ def _queued_row(job: NewJob, now: datetime) -> dict[str, Any]:
         "eta": job.eta,
         "parent_id": job.parent_id,
         "created_at": now,
+        "subjects": None,
     }
 
 
 def _queued_info(values: dict[str, Any]) -> JobInfo:
     """The :class:`JobInfo` of a row just written from ``values`` (a :func:`_queued_row`)."""
+    values = {k: v for k, v in values.items() if k != "subjects"}
     return JobInfo(**values, result=None, error=None, progress=None, started_at=None, finished_at=None)

@@ -47,33 +47,48 @@ class PrunedBatch:
     job_ids: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class PruneScope:
+    """Which jobs, besides age and status: one kind, or all but some kinds; one namespace's queues."""
+
+    kind: str | None = None
+    not_kinds: tuple[str, ...] = ()
+    #: ``<namespace>.``: the queues of one namespace (retention runs per namespace).
+    queue_prefix: str | None = None
+
+
 class PruneStore:
     """Jobs finished before a moment, in the given statuses."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def count(self, older_than: datetime, statuses: Sequence[str]) -> int:
+    def count(self, older_than: datetime, statuses: Sequence[str], scope: PruneScope | None = None) -> int:
         """How many jobs :meth:`delete_batch` would delete in all.
 
         Raises:
             ServiceUnavailable: the database cannot be reached.
         """
-        query = select(func.count()).select_from(JobRow).where(*_prunable(older_than, statuses))
+        query = select(func.count()).select_from(JobRow).where(*_prunable(older_than, statuses, scope))
         with self.db.session() as session:
             return int(session.scalar(query) or 0)
 
     def delete_batch(
-        self, older_than: datetime, statuses: Sequence[str], limit: int, inputs_of: InputsOf | None = None
+        self,
+        older_than: datetime,
+        statuses: Sequence[str],
+        limit: int,
+        inputs_of: InputsOf | None = None,
+        scope: PruneScope | None = None,
     ) -> PrunedBatch:
-        """Delete up to ``limit`` such jobs in one transaction, with their artifact rows: outputs,
-        and the inputs no remaining job names (attempts go with their job: ON DELETE CASCADE).
-        An empty batch means nothing is left.
+        """Delete up to ``limit`` such jobs (within ``scope``: a kind, a namespace) in one
+        transaction, with their artifact rows: outputs, and the inputs no remaining job names
+        (attempts go with their job: ON DELETE CASCADE). An empty batch means nothing is left.
 
         Raises:
             ServiceUnavailable: the database cannot be reached.
         """
-        conditions = _prunable(older_than, statuses)
+        conditions = _prunable(older_than, statuses, scope)
         with self.db.session() as session:
             ids = [str(i) for i in session.scalars(select(JobRow.id).where(*conditions).limit(limit))]
             if not ids:
@@ -179,5 +194,15 @@ def _delete_artifacts(session: Session, artifact_ids: list[str]) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def _prunable(older_than: datetime, statuses: Sequence[str]) -> list[ColumnElement[bool]]:
-    return [JobRow.finished_at < older_than, JobRow.status.in_(list(statuses))]
+def _prunable(
+    older_than: datetime, statuses: Sequence[str], scope: PruneScope | None = None
+) -> list[ColumnElement[bool]]:
+    conditions = [JobRow.finished_at < older_than, JobRow.status.in_(list(statuses))]
+    if scope is not None:
+        if scope.kind is not None:
+            conditions.append(JobRow.kind == scope.kind)
+        if scope.not_kinds:
+            conditions.append(JobRow.kind.not_in(list(scope.not_kinds)))
+        if scope.queue_prefix is not None:
+            conditions.append(JobRow.queue.startswith(scope.queue_prefix, autoescape=True))
+    return conditions

@@ -20,7 +20,7 @@ from sqlalchemy import (
     Uuid,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Stable constraint names, so that migrations can name what they alter.
@@ -32,6 +32,8 @@ NAMING_CONVENTION = {
 }
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
+#: Keyed hashes (GDPR subjects): ``bytea[]`` on PostgreSQL, a JSON list on SQLite (the demo).
+HashesType = JSON().with_variant(ARRAY(LargeBinary()), "postgresql")
 UuidStr = Uuid(as_uuid=False)
 
 
@@ -68,6 +70,10 @@ class JobRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # issue 15: gdpr
+    #: HMAC-SHA256 of each address the payload names (``jobs.subjects``), when encryption keys are
+    #: set: how `conveyor gdpr` finds a person's jobs without reading payloads.
+    subjects: Mapped[list[bytes] | None] = mapped_column(HashesType, nullable=True)
 
     __table_args__ = (
         # `jobs list --status S` and `--kind K`, newest first; stats over a time window.
@@ -79,6 +85,8 @@ class JobRow(Base):
         Index(None, "finished_at"),
         # issue 15: an idempotency key's scope is its namespace (the queue's prefix) and kind.
         UniqueConstraint("idempotency_key", "kind", "queue"),
+        # issue 15: gdpr (`subjects && ARRAY[…]`)
+        Index(None, "subjects", postgresql_using="gin"),
     )
 
 
@@ -168,3 +176,41 @@ class ScheduleTickRow(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     last_tick: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# issue 15: audit log and GDPR
+
+
+class AuditRow(Base):
+    """One state-changing admin action: who, what, when, which jobs, how many."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    namespace: Mapped[str] = mapped_column(String(63))
+    #: ``cli``, ``web`` or ``scheduler``.
+    source: Mapped[str] = mapped_column(String(16))
+    #: The OS user (CLI), the web user, or the scheduler replica.
+    actor: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    #: ``ok`` or ``error`` (the action stopped part-way; ``details`` says why).
+    outcome: Mapped[str] = mapped_column(String(16))
+    count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: The jobs (or messages) acted on, by id; ``selection`` when they were chosen by a filter.
+    job_ids: Mapped[list[str] | None] = mapped_column(JsonType, nullable=True)
+    selection: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
+
+    __table_args__ = (Index(None, "namespace", "at"), Index(None, "action", "at"))
+
+
+class InstallationRow(Base):
+    """One row: a random secret made by the migration, keying the audit log's subject hashes."""
+
+    __tablename__ = "installation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -107,3 +107,37 @@ def test_artifacts_go_to_a_folder_by_default_and_an_empty_variable_keeps_it() ->
     assert Settings.from_env({"CONVEYOR_ARTIFACT_URL": "file:///srv/a"}).artifact_url == "file:///srv/a"
     with pytest.raises(SettingsError, match="CONVEYOR_ARTIFACT_URL"):
         Settings(artifact_url="http://example.com/a")
+
+
+# ---------------------------------------------------------------- issue 15: retention
+
+
+def test_retention_takes_a_default_and_per_kind_days_in_both_spellings() -> None:
+    settings = Settings.from_env(
+        {
+            "CONVEYOR_RETENTION_DAYS": "30",
+            "CONVEYOR_RETENTION_DAYS_EMAIL": "7",
+            "CONVEYOR_RETENTION_DAYS_BY_KIND": "report=365,email=9",
+        }
+    )
+
+    assert settings.retention_days == 30
+    # The per-kind variable wins over the same kind in the list.
+    assert settings.retention_days_by_kind == (("email", 7), ("report", 365))
+    assert Settings.from_env({}).retention_days is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"CONVEYOR_RETENTION_DAYS": "0"}, "at least 1"),
+        ({"CONVEYOR_RETENTION_DAYS": "1.5"}, "whole number of days"),
+        ({"CONVEYOR_RETENTION_DAYS_EMAIL": "soon"}, "whole number of days"),
+        ({"CONVEYOR_RETENTION_DAYS_IMAGE": "-3"}, "at least 1"),
+        ({"CONVEYOR_RETENTION_DAYS_BY_KIND": "email"}, "KIND=DAYS"),
+        ({"CONVEYOR_RETENTION_DAY": "3"}, "unknown setting"),
+    ],
+)
+def test_bad_retention_values_are_refused(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(environ)
