@@ -90,7 +90,8 @@ class AttemptStore:
             Whether the job was failed: ``False`` when it has no row (none is created), or is
             not waiting to run (running, finished or cancelled: left as it is).
         """
-        now = utcnow()
+        now, sealer = utcnow(), self.db.sealer
+        seen = sealed_seen(sealer, seen)
         with self.db.transaction() as connection:
             exists = select(JobRow.id).where(JobRow.id == seen.job_id).with_for_update()
             if connection.execute(exists).first() is None:
@@ -101,8 +102,8 @@ class AttemptStore:
                 return False
             if number > 1:
                 transitions.mark_lost(run, seen.job_id, number, now)()
-            ending = AttemptEnd(AttemptOutcome.FAILED, error=error)
-            return transitions.end(run, seen.job_id, number, ending, now)()
+            ending = sealed_end(sealer, seen.job_id, AttemptEnd(AttemptOutcome.FAILED, error=error))
+            return transitions.end(run, seen.job_id, number, ending, now, sealer=sealer)()
 
     def running_attempt(self, job_id: str) -> RunningAttempt | None:
         """The job's open attempt if the job is ``running`` (None when it is not)."""

@@ -160,12 +160,14 @@ class SubjectStore:
 
     def _read_jobs(self, session: Session, chunk: list[str], found: SubjectRecords) -> None:
         jobs = session.scalars(select(JobRow).where(JobRow.id.in_(chunk)).order_by(JobRow.created_at))
-        found.jobs += [JobInfo.from_row(row) for row in jobs]
+        found.jobs += [JobInfo.from_row(row, self.db.sealer) for row in jobs]
         attempts = session.scalars(
             select(AttemptRow).where(AttemptRow.job_id.in_(chunk)).order_by(AttemptRow.attempt)
         )
         for attempt in attempts:
-            found.attempts.setdefault(str(attempt.job_id), []).append(AttemptInfo.from_row(attempt))
+            found.attempts.setdefault(str(attempt.job_id), []).append(
+                AttemptInfo.from_row(attempt, self.db.sealer)
+            )
         for delivery in session.scalars(select(EmailDeliveryRow).where(EmailDeliveryRow.job_id.in_(chunk))):
             found.deliveries.append(
                 {
