@@ -218,3 +218,33 @@ def test_a_payload_over_the_cap_is_refused_at_enqueue(settings: Settings, job_st
         client.send_email(to="ada@example.com", template="welcome", context={"name": "x" * 500})
 
     assert len(rows(job_store, settings)) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "outcome", "error"),
+    [
+        ({}, "failed", "ResultRefused: result.text: contains a NUL character"),
+        ({"fail": True}, "failed", "PermanentError: the server said: bad\\x00byte \\ud800"),
+    ],
+    ids=["result", "error"],
+)
+def test_an_outcome_with_text_the_store_refuses_is_still_recorded(
+    settings: Settings,
+    job_store: JobStore,
+    start_worker: WorkerProcess.Factory,
+    kwargs: dict[str, Any],
+    outcome: str,
+    error: str,
+) -> None:
+    start_worker("--processes", "1", "--threads", "2", "--include", "tests.unstorable")
+    queue = f"{settings.namespace}.default"
+    job_id, body = dramatiq_body(queue, "unstorable", kwargs)
+
+    publish_raw(settings, queue, body)
+
+    info = failed_row(job_store, job_id)
+    assert info.status == outcome
+    assert info.error == error
+    (attempt,) = job_store.attempts(job_id)
+    assert attempt.outcome == "failed"
+    eventually(lambda: message_count(f"{queue}.XQ") == 1)
