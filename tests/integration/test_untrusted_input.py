@@ -20,6 +20,7 @@ import pika
 import pytest
 
 from jobs.errors import JobNotFound
+from jobs.kinds import KINDS
 from jobs.settings import Settings
 from jobs.store import JobInfo, JobStore
 from producers import Client
@@ -57,7 +58,8 @@ def dramatiq_body(
 
 def rows(job_store: JobStore, settings: Settings) -> list[JobInfo]:
     """This test's job rows (the database is shared by the tests of a session)."""
-    return [j for j in job_store.find(limit=10_000) if j.queue.startswith(f"{settings.namespace}.")]
+    queues = {settings.queue_name(kind.queue) for kind in KINDS.values()}
+    return [job for queue in sorted(queues) for job in job_store.find(queue=queue, limit=10_000)]
 
 
 def failed_row(job_store: JobStore, job_id: str) -> JobInfo:
