@@ -6,13 +6,16 @@ consumer thread itself (which reconnects, gets the same message back, and crashe
 ``ChannelBoundConsumer`` (``jobs/consumer.py``) dead-letters a message this module finds
 malformed before any middleware or actor sees it, with the reason in the worker's log.
 
-Pure functions, no I/O.
+Pure functions (they read the clock, nothing else).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
+
+from jobs.defaults import MAX_DELAY
 
 #: Options Dramatiq's middleware and Conveyor's compute with: numbers (or absent, or null).
 NUMERIC_OPTIONS = (
@@ -48,6 +51,10 @@ def malformed(message: Any) -> str | None:
         value = options.get(name)
         if value is not None and not _number(value):
             return f"option {name} must be a number, not {_type(value)}"
+    eta = options.get("eta")
+    if eta is not None and eta > (time.time() + MAX_DELAY) * 1000:
+        # Held in the worker's memory (or the store) until due: a date past what either holds.
+        return "option eta is more than ten years ahead"
     # Exception classes to expect: a message can only name them as text, which Dramatiq's
     # worker would pass to isinstance() and crash on.
     if options.get("throws") is not None:

@@ -29,6 +29,7 @@ from jobs.errors import SettingsError
 from jobs.kinds import get_kind
 from jobs.schedule.cron import Timing, parse_timing, utc_iso
 from jobs.settings import Settings
+from jobs.storable import check_size, check_storable
 
 _OPTION_KEYS = ("priority", "max_retries", "min_backoff", "max_backoff")
 ENTRY_KEYS = frozenset({"name", "cron", "every", "timezone", "kind", "payload", "catch_up", *_OPTION_KEYS})
@@ -151,7 +152,10 @@ def parse_entry(raw: Any, settings: Settings) -> ScheduleEntry:
         json.dumps(payload, allow_nan=False)
     except (TypeError, ValueError):
         raise ValueError("payload must be JSON: write dates and times as quoted strings") from None
-    kind.validate(payload, settings)
+    clean = kind.validate(payload, settings)
+    # issue 15: what the store cannot hold, or a payload over the cap, is refused at start-up too.
+    check_storable(clean, "payload")
+    check_size(clean, settings.max_payload_bytes)
     options = DeliveryOptions(**{key: raw[key] for key in _OPTION_KEYS if key in raw})
     options.check(settings.max_priority)
     return ScheduleEntry(

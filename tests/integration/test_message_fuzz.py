@@ -21,8 +21,9 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
 
+from jobs.errors import JobNotFound
 from jobs.settings import Settings
-from jobs.store import JobStore
+from jobs.store import JobInfo, JobStore
 from producers import Client
 from tests.helpers import eventually, message_count
 from workers.runtime import build_worker_stack
@@ -150,6 +151,7 @@ def test_random_and_mutated_messages_never_crash_the_worker_and_good_ones_still_
     @example(body=known(queue, actor_name=["noop"]), header=None, message_id=None)  # crashed the consumer
     @example(body=known(queue, message_timestamp="soon"), header=None, message_id=None)  # ran untracked
     @example(body=known(queue, options={"retries": "1"}), header=None, message_id=None)  # crashed a hook
+    @example(body=known(queue, options={"eta": 10**20}), header=None, message_id=None)  # held forever
     @example(body=known(queue, kwargs={"sleep": "\u0000"}), header={"x": 1}, message_id="m")  # no row
     def publish(body: bytes, header: dict[str, Any] | None, message_id: str | None) -> None:
         properties = pika.BasicProperties(delivery_mode=2, headers=header, message_id=message_id)
@@ -174,10 +176,18 @@ def test_random_and_mutated_messages_never_crash_the_worker_and_good_ones_still_
     crashes = [r.getMessage() for r in caplog.records if r.levelno >= logging.CRITICAL]
     assert crashes == [], crashes[:3]
     # No fuzzed job was left waiting or running: each ran to an outcome, or was refused with a reason.
-    for info in job_store.find(limit=10_000):
-        if info.queue == queue:
-            assert info.status in ("succeeded", "failed", "retrying"), info
+    for info in job_store.find(queue=queue, limit=10_000):
+        assert info.status in ("succeeded", "failed", "retrying"), info
     assert message_count(f"{queue}.XQ") > 0
-    refused = job_store.get(known_id(kwargs={"sleep": "\u0000"}))
+    refused = eventually(lambda: _final(job_store, known_id(kwargs={"sleep": "\u0000"})))
     assert refused.status == "failed"
     assert refused.error == "MessageRefused: payload.sleep: contains a NUL character"
+
+
+def _final(job_store: JobStore, job_id: str) -> JobInfo | None:
+    """The job's row once it is final (its end is written after its message is settled)."""
+    try:
+        info = job_store.get(job_id)
+    except JobNotFound:
+        return None
+    return info if info.status in ("succeeded", "failed") else None

@@ -20,6 +20,7 @@ import pika
 import pytest
 
 from jobs.errors import JobNotFound
+from jobs.kinds import KINDS
 from jobs.settings import Settings
 from jobs.store import JobInfo, JobStore
 from producers import Client
@@ -57,7 +58,8 @@ def dramatiq_body(
 
 def rows(job_store: JobStore, settings: Settings) -> list[JobInfo]:
     """This test's job rows (the database is shared by the tests of a session)."""
-    return [j for j in job_store.find(limit=10_000) if j.queue.startswith(f"{settings.namespace}.")]
+    queues = {settings.queue_name(kind.queue) for kind in KINDS.values()}
+    return [job for queue in sorted(queues) for job in job_store.find(queue=queue, limit=10_000)]
 
 
 def failed_row(job_store: JobStore, job_id: str) -> JobInfo:
@@ -218,3 +220,33 @@ def test_a_payload_over_the_cap_is_refused_at_enqueue(settings: Settings, job_st
         client.send_email(to="ada@example.com", template="welcome", context={"name": "x" * 500})
 
     assert len(rows(job_store, settings)) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "outcome", "error"),
+    [
+        ({}, "failed", "ResultRefused: result.text: contains a NUL character"),
+        ({"fail": True}, "failed", "PermanentError: the server said: bad\\x00byte \\ud800"),
+    ],
+    ids=["result", "error"],
+)
+def test_an_outcome_with_text_the_store_refuses_is_still_recorded(
+    settings: Settings,
+    job_store: JobStore,
+    start_worker: WorkerProcess.Factory,
+    kwargs: dict[str, Any],
+    outcome: str,
+    error: str,
+) -> None:
+    start_worker("--processes", "1", "--threads", "2", "--include", "tests.unstorable")
+    queue = f"{settings.namespace}.default"
+    job_id, body = dramatiq_body(queue, "unstorable", kwargs)
+
+    publish_raw(settings, queue, body)
+
+    info = failed_row(job_store, job_id)
+    assert info.status == outcome
+    assert info.error == error
+    (attempt,) = job_store.attempts(job_id)
+    assert attempt.outcome == "failed"
+    eventually(lambda: message_count(f"{queue}.XQ") == 1)

@@ -92,6 +92,12 @@ JOB = '[[job]]\nname = "nightly"\nkind = "noop"\n'
         (JOB + 'cron = "@daily"\npayload = { sleep = 99 }\n', "noop payload: sleep=99"),
         (JOB + 'cron = "@daily"\npayload = { at = 2026-11-01 }\n', "dates and times as quoted strings"),
         (JOB + 'cron = "@daily"\npayload = "sleep"\n', "payload must be a table"),
+        (
+            '[[job]]\nname = "m"\nkind = "email"\ncron = "@daily"\n'
+            'payload = { to = "a@example.com", template = "welcome", context = { name = "A\\u0000" } }\n',
+            "payload.context.name: contains a NUL character",
+        ),
+        (JOB + 'cron = "@daily"\nmax_retries = 2147483648\n', "max_retries must be between 0 and 2147483647"),
         ('[[job]]\nname = "x"\nkind = "sms"\ncron = "@daily"\n', "job #1 'x': unknown job kind 'sms'"),
         ('[[job]]\nkind = "noop"\ncron = "@daily"\n', "job #1: name is required"),
         ('[[job]]\nname = "a b"\nkind = "noop"\ncron = "@daily"\n', "name must be 1-100 letters"),

@@ -219,6 +219,7 @@ class _Message:
         ({"options": {"retries": "1"}}, "option retries must be a number, not str"),
         ({"options": {"eta": [1]}}, "option eta must be a number, not list"),
         ({"options": {"throws": "ValueError"}}, "option throws cannot be set by a message"),
+        ({"options": {"eta": 10**20}}, "option eta is more than ten years ahead"),
     ],
 )
 def test_a_malformed_message_is_named_before_any_middleware_sees_it(
