@@ -265,6 +265,7 @@ def test_rotate_encrypts_a_store_written_in_the_clear_shown_by_the_cli(
     fresh_url: str, tmp_path: Path, service_env: dict[str, str]
 ) -> None:
     made = fill(fresh_url, None, tmp_path, count=5)
+    check_readable(fresh_url, KEY_A, made, tmp_path)  # mixed mode: the clear values read as they are
     env = {**service_env, "CONVEYOR_DATABASE_URL": fresh_url, "CONVEYOR_ENCRYPTION_KEYS": KEY_A}
     before = run_cli("keys", "status", "--json", env=env)
     assert before.returncode == 0, before.stderr
