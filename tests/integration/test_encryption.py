@@ -28,6 +28,7 @@ from jobs.store.delayed import DelayedStore, HeldMessage
 from jobs.store.deliveries import DeliveryStore
 from jobs.store.migrate import ensure_database, upgrade
 from jobs.store.orphans import OrphanStore
+from jobs.store.reporting import JobsReportStore
 from producers import Client
 from tests.conftest import PG_SERVER
 from tests.helpers import WorkerProcess, run_cli, seen_noop
@@ -265,6 +266,7 @@ def test_rotate_encrypts_a_store_written_in_the_clear_shown_by_the_cli(
     fresh_url: str, tmp_path: Path, service_env: dict[str, str]
 ) -> None:
     made = fill(fresh_url, None, tmp_path, count=5)
+    check_readable(fresh_url, KEY_A, made, tmp_path)  # mixed mode: the clear values read as they are
     env = {**service_env, "CONVEYOR_DATABASE_URL": fresh_url, "CONVEYOR_ENCRYPTION_KEYS": KEY_A}
     before = run_cli("keys", "status", "--json", env=env)
     assert before.returncode == 0, before.stderr
@@ -415,3 +417,23 @@ def test_an_image_job_reads_its_sealed_source_and_seals_its_outputs(
         assert on_disk.startswith(crypto.FILE_MAGIC)
         assert b"PNG" not in on_disk[:64]
         assert b"JFIF" not in on_disk[:64]
+
+
+def test_the_jobs_summary_reads_encrypted_errors_in_its_top_errors_and_csv_rows(
+    fresh_url: str, namespace: str
+) -> None:
+    db = keyed(fresh_url, KEY_A)
+    attempts = AttemptStore(db)
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    for error in ["SMTP 550 for ada@example.com", "SMTP 550 for ada@example.com", "Timeout"]:
+        seen = seen_noop(f"{namespace}.default")
+        started = attempts.start(seen, WORKER)
+        assert started is not None
+        attempts.finish(seen.job_id, started.number, AttemptEnd(AttemptOutcome.FAILED, error=error))
+    until = datetime.now(UTC) + timedelta(minutes=1)
+    store = JobsReportStore(db)
+    with store.window(since, until) as window:
+        assert window.top_errors(5) == [("SMTP 550 for ada@example.com", 2), ("Timeout", 1)]
+    rows = list(store.rows(since, until, ["status", "error"], 100))
+    assert sorted(rows) == [("failed", "SMTP 550 for ada@example.com")] * 2 + [("failed", "Timeout")]
+    db.dispose()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from jobs import DecryptionError, UnknownKey, crypto
+from jobs.admin.keys import KeyStatus
 from jobs.crypto import SEGMENT, Sealer, file_key_id, generate_key, key_id_of
 from jobs.keyring import Keyring, keyring_of
 
@@ -180,3 +181,15 @@ def test_the_sealer_and_keys_never_show_their_secret() -> None:
     secret = KEY_A.partition(":")[2]
     assert secret not in repr(Sealer(ring))
     assert secret not in repr(ring)
+
+
+def test_key_status_names_unknown_and_retirable_keys() -> None:
+    status = KeyStatus(
+        current="c",
+        configured=("c", "b", "a"),
+        columns={"jobs.payload": {"c": 5, "b": 1, "plaintext": 2}, "artifact_files": {"x": 1}},
+    )
+    assert status.totals() == {"c": 5, "b": 1, "plaintext": 2, "x": 1}
+    assert status.unknown() == ["x"]
+    assert status.retirable() == ["a"]
+    assert status.to_dict()["retirable_keys"] == ["a"]
