@@ -32,6 +32,7 @@ from console.inspect import artifacts
 from console.jobs import jobs
 from console.keys import keys
 from console.schedule import schedule, scheduler
+from console.text import cell
 from console.views import jobs_table
 from console.workers import workers
 from jobs import defaults
@@ -266,15 +267,16 @@ def demo(state: AppState, as_json: bool) -> None:
     settings = embedded_settings(state.settings)
     configure_logging(logging.ERROR)
     if not as_json:
-        out.print(f"[bold]Conveyor demo[/] — embedded stack: {settings!r}")
+        out.print(f"[bold]Conveyor demo[/] — embedded stack: {cell(repr(settings))}")
     results = run_demo(settings, on_event=(lambda _line: None) if as_json else out.print)
     if as_json:
         echo_json([{"title": title, **info.to_dict()} for title, info in results])
         return
     out.print(jobs_table([info for _, info in results], notes=[title for title, _ in results]))
     out.print(
-        f"Job rows are in {settings.database_url}; run `conveyor --database-url "
-        f"{settings.database_url} jobs show ID` to see one's attempts."
+        f"Job rows are in {mask_url(settings.database_url)}; run `conveyor --database-url "
+        f"{mask_url(settings.database_url)} jobs show ID` to see one's attempts.",
+        markup=False,
     )
 
 

@@ -51,6 +51,30 @@ _SECRET_KEY = re.compile(
 )
 
 
+# C0 and C1 controls, DEL, soft hyphen, bidi embeddings/overrides/isolates and marks, zero-width
+# characters, line and paragraph separators, the BOM, interlinear annotations, lone surrogates.
+_HIDDEN = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f"
+    "\ufeff\ufff9-\ufffb\ud800-\udfff]"
+)
+_HIDDEN_BUT_NEWLINE = re.compile(_HIDDEN.pattern.replace("\x00-\x1f", "\x00-\x09\x0b-\x1f"))
+
+
+def _shown(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: Any, *, newlines: bool = False) -> str:
+    """``text`` (``str()`` of it) with every control or invisible formatting character written
+    out as an escape (ESC → ``\\x1b``, RIGHT-TO-LEFT OVERRIDE → ``\\u202e``).
+
+    ``newlines``: keep line feeds (a traceback's lines); otherwise they show as ``\\x0a``.
+    """
+    pattern = _HIDDEN_BUT_NEWLINE if newlines else _HIDDEN
+    return pattern.sub(_shown, text if isinstance(text, str) else str(text))
+
+
 def mask_secrets(text: str) -> str:
     """Replace the password of every URL in ``text``, and the value of every credential-like
     parameter (``?password=…``, ``&token=…``, ``sslpassword=…``), by ``***``."""
@@ -78,11 +102,13 @@ def mask_document(value: Any) -> Any:
 
 class MaskSecretsFilter(logging.Filter):
     """Masks URL passwords and credential parameters in a record's final message and in the
-    text of its exception (a driver's error may quote a URL or a connection string)."""
+    text of its exception (a driver's error may quote a URL or a connection string); writes the
+    message's control characters out (:func:`visible`): one record is one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = mask_secrets(message)
+        # A job's text in a message (an error) neither forges log lines nor drives the terminal.
+        masked = visible(mask_secrets(message))
         if masked != message:
             record.msg, record.args = masked, None
         if record.exc_info and not record.exc_text:

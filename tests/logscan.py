@@ -18,6 +18,7 @@ subprocesses, and fails its own last test: the controller then fails the run.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 from collections.abc import Iterator
@@ -41,8 +42,17 @@ class _Registry:
     leaks: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    #: One alternation of every needle, rebuilt when one is added: a record is searched once.
+    pattern: re.Pattern[str] | None = None
+
+    def add(self, needle: str, name: str) -> None:
+        with self.lock:
+            self.needles.setdefault(needle, name)
+            self.pattern = re.compile("|".join(re.escape(n) for n in self.needles))
+
     def scan(self, text: str, where: str) -> None:
-        if not text or not self.needles:
+        pattern = self.pattern
+        if not text or pattern is None or pattern.search(text) is None:
             return
         with self.lock:
             found = [(name, where) for needle, name in self.needles.items() if needle in text]
@@ -68,9 +78,8 @@ def register(name: str, value: str) -> None:
     imposes). Prefer :func:`secret`: a short or common value would match innocent text."""
     if len(value) < 8:
         raise ValueError(f"secret {name!r} is too short for the log scan to tell it from other text")
-    with _registry.lock:
-        _registry.needles[value] = name
-        _registry.needles.setdefault(quote(value, safe=""), name)
+    _registry.add(value, name)
+    _registry.add(quote(value, safe=""), name)
 
 
 def observe(text: str, where: str) -> None:

@@ -8,14 +8,16 @@ import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pika
 import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import text
 from sqlalchemy.exc import DataError
 
 from cli import main
+from jobs.settings import Settings
 from jobs.store import Database
-from tests.helpers import run_cli, secret
+from tests.helpers import AMQP_URL, run_cli, secret
 
 pytestmark = pytest.mark.integration
 
@@ -202,3 +204,24 @@ def test_a_refused_statement_never_quotes_its_values(db: Database) -> None:
     assert "unsupported Unicode escape sequence" in str(error.value)
     assert password not in str(error.value)
     logging.getLogger("conveyor.test").error("refused", exc_info=error.value)  # the log scan checks it
+
+
+def test_dead_letters_of_a_hostile_foreign_producer_are_listed_as_text(
+    settings: Settings, service_env: dict[str, str]
+) -> None:
+    queue = f"{settings.namespace}.default.XQ"
+    message = {"message_id": HOSTILE, "actor_name": HOSTILE, "queue_name": "x", "args": [], "kwargs": {}}
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        channel = connection.channel()
+        channel.queue_declare(queue, durable=True)
+        channel.basic_publish("", queue, json.dumps(message).encode())
+        channel.basic_publish("", queue, HOSTILE.encode() + b"\xff not json")
+    finally:
+        connection.close()
+
+    result = invoke(service_env, "dlq", "list")
+
+    assert result.exit_code == 0, result.output
+    assert "[/x]" in result.output
+    assert_safe(result.output, "\x00never")

@@ -122,3 +122,14 @@ def test_cells_escape_markup_and_keep_newlines_only_when_asked() -> None:
     assert cell("[/x] [bold]") == "\\[/x] \\[bold]"
     assert cell(None) == ""
     assert visible("a\nb\tc", newlines=True) == "a\nb\\x09c"
+
+
+def test_a_log_record_is_one_line_without_control_characters() -> None:
+    error = "bad template '\x1b[2J'\n2026-12-07 00:00:00 1 INFO conveyor: forged line"
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "job failed: %s", (error,), None)
+
+    MaskSecretsFilter().filter(record)
+
+    assert record.getMessage() == (
+        "job failed: bad template '\\x1b[2J'\\x0a2026-12-07 00:00:00 1 INFO conveyor: forged line"
+    )
