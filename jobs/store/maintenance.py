@@ -8,6 +8,7 @@ passes :data:`InputsOf` (the kinds' ``artifact_ids``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +17,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, Text, and_, cast, delete, func, not_, or_, select
 from sqlalchemy.orm import Session
 
+from jobs import crypto
+from jobs.crypto import Sealer
 from jobs.store.database import Database
 from jobs.store.models import ArtifactRow, JobRow
 
@@ -93,7 +96,9 @@ class PruneStore:
             ids = [str(i) for i in session.scalars(select(JobRow.id).where(*conditions).limit(limit))]
             if not ids:
                 return PrunedBatch(0, 0, 0, [])
-            owned = artifacts_of_jobs(session, ids, inputs_of, others=not_(JobRow.id.in_(ids)))
+            owned = artifacts_of_jobs(
+                session, self.db.sealer, ids, inputs_of, others=not_(JobRow.id.in_(ids))
+            )
             artifacts = _delete_artifacts(session, owned.ids)
             jobs = session.execute(delete(JobRow).where(JobRow.id.in_(ids))).rowcount  # type: ignore[attr-defined]
         return PrunedBatch(len(ids), int(jobs), artifacts, owned.files, ids)
@@ -116,7 +121,12 @@ class PruneStore:
                 if not ids:
                     return
                 # Inputs that only other prunable jobs name would go too, in a later batch.
-                yield ids, artifacts_of_jobs(session, ids, inputs_of, others=not_(and_(*conditions)))
+                yield (
+                    ids,
+                    artifacts_of_jobs(
+                        session, self.db.sealer, ids, inputs_of, others=not_(and_(*conditions))
+                    ),
+                )
             after = ids[-1]
 
 
@@ -140,29 +150,38 @@ class JobFilesStore:
         if not ids:
             return ArtifactsOfJobs()
         with self.db.session() as session:
-            owned = artifacts_of_jobs(session, ids, inputs_of, others=not_(JobRow.id.in_(ids)))
+            owned = artifacts_of_jobs(
+                session, self.db.sealer, ids, inputs_of, others=not_(JobRow.id.in_(ids))
+            )
             if not dry_run:
                 _delete_artifacts(session, owned.ids)
         return owned
 
 
 def artifacts_of_jobs(
-    session: Session, job_ids: list[str], inputs_of: InputsOf | None, *, others: ColumnElement[bool]
+    session: Session,
+    sealer: Sealer,
+    job_ids: list[str],
+    inputs_of: InputsOf | None,
+    *,
+    others: ColumnElement[bool],
 ) -> ArtifactsOfJobs:
     """The artifacts of ``job_ids``: their outputs, and the inputs their payloads name that are
-    uploads (no job of their own, or one of these jobs) and that no job matching ``others`` names."""
+    uploads (no job of their own, or one of these jobs) and that no job matching ``others`` names.
+    Payloads are read through ``sealer``: an encrypted payload names its inputs too."""
     outputs = session.execute(
         select(ArtifactRow.id, ArtifactRow.location).where(ArtifactRow.job_id.in_(job_ids))
     ).all()
     found = {str(artifact_id): location for artifact_id, location in outputs}
     candidates: set[str] = set()
     if inputs_of is not None:
-        for kind, payload in session.execute(
-            select(JobRow.kind, JobRow.payload).where(JobRow.id.in_(job_ids))
+        for job_id, kind, payload in session.execute(
+            select(JobRow.id, JobRow.kind, JobRow.payload).where(JobRow.id.in_(job_ids))
         ):
-            candidates.update(str(a) for a in inputs_of(kind, payload or {}))
+            opened = sealer.open_json(payload, crypto.PAYLOAD, str(job_id))
+            candidates.update(str(a) for a in inputs_of(kind, opened or {}))
     candidates -= set(found)
-    unused = sorted(candidates - _named_by(session, candidates, others))
+    unused = sorted(candidates - _named_by(session, sealer, candidates, others))
     if unused:
         inputs = session.execute(
             select(ArtifactRow.id, ArtifactRow.location).where(
@@ -173,16 +192,25 @@ def artifacts_of_jobs(
     return ArtifactsOfJobs(ids=sorted(found), files=sorted(loc for loc in found.values() if loc))
 
 
-def _named_by(session: Session, artifact_ids: set[str], others: ColumnElement[bool]) -> set[str]:
+def _named_by(
+    session: Session, sealer: Sealer, artifact_ids: set[str], others: ColumnElement[bool]
+) -> set[str]:
     """Those of ``artifact_ids`` that the payload of some job matching ``others`` names (an id is
-    a UUID: finding it in the payload's text is finding a reference)."""
+    a UUID: finding it in the payload's text is finding a reference). With encryption on, every
+    encrypted payload among ``others`` is opened and searched too: its text hides the ids, and
+    missing a reference would delete an input another job still needs."""
     named: set[str] = set()
     wanted = sorted(artifact_ids)
     text = cast(JobRow.payload, Text)
     for start in range(0, len(wanted), _REFERENCE_CHUNK):
         chunk = wanted[start : start + _REFERENCE_CHUNK]
-        query = select(text).where(others, or_(*(text.contains(a) for a in chunk)))
-        for payload_text in session.scalars(query):
+        matches = [text.contains(a) for a in chunk]
+        if sealer.enabled:
+            matches.append(text.contains(f'"{crypto.ENVELOPE}"'))
+        query = select(JobRow.id, JobRow.payload, text.label("payload_text")).where(others, or_(*matches))
+        for job_id, payload, payload_text in session.execute(query):
+            if crypto.is_envelope(payload):
+                payload_text = json.dumps(sealer.open_json(payload, crypto.PAYLOAD, str(job_id)))
             named.update(a for a in chunk if a in (payload_text or ""))
     return named
 

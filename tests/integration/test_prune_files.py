@@ -14,7 +14,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from jobs import crypto
 from jobs.admin.files import remove_job_files
+from jobs.crypto import Sealer
+from jobs.keyring import Keyring
 from jobs.settings import Settings
 from jobs.store import Database
 from producers import Client
@@ -139,3 +142,37 @@ def test_remove_job_files_serves_other_erasures_and_leaves_the_job_rows(
     assert removed == planned
     assert not any(path.exists() for path in paths)
     assert client.get(job).id == job  # the row is the caller's to delete or redact
+
+
+def test_prune_sees_through_encrypted_payloads_when_it_decides_which_inputs_are_still_used(
+    stack: tuple[Settings, Client], db: Database, service_env: dict[str, str]
+) -> None:
+    # With CONVEYOR_ENCRYPTION_KEYS a payload's text hides the artifact ids it names: prune must
+    # open payloads both to find a pruned job's inputs and to see that a recent job still uses one.
+    settings, client = stack
+    keys = crypto.generate_key("k1")
+    sealer = Sealer(Keyring.parse(keys))
+
+    def insert_sealed(kind: str, payload: dict[str, Any], finished: datetime) -> str:
+        job_id = insert_job(db, kind, {}, finished)
+        with db.engine.begin() as connection:
+            connection.execute(
+                text("UPDATE jobs SET payload = :payload WHERE id = :id"),
+                {"id": job_id, "payload": json.dumps(sealer.seal_json(payload, crypto.PAYLOAD, job_id))},
+            )
+        return job_id
+
+    photo = client.put_artifact(b"jpeg with GPS", name="photo.jpg")
+    shared = client.put_artifact(b"logo", name="logo.png")
+    operations = [{"op": "grayscale"}]
+    insert_sealed("image", {"source": photo, "operations": operations, "format": "png"}, OLD)
+    insert_sealed("email", {"to": ["ada@example.com"], "template": "welcome", "attachments": [shared]}, OLD)
+    insert_sealed("image", {"source": shared, "operations": operations}, datetime.now(UTC))
+    photo_file, shared_file = file_of(client, photo), file_of(client, shared)
+
+    env = {**env_of(service_env, settings), "CONVEYOR_ENCRYPTION_KEYS": keys}
+    pruned = run_cli("prune", "--older-than", "300d", "--yes", env=env)
+
+    assert pruned.returncode == 0, pruned.stderr
+    assert not photo_file.exists(), "prune kept the source named by an encrypted payload"
+    assert shared_file.exists(), "prune deleted an input that a recent job's encrypted payload names"
