@@ -47,9 +47,8 @@ def prune(
             break
         jobs_deleted += batch.jobs
         artifacts_deleted += batch.artifacts
-        remove_artifact_files(
-            batch.files
-        )  # after the commit: a crash leaves a stray file, never a dangling row
+        # After the commit: a crash leaves a stray file, never a dangling row.
+        remove_artifact_files(batch.files)
         on_batch(batch.selected)
     return jobs_deleted, artifacts_deleted
 
