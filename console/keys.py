@@ -93,7 +93,10 @@ def rotate(state: AppState, as_json: bool) -> None:
             bar.update(tasks[table], completed=done, total=total)
 
         try:
-            rotation = admin.rotate(advance)
+            with state.ops.audit("keys.rotate") as record:  # an interrupted rotation is a row too
+                rotation = admin.rotate(advance)
+                record.count = rotation.resealed
+                record.details.update(current=rotation.current, raced=rotation.raced)
         except KeyboardInterrupt:
             err.print(
                 "interrupted: what was re-encrypted stays so; run `conveyor keys rotate` again to go on"
@@ -103,7 +106,7 @@ def rotate(state: AppState, as_json: bool) -> None:
 
 
 def rotated(state: AppState, rotation: Rotation, as_json: bool) -> None:
-    """Where `keys rotate` finishes: its report (and, once wired, its audit row)."""
+    """Where `keys rotate` finishes: its report (its audit row is written by then)."""
     if as_json:
         click.echo(json.dumps(rotation.to_dict(), indent=2))
         return

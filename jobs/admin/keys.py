@@ -15,7 +15,8 @@ from typing import Any
 from jobs.crypto import generate_key
 from jobs.errors import SettingsError
 from jobs.store.database import Database
-from jobs.store.rekey import FILES, PLAINTEXT, SEALED, KeyStore, OnBatch, TableRotation
+from jobs.store.rekey import FILES, PLAINTEXT, SEALED, SUBJECTS, KeyStore, OnBatch, TableRotation
+from jobs.subjects import SUBJECT_PURPOSE, SubjectHasher
 
 __all__ = ["PLAINTEXT", "KeyAdmin", "KeyStatus", "Rotation", "generate_key"]
 
@@ -123,5 +124,9 @@ class KeyAdmin:
         for table in SEALED:
             rotation.tables[table.name] = self.store.rotate_table(table, on_batch)
         rotation.tables[FILES] = self.store.rotate_files(on_batch)
+        keyring = self.store.sealer.keyring
+        assert keyring is not None  # a current key exists
+        hasher = SubjectHasher(tuple(key.derive(SUBJECT_PURPOSE) for key in keyring.keys))
+        rotation.tables[SUBJECTS] = self.store.rehash_subjects(hasher, on_batch)
         rotation.seconds = time.monotonic() - started
         return rotation

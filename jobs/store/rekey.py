@@ -29,6 +29,7 @@ from jobs.crypto import Sealer, file_key_id, key_id_of
 from jobs.defaults import ARTIFACT_CHUNK
 from jobs.store.database import Database
 from jobs.store.models import ArtifactRow, AttemptRow, DelayedMessageRow, EmailDeliveryRow, JobRow
+from jobs.subjects import SubjectHasher
 
 PLAINTEXT = "plaintext"
 #: Rows read and written per transaction.
@@ -100,6 +101,8 @@ SEALED = (
 _JSON_OR_NULL = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 #: The name under which artifact files are counted.
 FILES = "artifact_files"
+#: The name under which the jobs' keyed subject hashes (``jobs.subjects``, GDPR lookups) are counted.
+SUBJECTS = "jobs.subjects"
 
 
 @dataclass
@@ -220,6 +223,56 @@ class KeyStore:
         if matched < len(updates):  # rows a worker rewrote meanwhile: their values stay as written
             report.raced += len(updates) - matched
 
+    def rehash_subjects(self, hasher: SubjectHasher, on_batch: OnBatch | None = None) -> TableRotation:
+        """Recompute every job's keyed subject hashes under the current key, so that GDPR lookups
+        still find each job once an old key is removed, and find the jobs stored before
+        encryption was on (their payloads were in the clear, with no hashes).
+
+        Idempotent: a job whose hashes are already the current key's is not written.
+        """
+        report, done = TableRotation(), 0
+        total = self.row_counts()["jobs"]
+        as_hex = self.db.dialect != "postgresql"
+        statement = (
+            update(JobRow)
+            .where(
+                JobRow.id == bindparam("k"),
+                JobRow.payload.is_not_distinct_from(bindparam("o", type_=_JSON_OR_NULL)),
+            )
+            .values(subjects=bindparam("n", type_=JobRow.subjects.type))
+        )
+        for rows in self._subject_batches():
+            updates: list[dict[str, Any]] = []
+            for job_id, payload, stored in rows:
+                report.values += 1
+                hashes = hasher.payload_hashes(self.sealer.open_json(payload, crypto.PAYLOAD, str(job_id)))
+                new = None if hashes is None else [h.hex() for h in hashes] if as_hex else hashes
+                if _hashes_of(stored) == new:
+                    report.current += 1
+                    continue
+                updates.append({"k": job_id, "o": payload, "n": new})
+                report.resealed["hashes"] += 1
+            if updates:
+                with self.db.transaction() as connection:  # guarded: a redacted payload keeps its hashes
+                    report.raced += len(updates) - connection.execute(statement, updates).rowcount
+            done += len(rows)
+            if on_batch is not None:
+                on_batch(SUBJECTS, min(done, total), total)
+        return report
+
+    def _subject_batches(self) -> Iterator[list[tuple[Any, ...]]]:
+        last: Any = None
+        while True:
+            query = select(JobRow.id, JobRow.payload, JobRow.subjects).order_by(JobRow.id).limit(BATCH)
+            if last is not None:
+                query = query.where(JobRow.id > last)
+            with self.db.session() as session:
+                rows = [tuple(row) for row in session.execute(query)]
+            if not rows:
+                return
+            yield rows
+            last = rows[-1][0]
+
     def _reseal(self, column: SealedColumn, value: Any, row_id: str) -> Any:
         s = self.sealer
         if column.form == "json":
@@ -294,6 +347,13 @@ class KeyStore:
                 Path(temporary).unlink(missing_ok=True)
                 raise
         report.resealed[kid or PLAINTEXT] += 1
+
+
+def _hashes_of(stored: Any) -> list[bytes | str] | None:
+    """Stored hashes as comparable values (``bytea`` may come back as ``memoryview``)."""
+    if stored is None:
+        return None
+    return [h if isinstance(h, str) else bytes(h) for h in stored]
 
 
 def _compare_and_set(table: SealedTable) -> Any:

@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, text
 
 from jobs import UnknownKey, crypto
 from jobs.admin.keys import KeyAdmin
+from jobs.admin.operations import Operations
 from jobs.crypto import SEGMENT, generate_key
 from jobs.keyring import Keyring
 from jobs.settings import Settings
@@ -285,6 +286,8 @@ def test_rotate_encrypts_a_store_written_in_the_clear_shown_by_the_cli(
     check_readable(fresh_url, KEY_A, made, tmp_path)
     table = run_cli("keys", "status", env=env)
     assert "jobs.payload" in table.stdout
+    audit = json.loads(run_cli("audit", "--action", "keys", "--json", env=env).stdout)
+    assert [(row["action"], row["outcome"]) for row in audit] == [("keys.rotate", "ok")]
 
 
 def test_an_interrupted_rotation_resumes_and_skips_what_is_done(
@@ -437,3 +440,33 @@ def test_the_jobs_summary_reads_encrypted_errors_in_its_top_errors_and_csv_rows(
     rows = list(store.rows(since, until, ["status", "error"], 100))
     assert sorted(rows) == [("failed", "SMTP 550 for ada@example.com")] * 2 + [("failed", "Timeout")]
     db.dispose()
+
+
+def test_rotation_rehashes_subjects_so_gdpr_finds_every_job_once_the_old_key_is_gone(
+    fresh_url: str, settings: Settings
+) -> None:
+    # Keyed subject hashes (jobs.subjects) follow the key: after rotating A -> B and removing A,
+    # a GDPR lookup under B alone must still find the job hashed under A, and the job stored
+    # before encryption was on (in the clear, with no hashes at all).
+    subject = f"grace.{secrets.token_hex(3)}@example.com"
+    plain, sealed_db = Database(fresh_url), keyed(fresh_url, KEY_A)
+    with Client(settings.with_overrides(database_url=fresh_url), db=plain) as client:
+        clear = client.send_email(subject, "welcome", {"name": "Grace"}, delay=3600).id
+    with_a = settings.with_overrides(database_url=fresh_url, encryption_keys=KEY_A)
+    with Client(with_a, db=sealed_db) as client:
+        sealed = client.send_email(subject, "welcome", {"name": "Grace"}, delay=3600).id
+    plain.dispose()
+    sealed_db.dispose()
+
+    both = keyed(fresh_url, f"{KEY_B},{KEY_A}")
+    rotation = KeyAdmin(both).rotate()
+    assert rotation.tables[rekey.SUBJECTS].resealed == {"hashes": 2}
+    assert KeyAdmin(both).rotate().tables[rekey.SUBJECTS].resealed == {}  # nothing left to do
+    both.dispose()
+
+    only_b = keyed(fresh_url, KEY_B)
+    found = Operations(settings.with_overrides(database_url=fresh_url, encryption_keys=KEY_B), only_b)
+    records = found.subjects.find(subject)
+    assert records.lookup == "hash"
+    assert set(records.records.job_ids) == {clear, sealed}
+    only_b.dispose()
