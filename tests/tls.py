@@ -393,11 +393,20 @@ def _stop_all(folder: Path) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
         deadline = time.monotonic() + grace
-        while (
-            mine := [pid for pid in mine if Path(f"/proc/{pid}").exists()]
-        ) and time.monotonic() < deadline:
+        while (mine := [pid for pid in mine if _running(pid)]) and time.monotonic() < deadline:
             time.sleep(0.1)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs (a child of this process that exited is reaped here)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def _describe(folder: Path) -> TlsServices:
@@ -405,6 +414,12 @@ def _describe(folder: Path) -> TlsServices:
     return TlsServices(
         folder, certs, TlsPostgres(folder, certs), TlsRabbitmq(folder, certs), TlsRedis(folder, certs)
     )
+
+
+#: The service processes this session started: kept referenced for as long as it runs, as other
+#: sessions may still use them when it ends (they are reaped, or left to init, never collected
+#: as "still running").
+_STARTED: list[subprocess.Popen[bytes]] = []
 
 
 def _start() -> TlsServices:
@@ -421,6 +436,8 @@ def _start() -> TlsServices:
     except BaseException:
         _stop_all(folder)
         raise
+    finally:
+        _STARTED.extend(p for p in (services.rabbitmq.process, services.redis.process) if p is not None)
     return services
 
 
@@ -450,3 +467,6 @@ def running_tls_services() -> Iterator[TlsServices]:
             else:
                 _stop_all(services.folder)
                 STATE.unlink(missing_ok=True)
+                for process in _STARTED:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        process.wait(5)
