@@ -146,16 +146,16 @@ def crash_kind() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def tls_services() -> Iterator[TlsServices]:
-    """PostgreSQL, RabbitMQ and Redis over TLS (tests/tls.py), started once for the session: mark
-    the tests using them with ``tests.tls.tls_group`` so that one xdist worker runs them all."""
+    """PostgreSQL, RabbitMQ and Redis over TLS (tests/tls.py), started once and shared by the
+    xdist workers; mark the tests using them with ``tests.tls.tls_group``."""
     with running_tls_services() as services:
         yield services
 
 
 @pytest.fixture(scope="session")
-def tls_database_url(tls_services: TlsServices) -> str:
-    """A migrated database on the TLS cluster, reached with ``sslmode=verify-full``."""
-    url = tls_services.postgres.url("conveyor_tls", tls_services.certs.ca)
+def tls_database_url(tls_services: TlsServices, session_token: str) -> str:
+    """A migrated database of this session on the TLS cluster, reached with ``sslmode=verify-full``."""
+    url = tls_services.postgres.url(f"conveyor_tls_{session_token}", tls_services.certs.ca)
     ensure_database(url)
     db = Database(url)
     upgrade(db)

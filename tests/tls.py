@@ -6,14 +6,19 @@ Certificates come from ``trustme``: one CA signs a server certificate for ``loca
 The services listen on the ports reserved for these tests, bound to 127.0.0.1, and live in a
 temporary folder removed at the end (logs included): PostgreSQL 55432 (``hostssl`` only, a plain
 connection is rejected), RabbitMQ AMQPS 5671 (no plain listener; node ``conveyor-tls@localhost``,
-distribution port 25673, no plugins), Redis 6390 (TLS only). Because the ports are fixed, every
-test using them is in the ``tls`` xdist group (``--dist loadgroup``): one xdist worker runs them all.
+distribution port 25673, no plugins), Redis 6390 (TLS only). The ports are fixed, so the xdist
+workers of a run share one set (:func:`running_tls_services`, under a file lock): the first starts
+them, the last stops them. The tests using them are also in the ``tls`` xdist group, which
+``--dist loadgroup`` sends to one worker where pytest-xdist honours it (xdist 3.8 under pytest 9.2
+does not: it names items by a field pytest no longer reads).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
+import json
 import os
 import shutil
 import signal
@@ -24,6 +29,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pika
@@ -41,7 +47,7 @@ STARTUP_TIMEOUT = 90.0
 #: Attempts to bind a port that a passing client socket may hold.
 PORT_RETRIES = 20
 
-#: Every test that uses the TLS services carries this mark (the ports are shared by the session).
+#: Every test that uses the TLS services carries this mark: one xdist worker then starts them.
 tls_group = pytest.mark.xdist_group("tls")
 
 
@@ -61,19 +67,24 @@ class Certificates:
     client: Path
 
 
-def make_certificates(folder: Path) -> Certificates:
-    folder.mkdir(parents=True, exist_ok=True)
-    ca, wrong = trustme.CA(), trustme.CA()
-    # For the name the URLs use, not the address: a URL naming 127.0.0.1 must fail verification.
-    server = ca.issue_cert("localhost")
-    client = ca.issue_cert("conveyor-client@example.com")
-    certs = Certificates(
+def certificate_files(folder: Path) -> Certificates:
+    """Where :func:`make_certificates` writes them."""
+    return Certificates(
         ca=folder / "ca.pem",
         wrong_ca=folder / "wrong-ca.pem",
         cert=folder / "server.pem",
         key=folder / "server.key",
         client=folder / "client.pem",
     )
+
+
+def make_certificates(folder: Path) -> Certificates:
+    folder.mkdir(parents=True, exist_ok=True)
+    ca, wrong = trustme.CA(), trustme.CA()
+    # For the name the URLs use, not the address: a URL naming 127.0.0.1 must fail verification.
+    server = ca.issue_cert("localhost")
+    client = ca.issue_cert("conveyor-client@example.com")
+    certs = certificate_files(folder)
     ca.cert_pem.write_to_path(str(certs.ca))
     wrong.cert_pem.write_to_path(str(certs.wrong_ca))
     # The full chain is the leaf alone here (trustme signs with the root directly).
@@ -107,6 +118,8 @@ def _wait(ready: object, what: str, process: subprocess.Popen[bytes] | None, log
         except Exception as exc:  # not ready yet: try again
             last = exc
             time.sleep(0.2)
+    if not log.exists() and log.name != "stdout.log" and (log.parent.parent / "stdout.log").exists():
+        log = log.parent.parent / "stdout.log"  # RabbitMQ stopped before it opened its own log
     tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
     raise ServiceStartError(f"{what} did not become ready ({last!r}); its log ends with:\n{tail}")
 
@@ -170,7 +183,7 @@ class TlsPostgres:
                 f"listen_addresses = '127.0.0.1'\nport = {PG_PORT}\n"
                 f"unix_socket_directories = '{self.folder}'\nssl = on\n"
                 "ssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
-                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 60\n"
+                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 120\n"
             )
         # TLS or nothing: a connection without it is rejected, so a passing test proves TLS was used.
         (self.data / "pg_hba.conf").write_text(
@@ -261,7 +274,9 @@ class TlsRabbitmq:
             parameters.ssl_options = pika.SSLOptions(ssl.create_default_context(cafile=str(self.certs.ca)))
             pika.BlockingConnection(parameters).close()
 
-        _wait(ready, "RabbitMQ (TLS)", self.process, self.log)
+        # Its own log says why a node stopped; its start-up script's output, why none began.
+        log = self.log if self.log.exists() else self.folder / "stdout.log"
+        _wait(ready, "RabbitMQ (TLS)", self.process, log)
 
     def url(self, ca: Path) -> str:
         return f"amqps://guest:guest@localhost:{AMQPS_PORT}/%2F?cafile={quote(str(ca))}"
@@ -319,22 +334,139 @@ class TlsServices:
     redis: TlsRedis
 
 
+#: The running services' folder and the test sessions (pids) using them. Every xdist worker of a
+#: run shares one set (the ports are fixed); the last session to leave stops them, and a session
+#: that finds only dead users (killed before its clean-up) stops their leftovers first.
+STATE = Path(tempfile.gettempdir()) / f"conveyor-tls-services-{os.getuid()}.json"
+LOCK = STATE.with_suffix(".lock")
+
+
 @contextlib.contextmanager
-def running_tls_services() -> Iterator[TlsServices]:
-    """Start PostgreSQL, RabbitMQ and Redis with TLS; stop them all afterwards, even on failure."""
-    folder = Path(tempfile.mkdtemp(prefix="conveyor-tls-"))
-    folder.chmod(0o755)  # the postgres user must reach its cluster's folder
-    certs = make_certificates(folder / "certs")
-    services = TlsServices(
+def _locked() -> Iterator[None]:
+    with LOCK.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_state() -> dict[str, Any]:
+    try:
+        state = json.loads(STATE.read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _is_python(pid: int) -> bool:
+    try:
+        return b"python" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _mentions(pid: int, folder: str) -> bool:
+    """Whether process ``pid`` belongs to the services in ``folder`` (its command line, environment
+    or working directory names the folder), so that only our own processes are ever stopped.
+    epmd is left alone: a node starts it when none runs, and the shared RabbitMQ relies on it."""
+    proc, marker = Path(f"/proc/{pid}"), f"{folder.rstrip('/')}/".encode()
+    try:
+        if (proc / "comm").read_text().strip() == "epmd":
+            return False
+        texts = [(proc / "cmdline").read_bytes(), (proc / "environ").read_bytes()]
+        texts.append(os.readlink(proc / "cwd").encode() + b"/")
+    except OSError:
+        return False
+    return any(marker in text for text in texts)
+
+
+def _stop_all(folder: Path) -> None:
+    """Stop every service living in ``folder`` (PostgreSQL by pg_ctl, the rest by signal), then
+    remove the folder."""
+    if (folder / "pg" / "data" / "postmaster.pid").exists():
+        TlsPostgres(folder, certificate_files(folder / "certs")).stop()
+    mine = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and int(p.name) != os.getpid()]
+    mine = [pid for pid in mine if _mentions(pid, str(folder))]
+    for signum, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+        for pid in mine:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+        deadline = time.monotonic() + grace
+        while (mine := [pid for pid in mine if _running(pid)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs (a child of this process that exited is reaped here)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _describe(folder: Path) -> TlsServices:
+    certs = certificate_files(folder / "certs")
+    return TlsServices(
         folder, certs, TlsPostgres(folder, certs), TlsRabbitmq(folder, certs), TlsRedis(folder, certs)
     )
+
+
+#: The service processes this session started: kept referenced for as long as it runs, as other
+#: sessions may still use them when it ends (they are reaped, or left to init, never collected
+#: as "still running").
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def _start() -> TlsServices:
+    """Start PostgreSQL, RabbitMQ and Redis with TLS in a new folder (all stopped on a failure)."""
+    folder = Path(tempfile.mkdtemp(prefix="conveyor-tls-"))
+    folder.chmod(0o755)  # the postgres user must reach its cluster's folder
+    make_certificates(folder / "certs")
+    services = _describe(folder)
     try:
         services.rabbitmq.launch()  # the slowest: it boots while the others start
         services.postgres.start()
         services.redis.start()
         services.rabbitmq.wait()
+    except BaseException:
+        _stop_all(folder)
+        raise
+    finally:
+        _STARTED.extend(p for p in (services.rabbitmq.process, services.redis.process) if p is not None)
+    return services
+
+
+@contextlib.contextmanager
+def running_tls_services() -> Iterator[TlsServices]:
+    """PostgreSQL, RabbitMQ and Redis with TLS, started by the first session that asks (the others
+    wait for it, then share them) and stopped when the last one leaves, even on failure."""
+    with _locked():
+        state = _read_state()
+        users = [pid for pid in state.get("users", []) if pid != os.getpid() and _is_python(pid)]
+        folder = Path(state.get("folder", "/nonexistent"))
+        if users and folder.is_dir():
+            services = _describe(folder)
+        else:
+            if state.get("folder"):
+                _stop_all(folder)  # left by sessions that were killed before their clean-up
+            services = _start()
+        STATE.write_text(json.dumps({"folder": str(services.folder), "users": [*users, os.getpid()]}))
+    try:
         yield services
     finally:
-        for service in (services.rabbitmq, services.redis, services.postgres):
-            service.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+        with _locked():
+            state = _read_state()
+            users = [pid for pid in state.get("users", []) if pid != os.getpid() and _is_python(pid)]
+            if users:
+                STATE.write_text(json.dumps({**state, "users": users}))
+            else:
+                _stop_all(services.folder)
+                STATE.unlink(missing_ok=True)
+                for process in _STARTED:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        process.wait(5)
