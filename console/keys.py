@@ -12,6 +12,7 @@ from rich.table import Table
 from console.common import AppState, err, json_option, out
 from console.exit_codes import EXIT_FAILURE
 from jobs.admin.keys import PLAINTEXT, KeyAdmin, KeyStatus, Rotation, generate_key
+from jobs.errors import SettingsError
 
 ROTATE_EPILOG = """\b
 To rotate: generate a key, put it FIRST in CONVEYOR_ENCRYPTION_KEYS (keep the old
@@ -83,6 +84,8 @@ def _status_notes(found: KeyStatus) -> None:
 def rotate(state: AppState, as_json: bool) -> None:
     """Re-encrypt every stored value and artifact file with the current key (values stored in
     the clear too). Works in batches; safe to stop and run again, and beside running workers."""
+    if not state.settings.encryption_keys:  # a usage error, before any connection or audit row
+        raise SettingsError("keys rotate needs CONVEYOR_ENCRYPTION_KEYS (the new key first)")
     admin = KeyAdmin(state.database)
     with Progress(console=err, transient=True, disable=as_json) as bar:
         tasks: dict[str, TaskID] = {}
