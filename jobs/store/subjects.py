@@ -101,8 +101,11 @@ class SubjectStore:
         def like(column: Any) -> Any:
             return or_(*(column.ilike(f"%{_escape_like(s)}%", escape="\\") for s in spellings))
 
+        # ``escape``, not ``convert_from``: a body that is not UTF-8 (sealed by encryption at
+        # rest, or a foreign message) must not fail the whole search. Dramatiq's bodies are ASCII
+        # JSON, so an address in them reads the same either way.
         body = (
-            func.convert_from(DelayedMessageRow.body, "UTF8")
+            func.encode(DelayedMessageRow.body, "escape")
             if self.db.dialect == "postgresql"
             else cast(DelayedMessageRow.body, Text)
         )

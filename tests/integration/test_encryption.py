@@ -54,10 +54,20 @@ def raw(db: Database, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in result] if result.returns_rows else []
 
 
+@pytest.fixture(scope="module")
+def database_url(session_token: str) -> Iterator[str]:
+    """This module's own database: its sealed rows must not reach the other tests of the
+    session, which read the shared database without keys (and would rightly fail on them)."""
+    yield from _fresh_database(f"conveyor_test_{session_token}_sealed")
+
+
 @pytest.fixture
 def fresh_url(session_token: str) -> Iterator[str]:
     """A database of this test alone (rotation walks every row of it)."""
-    name = f"conveyor_test_{session_token}_keys_{secrets.token_hex(3)}"
+    yield from _fresh_database(f"conveyor_test_{session_token}_keys_{secrets.token_hex(3)}")
+
+
+def _fresh_database(name: str) -> Iterator[str]:
     url = f"{PG_SERVER}/{name}"
     ensure_database(url)
     db = Database(url)

@@ -408,3 +408,24 @@ def test_the_audit_log_keeps_no_address_and_is_redacted_where_an_admin_typed_one
 
     assert receipt["counts"]["audit_rows_redacted"] == 1
     assert mentions(db, subject) == []
+
+
+def test_a_held_message_that_is_not_utf8_does_not_stop_the_search(
+    db: Database, settings: Settings, subject: str
+) -> None:
+    # A sealed body (encryption at rest) or a foreign one is not UTF-8: converting it to text
+    # failed the whole export or erasure ("invalid byte sequence for encoding UTF8: 0x00").
+    with db.engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO delayed_messages (message_id, queue, due_at, body, created_at) "
+                "VALUES (:id, 'gdpr-binary', now(), :body, now())"
+            ),
+            {"id": str(uuid.uuid4()), "body": b"\x00CVE1\xff\xfe binary"},
+        )
+    with Client(settings, db=db) as client:
+        job = client.send_email(subject, "welcome", {"name": "Ada"}, delay=3600).id
+
+    found = Operations(settings, db).subjects.find(subject)
+
+    assert job in found.records.job_ids
