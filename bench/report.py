@@ -127,6 +127,20 @@ def markdown(results: dict[str, Any]) -> str:
         f"RabbitMQ {machine['rabbitmq']}, PostgreSQL {machine['postgresql']}, Redis {machine['redis']}; "
         + ", ".join(f"{name} {version}" for name, version in machine["packages"].items())
         + f"; Conveyor at {machine['conveyor_commit']}.",
+    ]
+    lines += targets_markdown(results["targets"])
+    for name, section in sections.items():
+        lines += ["", f"## {section['title']}", ""]
+        lines += noop_markdown(section) if name == "noop" else work_markdown(section)
+    return "\n".join(lines) + "\n"
+
+
+def targets_markdown(targets: list[dict[str, Any]]) -> list[str]:
+    """Issue 14's targets with what this run measured; nothing when the run measured none of
+    them (a run of the ``crypto`` section alone)."""
+    if not targets:
+        return []
+    lines = [
         "",
         "## Targets (issue 14)",
         "",
@@ -136,14 +150,11 @@ def markdown(results: dict[str, Any]) -> str:
         "| target | wanted | measured | |",
         "|---|---:|---:|---|",
     ]
-    for row in results["targets"]:
+    for row in targets:
         verdict = {True: "met", False: "**not met**", None: "not measured"}[row["met"]]
         measured = "—" if row["ratio"] is None else f"{row['ratio']:.3f}×"
         lines.append(f"| {row['target']} | {row['wanted']} | {measured} | {verdict} |")
-    for name, section in sections.items():
-        lines += ["", f"## {section['title']}", ""]
-        lines += noop_markdown(section) if name == "noop" else work_markdown(section)
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def work_markdown(section: dict[str, Any]) -> list[str]:
