@@ -56,7 +56,7 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
         message = super().__next__()  # type: ignore[no-untyped-call]
         if message is None:
             return None
-        problem = malformed(message)
+        problem = malformed(message, getattr(self.broker, "actors", None))
         if problem is not None:
             logger.error(
                 "message %.64r on %s: dead-lettered without running: %s",

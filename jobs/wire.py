@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Collection
 from typing import Any
 
 from jobs.defaults import MAX_DELAY
@@ -30,10 +31,13 @@ NUMERIC_OPTIONS = (
     "conveyor_rechecks",
 )
 _TEXT_FIELDS = ("queue_name", "actor_name", "message_id")
+#: Options naming the actor Dramatiq's Callbacks middleware enqueues after the job.
+CALLBACK_OPTIONS = ("on_success", "on_failure")
 
 
-def malformed(message: Any) -> str | None:
-    """Why a decoded message cannot be handled safely (None when it can)."""
+def malformed(message: Any, actors: Collection[str] | None = None) -> str | None:
+    """Why a decoded message cannot be handled safely (None when it can). ``actors``: the
+    registered actor names a callback option may name (None: not checked)."""
     for name in _TEXT_FIELDS:
         value = getattr(message, name, None)
         if not isinstance(value, str) or not value:
@@ -59,6 +63,25 @@ def malformed(message: Any) -> str | None:
     # worker would pass to isinstance() and crash on.
     if options.get("throws") is not None:
         return "option throws cannot be set by a message"
+    return _bad_callbacks(options, actors)
+
+
+def _bad_callbacks(options: dict[str, Any], actors: Collection[str] | None) -> str | None:
+    """Dramatiq's Callbacks and Pipelines middleware look these up after the job has run: a
+    wrong type or an unknown actor there failed after the outcome, with a CRITICAL line."""
+    for name in CALLBACK_OPTIONS:
+        value = options.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value:
+            return f"option {name} must be an actor's name, not {_type(value)}"
+        if actors is not None and value not in actors:
+            return f"option {name} names no registered actor"
+    target = options.get("pipe_target")
+    if target is not None and not isinstance(target, dict):
+        return f"option pipe_target must be an object, not {_type(target)}"
+    if not isinstance(options.get("pipe_ignore", False), bool):
+        return "option pipe_ignore must be true or false"
     return None
 
 

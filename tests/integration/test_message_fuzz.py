@@ -153,6 +153,8 @@ def test_random_and_mutated_messages_never_crash_the_worker_and_good_ones_still_
     @example(body=known(queue, options={"retries": "1"}), header=None, message_id=None)  # crashed a hook
     @example(body=known(queue, options={"eta": 10**20}), header=None, message_id=None)  # held forever
     @example(body=known(queue, kwargs={"sleep": "\u0000"}), header={"x": 1}, message_id="m")  # no row
+    @example(body=known(queue, options={"on_success": ["noop"]}), header=None, message_id=None)  # CRITICAL
+    @example(body=known(queue, options={"on_failure": "no_such_actor"}), header=None, message_id=None)
     def publish(body: bytes, header: dict[str, Any] | None, message_id: str | None) -> None:
         properties = pika.BasicProperties(delivery_mode=2, headers=header, message_id=message_id)
         channel.basic_publish("", queue, body, properties)

@@ -230,3 +230,21 @@ def test_a_malformed_message_is_named_before_any_middleware_sees_it(
 
 def test_a_well_formed_message_passes() -> None:
     assert malformed(_Message(options={"max_retries": 3, "eta": 1.5, "retries": None})) is None
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"on_success": ["noop"]}, "option on_success must be an actor's name, not list"),
+        ({"on_failure": "no_such_actor"}, "option on_failure names no registered actor"),
+        ({"pipe_target": "x"}, "option pipe_target must be an object, not str"),
+        ({"pipe_ignore": "yes"}, "option pipe_ignore must be true or false"),
+    ],
+)
+def test_callback_and_pipeline_options_must_name_what_dramatiq_can_look_up(
+    options: dict[str, Any], problem: str
+) -> None:
+    # Dramatiq's Callbacks middleware looks these up after the job ran: a list crashed it
+    # (unhashable), an unknown name raised ActorNotFound, each a CRITICAL line (found by fuzzing).
+    assert malformed(_Message(options=options), actors={"noop": object()}) == problem
+    assert malformed(_Message(options={"on_success": "noop"}), actors={"noop": object()}) is None
