@@ -145,10 +145,14 @@ def test_messages_published_without_the_key_never_run(
     worker = start_worker(env=signed_env)
     queue = settings.queue_name("default")
 
-    # A producer without the key: its jobs have rows, which are failed with the reason.
+    # A producer without the key: its jobs have rows, which are failed with the reason. (An
+    # idempotency key makes the row come before the message: a plain enqueue publishes first, and
+    # a refused message that arrives before its row is only dead-lettered, the row left queued.)
     with client_with(settings, db, None) as unsigned, client_with(settings, db, OTHER) as forger:
-        failed_with(unsigned.enqueue("noop", fail_attempts=1), "SignatureError: message is not signed")
-        failed_with(forger.enqueue("noop"), "message signature invalid: made with an unknown key")
+        job = unsigned.enqueue("noop", fail_attempts=1, idempotency_key=f"u-{uuid.uuid4()}")
+        failed_with(job, "SignatureError: message is not signed")
+        forged = forger.enqueue("noop", idempotency_key=f"f-{uuid.uuid4()}")
+        failed_with(forged, "message signature invalid: made with an unknown key")
 
     # A plain Dramatiq message, straight onto the queue: no row, so it is dead-lettered.
     plain = noop_message(settings)
