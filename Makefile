@@ -14,7 +14,7 @@ BENCH_EMAILS ?= 2000
 BENCH_IMAGES ?= 40
 BENCH_REPORT_ROWS ?= 100000
 
-.PHONY: demo test lint format services install clean chaos bench
+.PHONY: demo test lint format services install clean chaos bench docs
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -25,7 +25,7 @@ $(BIN)/python:
 # Reinstall whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	@bash scripts/ensure-system-packages.sh
-	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[test,dev,docs]'
 	@touch $@
 
 install: $(VENV)/.installed
@@ -46,8 +46,12 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The docs site, strict: a broken link or a stale generated reference fails the build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict --quiet
+
 # The suite in parallel, then the fault-injection suite alone (it stops the shared services).
-test: install services lint
+test: install services lint docs
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 	$(BIN)/pytest tests/chaos -n 0 -m chaos
 
