@@ -83,8 +83,8 @@ main.add_command(dlq)
 main.add_command(keys)
 main.add_command(scheduler)
 main.add_command(schedule)
-main.add_command(audit)  # issue 15
-main.add_command(gdpr)  # issue 15
+main.add_command(audit)
+main.add_command(gdpr)
 
 
 # ---------------------------------------------------------------- worker

@@ -136,7 +136,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def targets_markdown(targets: list[dict[str, Any]]) -> list[str]:
-    """Issue 14's targets with what this run measured; nothing when the run measured none of
+    """The performance targets with what this run measured; nothing when the run measured none of
     them (a run of the ``crypto`` section alone)."""
     if not targets:
         return []

@@ -1,4 +1,4 @@
-"""What signed messages cost (issue 15): the same no-op work with and without ``CONVEYOR_SIGNING_KEY``.
+"""What signed messages cost: the same no-op work with and without ``CONVEYOR_SIGNING_KEY``.
 
 A short, local measurement, apart from ``make bench``: for each mode (alternating, ``--runs``
 times), N no-op jobs enqueued one at a time (``Client.enqueue``) and N with ``enqueue_many``,

@@ -1,4 +1,5 @@
-"""The targets of issue 14, checked against one run's medians: met, not met, or not measured."""
+"""The performance targets (Conveyor ÷ a baseline doing the same work), checked against one
+run's medians: met, not met, or not measured."""
 
 from __future__ import annotations
 

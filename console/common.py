@@ -88,7 +88,7 @@ class AppState:
 class Seconds(click.FloatRange):
     """A number of seconds within ``[min, max]`` (at most ten years unless a smaller ``max`` is
     given), finite: click's ``FloatRange`` lets ``nan`` through, and ``inf`` without a maximum,
-    which then ended in a traceback (issue 15)."""
+    either of which would end in a traceback further on."""
 
     name = "seconds"
 

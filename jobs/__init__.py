@@ -34,7 +34,7 @@ __all__ = [  # noqa: RUF022
     "SchemaMissing",
     "ServiceUnavailable",
     "StoreRefused",
-    # Messages refused by a worker (issue 15: signing)
+    # Messages refused by a worker (signing)
     "SignatureError",
     # Encryption at rest
     "DecryptionError",

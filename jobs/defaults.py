@@ -54,7 +54,7 @@ DEFAULT_EMAIL_MAX_BYTES = 25 * 1024 * 1024
 DEFAULT_IMAGE_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_IMAGE_MAX_PIXELS = 100_000_000
 DEFAULT_IMAGE_TIME_LIMIT = 60.0
-#: Images (issue 15): the most pixels any image an operation makes may have (every intermediate
+#: Images: the most pixels any image an operation makes may have (every intermediate
 #: and every output; 10000×10000, the largest box an operation may ask for), and the most bytes
 #: one encoded output may take.
 DEFAULT_IMAGE_MAX_OUTPUT_PIXELS = 100_000_000
@@ -67,7 +67,7 @@ DEFAULT_ARTIFACT_URL = "file:.conveyor/artifacts"
 #: Bytes read or written at a time when artifacts stream.
 ARTIFACT_CHUNK = 1024 * 1024
 
-# issue 15: findings-input
+# Untrusted input: payloads, delays and backoffs.
 #: Bytes: the largest payload (its compact JSON in UTF-8) a job may carry; big data goes in artifacts.
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 #: Bytes: the most ``CONVEYOR_MAX_PAYLOAD_BYTES`` may be set to (PostgreSQL's ``jsonb`` holds < 256 MiB).
@@ -78,6 +78,6 @@ MESSAGE_ENVELOPE_BYTES = 256 * 1024
 MAX_DELAY = 10 * 365 * 86400.0
 #: Seconds: the longest ``min_backoff``/``max_backoff`` a job may ask for (30 days).
 MAX_BACKOFF = 30 * 86400.0
-# issue 15: signing
+# Signed messages.
 #: Characters: the shortest ``CONVEYOR_SIGNING_KEY`` accepted (HMAC-SHA256 wants 32 bytes of secret).
 MIN_SIGNING_KEY_LENGTH = 32

@@ -2,11 +2,12 @@
 
 PostgreSQL refuses some values Python and JSON accept: a NUL character (``\\x00``) in any text
 or ``jsonb`` string, an unpaired UTF-16 surrogate (``\\ud800``), an integer beyond the column's
-32 bits (``max_retries``). Such a value used to pass validation: the producer got a raw driver
-error after its message was out, and the worker could not record the job. So every payload is
-walked once here (keys and nested values too) and refused with a ``ValueError`` naming the
-field, e.g. ``payload.context.name: contains a NUL character``; text the worker writes (errors,
-tracebacks) is made storable with :func:`storable_text` instead.
+32 bits (``max_retries``). Left unchecked, such a value would reach the database only after
+the message was out: the producer would get a raw driver error, and the worker could not
+record the job. So every payload is walked once here (keys and nested values too) and refused
+with a ``ValueError`` naming the field, e.g. ``payload.context.name: contains a NUL
+character``; text the worker writes (errors, tracebacks) is made storable with
+:func:`storable_text` instead.
 
 Pure functions, no I/O: the client, the CLI, the scheduler and the worker share them.
 """

@@ -172,8 +172,8 @@ class PipelinedPublisher:
 
     def _arm_watchdog(self, delay: float) -> None:
         # One timer at a time for every wait, rather than one per wait: pika keeps a cancelled
-        # timer in its heap until its deadline, and thousands of them made each enqueue pay
-        # ~40 heap comparisons in Python.
+        # timer in its heap until its deadline, and a heap of thousands makes every enqueue pay
+        # for Python-level heap comparisons.
         if not self._watchdog_armed and self._connection is not None:
             self._watchdog_armed = True
             self._connection.call_later(max(delay, 0.0), self._on_watchdog)

@@ -141,7 +141,7 @@ def crash_kind() -> Iterator[None]:
     ACTOR_KINDS.pop(poison.KIND.actor_name, None)
 
 
-# issue 15: TLS to every service
+# TLS to every service
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """A test-only job kind whose outcome the store cannot hold as it is: a result with a NUL
-character, or an error whose message quotes one (issue 15).
+character, or an error whose message quotes one.
 
 ``conveyor worker --include tests.unstorable`` registers it in the worker; a test publishes its
 messages raw (the actor ``unstorable``), so the producer side needs nothing.

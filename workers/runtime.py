@@ -113,8 +113,8 @@ def build_worker_stack(
     ``replica`` is the ``conveyor worker`` this process belongs to (by default a replica of
     its own); its heartbeat goes to Redis, except on ``memory://`` (the demo has no Redis).
     """
-    # No pre-ping in workers: it costs a round trip per transaction (a quarter of a worker's
-    # time per job, measured with py-spy). A dead connection is invalidated on first use and
+    # No pre-ping in workers: it costs a round trip per transaction, a large share of a worker's
+    # time per job. A dead connection is invalidated on first use and
     # the write comes back as ServiceUnavailable, which the lifecycle's retry loop absorbs.
     db = db or Database(
         settings.database_url,

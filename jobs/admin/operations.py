@@ -79,7 +79,7 @@ class Operations:
     def finished_per_minute(self, since: datetime) -> list[int]:
         return self._jobs.finished_per_minute(since)
 
-    # ------------------------------------------------------------ audit (issue 15)
+    # ------------------------------------------------------------ audit
 
     @cached_property
     def auditor(self) -> Auditor:
@@ -168,7 +168,7 @@ class Operations:
 
     def scheduler(self, plan: Schedule, producer: Producer) -> Scheduler:
         """A scheduler replica enqueueing ``plan``'s ticks through ``producer``; as leader it
-        also applies the retention settings (issue 15), audited as source ``scheduler``.
+        also applies the retention settings, audited as source ``scheduler``.
 
         Raises:
             SettingsError: a per-kind retention names no registered kind.

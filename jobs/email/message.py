@@ -2,8 +2,8 @@
 
 The common header (printable ASCII, one line) and body part (7-bit text) are written as they
 are; anything else (non-ASCII names or subjects, long address lists, 8-bit text) goes through
-the standard library's header folding or a C transfer encoding. Building the message with
-``email.message.EmailMessage`` and its header registry cost more CPU than everything else an
+the standard library's header folding or a C transfer encoding: building every message with
+``email.message.EmailMessage`` and its header registry costs more CPU than everything else an
 email job does.
 """
 

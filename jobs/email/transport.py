@@ -32,7 +32,7 @@ class SendResult:
 class SmtpConfig:
     """What ``smtp://user:pass@host:port?starttls=true&timeout=10&cafile=…&verify=false&reuse=true`` says.
 
-    TLS policy (issue 15): ``smtps://`` is TLS from the first byte; on ``smtp://`` the connection
+    TLS policy: ``smtps://`` is TLS from the first byte; on ``smtp://`` the connection
     upgrades with STARTTLS whenever the server offers it (``starttls=true``: refuse a server that
     does not; ``starttls=false``: never upgrade). Certificates are verified (``cafile=``, or the
     system's CAs; ``verify=false`` turns that off). A password is only sent over TLS, unless

@@ -53,9 +53,9 @@ def validate(payload: Mapping[str, Any], settings: Settings | None = None) -> Pa
 
 
 def _check_sizes(clean: Payload, settings: Settings | None) -> None:
-    """Refuse a chain whose requested sizes may grow past the pixel cap (issue 15: a 1×1 PNG with
-    ``resize 10000x10000`` and three ``rotate 45`` reached 800 megapixels). The input's own size
-    is unknown here: chains that never set a size are checked in the worker, from the header."""
+    """Refuse a chain whose requested sizes may grow past the pixel cap (``resize 10000x10000``
+    then three ``rotate 45`` would make a tiny image 800 megapixels). The input's own size is
+    unknown here: chains that never set a size are checked in the worker, from the header."""
     cap = settings.image_max_output_pixels if settings is not None else DEFAULT_IMAGE_MAX_OUTPUT_PIXELS
     bound = check_bounds(clean["operations"], cap, where="the operations")
     for variant in clean.get("variants", []):

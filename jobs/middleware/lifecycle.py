@@ -22,7 +22,7 @@ from jobs.middleware.takeover import RECHECKS_OPTION, TakeOver
 from jobs.store import AttemptStore, WorkerIdentity
 from jobs.store.delayed import DelayedStore
 
-# The names this module had before the split, for code that imports them from here.
+# Re-exported: code that imports these names from this module keeps working.
 __all__ = ["RECHECKS_OPTION", "SETTLE_TIMEOUT", "Lifecycle", "describe_error"]
 
 

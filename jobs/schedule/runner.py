@@ -43,7 +43,7 @@ LOCK_RETRY = 1.0
 MAX_SLEEP = 1.0
 #: Seconds before a round that met an outage (RabbitMQ, PostgreSQL) is tried again.
 OUTAGE_RETRY = 1.0
-#: Seconds between two retention runs of the leader (issue 15).
+#: Seconds between two retention runs of the leader.
 RETENTION_INTERVAL = 3600.0
 #: Seconds before a round that failed unexpectedly is tried again.
 ERROR_RETRY = 5.0
@@ -109,7 +109,7 @@ class Scheduler:
         self._leading: bool | None = None
         self._next_due: dict[str, datetime] = {}
         self._outage: str | None = None
-        # issue 15: the leader applies CONVEYOR_RETENTION_DAYS at start, then hourly.
+        # The leader applies CONVEYOR_RETENTION_DAYS at start, then hourly.
         self.retention = retention
         self._next_retention: float | None = None
 

@@ -153,7 +153,7 @@ def parse_entry(raw: Any, settings: Settings) -> ScheduleEntry:
     except (TypeError, ValueError):
         raise ValueError("payload must be JSON: write dates and times as quoted strings") from None
     clean = kind.validate(payload, settings)
-    # issue 15: what the store cannot hold, or a payload over the cap, is refused at start-up too.
+    # What the store cannot hold, or a payload over the cap, is refused at start-up too.
     check_storable(clean, "payload")
     check_size(clean, settings.max_payload_bytes)
     options = DeliveryOptions(**{key: raw[key] for key in _OPTION_KEYS if key in raw})

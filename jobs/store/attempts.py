@@ -83,7 +83,7 @@ class AttemptStore:
         return StartedAttempt(number=number, lost_runs=lost)
 
     def refuse(self, seen: SeenMessage, worker: WorkerIdentity, error: str) -> bool:
-        """Fail a waiting job whose message the worker refuses to run (issue 15: a bad signature):
+        """Fail a waiting job whose message the worker refuses to run (a bad signature):
         its start and its failed end, in one transaction, through the usual transitions.
 
         Returns:

@@ -7,7 +7,7 @@ groups the claims and outcomes of all its threads into one round trip and one co
 commits outcomes without waiting for their WAL flush (see ``_Writer``). Unbatched, the
 statement carries one write on the process's direct connection (``jobs/store/direct.py``).
 SQLite (the demo) takes the same writes through SQLAlchemy Core. With a durable commit per
-write, the worker threads queued behind each other's WAL flushes.
+write, the worker threads would queue behind each other's WAL flushes.
 """
 
 from __future__ import annotations

@@ -70,7 +70,6 @@ class JobRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    # issue 15: gdpr
     #: HMAC-SHA256 of each address the payload names (``jobs.subjects``), when encryption keys are
     #: set: how `conveyor gdpr` finds a person's jobs without reading payloads.
     subjects: Mapped[list[bytes] | None] = mapped_column(HashesType, nullable=True)
@@ -83,9 +82,9 @@ class JobRow(Base):
         Index(None, "queue", "status"),
         # `conveyor stats` and `top` read what finished in a window; `prune` what finished long ago.
         Index(None, "finished_at"),
-        # issue 15: an idempotency key's scope is its namespace (the queue's prefix) and kind.
+        # An idempotency key's scope is its namespace (the queue's prefix) and kind.
         UniqueConstraint("idempotency_key", "kind", "queue"),
-        # issue 15: gdpr (`subjects && ARRAY[…]`)
+        # `conveyor gdpr` finds a subject's jobs with `subjects && ARRAY[…]`.
         Index(None, "subjects", postgresql_using="gin"),
     )
 
@@ -178,7 +177,7 @@ class ScheduleTickRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-# issue 15: audit log and GDPR
+# ---------------------------------------------------------------- audit log and GDPR
 
 
 class AuditRow(Base):

@@ -1,5 +1,5 @@
 """`conveyor artifacts get`: the artifact's name comes from a producer, so it never picks a path
-nor replaces a file in the admin's folder (issue 15's finding), as curl -O and wget do."""
+nor replaces a file in the admin's folder, as curl -O and wget do."""
 
 from __future__ import annotations
 

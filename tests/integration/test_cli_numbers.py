@@ -1,5 +1,5 @@
 """Every number and duration the CLI takes: a bad value is a clear error with exit 2, never a
-traceback (issue 15: `--delay inf`, `99999999999d`, NaN, huge or negative values)."""
+traceback (`--delay inf`, `99999999999d`, NaN, huge or negative values)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 8: the one-round-trip writes (an enqueue's row, the writer's batches) keep the store's errors."""
+"""The one-round-trip writes (an enqueue's row, the writer's batches) keep the store's errors."""
 
 from __future__ import annotations
 

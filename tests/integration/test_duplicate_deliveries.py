@@ -1,4 +1,4 @@
-"""Issue 7: a job runs once when its message comes twice.
+"""A job runs once when its message comes twice.
 
 After a connection loss, the prefetched messages of the dead channel run nothing and ack
 nothing; a copy of a running job's message waits until that job's worker is gone.

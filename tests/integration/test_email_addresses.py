@@ -1,5 +1,5 @@
-"""Issue 15: internationalised addresses are sent correctly, and one failed send never breaks
-the next on the same reused SMTP connection (real aiosmtpd servers)."""
+"""Internationalised addresses are sent correctly, and one failed send never breaks the next
+on the same reused SMTP connection (real aiosmtpd servers)."""
 
 from __future__ import annotations
 

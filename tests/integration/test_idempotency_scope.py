@@ -1,4 +1,4 @@
-"""An idempotency key is unique per namespace and kind (issue 15), not across the whole store."""
+"""An idempotency key is unique per namespace and kind, not across the whole store."""
 
 from __future__ import annotations
 

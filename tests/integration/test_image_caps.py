@@ -1,4 +1,4 @@
-"""Image caps end to end (issue 15): a real `conveyor worker`, RabbitMQ, PostgreSQL.
+"""Image caps end to end: a real `conveyor worker`, RabbitMQ, PostgreSQL.
 
 What the requested sizes decide is refused at enqueue; what depends on the input fails that job
 alone, permanently, naming the cap and the operation, and the worker goes on with the next."""
@@ -69,7 +69,7 @@ def test_a_job_over_the_pixel_cap_or_a_refused_header_fails_once_and_the_worker_
     start_worker("--processes", "1", "--threads", "1")
     # 1×14200 pixels turned by 45° would be 10043×10042: known only once the header is read.
     over = client.process_image(client.put_artifact(png((1, 14_200)), name="thin.png"), [ROTATE_45])
-    # Pillow refuses this one with a bare ValueError, which used to be retried as if transient.
+    # Pillow refuses this one with a bare ValueError, which must not be retried as if transient.
     text_bomb = client.process_image(client.put_artifact(png_text_bomb(), name="text.png"), [])
     fine = client.process_image(client.put_artifact(jpeg((300, 200)), name="ok.jpg"), [ROTATE_45])
 

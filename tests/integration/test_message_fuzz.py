@@ -1,4 +1,4 @@
-"""Fuzzing the worker's decode path (issue 15): random and mutated message bodies and headers,
+"""Fuzzing the worker's decode path: random and mutated message bodies and headers,
 published to RabbitMQ as any producer could, never crash the worker; each bad message is
 dead-lettered (or its job failed) with a reason, and good messages still run.
 
@@ -113,7 +113,8 @@ def known_id(**fields: Any) -> str:
 
 
 def known(queue: str, **fields: Any) -> bytes:
-    """A message that crashed the worker (or ran untracked) before issue 15, with ``fields`` set."""
+    """A message of a shape that would crash an unguarded worker (or run untracked), with
+    ``fields`` set."""
     message = {
         "queue_name": queue,
         "actor_name": "noop",

@@ -1,5 +1,5 @@
 """Job data shown by the CLI: never read as rich markup, never raw control characters on the
-admin's terminal, secrets masked in every view and every ``--json`` (issue 15's findings)."""
+admin's terminal, secrets masked in every view and every ``--json``."""
 
 from __future__ import annotations
 

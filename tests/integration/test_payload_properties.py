@@ -1,4 +1,4 @@
-"""Property (issue 15): any payload is refused at enqueue with a ValueError naming the field, or is
+"""Property: any payload is refused at enqueue with a ValueError naming the field, or is
 accepted and comes back from the real PostgreSQL store as it was sent."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`conveyor prune` removes what belongs to the jobs it deletes: output artifacts, source photos
-and attachments no remaining job uses, their files, and the outbox's ``.eml`` copies (issue 15's
-finding: prune kept attachments, source photos with GPS, and saved email copies)."""
+and attachments no remaining job uses, their files, and the outbox's ``.eml`` copies: none of
+them (a photo's GPS position, a saved email) outlives its job."""
 
 from __future__ import annotations
 

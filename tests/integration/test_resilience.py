@@ -1,4 +1,4 @@
-"""Issue 7: delays held in PostgreSQL, orphans swept, quorum queues, reconnection bounds, poison kinds."""
+"""Delays held in PostgreSQL, orphans swept, quorum queues, reconnection bounds, poison kinds."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Signed messages (issue 15) through real RabbitMQ, PostgreSQL and `conveyor worker` processes.
+"""Signed messages through real RabbitMQ, PostgreSQL and `conveyor worker` processes.
 
 A worker holding CONVEYOR_SIGNING_KEY runs what Conveyor's producers sign, on every publishing
 path, and refuses what a process without the key publishes: its job is failed, or the message

@@ -1,4 +1,4 @@
-"""Issue 15: a worker and a client with every service over verified TLS (PostgreSQL, RabbitMQ,
+"""A worker and a client with every service over verified TLS (PostgreSQL, RabbitMQ,
 Redis, and SMTP with a password) run an email job to success."""
 
 from __future__ import annotations

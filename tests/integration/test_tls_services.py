@@ -1,4 +1,4 @@
-"""Issue 15: Conveyor over TLS to PostgreSQL (``sslmode=verify-full``), RabbitMQ (``amqps://``) and
+"""Conveyor over TLS to PostgreSQL (``sslmode=verify-full``), RabbitMQ (``amqps://``) and
 Redis (``rediss://``), against real TLS listeners (tests/tls.py) that refuse plain connections; and
 a wrong CA ends a command or a worker with exit code 3 and one line."""
 

@@ -1,5 +1,5 @@
-"""Issue 15: SMTP over TLS against real aiosmtpd servers: SMTPS, STARTTLS whenever the server offers
-it, certificates verified, and a password never sent over a plain connection."""
+"""SMTP over TLS against real aiosmtpd servers: SMTPS, STARTTLS whenever the server offers it,
+certificates verified, and a password never sent over a plain connection."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""Input the job store cannot hold (issue 15): refused at enqueue, never run untracked by a worker.
+"""Input the job store cannot hold: refused at enqueue, never run untracked by a worker.
 
-A NUL character, an unpaired surrogate, ``max_retries`` ≥ 2³¹ or an oversized payload used to
-pass validation: the producer got a raw driver error after its message was out, and a worker
-could not record the job (the message vanished with "already finished"). Now the producer
-raises a ``ValueError`` naming the field before anything is sent, and a worker that gets such
-a message from another producer fails the job with the reason and dead-letters the message.
+A NUL character, an unpaired surrogate, ``max_retries`` ≥ 2³¹ or an oversized payload: the
+producer raises a ``ValueError`` naming the field before anything is sent (rather than a raw
+driver error once its message is out), and a worker that gets such a message from another
+producer fails the job with the reason and dead-letters the message (rather than losing it as
+"already finished").
 """
 
 from __future__ import annotations

@@ -750,7 +750,7 @@ def test_the_deploy_readme_covers_every_example() -> None:
         assert phrase in readme
 
 
-# ---------------------------------------------------------------- issue 15: TLS between hosts
+# ---------------------------------------------------------------- TLS between hosts
 
 #: The URL parameters that name the CA a connection verifies its server against.
 _CA_PARAMETERS = {

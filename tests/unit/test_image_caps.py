@@ -1,5 +1,5 @@
-"""Finding (issue 15): a tiny image became a huge job (a 69-byte PNG grew to 800 megapixels).
-Every intermediate and output is capped in pixels, every output in bytes; what the requested
+"""A tiny image must not become a huge job (a 69-byte PNG asking for 800 megapixels). Every
+intermediate and output is capped in pixels, every output in bytes; what the requested
 sizes decide is refused at enqueue, the rest in the worker before any pixel is allocated."""
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def test_enqueue_checks_variants_after_the_shared_operations_against_the_configu
 
 
 def test_a_chain_whose_size_comes_from_the_input_fails_in_the_worker_before_allocating() -> None:
-    # 1×14200 gray pixels (a 100-byte file) turned by 45° would be 10042×10042 = 100.8 megapixels:
+    # 1×14200 gray pixels (a 100-byte file) turned by 45° would be 10043×10042 (100.9 megapixels):
     # the input's size is unknown at enqueue, so the worker refuses it from the header.
     data = png((1, 14_200), "L")
     assert validate({"source": SOURCE, "operations": [ROTATE_45]})

@@ -1,4 +1,4 @@
-"""Finding (issue 15): comments and other metadata must not survive into a "metadata stripped"
+"""Comments and other metadata must not survive into a "metadata stripped"
 output. Checked by parsing the output's bytes (segments, chunks), not by asking Pillow."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Property-based tests (Hypothesis) over the image operations (issue 15).
+"""Property-based tests (Hypothesis) over the image operations, with hostile inputs.
 
 Any payload - any chain of operations with any parameters, in range or not - on a small generated
 image either is refused at enqueue with a ``ValueError`` naming the operation or field, or runs
@@ -240,7 +240,7 @@ def damaged(draw: st.DrawFn) -> bytes:
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=damaged())
 def test_a_damaged_file_gives_a_clean_image_or_a_permanent_failure_never_another_error(data: bytes) -> None:
-    # Any other exception would be retried as if transient (issue 15: hostile inputs).
+    # Any other exception would be retried as if transient.
     clean = validate({"source": SOURCE, "format": "png"})
     outputs = _run(data, clean, Limits(10_000_000, 1_000_000, True, 1_000_000, 1_000_000))
     if isinstance(outputs, str):

@@ -1,5 +1,4 @@
-"""Secrets masked in URLs, free text, JSON documents and log records; job text made visible
-(issue 15's findings on output and secrets)."""
+"""Secrets masked in URLs, free text, JSON documents and log records; job text made visible."""
 
 from __future__ import annotations
 

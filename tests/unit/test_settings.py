@@ -109,7 +109,7 @@ def test_artifacts_go_to_a_folder_by_default_and_an_empty_variable_keeps_it() ->
         Settings(artifact_url="http://example.com/a")
 
 
-# ---------------------------------------------------------------- issue 15: retention
+# ---------------------------------------------------------------- retention
 
 
 def test_retention_takes_a_default_and_per_kind_days_in_both_spellings() -> None:

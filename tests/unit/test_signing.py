@@ -1,4 +1,4 @@
-"""Signed messages (issue 15): the canonical signature, the settings, and what the producer signs.
+"""Signed messages: the canonical signature, the settings, and what the producer signs.
 
 Changing anything a signed message decides (queue, actor, args, kwargs, id, timestamp, options)
 breaks its signature; the bookkeeping Dramatiq and Conveyor change in transit does not.

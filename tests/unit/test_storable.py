@@ -1,4 +1,4 @@
-"""What the job store can hold (issue 15): payloads, options and text, as pure checks and properties."""
+"""What the job store can hold: payloads, options and text, as pure checks and properties."""
 
 from __future__ import annotations
 
@@ -244,7 +244,7 @@ def test_a_well_formed_message_passes() -> None:
 def test_callback_and_pipeline_options_must_name_what_dramatiq_can_look_up(
     options: dict[str, Any], problem: str
 ) -> None:
-    # Dramatiq's Callbacks middleware looks these up after the job ran: a list crashed it
-    # (unhashable), an unknown name raised ActorNotFound, each a CRITICAL line (found by fuzzing).
+    # Dramatiq's Callbacks middleware looks these up after the job ran: a list would crash it
+    # (unhashable), an unknown name would raise ActorNotFound, each a CRITICAL line.
     assert malformed(_Message(options=options), actors={"noop": object()}) == problem
     assert malformed(_Message(options={"on_success": "noop"}), actors={"noop": object()}) is None

@@ -1,4 +1,4 @@
-"""Issue 15: how TLS parameters are read from Conveyor's URLs, and how a failed certificate check
+"""How TLS parameters are read from Conveyor's URLs, and how a failed certificate check
 reads whatever driver reported it (pure logic; the real listeners are in tests/integration)."""
 
 from __future__ import annotations

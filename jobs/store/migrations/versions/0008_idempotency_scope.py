@@ -1,9 +1,9 @@
 """idempotency scope: an idempotency key is unique per namespace and kind, not across them
 
-Issue 15: the key was unique over the whole table, so a job of another kind, or of another
-namespace sharing the database, silently got the first job back. The queue names the namespace
-(``<namespace>.<suffix>``) and, with the kind, the scope: the unique constraint is now on
-(idempotency_key, kind, queue).
+Before this revision the key was unique over the whole table, so a job of another kind, or of
+another namespace sharing the database, silently got the first job back. The queue names the
+namespace (``<namespace>.<suffix>``) and, with the kind, the scope: this revision puts the
+unique constraint on (idempotency_key, kind, queue).
 
 Downgrade restores the global constraint; it fails if a key has since been used in two scopes.
 

@@ -1,4 +1,4 @@
-"""audit and subjects (issue 15: the audit log, GDPR subject hashes, the installation secret)
+"""audit and subjects: the audit log, GDPR subject hashes, the installation secret
 
 Revision ID: 0009
 Revises: 0008

@@ -1,6 +1,6 @@
 """encryption at rest (no schema change)
 
-Encryption at rest (issue 15) stores sealed values in the same columns: a JSONB envelope
+Encryption at rest stores sealed values in the same columns: a JSONB envelope
 ``{"$enc": "v1", "kid": …}`` in JSON columns, a ``$enc:v1:<kid>:`` prefix in text columns and a
 magic header in byte columns (``jobs/crypto.py``). This revision only marks the first schema
 version whose readers open them.
