@@ -151,10 +151,10 @@ def test_random_and_mutated_messages_never_crash_the_worker_and_good_ones_still_
 
     @settings_(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(body=bodies(queue), header=headers, message_id=st.one_of(st.none(), st.text(max_size=10)))
-    @example(body=known(queue, actor_name=["noop"]), header=None, message_id=None)  # crashed the consumer
-    @example(body=known(queue, message_timestamp="soon"), header=None, message_id=None)  # ran untracked
-    @example(body=known(queue, options={"retries": "1"}), header=None, message_id=None)  # crashed a hook
-    @example(body=known(queue, options={"eta": 10**20}), header=None, message_id=None)  # held forever
+    @example(body=known(queue, actor_name=["noop"]), header=None, message_id=None)  # would crash the consumer
+    @example(body=known(queue, message_timestamp="soon"), header=None, message_id=None)  # would run untracked
+    @example(body=known(queue, options={"retries": "1"}), header=None, message_id=None)  # would crash a hook
+    @example(body=known(queue, options={"eta": 10**20}), header=None, message_id=None)  # else held forever
     @example(body=known(queue, kwargs={"sleep": "\u0000"}), header={"x": 1}, message_id="m")  # no row
     @example(body=known(queue, options={"on_success": ["noop"]}), header=None, message_id=None)  # CRITICAL
     @example(body=known(queue, options={"on_failure": "no_such_actor"}), header=None, message_id=None)
