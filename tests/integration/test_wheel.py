@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -53,6 +54,21 @@ PACKAGE_DATA = [
     "producers/py.typed",
     "workers/py.typed",
 ]
+
+
+# Left out of the copy the build starts from: environments, caches and build outputs of the checkout.
+NOT_SOURCES = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".*_cache",
+    ".hypothesis",
+    ".conveyor",
+    "outbox",
+)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -102,9 +118,11 @@ def check_wheel(wheel: Path) -> None:
 
 @pytest.mark.timeout(300)
 def test_the_built_wheel_installs_into_a_fresh_venv_and_runs_the_demo(tmp_path: Path) -> None:
-    dist, venv, work = tmp_path / "dist", tmp_path / "venv", tmp_path / "work"
+    source, dist, venv, work = tmp_path / "source", tmp_path / "dist", tmp_path / "venv", tmp_path / "work"
     work.mkdir()
-    run(sys.executable, "-m", "build", "--outdir", dist, ROOT, cwd=tmp_path)
+    # From a copy: the sdist step writes its egg-info into the tree, which other tests build from too.
+    shutil.copytree(ROOT, source, ignore=NOT_SOURCES)
+    run(sys.executable, "-m", "build", "--outdir", dist, source, cwd=tmp_path)
     (sdist,) = dist.glob(f"conveyor-{VERSION}.tar.gz")
     (wheel,) = dist.glob(f"conveyor-{VERSION}-py3-none-any.whl")
     check_sdist(sdist)
