@@ -41,7 +41,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/actionlint
+	$(BIN)/actionlint .github/workflows/*.yml
 
 format: install
 	$(BIN)/ruff format .
