@@ -14,7 +14,7 @@ BENCH_EMAILS ?= 2000
 BENCH_IMAGES ?= 40
 BENCH_REPORT_ROWS ?= 100000
 
-.PHONY: demo test lint format services install clean chaos bench docs
+.PHONY: demo test lint format services install clean chaos bench docs dist
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -41,6 +41,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/actionlint .github/workflows/*.yml
 
 format: install
 	$(BIN)/ruff format .
@@ -49,6 +50,11 @@ format: install
 # The docs site, strict: a broken link or a stale generated reference fails the build.
 docs: install
 	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict --quiet
+
+# The release artefacts: an sdist and a wheel in dist/ (the version is pyproject.toml's).
+dist: install
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
 
 # The suite in parallel, then the fault-injection suite alone (it stops the shared services).
 test: install services lint docs
@@ -67,4 +73,4 @@ bench: install services
 	  --emails $(BENCH_EMAILS) --images $(BENCH_IMAGES) --report-rows $(BENCH_REPORT_ROWS)
 
 clean:
-	rm -rf $(VENV) .conveyor outbox .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .conveyor outbox .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

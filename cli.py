@@ -61,6 +61,8 @@ Examples:
 @click.group(cls=ConveyorGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @service_options
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+# The version is pyproject.toml's, read from the installed distribution's metadata.
+@click.version_option(package_name="conveyor", prog_name="conveyor", message="%(prog)s %(version)s")
 @click.pass_context
 def main(ctx: click.Context, /, verbose: bool, **overrides: Any) -> None:
     """Conveyor: email, report and image jobs on RabbitMQ, Dramatiq and PostgreSQL."""
