@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -748,6 +749,19 @@ def test_the_deploy_readme_covers_every_example() -> None:
         "--shutdown-timeout",
     ):
         assert phrase in readme
+
+
+def test_the_examples_name_the_image_of_the_current_version() -> None:
+    """The version lives in pyproject.toml alone; every image tag in the examples follows it."""
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    tags = {
+        (path.relative_to(ROOT).as_posix(), tag)
+        for path in DEPLOY.rglob("*")
+        if path.is_file()
+        for tag in re.findall(r"conveyor:(\d+\.\d+\.\d+)", path.read_text())
+    }
+    assert tags, "no example names a conveyor image tag"
+    assert {tag for _, tag in tags} == {version}, sorted(tags)
 
 
 # ---------------------------------------------------------------- TLS between hosts
