@@ -92,7 +92,9 @@ def command_markdown(ctx: click.Context, path: list[str]) -> list[str]:
     lines += help_markdown(command.help or "")
     help_option = command.get_help_option(ctx)
     options = [
-        p for p in command.get_params(ctx) if isinstance(p, click.Option) and not p.hidden and p is not help_option
+        p
+        for p in command.get_params(ctx)
+        if isinstance(p, click.Option) and not p.hidden and p is not help_option
     ]
     if options:
         lines += ["| option | meaning | default | environment |", "|---|---|---|---|"]

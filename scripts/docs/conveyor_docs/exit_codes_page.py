@@ -7,9 +7,9 @@ import inspect
 from pathlib import Path
 
 import jobs.errors
+from console import exit_codes
 from conveyor_docs.comments import doc_comments, markdown_of_rst
 from conveyor_docs.settings_page import MissingDescription
-from console import exit_codes
 from workers.process import EXIT_CANNOT_CONSUME, EXIT_STOPPED_AT_ONCE
 
 

@@ -12,7 +12,6 @@ from sqlalchemy import CheckConstraint, Column, ForeignKeyConstraint, Table, Uni
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-import jobs.store.models
 from conveyor_docs.comments import doc_comments, markdown_of_rst
 from jobs.store.models import Base
 
@@ -132,7 +131,14 @@ def table_markdown(table: Table, model: type) -> list[str]:
     if constraints:
         lines += ["Constraints and indexes:", "", *constraints, ""]
     ddl = str(CreateTable(table).compile(dialect=_DIALECT)).strip()
-    lines += ['??? note "DDL"', "", "    ```sql", *(f"    {line}" for line in ddl.splitlines()), "    ```", ""]
+    lines += [
+        '??? note "DDL"',
+        "",
+        "    ```sql",
+        *(f"    {line}" for line in ddl.splitlines()),
+        "    ```",
+        "",
+    ]
     return lines
 
 
@@ -162,7 +168,7 @@ def schema_page(versions: Path) -> str:
         "",
         "This page is for operators and developers who query or back up the job store: every table "
         "Conveyor creates in PostgreSQL, with its columns, keys and indexes, and the migrations "
-        f"that build it (`conveyor db upgrade`). It is generated from `{Path(jobs.store.models.__file__).name}` "
+        "that build it (`conveyor db upgrade`). It is generated from `jobs/store/models.py` "
         "when the site is built; the migrations are tested to build exactly this schema. Types are "
         "PostgreSQL's; the demo's SQLite database has the same tables with SQLite's types.",
         "",

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from conveyor_docs.comments import doc_comments, markdown_of_rst
-
 from jobs.settings import ENV_PREFIX, SECRET_FIELDS, Settings
 
 #: The page's sections: (title, anchor, one-line introduction, the fields in it).
@@ -67,7 +66,13 @@ GROUPS: list[tuple[str, str, str, tuple[str, ...]]] = [
         "security",
         "Message signing and encryption at rest ([signing](../security/signing.md), "
         "[encryption](../security/encryption.md)). Their values are secrets: they are never shown.",
-        ("signing_key", "signing_key_previous", "signing_previous_until", "accept_unsigned", "encryption_keys"),
+        (
+            "signing_key",
+            "signing_key_previous",
+            "signing_previous_until",
+            "accept_unsigned",
+            "encryption_keys",
+        ),
     ),
     (
         "Retention",
@@ -183,11 +188,10 @@ def settings_page(source: Path) -> str:
         "| setting | type | default |",
         "|---|---|---|",
     ]
-    lines += [
-        f"| [`{by_name[name]['env']}`](#{anchor(name)}) | {by_name[name]['type']} | {by_name[name]['default']} |"
-        for *_, names in GROUPS
-        for name in names
-    ]
+    for *_, names in GROUPS:
+        for name in names:
+            field = by_name[name]
+            lines.append(f"| [`{field['env']}`](#{anchor(name)}) | {field['type']} | {field['default']} |")
     lines.append(f"| [`{RETENTION_PATTERN}`](#{RETENTION_ANCHOR}) | integer | unset |")
     for title, group_anchor, intro, names in GROUPS:
         lines += ["", f"## {title} {{ #{group_anchor} }}", "", intro]
