@@ -36,6 +36,6 @@ def on_page_markdown(markdown: str, /, *, page: Any, **_: Any) -> str:
             page.file.src_uri,
             problem.line + offset,
             problem.reference,
-            problem.why,
+            problem.why_in_full,
         )
     return markdown

@@ -58,18 +58,21 @@ def latest_results(folder: Path) -> list[Run]:
 
 
 def _demoted(text: str) -> list[str]:
-    """The file without its title, its headings one level down and without issue numbers."""
+    """The file without its title, its headings one level down and without issue numbers, and
+    the lines above its first section (sections run, machine) as paragraphs of their own."""
     lines = text.strip("\n").splitlines()
     if lines and lines[0].startswith("# "):
         lines = lines[1:]
     fenced = False
+    preamble = True
     out = []
     for line in lines:
         if line.startswith("```"):
             fenced = not fenced
         if not fenced and line.startswith("#"):
             line = "#" + _ISSUE.sub("", line)
-        out.append(line)
+            preamble = False
+        out += [line, ""] if preamble and line.strip() else [line]
     return out
 
 
@@ -96,7 +99,7 @@ def latest_page(runs: list[Run], charts: dict[str, bytes] | None = None) -> str:
     for run in runs:
         lines += ["", f"## {_title(run)} {{ #run-{run.stem} }}", ""]
         if run.chart_name in charts:
-            lines += [f"![Chart of the {_title(run)}]({run.chart_name})", ""]
+            lines += [f"![Chart: {_title(run)}]({run.chart_name})", ""]
         lines += _demoted(run.markdown.read_text(encoding="utf-8"))
     return "\n".join(lines) + "\n"
 

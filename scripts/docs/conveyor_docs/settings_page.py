@@ -135,7 +135,8 @@ def settings_fields(source: Path) -> list[dict[str, str]]:
                 "env": env_name(name),
                 "type": TYPES[annotation],
                 "default": _default(name, masked[name]),
-                "description": markdown_of_rst(described[name]),
+                # ``None`` is how the code says "unset".
+                "description": markdown_of_rst(described[name]).replace("`None`", "unset"),
             }
         )
     return fields
