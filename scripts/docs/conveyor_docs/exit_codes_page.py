@@ -40,6 +40,46 @@ def _error_classes() -> list[type[BaseException]]:
     ]
 
 
+def _errors() -> list[str]:
+    lines = [
+        "A command that an error stops ends with the code of the first rule its class matches:",
+        "",
+        "| rule | error class | code |",
+        "|---:|---|---:|",
+    ]
+    rules = exit_codes.codes_by_error()
+    for number, (kind, code) in enumerate(rules, start=1):
+        lines.append(f"| {number} | `{kind.__module__}.{kind.__qualname__}` | {code} |")
+    lines += [
+        f"| {len(rules) + 1} | anything else | {exit_codes.EXIT_FAILURE} |",
+        "",
+        "Conveyor's errors (`jobs.errors`, also importable from `jobs`) and the code each gives:",
+        "",
+        "| error | code | raised when |",
+        "|---|---:|---|",
+    ]
+    lines += [
+        f"| `{kind.__name__}` | {exit_codes.code_for(kind)} | {_first_line(kind)} |"
+        for kind in sorted(_error_classes(), key=lambda k: (exit_codes.code_for(k), k.__name__))
+    ]
+    return lines
+
+
+def _worker_processes() -> list[str]:
+    return [
+        "`conveyor worker` supervises its worker processes and replaces one that dies while it "
+        "runs. A worker process that does not stop cleanly exits with:",
+        "",
+        "| code | when |",
+        "|---:|---|",
+        f"| {EXIT_STOPPED_AT_ONCE} | a second SIGTERM or SIGINT stopped it at once; its unfinished "
+        "messages went back to RabbitMQ |",
+        f"| {EXIT_CANNOT_CONSUME} | it could not consume from RabbitMQ for "
+        "[`CONVEYOR_CONSUME_TIMEOUT`](settings.md#conveyor_consume_timeout) seconds; it logs why "
+        "before it exits |",
+    ]
+
+
 def exit_codes_page(source: Path) -> str:
     """The page's Markdown."""
     meanings = codes(source)
@@ -61,39 +101,11 @@ def exit_codes_page(source: Path) -> str:
         "",
         "## Which error gives which code { #errors }",
         "",
-        "A command that an error stops ends with the code of the first rule its class matches:",
-        "",
-        "| rule | error class | code |",
-        "|---:|---|---:|",
-    ]
-    for number, (kind, code) in enumerate(exit_codes.codes_by_error(), start=1):
-        lines.append(f"| {number} | `{kind.__module__}.{kind.__qualname__}` | {code} |")
-    lines += [
-        f"| {len(exit_codes.codes_by_error()) + 1} | anything else | {exit_codes.EXIT_FAILURE} |",
-        "",
-        "Conveyor's errors (`jobs.errors`, also importable from `jobs`) and the code each gives:",
-        "",
-        "| error | code | raised when |",
-        "|---|---:|---|",
-    ]
-    lines += [
-        f"| `{kind.__name__}` | {exit_codes.code_for(kind)} | {_first_line(kind)} |"
-        for kind in sorted(_error_classes(), key=lambda k: (exit_codes.code_for(k), k.__name__))
-    ]
-    lines += [
+        *_errors(),
         "",
         "## Worker processes { #worker-processes }",
         "",
-        "`conveyor worker` supervises its worker processes and replaces one that dies while it "
-        "runs. A worker process that does not stop cleanly exits with:",
-        "",
-        "| code | when |",
-        "|---:|---|",
-        f"| {EXIT_STOPPED_AT_ONCE} | a second SIGTERM or SIGINT stopped it at once; its unfinished "
-        "messages went back to RabbitMQ |",
-        f"| {EXIT_CANNOT_CONSUME} | it could not consume from RabbitMQ for "
-        "[`CONVEYOR_CONSUME_TIMEOUT`](settings.md#conveyor_consume_timeout) seconds; it logs why "
-        "before it exits |",
+        *_worker_processes(),
         "",
     ]
     return "\n".join(lines)

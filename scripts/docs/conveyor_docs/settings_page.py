@@ -181,8 +181,8 @@ def settings_page(source: Path) -> str:
         "Settings come from `CONVEYOR_*` environment variables; there is no configuration file. "
         "The command line's global options `--broker-url`, `--database-url`, `--redis-url` and "
         "`--namespace` override the variables of the same name ([`conveyor`](cli.md#conveyor)). "
-        "An unknown `CONVEYOR_*` variable is an error that names the closest known one, and a "
-        "malformed value stops the command or worker at start-up. Booleans take `true`/`false`, "
+        "An unknown `CONVEYOR_*` variable is an error, not ignored (it suggests the closest known "
+        "name), and a malformed value stops the command or worker at start-up. Booleans take `true`/`false`, "
         "`1`/`0`, `yes`/`no` or `on`/`off`. Defaults are shown as `conveyor config` shows them: "
         "passwords in URLs as `***`.",
         "",

@@ -18,12 +18,12 @@ STATUS_MEANINGS = {
     JobStatus.QUEUED: "Waiting for a worker; a delayed job is `queued` with its `eta` ahead.",
     JobStatus.RUNNING: "A worker is running it (its latest attempt has no end yet).",
     JobStatus.RETRYING: "An attempt failed, was interrupted or was lost; the job waits for its "
-    "next attempt (its `eta` says when).",
+    "next attempt (after a failure, its `eta` says when).",
     JobStatus.SUCCEEDED: "Done; `result` holds what the job returned.",
     JobStatus.FAILED: "Failed for good: retries exhausted, a permanent error, or its dead letter "
     "purged. `error` holds the last error.",
-    JobStatus.CANCELLED: "Cancelled by an admin before it ran, or stopped at a cooperative check "
-    "while it ran.",
+    JobStatus.CANCELLED: "Cancelled by an admin while it waited to run, or stopped at a cooperative "
+    "check while it ran.",
 }
 
 
@@ -83,9 +83,11 @@ def _transitions() -> list[str]:
 def _outcomes() -> list[str]:
     described = _members(AttemptOutcome, Path(jobs.status.__file__))
     described[AttemptOutcome.SUCCEEDED.value] = described[AttemptOutcome.SUCCEEDED.value] or "Succeeded."
+    # A worker records the ends; a lost run is recorded by whoever notices the loss.
+    events = {**END_EVENTS, AttemptOutcome.LOST: Event.LOSE}
     lines = ["| outcome | meaning | the job's event |", "|---|---|---|"]
     for outcome in AttemptOutcome:
-        event = END_EVENTS.get(outcome, Event.LOSE)
+        event = events[outcome]
         lines.append(f"| `{outcome.value}` | {described[outcome.value]} | `{event.value}` |")
     return lines
 
