@@ -47,9 +47,13 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# The docs site, strict: a broken link or a stale generated reference fails the build.
+# The docs site, strict: a broken link or anchor, or a page naming a setting, test or command that
+# does not exist, fails the build. Its output is shown only then (--quiet cannot be used: it
+# drops the warnings that --strict counts, and a broken link passed).
 docs: install
-	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict --quiet
+	@echo "mkdocs build --strict → build/site"
+	@out=$$(NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict 2>&1) || \
+	  { printf '%s\n' "$$out" >&2; exit 1; }
 
 # The release artefacts: an sdist and a wheel in dist/ (the version is pyproject.toml's).
 dist: install

@@ -87,63 +87,88 @@ def _safe_port(parts: SplitResult) -> int | None:
 class Settings:
     """Conveyor's configuration. Build it with :meth:`from_env`; passwords never appear in ``repr``."""
 
+    #: RabbitMQ: ``amqp://user:password@host:port/vhost``, or ``amqps://`` for TLS (``cafile=``,
+    #: ``certfile=``, ``keyfile=``). Other query parameters go to pika as they are. ``memory://``
+    #: is the in-process broker of the demo and the unit tests; ``conveyor worker`` refuses it.
     broker_url: str = defaults.DEFAULT_BROKER_URL
+    #: The job store: ``postgresql+psycopg://`` or ``postgresql://`` (psycopg 3; libpq parameters
+    #: such as ``sslmode=verify-full&sslrootcert=PATH`` are passed on). ``sqlite:///PATH`` serves
+    #: the demo only.
     database_url: str = defaults.DEFAULT_DATABASE_URL
+    #: Redis: ``redis://``, ``rediss://`` (TLS: ``ssl_ca_certs=``, ``ssl_certfile=``,
+    #: ``ssl_keyfile=``) or ``unix://``. It holds the email rate limit, the worker registry and
+    #: the report cache; while it is down, jobs still run (fail open).
     redis_url: str = defaults.DEFAULT_REDIS_URL
+    #: Where emails go: ``smtp://user:password@host:port``, ``smtps://`` (TLS from the first byte)
+    #: or ``file://DIR`` (one ``.eml`` file per message). Parameters: ``starttls=auto`` (upgrade
+    #: when the server offers it; ``true`` requires it, ``false`` never), ``timeout=`` (seconds),
+    #: ``cafile=``, ``verify=false`` (tests only), ``reuse=false`` (a connection per message),
+    #: ``allow_plaintext_auth=true`` (send a password over an unencrypted connection).
     smtp_url: str = defaults.DEFAULT_SMTP_URL
+    #: Prefix of queue names (``<namespace>.email``), Redis keys, schedule state and audit rows, so
+    #: that environments can share servers: letters, digits, ``_`` and ``-``, starting with a
+    #: letter or ``_``, at most 63 characters.
     namespace: str = defaults.DEFAULT_NAMESPACE
+    #: A folder searched before the shipped ``templates/`` (email bodies, reports): a file there
+    #: overrides the shipped file of the same name.
     templates_dir: str | None = None
-    #: RabbitMQ ``x-max-priority`` for Conveyor's queues; ``None`` keeps Dramatiq's plain queues.
+    #: RabbitMQ ``x-max-priority`` (1 to 255) of Conveyor's queues, which ``--priority`` needs;
+    #: ``None``: plain queues, declared as Dramatiq declares them. Queues that exist must be
+    #: deleted before it changes (RabbitMQ refuses a changed declaration); not with quorum queues.
     max_priority: int | None = None
-    #: Heartbeat negotiated with RabbitMQ, in seconds.
+    #: Heartbeat negotiated with RabbitMQ, in seconds (``0`` disables it); a dead peer is noticed
+    #: after about two.
     broker_heartbeat: int = defaults.DEFAULT_BROKER_HEARTBEAT
-    #: ``From`` of every email.
+    #: ``From`` of every email; its domain ends each ``Message-ID``.
     email_from: str = defaults.DEFAULT_EMAIL_FROM
-    #: Emails per period across all replicas, e.g. ``20/s`` or ``1000/h``; ``None``: unlimited.
+    #: Emails per period across all replicas (``20/s``, ``600/m``, ``1000/h``, ``5000/d``), kept in
+    #: Redis; ``None``: unlimited.
     email_rate: str | None = None
     #: Most recipients (to + cc + bcc) one email may have.
     email_max_recipients: int = defaults.DEFAULT_EMAIL_MAX_RECIPIENTS
-    #: Largest image input, in bytes and in pixels.
+    #: Bytes: the largest image input a job may read.
     image_max_bytes: int = defaults.DEFAULT_IMAGE_MAX_BYTES
+    #: Pixels: the largest image input, read from the image's header before it is decoded.
     image_max_pixels: int = defaults.DEFAULT_IMAGE_MAX_PIXELS
-    #: JPEG draft mode: decode big JPEGs at a reduced scale when every output is small.
+    #: JPEG draft mode: decode big JPEGs at a reduced scale when every output is small (much
+    #: faster, a little softer).
     image_draft: bool = True
     #: RabbitMQ's management API (``http://user:pass@host:15672``): adds unacknowledged counts and
     #: rates to ``conveyor queues``. ``None``: RabbitMQ is read through AMQP alone.
     rabbitmq_api_url: str | None = None
     #: The folder artifacts' bytes go to: ``file:///DIR`` (``file:DIR`` is relative to the working
-    #: directory). Their metadata stays in the database.
+    #: directory). Every replica and producer must see the same folder; the artifacts' metadata
+    #: stays in the database.
     artifact_url: str = defaults.DEFAULT_ARTIFACT_URL
-    #: Seconds an identical report request reuses the previous one's artifacts.
+    #: Seconds an identical report request reuses the previous one's artifacts; ``0``: no cache.
     report_cache_ttl: int = defaults.DEFAULT_REPORT_CACHE_TTL
     #: Seconds a worker process stays listed by ``conveyor workers`` after its last heartbeat;
     #: it beats every ``worker_ttl // 3`` seconds, so two missed beats are tolerated.
     worker_ttl: int = 30
     #: RabbitMQ queue type: ``classic`` (Dramatiq's own declaration) or ``quorum`` (replicated, for a
-    #: cluster; each message dead-lettered after ``delivery_limit`` deliveries).
+    #: cluster; a message is dead-lettered after ``CONVEYOR_DELIVERY_LIMIT`` deliveries).
     queue_type: str = "classic"
+    #: Quorum queues only: deliveries of one message before RabbitMQ dead-letters it.
     delivery_limit: int = defaults.DEFAULT_DELIVERY_LIMIT
-    #: Seconds a producer keeps retrying one enqueue while RabbitMQ is unreachable (e.g. restarting).
+    #: Seconds a producer keeps retrying one enqueue while RabbitMQ is unreachable (e.g. restarting),
+    #: then raises ``ServiceUnavailable``. Shell commands (``conveyor enqueue``) fail at once instead.
     enqueue_timeout: float = defaults.DEFAULT_ENQUEUE_TIMEOUT
-    #: Seconds a worker process may be unable to consume before it exits (non-zero) to be restarted.
+    #: Seconds a worker process may be unable to consume before it exits (code 4) to be restarted.
     consume_timeout: float = defaults.DEFAULT_CONSUME_TIMEOUT
     #: Seconds between two sweeps for jobs left ``running`` or ``queued`` with no message to run them.
     reconcile_interval: float = defaults.DEFAULT_RECONCILE_INTERVAL
     #: AES-256-GCM keys for data at rest, ``id:base64-32-bytes`` comma-separated, the current one
-    #: first (SPEC §10); ``None``: stored in the clear. Never shown in ``repr``.
+    #: first; ``None``: stored in the clear. Shown as ``***`` (``conveyor config``, ``repr``).
     encryption_keys: str | None = None
-    # issue 15: findings-input
     #: Bytes: the largest payload a job may carry (its compact JSON in UTF-8), checked at enqueue
     #: and again by the worker for messages of other producers.
     max_payload_bytes: int = defaults.DEFAULT_MAX_PAYLOAD_BYTES
-    # issue 15: findings-images
     #: Pixels: the largest image any operation may make (every intermediate and every output).
     image_max_output_pixels: int = defaults.DEFAULT_IMAGE_MAX_OUTPUT_PIXELS
     #: Bytes: the largest encoded image output.
     image_max_output_bytes: int = defaults.DEFAULT_IMAGE_MAX_OUTPUT_BYTES
-    # issue 15: signing
     #: HMAC-SHA256 key producers sign messages with and workers verify them with (at least 32
-    #: characters); ``None``: messages are neither signed nor checked. Never shown in ``repr``.
+    #: characters); ``None``: messages are neither signed nor checked. Shown as ``***``.
     signing_key: str | None = None
     #: The key before a rotation: workers still accept what it signed (never used to sign).
     signing_key_previous: str | None = None
@@ -152,12 +177,12 @@ class Settings:
     #: Workers run unsigned messages (plain Dramatiq producers, during a migration) with a
     #: warning; a wrong signature is still refused.
     accept_unsigned: bool = False
-    # issue 15: gdpr (retention)
     #: Days a finished job (with its attempts, artifacts and files) is kept before the scheduler's
     #: leader deletes it; ``None``: kept until pruned by hand.
     retention_days: int | None = None
-    #: Per-kind overrides, ``(kind, days)`` pairs: ``CONVEYOR_RETENTION_DAYS_EMAIL=30`` (one variable
-    #: per kind) or ``CONVEYOR_RETENTION_DAYS_BY_KIND=email=30,report=365``.
+    #: Per-kind retentions, ``(kind, days)`` pairs, set in one variable
+    #: (``CONVEYOR_RETENTION_DAYS_BY_KIND=email=30,report=365``) or one per kind
+    #: (``CONVEYOR_RETENTION_DAYS_EMAIL=30``, which wins).
     retention_days_by_kind: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
@@ -222,7 +247,7 @@ class Settings:
                 continue
             name = known.get(key)
             if name is None and (kind := _RETENTION_KEY_RE.match(key)) is not None:
-                per_kind[kind.group(1).lower()] = _retention_days(key, raw)  # issue 15: gdpr
+                per_kind[kind.group(1).lower()] = _retention_days(key, raw)
                 continue
             if name is None:
                 hint = difflib.get_close_matches(key, known, n=1)
@@ -309,7 +334,7 @@ _RATE_PERIODS = {
 
 
 def _check_image_output_caps(settings: Settings) -> None:
-    """issue 15 (findings-images): the output caps are positive numbers."""
+    """The output caps are positive numbers."""
     for name in ("image_max_output_pixels", "image_max_output_bytes"):
         if getattr(settings, name) < 1:
             raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be a positive number")
@@ -368,7 +393,7 @@ def _convert(name: str, raw: str) -> Any:
 
 
 def _check_input_limits(settings: Settings) -> None:
-    """issue 15 (findings-input): the payload cap is a positive size PostgreSQL's ``jsonb`` can hold."""
+    """The payload cap is a positive size PostgreSQL's ``jsonb`` can hold."""
     limit = settings.max_payload_bytes
     if (
         isinstance(limit, bool)
@@ -380,7 +405,6 @@ def _check_input_limits(settings: Settings) -> None:
         )
 
 
-# issue 15: signing
 _SIGNING_FIELDS = ("signing_key", "signing_key_previous", "signing_previous_until", "accept_unsigned")
 
 
@@ -457,8 +481,6 @@ def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
         raise SettingsError(f"{env}={mask_url(url)} has an invalid port")
 
 
-# issue 15: TLS to every service
-
 #: Conveyor's own parameters of an ``amqps://`` URL (pika never sees them): the CA file that
 #: verifies RabbitMQ's certificate, and a client certificate (its key in ``keyfile`` or in it).
 BROKER_TLS_PARAMETERS = frozenset({"cafile", "certfile", "keyfile"})
@@ -516,7 +538,7 @@ def check_tls_files(settings: Settings) -> None:
                 )
 
 
-# ---------------------------------------------------------------- issue 15: gdpr (retention)
+# ---------------------------------------------------------------- retention
 
 #: ``CONVEYOR_RETENTION_DAYS_<KIND>``: a per-kind retention (the kind is checked by the scheduler,
 #: which knows the registered kinds).
