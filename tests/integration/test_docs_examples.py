@@ -35,7 +35,9 @@ PAGES = (
     "guides/reports.md",
     "guides/images.md",
     "guides/custom-kinds.md",
+    "guides/delays.md",
     "guides/idempotency.md",
+    "guides/progress.md",
     "guides/cancellation.md",
 )
 #: Seconds one example script may take.
