@@ -29,7 +29,8 @@ import pytest
 
 from tests.helpers import AMQP_URL, ROOT, WorkerProcess
 
-pytestmark = pytest.mark.integration
+# One xdist worker runs them all (`make test` uses --dist loadgroup), so one `conveyor worker` serves them.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("docs_examples")]
 
 DOCS = ROOT / "docs"
 #: The pages whose examples run; each must hold at least one ``example_*.py`` block.
