@@ -5,13 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import redis
 
-from jobs.context import check_cancelled, current_job
+from jobs.context import current_job, report_progress
 from jobs.delivery import DeliveryOptions
 from jobs.email.addresses import normalise_addresses
 from jobs.kinds.base import Payload, Result, require_keys
@@ -20,7 +19,6 @@ from jobs.reports.registry import get_report
 from jobs.reports.render import ReportRenderer, csv_chunks, pdf
 from jobs.services import Services
 from jobs.settings import Settings
-from jobs.store import JobStore
 from jobs.store.artifacts import ArtifactInfo
 from templates import search_path
 
@@ -32,8 +30,6 @@ FORMATS = {
     "csv": ("text/csv; charset=utf-8", "csv"),
     "pdf": ("application/pdf", "pdf"),
 }
-#: Seconds between two progress writes.
-PROGRESS_EVERY = 0.5
 
 
 def validate(payload: Mapping[str, Any], settings: Settings | None = None) -> Payload:
@@ -77,8 +73,7 @@ def run(services: Services, **payload: Any) -> Result:
 
 def _compute(services: Services, payload: dict[str, Any], job_id: str | None) -> dict[str, Any]:
     report = get_report(payload["report"])
-    progress = ProgressWriter(services, job_id)
-    data = report.data(services.db, payload["params"], lambda f: progress.set(f * 0.5))
+    data = report.data(services.db, payload["params"], lambda f: report_progress(f * 50))
     renderer = services.resource("reports.renderer", lambda: ReportRenderer(search_path(services.settings)))
     artifacts: list[ArtifactInfo] = []
     html: str | None = None
@@ -89,7 +84,7 @@ def _compute(services: Services, payload: dict[str, Any], job_id: str | None) ->
         content_type, extension = FORMATS[fmt]
         name = f"{stem}.{extension}"
         if fmt == "csv":
-            chunks = csv_chunks(data, lambda n: progress.set(0.5 + 0.4 * n / max(data.row_count, 1)))
+            chunks = csv_chunks(data, lambda n: report_progress(50 + 40 * n / max(data.row_count, 1)))
             artifacts.append(
                 services.artifacts.put_stream(chunks, name=name, content_type=content_type, job_id=job_id)
             )
@@ -99,7 +94,7 @@ def _compute(services: Services, payload: dict[str, Any], job_id: str | None) ->
             artifacts.append(
                 services.artifacts.put(body, name=name, content_type=content_type, job_id=job_id)
             )
-    progress.set(1.0)
+    report_progress(100)
     return {
         "artifacts": [_describe(a) for a in artifacts],
         "rows": data.row_count,
@@ -137,27 +132,6 @@ def _email_report(services: Services, job_id: str, payload: dict[str, Any], resu
         parent_id=job_id,
     )
     return str(email.id)
-
-
-class ProgressWriter:
-    """Writes the job's ``progress`` (0–100) at most every half second."""
-
-    def __init__(self, services: Services, job_id: str | None) -> None:
-        self.jobs = JobStore(services.db)
-        self.job_id = job_id
-        self.last_percent = -1
-        self.last_write = 0.0
-
-    def set(self, fraction: float) -> None:
-        check_cancelled()  # progress points double as cooperative stop points
-        percent = max(0, min(100, int(fraction * 100)))
-        now = time.monotonic()
-        if self.job_id is None or percent == self.last_percent:
-            return
-        if percent < 100 and now - self.last_write < PROGRESS_EVERY:
-            return
-        self.jobs.set_progress(self.job_id, percent)
-        self.last_percent, self.last_write = percent, now
 
 
 class ReportCache:

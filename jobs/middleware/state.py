@@ -81,6 +81,7 @@ class InFlightJobs:
             kind=attempt.kind.name,
             attempt=started.number,
             cancel_check=lambda: store.cancel_requested(job_id),
+            progress_sink=lambda percent: store.set_progress(job_id, percent),
         )
         set_current_job(attempt.context)
         with self._lock:

@@ -22,7 +22,7 @@ from jobs.status import END_EVENTS, AttemptOutcome, JobStatus, target
 from jobs.store import transitions
 from jobs.store.database import Database
 from jobs.store.delayed import HeldMessage
-from jobs.store.jobs import utcnow
+from jobs.store.jobs import JobStore, utcnow
 from jobs.store.models import AttemptRow, JobRow
 from jobs.store.steps import through
 from jobs.store.transitions import AttemptEnd, SeenMessage, StartedAttempt, WorkerIdentity
@@ -127,6 +127,10 @@ class AttemptStore:
         """Whether an admin asked this running job to stop."""
         with self.db.session() as session:
             return session.scalar(select(JobRow.cancel_requested_at).where(JobRow.id == job_id)) is not None
+
+    def set_progress(self, job_id: str, percent: int) -> None:
+        """Record how far a running job is (0–100)."""
+        JobStore(self.db).set_progress(job_id, percent)
 
     def finish(self, job_id: str, attempt: int, end: AttemptEnd, *, held: HeldMessage | None = None) -> bool:
         """Close the attempt and move the job on, in one transaction (with the retry's message, if any).
