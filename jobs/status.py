@@ -14,11 +14,19 @@ class JobStatus(StrEnum):
     """The life of a job: ``queued`` → ``running`` → ``succeeded``; ``running`` → ``retrying`` →
     ``running`` …; → ``failed``; ``queued``/``retrying`` → ``cancelled``."""
 
+    #: Waiting for a worker; a delayed job is ``queued`` with its ``eta`` ahead.
     QUEUED = "queued"
+    #: A worker is running it (its latest attempt has no end yet).
     RUNNING = "running"
+    #: An attempt failed, was interrupted or was lost; the job waits for its next attempt (after a
+    #: failure, its ``eta`` says when).
     RETRYING = "retrying"
+    #: Done; ``result`` holds what the job returned.
     SUCCEEDED = "succeeded"
+    #: Failed for good: retries exhausted, a permanent error, or its dead letter purged. ``error``
+    #: holds the last error.
     FAILED = "failed"
+    #: Cancelled by an admin while it waited to run, or stopped at a cooperative check while it ran.
     CANCELLED = "cancelled"
 
     @property

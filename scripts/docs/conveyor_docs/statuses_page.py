@@ -12,20 +12,6 @@ from conveyor_docs.comments import doc_comments, markdown_of_rst
 from conveyor_docs.settings_page import MissingDescription
 from jobs.status import END_EVENTS, TRANSITIONS, AttemptOutcome, Event, JobStatus
 
-#: What each status means to someone reading ``conveyor jobs list`` (jobs/status.py documents the
-#: class, not each member).
-STATUS_MEANINGS = {
-    JobStatus.QUEUED: "Waiting for a worker; a delayed job is `queued` with its `eta` ahead.",
-    JobStatus.RUNNING: "A worker is running it (its latest attempt has no end yet).",
-    JobStatus.RETRYING: "An attempt failed, was interrupted or was lost; the job waits for its "
-    "next attempt (after a failure, its `eta` says when).",
-    JobStatus.SUCCEEDED: "Done; `result` holds what the job returned.",
-    JobStatus.FAILED: "Failed for good: retries exhausted, a permanent error, or its dead letter "
-    "purged. `error` holds the last error.",
-    JobStatus.CANCELLED: "Cancelled by an admin while it waited to run, or stopped at a cooperative "
-    "check while it ran.",
-}
-
 
 def _members(kind: type[Enum], source: Path) -> dict[str, str]:
     """Value → the ``#:`` description of each member of the enum ``kind`` ("" when none)."""
@@ -58,12 +44,13 @@ def _diagram() -> list[str]:
 
 
 def _statuses() -> list[str]:
-    missing = [status.value for status in JobStatus if status not in STATUS_MEANINGS]
+    meanings = _members(JobStatus, Path(jobs.status.__file__))
+    missing = [value for value, text in meanings.items() if not text]
     if missing:
-        raise MissingDescription(f"statuses without a meaning in statuses_page.py: {', '.join(missing)}")
+        raise MissingDescription(f"jobs/status.py: statuses without a `#:` description: {', '.join(missing)}")
     lines = ["| status | final | meaning |", "|---|---|---|"]
     lines += [
-        f"| `{s.value}` {{ #{s.value} }} | {'yes' if s.is_final else 'no'} | {STATUS_MEANINGS[s]} |"
+        f"| `{s.value}` {{ #{s.value} }} | {'yes' if s.is_final else 'no'} | {meanings[s.value]} |"
         for s in JobStatus
     ]
     return lines
