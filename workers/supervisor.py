@@ -43,7 +43,7 @@ def _child_main(
     # The supervisor's handlers came along with the fork: a child must not signal its siblings.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    configure_logging()
+    configure_logging(log_format=settings.log_format)
     from jobs.middleware.heartbeat import Replica  # the worker stack: imported after the fork
     from workers.process import run_worker_process
 
@@ -208,7 +208,7 @@ def lean_main(fd: int) -> None:
 
     with os.fdopen(fd, "rb") as pipe:
         state = json.loads(pipe.read())
-    configure_logging(state["log_level"])
+    configure_logging(state["log_level"], state["settings"]["log_format"])
     for module in state["include"]:
         importlib.import_module(module)
     supervisor = Supervisor(

@@ -1,0 +1,137 @@
+"""Tracing middleware: each attempt of a job runs in the trace its producer started.
+
+Before the attempt's start is written, it reads the message's ``traceparent`` option
+(``jobs/tracing.py``; a malformed one is dropped with a warning). With the OpenTelemetry API
+installed, it starts the attempt's span (a consumer span named after the kind) as a child of
+that context, or as a new trace when there is none, and makes it current in the worker thread
+while the job runs: the job's own spans, and the jobs it enqueues, join the trace. The trace id
+(the span's, else the header's) goes on the message for ``Recording``, which writes it with the
+attempt's start (``job_attempts.trace_id``), and on the job's log lines.
+
+Placed before the lifecycle's middleware: its ``after_*`` hooks run after theirs, so the span
+covers the attempt up to the hand-over of its end. Without an OpenTelemetry SDK configured,
+spans cost next to nothing (the API's no-op tracer); without the API, no span is made.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import dramatiq
+from dramatiq.common import q_name
+from dramatiq.middleware import Middleware
+
+from jobs.kinds import ACTOR_KINDS, JobKind
+from jobs.middleware.state import attempt_of
+from jobs.tracing import (
+    TRACEPARENT_OPTION,
+    checked_traceparent,
+    opentelemetry_trace,
+    parent_context,
+    set_trace_id,
+)
+
+logger = logging.getLogger("conveyor.tracing")
+
+#: The attribute of a delivered message that holds its open span and the context token.
+_SPAN = "conveyor_span"
+
+
+class Tracing(Middleware):
+    """Starts each attempt's span under the message's trace context; records its trace id."""
+
+    def __init__(self, *, kinds: Mapping[str, JobKind] = ACTOR_KINDS) -> None:
+        self.kinds = kinds
+        self._tracer: Any = None
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        kind = self.kinds.get(message.actor_name)
+        if kind is None:  # an actor of the application's own: not a Conveyor job
+            return
+        parent = checked_traceparent(message.options.get(TRACEPARENT_OPTION), job_id=message.message_id)
+        trace_id = parent.trace_id if parent is not None else None
+        try:
+            span_trace_id = self._start_span(message, kind, parent)
+        except Exception:  # tracing never fails a job
+            logger.warning("job %s: could not start its span", message.message_id, exc_info=True)
+            span_trace_id = None
+        set_trace_id(message, span_trace_id or trace_id)
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        self._end_span(message, exception=exception)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        self._end_span(message, skipped=True)
+
+    def _start_span(self, message: dramatiq.MessageProxy, kind: JobKind, parent: Any) -> str | None:
+        """Start and enter the attempt's span; its trace id (None: OpenTelemetry absent, or no
+        SDK recording and no parent)."""
+        trace = opentelemetry_trace()
+        if trace is None:
+            return None
+        from opentelemetry import context as otel_context
+
+        if self._tracer is None:
+            self._tracer = trace.get_tracer("conveyor")
+        parent_ctx = parent_context(parent)
+        span = self._tracer.start_span(
+            f"{kind.name} run",
+            context=parent_ctx,
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "conveyor.job.id": message.message_id,
+                "conveyor.job.kind": kind.name,
+                "messaging.system": "rabbitmq",
+                "messaging.destination.name": q_name(message.queue_name),
+                "messaging.message.id": message.message_id,
+            },
+        )
+        span_context = span.get_span_context()
+        # A no-op tracer (no SDK) gives an invalid span: the remote parent stays current instead,
+        # so jobs enqueued from this one still carry the producer's trace.
+        current = trace.set_span_in_context(span, parent_ctx) if span_context.is_valid else parent_ctx
+        token = otel_context.attach(current)
+        setattr(message, _SPAN, (span, token))
+        return trace.format_trace_id(span_context.trace_id) if span_context.is_valid else None
+
+    def _end_span(
+        self, message: dramatiq.MessageProxy, *, exception: BaseException | None = None, skipped: bool = False
+    ) -> None:
+        opened = getattr(message, _SPAN, None)
+        if opened is None:
+            return
+        setattr(message, _SPAN, None)
+        span, token = opened
+        try:
+            trace = opentelemetry_trace()
+            assert trace is not None
+            from opentelemetry import context as otel_context
+
+            if skipped:
+                span.set_attribute("conveyor.skipped", True)
+            if exception is not None:
+                span.record_exception(exception)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, type(exception).__name__))
+            attempt = _attempt_number(message)
+            if attempt is not None:
+                span.set_attribute("conveyor.job.attempt", attempt)
+            span.end()
+            otel_context.detach(token)
+        except Exception:  # tracing never fails a job
+            logger.warning("job %s: could not end its span", message.message_id, exc_info=True)
+
+
+def _attempt_number(message: dramatiq.MessageProxy) -> int | None:
+    attempt = attempt_of(message)
+    if attempt is None or attempt.started is None:
+        return None
+    return attempt.started.number
