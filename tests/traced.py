@@ -18,6 +18,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from jobs.errors import PermanentError
 from jobs.kinds import JobKind, register
@@ -51,6 +52,23 @@ def span_record(span: ReadableSpan) -> dict[str, Any]:
         "attributes": dict(span.attributes or {}),
         "status": span.status.status_code.name,
     }
+
+
+_MEMORY = InMemorySpanExporter()
+
+
+def memory_spans() -> InMemorySpanExporter:
+    """An in-memory exporter of this process's spans, emptied (a test process's producer side).
+
+    The tracer provider is set once per process (OpenTelemetry keeps the first one it is given),
+    shared by every test that looks at spans.
+    """
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(_MEMORY))
+        trace.set_tracer_provider(provider)
+    _MEMORY.clear()
+    return _MEMORY
 
 
 def _validate(payload: Mapping[str, Any], _settings: object) -> Payload:

@@ -36,9 +36,11 @@ def test_a_record_outside_a_job_has_the_four_fields_and_a_utc_time() -> None:
     assert document["level"] == "WARNING"
     assert document["logger"] == "conveyor.test"
     assert document["message"] == "3 jobs waiting"
-    assert isinstance(document["time"], str) and document["time"].endswith("Z")
+    assert isinstance(document["time"], str)
+    assert document["time"].endswith("Z")
     moment = datetime.fromisoformat(document["time"])
-    assert moment.tzinfo == UTC and abs((datetime.now(UTC) - moment).total_seconds()) < 60
+    assert moment.tzinfo == UTC
+    assert abs((datetime.now(UTC) - moment).total_seconds()) < 60
     assert not {"job_id", "kind", "attempt", "trace_id", "traceback"} & document.keys()
 
 
@@ -70,7 +72,13 @@ def test_secrets_are_masked_and_a_traceback_is_one_string_field() -> None:
         raise RuntimeError(f"cannot reach amqp://app:{password}@mq.example/")
     except RuntimeError:
         record = logging.LogRecord(
-            "conveyor.test", logging.ERROR, __file__, 1, "url %s", (f"redis://:{password}@r/0",), sys.exc_info()
+            "conveyor.test",
+            logging.ERROR,
+            __file__,
+            1,
+            "url %s",
+            (f"redis://:{password}@r/0",),
+            sys.exc_info(),
         )
 
     document = _formatted(record)
@@ -113,9 +121,11 @@ def test_in_json_mode_every_line_on_stderr_is_json_prints_warnings_and_uncaught_
     documents = [json.loads(line) for line in lines]  # every line parses
     messages = [d["message"] for d in documents]
     assert "hello there" in messages
-    assert "a banner" in messages and "over two lines" in messages
+    assert "a banner" in messages
+    assert "over two lines" in messages
     assert any("DeprecationWarning: old API" in m for m in messages)
     (uncaught,) = [d for d in documents if d["message"] == "uncaught exception in thread doomed"]
-    assert uncaught["level"] == "CRITICAL" and "ZeroDivisionError" in uncaught["traceback"]
+    assert uncaught["level"] == "CRITICAL"
+    assert "ZeroDivisionError" in uncaught["traceback"]
     assert "exiting with a message" in messages
     assert done.returncode == 1

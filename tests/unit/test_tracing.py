@@ -13,9 +13,6 @@ from pathlib import Path
 import dramatiq
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from jobs.context import current_job
 from jobs.errors import JobNotFound, SignatureError
@@ -26,21 +23,11 @@ from jobs.store.migrate import ensure_database, upgrade
 from jobs.tracing import TRACEPARENT_OPTION, TraceParent, outgoing_traceparent, parse_traceparent
 from producers import Client
 from producers.job import Job
+from tests.traced import memory_spans
 from workers.runtime import WorkerStack, build_worker_stack
 
 HEADER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-_EXPORTER = InMemorySpanExporter()
-
-
-def _spans() -> InMemorySpanExporter:
-    """The SDK with an in-memory exporter, set up once for this process (OpenTelemetry keeps the
-    first tracer provider it is given)."""
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
-        trace.set_tracer_provider(provider)
-    _EXPORTER.clear()
-    return _EXPORTER
+_spans = memory_spans
 
 
 @pytest.mark.parametrize(
@@ -67,9 +54,12 @@ def test_a_valid_traceparent_is_parsed_and_a_later_version_may_carry_more_fields
     parsed = parse_traceparent(HEADER)
 
     assert parsed == TraceParent("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", 1)
-    assert parsed.sampled and parsed.header == HEADER
+    assert parsed.sampled
+    assert parsed.header == HEADER
     later = parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-more")
-    assert later is not None and not later.sampled and later.header.startswith("00-4bf92f35")
+    assert later is not None
+    assert not later.sampled
+    assert later.header.startswith("00-4bf92f35")
 
 
 def test_an_explicit_traceparent_wins_and_a_malformed_one_is_dropped_with_a_warning(
@@ -129,7 +119,9 @@ CONTEXT_KIND = JobKind(
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[WorkerStack]:
     register(CONTEXT_KIND)
-    settings = Settings(broker_url="memory://", database_url=f"sqlite:///{tmp_path}/jobs.db", namespace="unit")
+    settings = Settings(
+        broker_url="memory://", database_url=f"sqlite:///{tmp_path}/jobs.db", namespace="unit"
+    )
     ensure_database(settings.database_url)
     built = build_worker_stack(settings, threads=2)
     upgrade(built.db)
@@ -156,11 +148,13 @@ def test_an_attempt_runs_in_a_child_span_of_the_producers_span_and_keeps_its_tra
     result = job.wait(timeout=30)
 
     (run,) = [s for s in exporter.get_finished_spans() if s.name == "trace_context run"]
-    assert run.context is not None and run.parent is not None
+    assert run.context is not None
+    assert run.parent is not None
     assert run.context.trace_id == producer.trace_id
     assert run.parent.span_id == producer.span_id
     assert run.kind is trace.SpanKind.CONSUMER
-    assert run.attributes is not None and run.attributes["conveyor.job.id"] == job.id
+    assert run.attributes is not None
+    assert run.attributes["conveyor.job.id"] == job.id
     # The job's code sees the trace, and its own spans would be children of the attempt's.
     assert result == {"trace_id": f"{producer.trace_id:032x}", "span": f"{run.context.span_id:016x}"}
     assert [a.trace_id for a in job.history()] == [f"{producer.trace_id:032x}"]
