@@ -161,6 +161,7 @@ def worker(
             threads=threads,
             queues=queue_names,
             shutdown_timeout=shutdown_timeout,
+            include=modules,
         ).run()
     )
 

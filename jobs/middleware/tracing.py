@@ -35,6 +35,8 @@ from jobs.tracing import (
 
 logger = logging.getLogger("conveyor.tracing")
 
+#: Milliseconds a stopping worker process waits for its last spans to be exported.
+FLUSH_TIMEOUT_MS = 5000
 #: The attribute of a delivered message that holds its open span and the context token.
 _SPAN = "conveyor_span"
 
@@ -71,6 +73,18 @@ class Tracing(Middleware):
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         self._end_span(message, skipped=True)
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # A worker process ends with os._exit (no atexit hook runs): spans a batching processor
+        # still holds are exported now, or they would be lost with the process.
+        trace = opentelemetry_trace()
+        flush = getattr(trace.get_tracer_provider(), "force_flush", None) if trace is not None else None
+        if flush is None:
+            return
+        try:
+            flush(FLUSH_TIMEOUT_MS)
+        except Exception:  # tracing never fails a worker's stop
+            logger.warning("could not export the last spans", exc_info=True)
 
     def _start_span(self, message: dramatiq.MessageProxy, kind: JobKind, parent: Any) -> str | None:
         """Start and enter the attempt's span; its trace id (None: OpenTelemetry absent, or no

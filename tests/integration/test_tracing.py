@@ -115,3 +115,24 @@ def test_a_worker_without_opentelemetry_runs_the_job_and_keeps_the_given_trace_i
     assert outcome["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
     shown = run_cli("jobs", "show", malformed.id, env=service_env)
     assert "trace id" not in shown.stdout
+
+
+def test_a_stopping_worker_exports_the_spans_its_batching_processor_still_holds(
+    start_worker: WorkerProcess.Factory, client: Client, tmp_path: Path
+) -> None:
+    span_file = tmp_path / "spans.jsonl"
+    # A module that sets up the SDK and registers no kind; batches sent only every minute.
+    env = {"TEST_BATCH_SPAN_FILE": str(span_file), "OTEL_BSP_SCHEDULE_DELAY": "60000"}
+    worker = start_worker("--processes", "2", "--threads", "2", "--include", "tests.traced_batch", env=env)
+    jobs = [client.enqueue("noop", traceparent=HEADER) for _ in range(6)]
+    for job in jobs:
+        job.wait(timeout=30)
+    assert _spans(span_file) == []  # still in the processor's batch
+
+    worker.terminate()
+
+    spans = _spans(span_file)
+    assert sorted(s["attributes"]["conveyor.job.id"] for s in spans) == sorted(job.id for job in jobs)
+    assert {(s["trace_id"], s["parent_span_id"]) for s in spans} == {
+        ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    }
