@@ -15,6 +15,7 @@ import pytest
 from opentelemetry import trace
 
 from jobs.context import current_job
+from jobs.delivery import DeliveryOptions
 from jobs.errors import JobNotFound, SignatureError
 from jobs.kinds import KINDS, JobKind, register
 from jobs.settings import Settings
@@ -203,3 +204,17 @@ def _eventually_finished(client: Client, job_id: str) -> Job:
                 return job
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not finish")
+
+
+def test_jobs_enqueued_many_at_once_delayed_or_with_an_idempotency_key_carry_the_trace(
+    client: Client,
+) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    many = client.enqueue_many("noop", [{}, {}], traceparent=HEADER)
+    delayed = client.enqueue("noop", delay=0.05, traceparent=HEADER)
+    keyed = client.enqueue("noop", idempotency_key="traced-once", traceparent=HEADER)
+    helper = client.enqueue_with_options("noop", {}, DeliveryOptions(traceparent=HEADER))
+
+    for job in [*many, delayed, keyed, helper]:
+        job.wait(timeout=30)
+        assert [a.trace_id for a in job.history()] == [trace_id]
