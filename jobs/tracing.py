@@ -90,6 +90,16 @@ def opentelemetry_trace() -> ModuleType | None:
     return trace
 
 
+@functools.cache
+def opentelemetry_context() -> ModuleType | None:
+    """``opentelemetry.context``, or None when the OpenTelemetry API is not installed."""
+    try:
+        from opentelemetry import context
+    except ImportError:
+        return None
+    return context
+
+
 def current_traceparent() -> str | None:
     """The ``traceparent`` of the current OpenTelemetry span, or None (no OpenTelemetry, or no
     valid span is current)."""

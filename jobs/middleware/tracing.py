@@ -16,6 +16,7 @@ spans cost next to nothing (the API's no-op tracer); without the API, no span is
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,7 @@ from jobs.middleware.state import attempt_of
 from jobs.tracing import (
     TRACEPARENT_OPTION,
     checked_traceparent,
+    opentelemetry_context,
     opentelemetry_trace,
     parent_context,
     set_trace_id,
@@ -47,6 +49,8 @@ class Tracing(Middleware):
     def __init__(self, *, kinds: Mapping[str, JobKind] = ACTOR_KINDS) -> None:
         self.kinds = kinds
         self._tracer: Any = None
+        # While no SDK is configured, whether one is is asked again at most once a second.
+        self._no_sdk_until = 0.0
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         kind = self.kinds.get(message.actor_name)
@@ -89,13 +93,15 @@ class Tracing(Middleware):
     def _start_span(self, message: dramatiq.MessageProxy, kind: JobKind, parent: Any) -> str | None:
         """Start and enter the attempt's span; its trace id (None: OpenTelemetry absent, or no
         SDK recording and no parent)."""
-        trace = opentelemetry_trace()
-        if trace is None:
+        trace, otel_context = opentelemetry_trace(), opentelemetry_context()
+        if trace is None or otel_context is None:
             return None
-        from opentelemetry import context as otel_context
-
-        if self._tracer is None:
-            self._tracer = trace.get_tracer("conveyor")
+        if self._tracer is None and not self._sdk_configured(trace):
+            # No span could be recorded. The remote parent alone is made current, so that jobs
+            # enqueued from this one still carry the producer's trace.
+            if parent is not None:
+                setattr(message, _SPAN, (None, otel_context.attach(parent_context(parent))))
+            return None
         parent_ctx = parent_context(parent)
         span = self._tracer.start_span(
             f"{kind.name} run",
@@ -117,6 +123,18 @@ class Tracing(Middleware):
         setattr(message, _SPAN, (span, token))
         return trace.format_trace_id(span_context.trace_id) if span_context.is_valid else None
 
+    def _sdk_configured(self, trace: Any) -> bool:
+        """Whether an OpenTelemetry SDK is set up (then the tracer is made, once for good: a
+        tracer provider, once set, cannot be replaced)."""
+        now = time.monotonic()
+        if now < self._no_sdk_until:
+            return False
+        if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+            self._no_sdk_until = now + 1.0
+            return False
+        self._tracer = trace.get_tracer("conveyor")
+        return True
+
     def _end_span(
         self, message: dramatiq.MessageProxy, *, exception: BaseException | None = None, skipped: bool = False
     ) -> None:
@@ -126,10 +144,12 @@ class Tracing(Middleware):
         setattr(message, _SPAN, None)
         span, token = opened
         try:
-            trace = opentelemetry_trace()
+            trace, otel_context = opentelemetry_trace(), opentelemetry_context()
             assert trace is not None
-            from opentelemetry import context as otel_context
-
+            assert otel_context is not None
+            if span is None:  # no SDK: only the remote parent was made current
+                otel_context.detach(token)
+                return
             if skipped:
                 span.set_attribute("conveyor.skipped", True)
             if exception is not None:
