@@ -17,6 +17,7 @@ from console.common import (
     AppState,
     ConveyorGroup,
     Seconds,
+    banner,
     echo_json,
     err,
     fail,
@@ -139,18 +140,19 @@ def worker(
     SIGTERM (or Ctrl-C) lets in-flight jobs finish for up to --shutdown-timeout seconds, hands
     the rest back to RabbitMQ and exits; a second SIGTERM stops at once. Nothing is lost either way.
     """
+    settings = state.settings
+    # JSON from the first line on: what the included modules log, and a start-up failure, too.
+    configure_logging(logging.INFO, settings.log_format)
     for module in modules:
         _include(module)
-    settings = state.settings
     if settings.is_embedded:
         raise SettingsError("conveyor worker needs RabbitMQ: memory:// lives inside one process (try `demo`)")
     queue_names = resolve_queues(settings, queues.split(","))
     _check_services(settings)
-    configure_logging(logging.INFO)
-    err.print(
+    banner(
+        settings,
         f"conveyor worker: {processes} process(es) × {threads} threads, queues: "
         f"{', '.join(sorted(queue_names)) or 'all'}; {settings!r}",
-        markup=False,
     )
     sys.exit(
         Supervisor(
@@ -159,6 +161,7 @@ def worker(
             threads=threads,
             queues=queue_names,
             shutdown_timeout=shutdown_timeout,
+            include=modules,
         ).run()
     )
 

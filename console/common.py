@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -20,7 +21,7 @@ from jobs.admin.operations import Operations
 from jobs.broker import check_broker
 from jobs.errors import ConveyorError, SettingsError
 from jobs.keyring import keyring_of
-from jobs.logs import mask_document, mask_secrets
+from jobs.logs import logs_as_json, mask_document, mask_secrets
 from jobs.settings import Settings
 from jobs.store import Database
 from producers import Client
@@ -115,9 +116,24 @@ class ConveyorGroup(click.Group):
 
 
 def fail(message: str, code: int) -> NoReturn:
-    """One line on stderr (secrets masked, control characters made visible), then exit ``code``."""
-    err.print(f"conveyor: error: {visible(mask_secrets(message), newlines=True)}", markup=False)
+    """One line on stderr (secrets masked, control characters made visible), then exit ``code``.
+
+    With JSON logs on (``CONVEYOR_LOG_FORMAT=json`` in a long-running command), a log record.
+    """
+    if logs_as_json():
+        logging.getLogger("conveyor").error("conveyor: error: %s", message)
+    else:
+        err.print(f"conveyor: error: {visible(mask_secrets(message), newlines=True)}", markup=False)
     sys.exit(code)
+
+
+def banner(settings: Settings, text: str) -> None:
+    """A long-running command's start-up line on stderr: a log record with JSON logs on
+    (``CONVEYOR_LOG_FORMAT=json``), else printed as it is."""
+    if settings.log_format == "json":
+        logging.getLogger("conveyor").info("%s", text)
+    else:
+        err.print(text, markup=False)
 
 
 def echo_json(data: Any, *, indent: int | None = 2) -> None:

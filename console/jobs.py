@@ -128,6 +128,8 @@ def jobs_show(state: AppState, job_id: str, as_json: bool) -> None:
         return
     out.print(job_details(info))
     out.print(attempts_table(attempts))
+    if attempts and attempts[-1].trace_id:  # the latest attempt's trace: look it up in your tracing UI
+        out.print(f"trace id: {cell(attempts[-1].trace_id)} (attempt {attempts[-1].attempt})")
     failed = [a for a in attempts if a.traceback]
     if failed:
         out.print(f"traceback of attempt {failed[-1].attempt}:", style="bold")

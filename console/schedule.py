@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 from rich.table import Table
 
-from console.common import AppState, echo_json, err, json_option, out
+from console.common import AppState, banner, echo_json, json_option, out
 from console.text import cell
 from console.views import status_markup, when
 from jobs.broker import check_broker
@@ -75,7 +75,7 @@ def scheduler(state: AppState, schedule_path: Path | None) -> None:
     check_tls_files(settings)
     state.ops.check_schedule_store()
     check_broker(settings)
-    configure_logging(min(logging.INFO, logging.getLogger().getEffectiveLevel()))
+    configure_logging(min(logging.INFO, logging.getLogger().getEffectiveLevel()), settings.log_format)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -84,7 +84,7 @@ def scheduler(state: AppState, schedule_path: Path | None) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
     runner = state.ops.scheduler(schedule, state.client)
-    err.print(f"conveyor scheduler: {settings!r}", markup=False)
+    banner(settings, f"conveyor scheduler: {settings!r}")
     runner.run(stop)
 
 

@@ -22,6 +22,8 @@ class JobContext:
     job_id: str
     kind: str
     attempt: int
+    #: The W3C trace id (32 hex digits) the attempt runs under, when its message carried one.
+    trace_id: str | None = None
     #: The job's return value, handed to the recording middleware (see ``jobs.actors``).
     result: dict[str, Any] | None = field(default=None, repr=False)
     #: Asks the store whether an admin cancelled this running job.

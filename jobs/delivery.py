@@ -10,7 +10,15 @@ from jobs.defaults import MAX_BACKOFF, MAX_DELAY
 from jobs.storable import check_int, check_seconds, check_storable
 
 #: Option names that ``enqueue`` keeps for itself; a payload cannot use them.
-DELIVERY_OPTIONS = ("idempotency_key", "delay", "priority", "max_retries", "min_backoff", "max_backoff")
+DELIVERY_OPTIONS = (
+    "idempotency_key",
+    "delay",
+    "priority",
+    "max_retries",
+    "min_backoff",
+    "max_backoff",
+    "traceparent",
+)
 _MAX_IDEMPOTENCY_KEY = 255
 
 
@@ -24,6 +32,9 @@ class DeliveryOptions:
     max_retries: int | None = None
     min_backoff: float | None = None
     max_backoff: float | None = None
+    #: A W3C ``traceparent`` to run the job in (by default: the current OpenTelemetry span's);
+    #: a malformed one is dropped with a warning (``jobs/tracing.py``).
+    traceparent: str | None = None
 
     def delay_ms(self) -> int | None:
         if self.delay is None:

@@ -184,6 +184,14 @@ class Settings:
     #: (``CONVEYOR_RETENTION_DAYS_BY_KIND=email=30,report=365``) or one per kind
     #: (``CONVEYOR_RETENTION_DAYS_EMAIL=30``, which wins).
     retention_days_by_kind: tuple[tuple[str, int], ...] = ()
+    #: TCP port of the worker replica's Prometheus endpoint (``/metrics`` and ``/healthz``, served by
+    #: the supervisor for all its processes); ``None``: no endpoint. ``conveyor worker --metrics-port``
+    #: overrides it.
+    metrics_port: int | None = None
+    #: Address the metrics endpoint binds to; ``0.0.0.0`` exposes it beyond this host.
+    metrics_host: str = "127.0.0.1"
+    #: ``text`` (human-readable lines) or ``json`` (one JSON object per line, for log shippers).
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         _check_input_limits(self)
@@ -231,6 +239,7 @@ class Settings:
         _check_image_output_caps(self)
         _check_signing(self)
         _check_retention(self.retention_days, self.retention_days_by_kind)
+        _check_observability(self)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -371,7 +380,10 @@ def _convert(name: str, raw: str) -> Any:
         "max_payload_bytes",
         "image_max_output_pixels",
         "image_max_output_bytes",
+        "metrics_port",
     ):
+        if name == "metrics_port" and not raw:
+            return None
         try:
             return int(raw)
         except ValueError:
@@ -575,3 +587,12 @@ def _check_retention(days: int | None, by_kind: tuple[tuple[str, int], ...]) -> 
             raise SettingsError(f"CONVEYOR_RETENTION_DAYS_{kind.upper()} must be at least 1")
     if len({kind for kind, _ in by_kind}) != len(by_kind):
         raise SettingsError("CONVEYOR_RETENTION_DAYS_<KIND>: a kind is given twice")
+
+
+def _check_observability(settings: Settings) -> None:
+    if settings.metrics_port is not None and not 1 <= settings.metrics_port <= 65535:
+        raise SettingsError(f"CONVEYOR_METRICS_PORT={settings.metrics_port} must be between 1 and 65535")
+    if not settings.metrics_host or any(c.isspace() for c in settings.metrics_host):
+        raise SettingsError(f"CONVEYOR_METRICS_HOST={settings.metrics_host!r} is not a host name or address")
+    if settings.log_format not in ("text", "json"):
+        raise SettingsError(f"CONVEYOR_LOG_FORMAT={settings.log_format!r} must be text or json")

@@ -26,6 +26,7 @@ from jobs.store.artifacts import ArtifactStore
 from jobs.store.delayed import HeldMessage
 from jobs.store.jobs import JobInfo
 from jobs.subjects import SubjectHasher
+from jobs.tracing import TRACEPARENT_OPTION, current_traceparent, outgoing_traceparent
 from producers.job import Job
 from producers.sending import Sender
 
@@ -93,11 +94,14 @@ class Client:
         max_retries: int | None = None,
         min_backoff: float | None = None,
         max_backoff: float | None = None,
+        traceparent: str | None = None,
         **payload: Any,
     ) -> Job:
         """Enqueue a job of ``kind`` with ``payload``; returns once RabbitMQ confirmed it and its row exists.
 
         With an ``idempotency_key`` already used, the first job is returned and nothing is sent.
+        The job runs in the trace of the current OpenTelemetry span, or of ``traceparent`` (a W3C
+        header, e.g. an incoming request's; a malformed one is dropped with a warning).
 
         Raises:
             ValueError: an unknown kind, a bad payload or a bad option (nothing was sent).
@@ -106,7 +110,9 @@ class Client:
             JobNotRecorded: a ``ServiceUnavailable`` where the database went away after RabbitMQ
                 took the message: the job runs once the database is back; do not enqueue it again.
         """
-        options = DeliveryOptions(idempotency_key, delay, priority, max_retries, min_backoff, max_backoff)
+        options = DeliveryOptions(
+            idempotency_key, delay, priority, max_retries, min_backoff, max_backoff, traceparent
+        )
         return self.enqueue_with_options(kind, payload, options)
 
     def enqueue_with_options(
@@ -146,6 +152,7 @@ class Client:
         max_retries: int | None = None,
         min_backoff: float | None = None,
         max_backoff: float | None = None,
+        traceparent: str | None = None,
     ) -> list[Job]:
         """Enqueue one job of ``kind`` per payload: every row in one ``COPY``, then every message
         published with pipelined confirms. Returns once all are confirmed.
@@ -156,7 +163,9 @@ class Client:
         runs (its worker writes the row again). Jobs that need an idempotency key go through
         :meth:`enqueue`.
         """
-        options = DeliveryOptions(None, delay, priority, max_retries, min_backoff, max_backoff)
+        # Resolved once: a malformed header is reported once, not per message.
+        resolved = outgoing_traceparent(traceparent)
+        options = DeliveryOptions(None, delay, priority, max_retries, min_backoff, max_backoff, resolved)
         options.check(self.settings.max_priority)
         job_kind = get_kind(kind)
         cleaned = []
@@ -296,7 +305,10 @@ class Client:
         if info is None:
             return False
         kind = get_kind(info.kind)
-        options = {"max_retries": info.max_retries} if info.max_retries is not None else {}
+        options: dict[str, Any] = {"max_retries": info.max_retries} if info.max_retries is not None else {}
+        # The run again joins the trace of the caller's span, if any (the first run's may be long over).
+        if (traceparent := current_traceparent()) is not None:
+            options[TRACEPARENT_OPTION] = traceparent
         message: dramatiq.Message[Any] = dramatiq.Message(
             queue_name=info.queue,
             actor_name=kind.actor_name,
@@ -349,12 +361,15 @@ class Client:
     def _message(
         self, kind: JobKind, payload: dict[str, Any], options: DeliveryOptions
     ) -> dramatiq.Message[Any]:
+        message_options = options.message_options()
+        if (traceparent := outgoing_traceparent(options.traceparent)) is not None:
+            message_options[TRACEPARENT_OPTION] = traceparent
         message: dramatiq.Message[Any] = dramatiq.Message(
             queue_name=self.settings.queue_name(kind.queue),
             actor_name=kind.actor_name,
             args=(),
             kwargs=payload,
-            options=options.message_options(),
+            options=message_options,
             message_id=str(uuid.uuid4()),
         )
         # Signed before anything else reads it: the row's payload is then the signed one.

@@ -27,6 +27,7 @@ from jobs.middleware import Lifecycle
 from jobs.middleware.heartbeat import Heartbeat, Replica, heartbeat_interval
 from jobs.middleware.signature import Signature, signature_middleware
 from jobs.middleware.stale import StaleDeliveries
+from jobs.middleware.tracing import Tracing
 from jobs.services import Services
 from jobs.settings import Settings
 from jobs.store import AttemptStore, Database, WorkerIdentity
@@ -75,6 +76,8 @@ def worker_middleware(
       is refused (its job failed, the message dead-lettered) before it is recorded, held or run.
       (``Heartbeat`` only counts; before it, a refused message would be uncounted on its skip.)
     - ``StaleDeliveries`` next: a message whose channel has closed runs nothing and records nothing.
+    - ``Tracing`` before the lifecycle's middleware: the attempt's trace id is known before its
+      start is written, and its span ends after the end is handed over.
     - ``InFlight`` before ``Recording``: it lets go of a job only after the recorder has handed
       its end over (and after any skip), so a job is never idle in between, nor left behind.
     - ``Recording`` starts the attempt; ``TakeOver`` after it looks at a start the store refused
@@ -89,6 +92,7 @@ def worker_middleware(
         *([heartbeat] if heartbeat is not None else []),
         *([signature] if signature is not None else []),
         StaleDeliveries(),
+        Tracing(),
         AgeLimit(),
         TimeLimit(),
         ShutdownNotifications(),

@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from multiprocessing.context import ForkProcess
 from types import FrameType
 from typing import Any
@@ -43,7 +44,7 @@ def _child_main(
     # The supervisor's handlers came along with the fork: a child must not signal its siblings.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    configure_logging()
+    configure_logging(log_format=settings.log_format)
     from jobs.middleware.heartbeat import Replica  # the worker stack: imported after the fork
     from workers.process import run_worker_process
 
@@ -75,6 +76,7 @@ class Supervisor:
         shutdown_timeout: float,
         replica: dict[str, Any] | None = None,
         lean: bool = False,
+        include: Sequence[str] = (),
     ) -> None:
         self.settings = settings
         self.processes = processes
@@ -85,6 +87,9 @@ class Supervisor:
         self.replica = replica or _new_replica(processes, queues)
         #: True in the fresh program :meth:`run` replaces the command line with.
         self.lean = lean
+        #: ``--include`` modules: imported again by the fresh program, also those that register no
+        #: kind (one that sets up an OpenTelemetry SDK, say).
+        self.include = tuple(include)
         self.children: dict[int, tuple[ForkProcess, float]] = {}
         self.stopping = False
         self.restart_delay = RESTART_DELAY_MIN
@@ -148,7 +153,7 @@ class Supervisor:
             "queues": sorted(self.queues),
             "shutdown_timeout": self.shutdown_timeout,
             "replica": self.replica,
-            "include": _included_modules(),
+            "include": sorted({*self.include, *_included_modules()}),
             "log_level": logging.getLogger().level,
         }
         read_end, write_end = os.pipe()
@@ -208,7 +213,7 @@ def lean_main(fd: int) -> None:
 
     with os.fdopen(fd, "rb") as pipe:
         state = json.loads(pipe.read())
-    configure_logging(state["log_level"])
+    configure_logging(state["log_level"], state["settings"]["log_format"])
     for module in state["include"]:
         importlib.import_module(module)
     supervisor = Supervisor(

@@ -33,6 +33,7 @@ from jobs.status import AttemptOutcome
 from jobs.storable import check_int, check_size, check_storable, storable_text
 from jobs.store import AttemptEnd, AttemptStore, SeenMessage, WorkerIdentity
 from jobs.store.waiting import wait_for_store
+from jobs.tracing import trace_id_of
 
 logger = logging.getLogger("conveyor.lifecycle")
 
@@ -174,6 +175,7 @@ def seen_message(message: dramatiq.MessageProxy, kind: JobKind, broker: dramatiq
         payload=dict(message.kwargs),
         max_retries=max_retries,
         created_at=datetime.fromtimestamp(message.message_timestamp / 1000, UTC),
+        trace_id=trace_id_of(message),
     )
 
 
@@ -209,6 +211,7 @@ def inbound(
             payload={REFUSED_KEY: refusal},
             max_retries=None,
             created_at=created_at,
+            trace_id=trace_id_of(message),
         )
         return seen, refusal
     return seen_message(message, kind, broker), None

@@ -80,6 +80,7 @@ class InFlightJobs:
             job_id=job_id,
             kind=attempt.kind.name,
             attempt=started.number,
+            trace_id=attempt.seen.trace_id,
             cancel_check=lambda: store.cancel_requested(job_id),
             progress_sink=lambda percent: store.set_progress(job_id, percent),
         )

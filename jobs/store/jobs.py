@@ -118,6 +118,8 @@ class AttemptInfo:
     outcome: str | None
     error: str | None
     traceback: str | None
+    #: The W3C trace id the attempt ran under (None: its message carried no trace context).
+    trace_id: str | None = None
 
     @classmethod
     def from_row(cls, row: AttemptRow, sealer: Sealer) -> AttemptInfo:
@@ -133,6 +135,7 @@ class AttemptInfo:
             outcome=row.outcome,
             error=sealer.open_text(row.error, crypto.ERROR, job_id),
             traceback=sealer.open_text(row.traceback, crypto.TRACEBACK, job_id),
+            trace_id=row.trace_id,
         )
 
     @property

@@ -105,6 +105,8 @@ class AttemptRow(Base):
     outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     traceback: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: The W3C trace id (32 hex digits) the attempt ran under, when its message carried one.
+    trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     __table_args__ = (
         UniqueConstraint("job_id", "attempt"),

@@ -69,6 +69,8 @@ class SeenMessage:
     payload: dict[str, Any]
     max_retries: int | None
     created_at: datetime
+    #: The W3C trace id the attempt runs under (``jobs/tracing.py``), kept on its attempt row.
+    trace_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ START_COLUMNS: dict[str, Any] = {
     "worker_id": String(),
     "worker_host": String(),
     "worker_pid": Integer(),
+    "trace_id": AttemptRow.trace_id.type,
 }
 _NOW = {"now": JobRow.started_at.type}
 
@@ -161,9 +164,15 @@ def _open_attempt(rows: Rows, moved: FromClause, *where: ColumnElement[bool]) ->
     return (
         insert(AttemptRow)
         .from_select(
-            ["job_id", "attempt", "worker", "host", "pid", "started_at"],
+            ["job_id", "attempt", "worker", "host", "pid", "started_at", "trace_id"],
             select(
-                moved.c.id, moved.c.attempts, c["worker_id"], c["worker_host"], c["worker_pid"], c["now"]
+                moved.c.id,
+                moved.c.attempts,
+                c["worker_id"],
+                c["worker_host"],
+                c["worker_pid"],
+                c["now"],
+                c["trace_id"],
             ).where(moved.c.id == c["job"], *where),
         )
         .returning(AttemptRow.job_id, AttemptRow.attempt)
@@ -211,6 +220,7 @@ def start_values(seen: SeenMessage, worker: WorkerIdentity) -> dict[str, Any]:
         "worker_id": worker.worker_id,
         "worker_host": worker.host,
         "worker_pid": worker.pid,
+        "trace_id": seen.trace_id,
     }
 
 

@@ -144,6 +144,7 @@ def test_the_worker_middleware_are_built_in_the_order_their_hooks_need(tmp_path:
         "Heartbeat",  # counts every message before anything may skip it
         "Signature",  # refuses an unsigned or forged message before anything else acts on it
         "StaleDeliveries",  # a message of a closed channel is skipped before anything records
+        "Tracing",  # the trace id is known before the start is written; the span outlives the end
         "AgeLimit",
         "TimeLimit",
         "ShutdownNotifications",

@@ -81,6 +81,13 @@ GROUPS: list[tuple[str, str, str, tuple[str, ...]]] = [
         "([personal data](../security/gdpr.md)).",
         ("retention_days", "retention_days_by_kind"),
     ),
+    (
+        "Observability",
+        "observability",
+        "Prometheus metrics and log lines ([metrics](../operations/metrics.md), "
+        "[logs and traces](../operations/logs-and-traces.md)).",
+        ("metrics_port", "metrics_host", "log_format"),
+    ),
 ]
 
 #: The type of a field as a reader of the page sees it, by its annotation.
