@@ -11,7 +11,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from tests.traced import FileSpanExporter
+from tests.spans import FileSpanExporter
 
 _provider = TracerProvider()
 _provider.add_span_processor(BatchSpanProcessor(FileSpanExporter(os.environ["TEST_BATCH_SPAN_FILE"])))

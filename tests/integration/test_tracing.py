@@ -16,7 +16,7 @@ from jobs.kinds import KINDS, register
 from jobs.settings import Settings
 from jobs.store import Database
 from producers import Client
-from tests import traced
+from tests import spans, traced
 from tests.helpers import WorkerProcess, eventually, run_cli
 
 pytestmark = pytest.mark.integration
@@ -59,7 +59,7 @@ def test_an_attempt_runs_in_the_producers_trace_and_its_row_show_and_log_lines_k
         "TEST_SPAN_FILE": str(span_file),
     }
     worker = start_worker("--processes", "2", "--threads", "2", "--include", "tests.traced", env=env)
-    producer_spans = traced.memory_spans()
+    producer_spans = spans.memory_spans()
 
     with Client(dataclasses.replace(settings, signing_key=SIGNING_KEY), db=db) as client:
         with trace.get_tracer("test").start_as_current_span("web request") as request:

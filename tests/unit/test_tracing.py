@@ -24,7 +24,7 @@ from jobs.store.migrate import ensure_database, upgrade
 from jobs.tracing import TRACEPARENT_OPTION, TraceParent, outgoing_traceparent, parse_traceparent
 from producers import Client
 from producers.job import Job
-from tests.traced import memory_spans
+from tests.spans import memory_spans
 from workers.runtime import WorkerStack, build_worker_stack
 
 HEADER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
