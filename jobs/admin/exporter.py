@@ -157,7 +157,8 @@ class ClusterCollector(Collector):
         self.store = ExporterStore(db)
         self.final = final or FinalCounts(self.store, settings.namespace, options.final_every)
         self._down: set[str] = set()
-        self._seconds: dict[str, float] = {}
+        #: Seconds the last scrape spent reading each source.
+        self.read_seconds: dict[str, float] = {}
 
     def collect(self) -> Iterator[Metric]:
         # RabbitMQ first: a job still waiting when PostgreSQL is read had its message in RabbitMQ
@@ -214,7 +215,7 @@ class ClusterCollector(Collector):
             self._down.add(source)
             return None
         finally:
-            self._seconds[source] = time.perf_counter() - started
+            self.read_seconds[source] = time.perf_counter() - started
         if source in self._down:
             logger.warning("%s answers the exporter again", source)
             self._down.discard(source)
@@ -227,7 +228,7 @@ class ClusterCollector(Collector):
             labels=["source"],
         )
         for source in SOURCES:
-            timing.add_metric([source], round(self._seconds.get(source, 0.0), 6))
+            timing.add_metric([source], round(self.read_seconds.get(source, 0.0), 6))
         yield timing
 
     def _queues(self, rabbit: RabbitView | None, store: StoreView | None) -> list[str]:
