@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import event, text
 
 from jobs.admin.exporter import ClusterCollector, ExporterOptions, FinalCounts
+from jobs.schedule.leader import current_leader
 from jobs.services import redis_client
 from jobs.settings import Settings
 from jobs.store import Database
@@ -41,7 +42,7 @@ NAMESPACE = "benchx"
 # Row g of the series: its namespace, queue, kind and status. 1 in 100 rows is not finished.
 _SEED = """
 INSERT INTO jobs (id, kind, queue, status, payload, attempts, created_at, started_at, finished_at, eta)
-SELECT gen_random_uuid(), k.kind, (CASE WHEN g % 10 = 0 THEN 'other' ELSE :ns END) || '.' || k.queue,
+SELECT gen_random_uuid(), k.kind, (CASE WHEN (g / 11) % 10 = 0 THEN 'other' ELSE :ns END) || '.' || k.queue,
        s.status, '{}'::jsonb, CASE WHEN s.status = 'queued' THEN 0 ELSE 1 END,
        now() - make_interval(secs => (:rows - g) * 0.5),
        CASE WHEN s.status <> 'queued' THEN now() - make_interval(secs => (:rows - g) * 0.5 - 0.1) END,
@@ -50,9 +51,9 @@ SELECT gen_random_uuid(), k.kind, (CASE WHEN g % 10 = 0 THEN 'other' ELSE :ns EN
        CASE WHEN s.status = 'retrying' OR (s.status = 'queued' AND g % 7 = 0)
             THEN now() + interval '1 hour' END
 FROM generate_series(1, :rows) g,
-LATERAL (SELECT (ARRAY['noop', 'email', 'image', 'report'])[1 + g % 4] AS kind,
-                (ARRAY['default', 'email', 'images', 'reports'])[1 + g % 4] AS queue) k,
-LATERAL (SELECT CASE WHEN g % 100 = 1 THEN (ARRAY['queued', 'queued', 'queued', 'running', 'retrying'])[1 + g % 5]
+LATERAL (SELECT (ARRAY['noop', 'email', 'image', 'report'])[1 + (g / 7) % 4] AS kind,
+                (ARRAY['default', 'email', 'images', 'reports'])[1 + (g / 7) % 4] AS queue) k,
+LATERAL (SELECT CASE WHEN g % 100 = 1 THEN (ARRAY['queued', 'queued', 'queued', 'running', 'retrying'])[1 + (g / 100) % 5]
                      WHEN g % 50 = 7 THEN 'failed' WHEN g % 200 = 3 THEN 'cancelled'
                      ELSE 'succeeded' END AS status) s
 """
@@ -79,8 +80,9 @@ def seed(url: str, rows: int) -> None:
     db.dispose()
 
 
-def explained(db: Database, call: Any) -> list[tuple[str, float]]:
-    """Run ``call()``, then each statement it sent under EXPLAIN ANALYZE: (first line, ms)."""
+def explained(db: Database, call: Any, repeats: int) -> list[tuple[str, list[float]]]:
+    """Run ``call()``, then each statement it sent ``repeats`` times under EXPLAIN ANALYZE:
+    (its first characters, execution times in ms)."""
     sent: list[tuple[str, Any]] = []
 
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
@@ -94,12 +96,13 @@ def explained(db: Database, call: Any) -> list[tuple[str, float]]:
         event.remove(db.engine, "before_cursor_execute", capture)
     timings = []
     with db.engine.connect() as connection:
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         for statement, parameters in sent:
-            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
-            plan = cursor.fetchone()[0][0]
-            summary = " ".join(statement.split())[:90]
-            timings.append((summary, float(plan["Execution Time"])))
+            times = []
+            for _ in range(repeats):
+                cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
+                times.append(float(cursor.fetchone()[0][0]["Execution Time"]))
+            timings.append((" ".join(statement.split())[:80], times))
     return timings
 
 
@@ -108,6 +111,7 @@ def main() -> None:
     parser.add_argument("--database-url", default=os.environ.get("BENCH_EXPORTER_DATABASE_URL", DEFAULT_URL))
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--scrapes", type=int, default=20)
+    parser.add_argument("--explains", type=int, default=5, help="EXPLAIN ANALYZE runs per statement.")
     parser.add_argument("--reuse", action="store_true", help="Keep the rows already seeded.")
     args = parser.parse_args()
     if not args.reuse:
@@ -121,13 +125,14 @@ def main() -> None:
     store = ExporterStore(db)
     now, grace = datetime.now(UTC), timedelta(seconds=60)
     store.live_figures(NAMESPACE, now, grace)  # a warm pool and cache, as a running exporter has
-    print("\nEXPLAIN ANALYZE, execution time per statement:")
+    print(f"\nEXPLAIN ANALYZE, execution time per statement ({args.explains} runs: median, max):")
     for label, call in (
         ("scrape", lambda: store.live_figures(NAMESPACE, now, grace)),
+        ("scrape", lambda: current_leader(db, NAMESPACE)),
         ("background", lambda: store.final_counts(NAMESPACE)),
     ):
-        for summary, ms in explained(db, call):
-            print(f"  [{label}] {ms:8.1f} ms  {summary}")
+        for summary, times in explained(db, call, args.explains):
+            print(f"  [{label:10}] {statistics.median(times):7.1f} ms {max(times):7.1f} ms  {summary}")
     final = FinalCounts(store, NAMESPACE, every=3600)
     final.start()
     while final.current() is None:
