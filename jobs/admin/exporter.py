@@ -105,6 +105,8 @@ class FinalCounts:
         self.namespace = namespace
         self.every = every
         self._counted: tuple[JobCounts, float] | None = None
+        #: The last count failed (logged once until one succeeds).
+        self._failed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -133,9 +135,12 @@ class FinalCounts:
         while not self._stop.is_set():
             try:
                 self._counted = (self.store.final_counts(self.namespace), time.monotonic())
-            except Exception as exc:
-                self._counted = None
-                logger.warning("counting finished jobs failed: %s", mask_secrets(str(exc)))
+            except Exception as exc:  # any failure: no figures until a count succeeds again
+                if not self._failed:
+                    logger.warning("counting finished jobs failed: %s", mask_secrets(str(exc)))
+                self._counted, self._failed = None, True
+            else:
+                self._failed = False
             self._stop.wait(self.every)
 
 
@@ -157,10 +162,18 @@ class ClusterCollector(Collector):
         self.store = ExporterStore(db)
         self.final = final or FinalCounts(self.store, settings.namespace, options.final_every)
         self._down: set[str] = set()
+        self._lock = threading.Lock()
         #: Seconds the last scrape spent reading each source.
         self.read_seconds: dict[str, float] = {}
 
     def collect(self) -> Iterator[Metric]:
+        # One scrape at a time: two Prometheus servers scraping together read the sources once each,
+        # one after the other, rather than doubling the load at the same moment.
+        with self._lock:
+            metrics = list(self._metrics())
+        yield from metrics
+
+    def _metrics(self) -> Iterator[Metric]:
         # RabbitMQ first: a job still waiting when PostgreSQL is read had its message in RabbitMQ
         # when RabbitMQ was read, so drift never counts a message that was consumed in between.
         rabbit = self._read("rabbitmq", self._read_rabbitmq)
@@ -209,7 +222,7 @@ class ClusterCollector(Collector):
         started = time.perf_counter()
         try:
             value = read()
-        except Exception as exc:
+        except Exception as exc:  # a failing source must not fail the scrape
             if source not in self._down:
                 logger.warning("%s unavailable to the exporter: %s", source, mask_secrets(str(exc)))
             self._down.add(source)
