@@ -230,7 +230,7 @@ class ClusterCollector(Collector):
         finally:
             self.read_seconds[source] = time.perf_counter() - started
         if source in self._down:
-            logger.warning("%s answers the exporter again", source)
+            logger.info("%s answers the exporter again", source)
             self._down.discard(source)
         return value
 
