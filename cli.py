@@ -28,6 +28,7 @@ from console.common import (
 from console.dlq import dlq
 from console.enqueue import enqueue
 from console.exit_codes import EXIT_FAILURE
+from console.exporter import exporter
 from console.gdpr import gdpr
 from console.inspect import artifacts
 from console.jobs import jobs
@@ -88,6 +89,7 @@ main.add_command(scheduler)
 main.add_command(schedule)
 main.add_command(audit)
 main.add_command(gdpr)
+main.add_command(exporter)
 
 
 # ---------------------------------------------------------------- worker
