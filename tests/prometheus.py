@@ -95,7 +95,9 @@ def dashboard_queries(variables: Mapping[str, str] = ALL) -> list[DashboardQuery
     """Every panel target's ``expr``, and every query variable's selector, ready for Prometheus."""
     document = dashboard()
     queries = [
-        DashboardQuery(f"panel {panel['title']!r} target {target['refId']}", substitute(target["expr"], variables))
+        DashboardQuery(
+            f"panel {panel['title']!r} target {target['refId']}", substitute(target["expr"], variables)
+        )
         for panel in panels(document)
         for target in panel.get("targets", [])
     ]

@@ -146,7 +146,9 @@ def test_a_real_prometheus_answers_every_dashboard_query_from_a_live_stack(
         time.sleep(5)  # a few scrapes of the long jobs running and waiting
 
         everything = failed_queries(prometheus, ALL, need_data=True)
-        one_queue = failed_queries(prometheus, {"queue": f"{namespace}.default", "kind": "noop"}, need_data=True)
+        one_queue = failed_queries(
+            prometheus, {"queue": f"{namespace}.default", "kind": "noop"}, need_data=True
+        )
         rules = evaluated_rules(prometheus)
     finally:
         prometheus.scrape("conveyor-worker", [])

@@ -897,7 +897,10 @@ def alert_exprs() -> list[str]:
 def families_in(expr: str) -> set[str]:
     """The metric families an expression reads (a histogram's _bucket/_sum/_count series folded)."""
     names = set(re.findall(r"\bconveyor_[a-z_]+\b", expr))
-    return {re.sub(r"_(bucket|sum|count)$", "", n) if n.endswith(("_bucket", "_sum", "_count")) else n for n in names}
+    return {
+        re.sub(r"_(bucket|sum|count)$", "", n) if n.endswith(("_bucket", "_sum", "_count")) else n
+        for n in names
+    }
 
 
 def _defined_in_code(family: str) -> bool:
@@ -942,13 +945,17 @@ def test_the_dashboard_is_a_grafana_model_on_a_prometheus_variable() -> None:
     ids = [p["id"] for p in panels]
 
     assert document["schemaVersion"] >= 36
-    assert document["uid"] and document["title"]
+    assert document["uid"]
+    assert document["title"]
     assert variables["DS_PROMETHEUS"]["type"] == "datasource"
     assert variables["DS_PROMETHEUS"]["query"] == "prometheus"
     for name in ("queue", "kind"):
         assert variables[name]["type"] == "query"
-        assert re.fullmatch(rf"label_values\(conveyor_\w+(\{{.*\}})?, {name}\)", variables[name]["query"]["query"])
-        assert variables[name]["includeAll"] and variables[name]["allValue"] == ".*"
+        assert re.fullmatch(
+            rf"label_values\(conveyor_\w+(\{{.*\}})?, {name}\)", variables[name]["query"]["query"]
+        )
+        assert variables[name]["includeAll"] is True
+        assert variables[name]["allValue"] == ".*"
     assert len(ids) == len(set(ids))
     for panel in panels:
         if panel["type"] == "row":
@@ -967,7 +974,10 @@ def test_the_dashboard_is_a_grafana_model_on_a_prometheus_variable() -> None:
 
 def _labels_of(expr: str) -> set[str]:
     names = families_in(expr)
-    families = {**{k: ("queue", "kind") for k in REPLICA_FAMILIES}, **{k: ("queue",) for k in EXPORTER_FAMILIES}}
+    families = {
+        **{k: ("queue", "kind") for k in REPLICA_FAMILIES},
+        **{k: ("queue",) for k in EXPORTER_FAMILIES},
+    }
     families["conveyor_email_deliveries_total"] = ()
     families["conveyor_jobs"] = ("queue", "kind")
     for name in ("conveyor_workers_up", "conveyor_scheduler_leader", "conveyor_exporter_up"):
@@ -1006,7 +1016,7 @@ def test_compose_prometheus_scrapes_every_worker_replica_and_the_exporter(tmp_pa
     (workers,) = jobs["conveyor-worker"]["dns_sd_configs"]
 
     # Every replica, through Docker's DNS, on the port its settings open to the network.
-    assert workers["names"] == ["worker"] and workers["type"] == "A"
+    assert (workers["names"], workers["type"]) == (["worker"], "A")
     assert workers["port"] == settings.metrics_port
     assert settings.metrics_host == "0.0.0.0"
     assert jobs["conveyor-exporter"]["static_configs"] == [{"targets": [f"exporter:{exporter['port']}"]}]
@@ -1018,7 +1028,9 @@ def test_compose_prometheus_scrapes_every_worker_replica_and_the_exporter(tmp_pa
 def _bind_mounts(service: dict[str, Any]) -> dict[str, Path]:
     """A Compose service's files from this repository: {path in the container: file here}."""
     pairs = [volume.split(":")[:2] for volume in service["volumes"]]
-    return {target: (COMPOSE_FILE.parent / source).resolve() for source, target in pairs if source.startswith(".")}
+    return {
+        target: (COMPOSE_FILE.parent / source).resolve() for source, target in pairs if source.startswith(".")
+    }
 
 
 def test_compose_monitoring_mounts_the_shipped_files_where_their_configs_look() -> None:
@@ -1035,7 +1047,7 @@ def test_compose_monitoring_mounts_the_shipped_files_where_their_configs_look() 
     assert grafana[f"{provider['options']['path']}/conveyor.json"] == DASHBOARD
     assert any(target.startswith("/etc/grafana/provisioning/dashboards/") for target in grafana)
     assert any(target.startswith("/etc/grafana/provisioning/datasources/") for target in grafana)
-    assert source["type"] == "prometheus" and source["isDefault"] is True
+    assert (source["type"], source["isDefault"]) == ("prometheus", True)
     assert source["url"] == f"http://prometheus:{services['prometheus']['ports'][0].rsplit(':', 1)[1]}"
     for name in ("exporter", "prometheus", "grafana"):
         assert services[name]["profiles"] == ["monitoring"], name
@@ -1076,11 +1088,12 @@ def test_kubernetes_service_monitors_reach_a_metrics_port_of_the_right_pods(comp
     docs = all_manifests()
     monitor = docs["ServiceMonitor", f"conveyor-{component}"]["spec"]
     (endpoint,) = monitor["endpoints"]
-    services = [
-        doc for (kind, _), doc in docs.items()
-        if kind == "Service" and monitor["selector"]["matchLabels"].items() <= doc["metadata"]["labels"].items()
-    ]  # fmt: skip
-    (service,) = services
+    wanted = monitor["selector"]["matchLabels"].items()
+    (service,) = [
+        doc
+        for (kind, _), doc in docs.items()
+        if kind == "Service" and wanted <= doc["metadata"]["labels"].items()
+    ]
     pods = docs["Deployment", f"conveyor-{component}"]["spec"]["template"]["metadata"]["labels"]
     (port,) = [p for p in service["spec"]["ports"] if p["name"] == endpoint["port"]]
     (container,) = pod_spec(docs["Deployment", f"conveyor-{component}"])["containers"]

@@ -32,7 +32,9 @@ def alert_rules() -> list[dict[str, Any]]:
 
 
 def rule_cases() -> list[dict[str, Any]]:
-    return [case for test in yaml.safe_load(RULE_TESTS.read_text())["tests"] for case in test["alert_rule_test"]]
+    return [
+        case for test in yaml.safe_load(RULE_TESTS.read_text())["tests"] for case in test["alert_rule_test"]
+    ]
 
 
 def test_promtool_accepts_the_alert_rules() -> None:
