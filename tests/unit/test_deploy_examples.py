@@ -1103,3 +1103,11 @@ def test_kubernetes_service_monitors_reach_a_metrics_port_of_the_right_pods(comp
     assert port["targetPort"] in {p["name"] for p in container["ports"]}
     if component == "worker":
         assert service["spec"]["clusterIP"] == "None"  # each replica, not one at random
+
+
+def test_every_dashboard_panel_is_explained_on_the_docs_page() -> None:
+    page = (ROOT / "docs" / "operations" / "dashboards-and-alerts.md").read_text()
+
+    for panel in dashboard_panels():
+        heading = f"### {panel['title']}" if panel["type"] == "row" else f"| {panel['title']} |"
+        assert heading in page, panel["title"]

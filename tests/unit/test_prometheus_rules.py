@@ -6,6 +6,7 @@ missing (never a skip).
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.prometheus import ALERTS, tool
+from tests.prometheus import ALERTS, ROOT, tool
 
 RULE_TESTS = ALERTS.with_name("alerts.test.yml")
 SCRAPE_CONFIG = ALERTS.with_name("prometheus.yml")
@@ -87,3 +88,10 @@ def test_promtool_accepts_the_scrape_example_and_the_rules_it_loads() -> None:
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert yaml.safe_load(SCRAPE_CONFIG.read_text())["rule_files"] == [ALERTS.name]
+
+
+def test_every_alert_has_a_section_on_the_docs_page() -> None:
+    page = (ROOT / "docs" / "operations" / "dashboards-and-alerts.md").read_text()
+    headings = set(re.findall(r"^### (Conveyor\w+)$", page, flags=re.MULTILINE))
+
+    assert headings == {rule["alert"] for rule in alert_rules()}
