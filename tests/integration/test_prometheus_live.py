@@ -28,6 +28,7 @@ from tests.smtp import SmtpServer, free_port
 
 pytestmark = pytest.mark.integration
 
+RABBITMQ_API_URL = "http://guest:guest@127.0.0.1:15672"
 #: Worker slots: --processes 2 × --threads 2.
 SLOTS = 4
 #: Long enough to be running, and waiting, while Prometheus scrapes.
@@ -87,7 +88,8 @@ def exporter(service_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     with (tmp_path / "exporter.log").open("wb") as log:  # the log scan reads *.log
         process = subprocess.Popen(
             [sys.executable, str(ROOT / "cli.py"), "exporter", "--port", str(port)],
-            env=service_env,
+            # Unacknowledged counts come from the management API.
+            env={**service_env, "CONVEYOR_RABBITMQ_API_URL": RABBITMQ_API_URL},
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
