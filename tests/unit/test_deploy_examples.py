@@ -856,6 +856,12 @@ REPLICA_FAMILIES = {
     "conveyor_jobs_in_progress": "gauge",
     "conveyor_email_deliveries_total": "counter",
 }
+#: Families a replica adds beyond SPEC §8 (jobs/metrics.py) that the dashboard reads.
+REPLICA_EXTRAS = {
+    "conveyor_worker_threads": "gauge",
+    "conveyor_worker_threads_busy": "gauge",
+    "conveyor_store_write_seconds": "histogram",
+}
 EXPORTER_FAMILIES = {
     name: "gauge"
     for name in [
@@ -917,7 +923,7 @@ def _defined_in_code(family: str) -> bool:
 def test_the_dashboard_and_the_alerts_read_only_metrics_conveyor_defines(source: str) -> None:
     exprs = dashboard_exprs() if source == "dashboard" else alert_exprs()
     used = set().union(*(families_in(expr) for expr in exprs))
-    known = {**REPLICA_FAMILIES, **EXPORTER_FAMILIES}
+    known = {**REPLICA_FAMILIES, **REPLICA_EXTRAS, **EXPORTER_FAMILIES}
 
     assert used, source
     assert used <= set(known), sorted(used - set(known))
@@ -926,7 +932,7 @@ def test_the_dashboard_and_the_alerts_read_only_metrics_conveyor_defines(source:
             assert all(f"{name}_bucket" in e or f"{name}_sum" in e or f"{name}_count" in e
                        for e in exprs if name in e), name  # fmt: skip
     # Once the code serves a server's families (replica or exporter), it serves every one used.
-    for families in (REPLICA_FAMILIES, EXPORTER_FAMILIES):
+    for families in ({**REPLICA_FAMILIES, **REPLICA_EXTRAS}, EXPORTER_FAMILIES):
         defined = {name for name in families if _defined_in_code(name)}
         if defined:
             assert used & set(families) <= defined, sorted(used & set(families) - defined)
@@ -977,6 +983,7 @@ def _labels_of(expr: str) -> set[str]:
     families = {
         **{k: ("queue", "kind") for k in REPLICA_FAMILIES},
         **{k: ("queue",) for k in EXPORTER_FAMILIES},
+        **{k: () for k in REPLICA_EXTRAS},
     }
     families["conveyor_email_deliveries_total"] = ()
     families["conveyor_jobs"] = ("queue", "kind")
@@ -1021,7 +1028,7 @@ def test_compose_prometheus_scrapes_every_worker_replica_and_the_exporter(tmp_pa
     assert settings.metrics_host == "0.0.0.0"
     assert jobs["conveyor-exporter"]["static_configs"] == [{"targets": [f"exporter:{exporter['port']}"]}]
     assert exporter["host"] == "0.0.0.0"
-    assert "9400/healthz" in " ".join(services["worker"]["healthcheck"]["test"])
+    assert "9464/healthz" in " ".join(services["worker"]["healthcheck"]["test"])
     assert str(settings.metrics_port) in " ".join(services["worker"]["healthcheck"]["test"])
 
 
