@@ -32,7 +32,7 @@ RABBITMQ_API_URL = "http://guest:guest@127.0.0.1:15672"
 #: Worker slots: --processes 2 × --threads 2.
 SLOTS = 4
 #: Long enough to be running, and waiting, while Prometheus scrapes.
-LONG_JOB = 15
+LONG_JOB = 8
 
 
 def alert_names() -> set[str]:
