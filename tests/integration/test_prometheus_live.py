@@ -127,21 +127,22 @@ def run_jobs_of_every_fate(client: Client, job_store: JobStore) -> None:
 
 def test_a_real_prometheus_answers_every_dashboard_query_from_a_live_stack(
     prometheus: Prometheus,
+    smtp: SmtpServer,  # before the worker, so that it stops after the worker let go of it
     start_worker: WorkerProcess.Factory,
     exporter: str,
-    smtp: SmtpServer,
     client: Client,
     job_store: JobStore,
     namespace: str,
 ) -> None:
     metrics_port = free_port()
-    worker = start_worker(
-        "--processes", "2", "--threads", "2", "--metrics-port", str(metrics_port),
-        env={"CONVEYOR_SMTP_URL": smtp.url},
-    )  # fmt: skip
+    # Targets first: Prometheus applies new ones every few seconds, meanwhile the worker starts.
     prometheus.scrape("conveyor-worker", [f"127.0.0.1:{metrics_port}"])
     prometheus.scrape("conveyor-exporter", [exporter])
     try:
+        start_worker(
+            "--processes", "2", "--threads", "2", "--metrics-port", str(metrics_port),
+            env={"CONVEYOR_SMTP_URL": smtp.url},
+        )  # fmt: skip
         prometheus.wait_for_scrapes("conveyor-worker", 1)
         prometheus.wait_for_scrapes("conveyor-exporter", 1)
         run_jobs_of_every_fate(client, job_store)
@@ -155,7 +156,6 @@ def test_a_real_prometheus_answers_every_dashboard_query_from_a_live_stack(
     finally:
         prometheus.scrape("conveyor-worker", [])
         prometheus.scrape("conveyor-exporter", [])
-        worker.terminate()
 
     assert everything == []
     assert one_queue == []
