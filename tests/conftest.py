@@ -24,6 +24,9 @@ from tests.helpers import WorkerProcess, queue_names, secret
 
 # The log scan (tests/logscan.py) for every test: autouse fixtures, active wherever they are imported.
 from tests.logscan import _log_scan_attached, log_scan  # noqa: F401
+
+# A real Prometheus for the session (tests/prometheus.py), started by the first test that asks.
+from tests.prometheus import prometheus  # noqa: F401
 from tests.tls import TlsServices, running_tls_services
 
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"

@@ -38,6 +38,17 @@ LATENCY_SCRIPT = KUBERNETES / "queue-latency-metric.sh"
 UNITS = ["conveyor-worker@.service", "conveyor-scheduler.service", "conveyor-migrate.service"]
 MANIFESTS = sorted(KUBERNETES.glob("*.yaml"))
 INSTALLED_CONVEYOR = "/opt/conveyor/bin/conveyor"
+PROMETHEUS = DEPLOY / "prometheus"
+GRAFANA = DEPLOY / "grafana"
+DASHBOARD = GRAFANA / "conveyor.json"
+MONITORING_FILES = [
+    PROMETHEUS / "prometheus.yml",
+    PROMETHEUS / "alerts.yml",
+    PROMETHEUS / "alerts.test.yml",
+    DASHBOARD,
+    GRAFANA / "provisioning" / "datasources.yml",
+    GRAFANA / "provisioning" / "dashboards.yml",
+]
 
 # ---------------------------------------------------------------- helpers
 
@@ -470,6 +481,8 @@ _SPEC_KEYS = {
     "ScaledObject": {"scaleTargetRef", "pollingInterval", "cooldownPeriod", "initialCooldownPeriod",
                      "idleReplicaCount", "minReplicaCount", "maxReplicaCount", "fallback", "advanced",
                      "triggers"},
+    "ServiceMonitor": {"selector", "endpoints", "namespaceSelector", "jobLabel", "targetLabels",
+                       "podTargetLabels", "sampleLimit"},
 }  # fmt: skip
 _POD_KEYS = {
     "containers", "initContainers", "volumes", "restartPolicy", "terminationGracePeriodSeconds",
@@ -738,6 +751,7 @@ def test_the_deploy_readme_covers_every_example() -> None:
         COMPOSE_FILE,
         *MANIFESTS,
         LATENCY_SCRIPT,
+        *MONITORING_FILES,
     ]
 
     for path in shipped:
@@ -830,3 +844,277 @@ def test_kubernetes_pods_mount_the_ca_files_their_urls_name() -> None:
 def test_the_compose_stack_on_one_host_says_how_to_turn_tls_on() -> None:
     # One Docker host: the services talk over Compose's private network; the file points to TLS.
     assert "docs/security/tls.md" in COMPOSE_FILE.read_text()
+
+
+# ---------------------------------------------------------------- monitoring
+
+#: The metric families Conveyor defines (SPEC §8 and issue 17), by who serves them.
+REPLICA_FAMILIES = {
+    "conveyor_job_attempts_finished_total": "counter",
+    "conveyor_job_run_seconds": "histogram",
+    "conveyor_job_queue_wait_seconds": "histogram",
+    "conveyor_jobs_in_progress": "gauge",
+    "conveyor_email_deliveries_total": "counter",
+}
+#: Families a replica adds beyond SPEC §8 (jobs/metrics.py) that the dashboard reads.
+REPLICA_EXTRAS = {
+    "conveyor_worker_threads": "gauge",
+    "conveyor_worker_threads_busy": "gauge",
+    "conveyor_store_write_seconds": "histogram",
+}
+EXPORTER_FAMILIES = {
+    name: "gauge"
+    for name in [
+        "conveyor_queue_messages_ready",
+        "conveyor_queue_messages_unacked",
+        "conveyor_queue_consumers",
+        "conveyor_queue_oldest_wait_seconds",
+        "conveyor_dead_letters",
+        "conveyor_delayed_jobs",
+        "conveyor_jobs",
+        "conveyor_running_oldest_seconds",
+        "conveyor_workers_up",
+        "conveyor_scheduler_leader",
+        "conveyor_jobs_drift",
+        "conveyor_exporter_up",
+    ]
+}
+_SOURCE_FOLDERS = ("jobs", "workers", "console")
+
+
+def dashboard() -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return document
+
+
+def dashboard_panels() -> list[dict[str, Any]]:
+    return [p for top in dashboard()["panels"] for p in [top, *top.get("panels", [])]]
+
+
+def dashboard_exprs() -> list[str]:
+    return [target["expr"] for panel in dashboard_panels() for target in panel.get("targets", [])]
+
+
+def alert_exprs() -> list[str]:
+    groups = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]
+    return [str(rule["expr"]) for group in groups for rule in group["rules"]]
+
+
+def families_in(expr: str) -> set[str]:
+    """The metric families an expression reads (a histogram's _bucket/_sum/_count series folded)."""
+    names = set(re.findall(r"\bconveyor_[a-z_]+\b", expr))
+    return {
+        re.sub(r"_(bucket|sum|count)$", "", n) if n.endswith(("_bucket", "_sum", "_count")) else n
+        for n in names
+    }
+
+
+def _defined_in_code(family: str) -> bool:
+    # Named in full in a string literal; prometheus_client adds `_total` to a counter's name.
+    name = family.removesuffix("_total")
+    return any(
+        re.search(rf"[\"']{re.escape(name)}(_total)?[\"']", path.read_text())
+        for folder in _SOURCE_FOLDERS
+        for path in (ROOT / folder).rglob("*.py")
+    )
+
+
+@pytest.mark.parametrize("source", ["dashboard", "alerts"])
+def test_the_dashboard_and_the_alerts_read_only_metrics_conveyor_defines(source: str) -> None:
+    exprs = dashboard_exprs() if source == "dashboard" else alert_exprs()
+    used = set().union(*(families_in(expr) for expr in exprs))
+    known = {**REPLICA_FAMILIES, **REPLICA_EXTRAS, **EXPORTER_FAMILIES}
+
+    assert used, source
+    assert used <= set(known), sorted(used - set(known))
+    for name in used:
+        if known[name] == "histogram":
+            assert all(f"{name}_bucket" in e or f"{name}_sum" in e or f"{name}_count" in e
+                       for e in exprs if name in e), name  # fmt: skip
+    # Once the code serves a server's families (replica or exporter), it serves every one used.
+    for families in ({**REPLICA_FAMILIES, **REPLICA_EXTRAS}, EXPORTER_FAMILIES):
+        defined = {name for name in families if _defined_in_code(name)}
+        if defined:
+            assert used & set(families) <= defined, sorted(used & set(families) - defined)
+
+
+def test_the_dashboard_shows_every_metric_family() -> None:
+    used = set().union(*(families_in(expr) for expr in dashboard_exprs()))
+
+    assert set(REPLICA_FAMILIES) | set(EXPORTER_FAMILIES) <= used
+
+
+def test_the_dashboard_is_a_grafana_model_on_a_prometheus_variable() -> None:
+    document = dashboard()
+    variables = {v["name"]: v for v in document["templating"]["list"]}
+    panels = dashboard_panels()
+    ids = [p["id"] for p in panels]
+
+    assert document["schemaVersion"] >= 36
+    assert document["uid"]
+    assert document["title"]
+    assert variables["DS_PROMETHEUS"]["type"] == "datasource"
+    assert variables["DS_PROMETHEUS"]["query"] == "prometheus"
+    for name in ("queue", "kind"):
+        assert variables[name]["type"] == "query"
+        assert re.fullmatch(
+            rf"label_values\(conveyor_\w+(\{{.*\}})?, {name}\)", variables[name]["query"]["query"]
+        )
+        assert variables[name]["includeAll"] is True
+        assert variables[name]["allValue"] == ".*"
+    assert len(ids) == len(set(ids))
+    for panel in panels:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}, panel["title"]
+        assert panel["targets"], panel["title"]
+        assert panel["description"], panel["title"]
+        refs = [t["refId"] for t in panel["targets"]]
+        assert len(refs) == len(set(refs)), panel["title"]
+        # Every query with a queue or kind label honours the variable.
+        for expr in (t["expr"] for t in panel["targets"]):
+            for label in ("queue", "kind"):
+                if label in _labels_of(expr):
+                    assert f'{label}=~"${label}"' in expr, (panel["title"], expr)
+
+
+def _labels_of(expr: str) -> set[str]:
+    names = families_in(expr)
+    families = {
+        **{k: ("queue", "kind") for k in REPLICA_FAMILIES},
+        **{k: ("queue",) for k in EXPORTER_FAMILIES},
+        **{k: () for k in REPLICA_EXTRAS},
+    }
+    families["conveyor_email_deliveries_total"] = ()
+    families["conveyor_jobs"] = ("queue", "kind")
+    for name in ("conveyor_workers_up", "conveyor_scheduler_leader", "conveyor_exporter_up"):
+        families[name] = ()
+    return {label for name in names for label in families[name]}
+
+
+def test_the_dashboard_panels_do_not_overlap() -> None:
+    cells: dict[tuple[int, int], str] = {}
+    for panel in dashboard()["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[x, y]}"
+                cells[x, y] = panel["title"]
+
+
+def _exporter_params(argv: list[str], tmp_path: Path) -> dict[str, Any]:
+    """``conveyor exporter …`` parsed by the real command; by its SPEC form (§8) until it exists."""
+    if "exporter" in main.commands:
+        path, params = conveyor_params(argv, tmp_path)
+        assert path == "exporter"
+        return params
+    match = re.fullmatch(r"exporter --host (\S+) --port (\d+)", " ".join(argv))
+    assert match is not None, argv
+    return {"host": match.group(1), "port": int(match.group(2))}
+
+
+def test_compose_prometheus_scrapes_every_worker_replica_and_the_exporter(tmp_path: Path) -> None:
+    services = compose()["services"]
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    settings = Settings.from_env(_compose_settings())
+    exporter = _exporter_params(services["exporter"]["command"], tmp_path)
+    (workers,) = jobs["conveyor-worker"]["dns_sd_configs"]
+
+    # Every replica, through Docker's DNS, on the port its settings open to the network.
+    assert (workers["names"], workers["type"]) == (["worker"], "A")
+    assert workers["port"] == settings.metrics_port
+    assert settings.metrics_host == "0.0.0.0"
+    assert jobs["conveyor-exporter"]["static_configs"] == [{"targets": [f"exporter:{exporter['port']}"]}]
+    assert exporter["host"] == "0.0.0.0"
+    assert "9464/healthz" in " ".join(services["worker"]["healthcheck"]["test"])
+    assert str(settings.metrics_port) in " ".join(services["worker"]["healthcheck"]["test"])
+
+
+def _bind_mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """A Compose service's files from this repository: {path in the container: file here}."""
+    pairs = [volume.split(":")[:2] for volume in service["volumes"]]
+    return {
+        target: (COMPOSE_FILE.parent / source).resolve() for source, target in pairs if source.startswith(".")
+    }
+
+
+def test_compose_monitoring_mounts_the_shipped_files_where_their_configs_look() -> None:
+    services = compose()["services"]
+    prometheus, grafana = (_bind_mounts(services[name]) for name in ("prometheus", "grafana"))
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards.yml").read_text())["providers"][0]
+    (source,) = yaml.safe_load((GRAFANA / "provisioning" / "datasources.yml").read_text())["datasources"]
+
+    assert prometheus == {
+        "/etc/prometheus/prometheus.yml": PROMETHEUS / "prometheus.yml",
+        **{f"/etc/prometheus/{name}": PROMETHEUS / name for name in config["rule_files"]},
+    }
+    assert grafana[f"{provider['options']['path']}/conveyor.json"] == DASHBOARD
+    assert any(target.startswith("/etc/grafana/provisioning/dashboards/") for target in grafana)
+    assert any(target.startswith("/etc/grafana/provisioning/datasources/") for target in grafana)
+    assert (source["type"], source["isDefault"]) == ("prometheus", True)
+    assert source["url"] == f"http://prometheus:{services['prometheus']['ports'][0].rsplit(':', 1)[1]}"
+    for name in ("exporter", "prometheus", "grafana"):
+        assert services[name]["profiles"] == ["monitoring"], name
+
+
+def _container_env(container: dict[str, Any]) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container.get("env", [])}
+
+
+def test_kubernetes_workers_serve_metrics_and_are_ready_on_healthz() -> None:
+    (container,) = pod_spec(all_manifests()["Deployment", "conveyor-worker"])["containers"]
+    settings = Settings.from_env({**_kubernetes_settings(), **_container_env(container)})
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    probe = container["readinessProbe"]["httpGet"]
+
+    assert settings.metrics_port == ports["metrics"]
+    assert settings.metrics_host == "0.0.0.0"
+    assert (probe["path"], probe["port"]) == ("/healthz", "metrics")
+
+
+def test_kubernetes_exporter_serves_the_port_its_service_and_probe_name(tmp_path: Path) -> None:
+    docs = all_manifests()
+    deployment = docs["Deployment", "conveyor-exporter"]
+    (container,) = pod_spec(deployment)["containers"]
+    params = _exporter_params(container["args"], tmp_path)
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    (service_port,) = docs["Service", "conveyor-exporter"]["spec"]["ports"]
+
+    assert deployment["spec"]["replicas"] == 1  # one per namespace: a second doubles the queries
+    assert "command" not in container
+    assert (params["host"], params["port"]) == ("0.0.0.0", ports["metrics"])
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert service_port["targetPort"] == "metrics"
+
+
+@pytest.mark.parametrize("component", ["worker", "exporter"])
+def test_kubernetes_service_monitors_reach_a_metrics_port_of_the_right_pods(component: str) -> None:
+    docs = all_manifests()
+    monitor = docs["ServiceMonitor", f"conveyor-{component}"]["spec"]
+    (endpoint,) = monitor["endpoints"]
+    wanted = monitor["selector"]["matchLabels"].items()
+    (service,) = [
+        doc
+        for (kind, _), doc in docs.items()
+        if kind == "Service" and wanted <= doc["metadata"]["labels"].items()
+    ]
+    pods = docs["Deployment", f"conveyor-{component}"]["spec"]["template"]["metadata"]["labels"]
+    (port,) = [p for p in service["spec"]["ports"] if p["name"] == endpoint["port"]]
+    (container,) = pod_spec(docs["Deployment", f"conveyor-{component}"])["containers"]
+
+    assert endpoint["path"] == "/metrics"
+    assert service["spec"]["selector"].items() <= pods.items()
+    assert port["targetPort"] in {p["name"] for p in container["ports"]}
+    if component == "worker":
+        assert service["spec"]["clusterIP"] == "None"  # each replica, not one at random
+
+
+def test_every_dashboard_panel_is_explained_on_the_docs_page() -> None:
+    page = (ROOT / "docs" / "operations" / "dashboards-and-alerts.md").read_text()
+
+    for panel in dashboard_panels():
+        heading = f"### {panel['title']}" if panel["type"] == "row" else f"| {panel['title']} |"
+        assert heading in page, panel["title"]
