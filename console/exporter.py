@@ -8,7 +8,7 @@ from types import FrameType
 
 import click
 
-from console.common import AppState, Seconds, err, fail
+from console.common import AppState, Seconds, banner, fail
 from console.exit_codes import EXIT_USAGE
 from jobs.admin.exporter import ClusterCollector, ExporterOptions, make_exporter_server
 from jobs.errors import SettingsError
@@ -73,7 +73,7 @@ def exporter(state: AppState, host: str | None, port: int, drift_grace: float, f
             "conveyor exporter reads queues through RabbitMQ's management API: set CONVEYOR_RABBITMQ_API_URL "
             "(e.g. http://guest:guest@127.0.0.1:15672)"
         )
-    configure_logging(logging.INFO)
+    configure_logging(logging.INFO, settings.log_format)
     options = ExporterOptions(drift_grace=drift_grace, final_every=final_every)
     collector = ClusterCollector(settings, state.database, redis_client(settings.redis_url), options)
     address = host or settings.metrics_host
@@ -83,10 +83,10 @@ def exporter(state: AppState, host: str | None, port: int, drift_grace: float, f
         fail(f"cannot serve on {address}:{port}: {exc.strerror or exc}", EXIT_USAGE)
     collector.final.start()
     bound = server.server_address[1]
-    err.print(
+    banner(
+        settings,
         f"conveyor exporter: namespace {settings.namespace}, serving http://{address}:{bound}/metrics "
         f"and /healthz",
-        markup=False,
     )
     signal.signal(signal.SIGTERM, _stop)
     try:
