@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import sys
@@ -125,6 +126,14 @@ main.add_command(gdpr)
     metavar="MODULE",
     help="Import MODULE first (repeatable): it may register job kinds of its own with jobs.kinds.register.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    metavar="PORT",
+    help="Serve /metrics and /healthz of this replica on PORT (env CONVEYOR_METRICS_PORT; "
+    "bind address CONVEYOR_METRICS_HOST, default 127.0.0.1).",
+)
 @click.pass_obj
 def worker(
     state: AppState,
@@ -133,6 +142,7 @@ def worker(
     queues: str,
     shutdown_timeout: float,
     modules: tuple[str, ...],
+    metrics_port: int | None,
 ) -> None:
     """Run one worker replica; start more, on any host, to scale out.
 
@@ -142,6 +152,8 @@ def worker(
     for module in modules:
         _include(module)
     settings = state.settings
+    if metrics_port is not None:
+        settings = dataclasses.replace(settings, metrics_port=metrics_port)
     if settings.is_embedded:
         raise SettingsError("conveyor worker needs RabbitMQ: memory:// lives inside one process (try `demo`)")
     queue_names = resolve_queues(settings, queues.split(","))
