@@ -16,6 +16,7 @@ No label carries a job id: a label value per job would make a series per job.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,13 +141,20 @@ FAMILIES: tuple[Family, ...] = (
 
 
 class _Live:
-    """The ``prometheus_client`` objects of this process, by family name."""
+    """The ``prometheus_client`` objects of this process, by family name, and what its jobs
+    count between two ticks."""
 
     def __init__(self, directory: str | None) -> None:
         import prometheus_client as prom  # after the fork: the multiprocess value class
 
         self.directory = directory
         self.objects: dict[str, Any] = {}
+        # Each write of a multiprocess value takes one process-wide lock: the hot path keeps to
+        # three writes per attempt, its labelled children looked up once, and the gauges are
+        # counted here and written once a second (:func:`tick`).
+        self.children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
+        self.running: dict[tuple[str, str], int] = {}
+        self.lock = threading.Lock()
         registry = prom.CollectorRegistry(auto_describe=True)
         for family in FAMILIES:
             name = family.name.removesuffix("_total")
@@ -161,6 +169,18 @@ class _Live:
                 mode: Any = family.multiprocess_mode  # checked by the unit test of the families
                 self.objects[family.name] = prom.Gauge(name, family.help, multiprocess_mode=mode, **common)
         self.registry = registry
+
+    def attempt(self, queue: str, kind: str, outcome: str) -> tuple[Any, Any, Any]:
+        """The counter, run-time and wait children of an attempt's labels."""
+        found = self.children.get((queue, kind, outcome))
+        if found is None:  # two threads may both get here: labels() gives both the same children
+            found = (
+                self.objects["conveyor_job_attempts_finished_total"].labels(queue, kind, outcome),
+                self.objects["conveyor_job_run_seconds"].labels(queue, kind),
+                self.objects["conveyor_job_queue_wait_seconds"].labels(queue, kind),
+            )
+            self.children[(queue, kind, outcome)] = found
+        return found
 
 
 _live: _Live | None = None
@@ -200,19 +220,19 @@ def attempt_finished(queue: str, kind: str, outcome: str, run_seconds: float, wa
     """One attempt ended in this process, with ``outcome``."""
     if _live is None:
         return
-    _get("conveyor_job_attempts_finished_total").labels(queue, kind, outcome).inc()
-    _get("conveyor_job_run_seconds").labels(queue, kind).observe(max(run_seconds, 0.0))
-    _get("conveyor_job_queue_wait_seconds").labels(queue, kind).observe(max(wait_seconds, 0.0))
+    finished, run, wait = _live.attempt(queue, kind, outcome)
+    finished.inc()
+    run.observe(max(run_seconds, 0.0))
+    wait.observe(max(wait_seconds, 0.0))
 
 
 def in_progress(queue: str, kind: str, change: int) -> None:
-    if _live is not None:
-        _get("conveyor_jobs_in_progress").labels(queue, kind).inc(change)
-
-
-def threads_busy(change: int) -> None:
-    if _live is not None:
-        _get("conveyor_worker_threads_busy").inc(change)
+    """A worker thread took (+1) or let go of (-1) a message of ``queue`` and ``kind``; the
+    gauges are written at the next :func:`tick`."""
+    if _live is None:
+        return
+    with _live.lock:
+        _live.running[(queue, kind)] = _live.running.get((queue, kind), 0) + change
 
 
 def worker_threads(threads: int) -> None:
@@ -260,10 +280,16 @@ def store_batch_written(size: int, seconds: float) -> None:
         _get("conveyor_store_write_batch_size").observe(size)
 
 
-def consuming(attached: bool) -> None:
-    """Called every second by a worker process: whether all its consumers are attached."""
+def tick(attached: bool) -> None:
+    """Called every second by a worker process, with whether all its consumers are attached:
+    writes the gauges and the process's health report."""
     if _live is None:
         return
+    with _live.lock:
+        running = dict(_live.running)
+    for labels, count in running.items():
+        _get("conveyor_jobs_in_progress").labels(*labels).set(count)
+    _get("conveyor_worker_threads_busy").set(sum(running.values()))
     _get("conveyor_worker_consuming").set(1 if attached else 0)
     if _live.directory is not None:
         path = Path(_live.directory, HEALTH_FILE.format(pid=os.getpid()))

@@ -124,7 +124,7 @@ def run_worker_process(
         ", ".join(sorted(queues or stack.broker.get_declared_queues())),
     )
     while not signals.graceful.wait(1.0):
-        metrics.consuming(not watchdog.stalled_queues())
+        metrics.tick(not watchdog.stalled_queues())
         stalled = watchdog.expired()
         if stalled:
             logger.error(

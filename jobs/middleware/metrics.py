@@ -35,7 +35,6 @@ class Metrics(Middleware):
         metrics.worker_threads(worker.worker_threads)
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        metrics.threads_busy(1)
         kind = ACTOR_KINDS.get(message.actor_name)
         labels = (q_name(message.queue_name), kind.name if kind else message.actor_name)
         setattr(message, _COUNTED, labels)
@@ -62,7 +61,6 @@ class Metrics(Middleware):
             return
         delattr(message, _COUNTED)
         metrics.in_progress(*labels, -1)
-        metrics.threads_busy(-1)
         attempt = attempt_of(message)
         if attempt is None or attempt.outcome is None:
             return

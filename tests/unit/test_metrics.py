@@ -67,7 +67,7 @@ def test_every_family_is_described_on_the_metrics_page() -> None:
 def test_hooks_cost_nothing_and_import_nothing_while_metrics_are_off() -> None:
     metrics.disable()
     metrics.attempt_finished("q", "noop", "succeeded", 0.1, 0.1)
-    metrics.consuming(True)
+    metrics.tick(True)
 
     assert metrics.registry() is None
 
@@ -111,6 +111,7 @@ def test_the_middleware_counts_each_recorded_attempt_by_outcome(stack: WorkerSta
     eventually(lambda: counted() == {"succeeded": 4.0, "retrying": 1.0, "failed": 1.0}, timeout=5)
     assert registry.get_sample_value("conveyor_job_run_seconds_count", labels) == 6
     assert registry.get_sample_value("conveyor_job_queue_wait_seconds_count", labels) == 6
+    metrics.tick(True)  # what a worker process does every second
     assert registry.get_sample_value("conveyor_jobs_in_progress", labels) == 0
     assert registry.get_sample_value("conveyor_messages_dead_lettered_total", {"queue": "unit.default"}) == 1
     assert registry.get_sample_value("conveyor_worker_threads", {}) == 2
