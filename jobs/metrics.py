@@ -149,9 +149,9 @@ class _Live:
 
         self.directory = directory
         self.objects: dict[str, Any] = {}
-        # Each write of a multiprocess value takes one process-wide lock: the hot path keeps to
-        # three writes per attempt, its labelled children looked up once, and the gauges are
-        # counted here and written once a second (:func:`tick`).
+        # Each write of a multiprocess value takes one process-wide lock: an attempt makes five
+        # (its counter, a sum and a bucket of each histogram), its labelled children looked up
+        # once; the gauges are counted here and written once a second (:func:`tick`).
         self.children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
         self.running: dict[tuple[str, str], int] = {}
         self.lock = threading.Lock()
