@@ -24,6 +24,7 @@ from jobs.store import Database
 from producers import Client
 from tests.helpers import WorkerProcess, eventually
 from tests.proxy import TcpProxy
+from tests.smtp import SmtpServer
 
 pytestmark = pytest.mark.integration
 
@@ -214,3 +215,29 @@ def test_healthz_answers_200_while_the_replica_consumes_and_503_while_rabbitmq_i
         eventually(lambda: get(port, "/healthz")[0] == 200, timeout=60)
     finally:
         proxy.cut()
+
+
+def test_email_deliveries_and_the_rate_limit_wait_are_counted(
+    client: Client, start_worker: WorkerProcess.Factory
+) -> None:
+    smtp = SmtpServer().start()
+    try:
+        smtp.handler.behaviour.data_replies = ["451 4.3.0 try again later"]
+        port = free_port()
+        env = {"CONVEYOR_SMTP_URL": smtp.url, "CONVEYOR_EMAIL_RATE": "100/s"}
+        worker = start_worker("--processes", "1", "--threads", "2", "--metrics-port", str(port), env=env)
+        retried = client.send_email(
+            "ada@example.com", "welcome", {"name": "Ada"}, min_backoff=0.1, max_backoff=0.2
+        )
+        retried.wait(timeout=30)
+        client.send_email("bob@example.com", "welcome", {"name": "Bob"}).wait(timeout=30)
+
+        samples = poll(
+            lambda: scrape(port), lambda s: sum(by(s, "conveyor_email_deliveries_total").values()) == 3
+        )
+        assert by(samples, "conveyor_email_deliveries_total", "outcome") == {("sent",): 2, ("failed",): 1}
+        assert samples[("conveyor_email_rate_limit_wait_seconds_count", frozenset())] == 3
+        assert len(smtp.received) == 2
+        worker.terminate()  # before the server it sends to
+    finally:
+        smtp.stop()
