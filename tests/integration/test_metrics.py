@@ -16,10 +16,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+import dramatiq
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
+from jobs.broker import build_broker
+from jobs.settings import Settings
 from jobs.store import Database
 from producers import Client
 from tests.helpers import WorkerProcess, eventually
@@ -241,3 +244,25 @@ def test_email_deliveries_and_the_rate_limit_wait_are_counted(
         worker.terminate()  # before the server it sends to
     finally:
         smtp.stop()
+
+
+def test_a_copy_of_a_finished_jobs_message_is_counted_as_a_skipped_duplicate(
+    client: Client, settings: Settings, start_worker: WorkerProcess.Factory
+) -> None:
+    port = free_port()
+    start_worker("--processes", "1", "--threads", "2", "--metrics-port", str(port))
+    job = client.enqueue("noop")
+    job.wait(timeout=20)
+
+    broker = build_broker(settings)  # a second copy of its message: a redelivery, a re-published enqueue
+    queue = settings.queue_name("default")
+    broker.enqueue(
+        dramatiq.Message(
+            queue_name=queue, actor_name="noop", args=(), kwargs={}, options={}, message_id=job.id
+        )
+    )
+    broker.close()
+
+    samples = poll(lambda: scrape(port), lambda s: bool(by(s, "conveyor_duplicate_deliveries_skipped_total")))
+    assert by(samples, "conveyor_duplicate_deliveries_skipped_total", "queue", "kind") == {(queue, "noop"): 1}
+    assert by(samples, "conveyor_job_attempts_finished_total", "outcome") == {("succeeded",): 1}
