@@ -41,6 +41,8 @@ RESTART_DELAY_MIN = 0.5
 RESTART_DELAY_MAX = 30.0
 #: Seconds a process must live to count as healthy again.
 HEALTHY_AFTER = 10.0
+#: Exit code when the metrics port cannot be bound (in use, or a host this machine does not have).
+EXIT_NO_METRICS_PORT = 2
 
 
 def _child_main(
@@ -118,7 +120,8 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._request_stop)
         logger.info("replica %s: starting %d worker processes", self.replica["replica_id"], self.processes)
         try:
-            self._start_metrics()
+            if not self._start_metrics():
+                return EXIT_NO_METRICS_PORT
             for _ in range(self.processes):
                 self._spawn()
             while self.children:
@@ -129,16 +132,27 @@ class Supervisor:
         logger.info("all worker processes stopped")
         return 0
 
-    def _start_metrics(self) -> None:
-        if self.settings.metrics_port is None:
-            return
+    def _start_metrics(self) -> bool:
+        """Serve ``/metrics`` and ``/healthz`` when a port is set; False when it cannot be bound."""
+        host, port = self.settings.metrics_host, self.settings.metrics_port
+        if port is None:
+            return True
         from workers.metrics_server import MetricsDirectory, MetricsServer  # only with an endpoint
 
         self.metrics_dir = MetricsDirectory()
-        self.metrics_server = MetricsServer(
-            self.settings.metrics_host, self.settings.metrics_port, self.metrics_dir, self.health
-        )
+        try:
+            self.metrics_server = MetricsServer(host, port, self.metrics_dir, self.health)
+        except OSError as exc:
+            logger.error(
+                "cannot serve metrics on %s:%d (%s): exiting with code %d",
+                host,
+                port,
+                exc,
+                EXIT_NO_METRICS_PORT,
+            )
+            return False
         self.metrics_server.start()
+        return True
 
     def _stop_metrics(self) -> None:
         if self.metrics_server is not None:

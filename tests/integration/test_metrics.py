@@ -25,7 +25,7 @@ from jobs.broker import build_broker
 from jobs.settings import Settings
 from jobs.store import Database
 from producers import Client
-from tests.helpers import WorkerProcess, eventually
+from tests.helpers import WorkerProcess, eventually, run_cli
 from tests.proxy import TcpProxy
 from tests.smtp import SmtpServer
 
@@ -266,3 +266,15 @@ def test_a_copy_of_a_finished_jobs_message_is_counted_as_a_skipped_duplicate(
     samples = poll(lambda: scrape(port), lambda s: bool(by(s, "conveyor_duplicate_deliveries_skipped_total")))
     assert by(samples, "conveyor_duplicate_deliveries_skipped_total", "queue", "kind") == {(queue, "noop"): 1}
     assert by(samples, "conveyor_job_attempts_finished_total", "outcome") == {("succeeded",): 1}
+
+
+def test_a_metrics_port_in_use_stops_the_worker_with_a_clear_error(service_env: dict[str, str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run_cli("worker", "--processes", "1", "--metrics-port", str(port), env=service_env)
+
+    assert result.returncode == 2
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr
+    assert " ready: " not in result.stderr  # no worker process was started
