@@ -13,13 +13,17 @@ import pytest
 
 from jobs import metrics
 from jobs.errors import JobFailed
+from jobs.middleware import Lifecycle
+from jobs.middleware.metrics import Metrics
 from jobs.settings import Settings
+from jobs.store import AttemptStore, Database, WorkerIdentity
 from jobs.store.migrate import ensure_database, upgrade
 from producers import Client
 from tests.helpers import eventually
-from workers.runtime import WorkerStack, build_worker_stack
+from workers.runtime import WorkerStack, build_worker_stack, worker_middleware
 
 ROOT = Path(__file__).resolve().parents[2]
+IDENTITY = WorkerIdentity(worker_id="unit:1:abc", host="unit", pid=1)
 
 #: SPEC §8: the required families, their types and labels, exactly.
 REQUIRED = {
@@ -116,3 +120,13 @@ def test_the_middleware_counts_each_recorded_attempt_by_outcome(stack: WorkerSta
     assert registry.get_sample_value("conveyor_messages_dead_lettered_total", {"queue": "unit.default"}) == 1
     assert registry.get_sample_value("conveyor_worker_threads", {}) == 2
     assert registry.get_sample_value("conveyor_worker_threads_busy", {}) == 0
+
+
+def test_the_metrics_middleware_sits_right_before_the_recorder_pair(tmp_path: Path) -> None:
+    lifecycle = Lifecycle.build(AttemptStore(Database(f"sqlite:///{tmp_path}/x.db")), IDENTITY)
+
+    built = [type(m).__name__ for m in worker_middleware(lifecycle, metrics=Metrics())]
+
+    # Its after_* hooks then run after the recorder's: it sees each attempt's recorded outcome.
+    assert built[built.index("Metrics") + 1 : built.index("Metrics") + 3] == ["InFlight", "Recording"]
+    assert "Metrics" not in [type(m).__name__ for m in worker_middleware(lifecycle)]
