@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,11 +71,16 @@ def test_every_family_is_described_on_the_metrics_page() -> None:
 
 
 def test_hooks_cost_nothing_and_import_nothing_while_metrics_are_off() -> None:
-    metrics.disable()
-    metrics.attempt_finished("q", "noop", "succeeded", 0.1, 0.1)
-    metrics.tick(True)
+    program = (
+        "import sys; from jobs import metrics; import jobs.middleware.metrics, workers.metrics_server; "
+        "metrics.attempt_finished('q', 'noop', 'succeeded', 0.1, 0.1); metrics.tick(True); "
+        "assert metrics.registry() is None; assert 'prometheus_client' not in sys.modules, 'imported'"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, check=False
+    )
 
-    assert metrics.registry() is None
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.fixture
