@@ -128,6 +128,14 @@ main.add_command(exporter)
     metavar="MODULE",
     help="Import MODULE first (repeatable): it may register job kinds of its own with jobs.kinds.register.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    metavar="PORT",
+    help="Serve /metrics and /healthz of this replica on PORT (env CONVEYOR_METRICS_PORT; "
+    "bind address CONVEYOR_METRICS_HOST, default 127.0.0.1).",
+)
 @click.pass_obj
 def worker(
     state: AppState,
@@ -136,6 +144,7 @@ def worker(
     queues: str,
     shutdown_timeout: float,
     modules: tuple[str, ...],
+    metrics_port: int | None,
 ) -> None:
     """Run one worker replica; start more, on any host, to scale out.
 
@@ -147,6 +156,7 @@ def worker(
     configure_logging(logging.INFO, settings.log_format)
     for module in modules:
         _include(module)
+    settings = settings.with_overrides(metrics_port=metrics_port)
     if settings.is_embedded:
         raise SettingsError("conveyor worker needs RabbitMQ: memory:// lives inside one process (try `demo`)")
     queue_names = resolve_queues(settings, queues.split(","))

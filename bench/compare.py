@@ -11,6 +11,8 @@ Sections (``--only`` picks some; each is repeated ``--runs`` times and medians a
 - ``crypto`` (only when named): Conveyor with ``CONVEYOR_ENCRYPTION_KEYS`` against Conveyor
   without: enqueue, no-op drain (``--jobs``, at most 5,000) and emails (``--emails`` ÷ 2, at
   most 500) (bench/crypto.py).
+- ``metrics`` (only when named): the no-op drain with ``conveyor worker --metrics-port`` (scraped
+  every second) against without (``--jobs``, at most 5,000) (bench/metrics.py).
 
 Writes ``bench/results/<date>.{json,md,png}`` and ``latest.md`` (a run of some sections only:
 ``<date>-<sections>.*``, and ``latest.md`` is left alone). ``BENCH_NAMESPACE`` (default
@@ -50,7 +52,7 @@ from bench.systems.rabbit import Rabbit
 
 #: What a plain ``make bench`` runs; ``crypto`` (Conveyor against itself) is asked for by name.
 DEFAULT_SECTIONS = ["noop", "email", "images", "reports"]
-SECTIONS = [*DEFAULT_SECTIONS, "crypto"]
+SECTIONS = [*DEFAULT_SECTIONS, "crypto", "metrics"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -151,6 +153,10 @@ def work_section(name: str, args: argparse.Namespace, rabbit: Rabbit) -> Section
 
         # Its own sizes, at most 5,000 jobs and 500 emails a side: it measures each twice.
         return CryptoSection(settings, rabbit, min(args.jobs, 5000), max(min(args.emails, 1000) // 2, 2))
+    if name == "metrics":
+        from bench.metrics import MetricsSection
+
+        return MetricsSection(settings, rabbit, min(args.jobs, 5000))
     from bench.reports import ReportSection
 
     return ReportSection(settings, args.report_rows)

@@ -80,6 +80,7 @@ TARGETS = [
         0.5,
         noop_ratio("pika", "enqueue/s, Conveyor batched (vs their fastest)"),
     ),
+    Target("metrics", "no-op drain with /metrics ÷ without (issue 17)", 0.97, work_ratio("metrics", "drain")),
 ]
 
 

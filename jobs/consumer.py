@@ -25,6 +25,7 @@ from typing import Any
 
 from dramatiq.brokers.rabbitmq import _RabbitmqConsumer
 
+from jobs import metrics
 from jobs.errors import ServiceUnavailable
 from jobs.wire import malformed
 
@@ -66,6 +67,7 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
             )
             self.known_tags.discard(message._tag)
             self._nack(message._tag)  # type: ignore[no-untyped-call]
+            metrics.dead_lettered(self.queue_name)
             return None
         setattr(message, _DELIVERED_BY, self)
         return message
@@ -84,6 +86,7 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
                     f"{limit:,}",
                 )
                 self._nack(method.delivery_tag)  # type: ignore[no-untyped-call]
+                metrics.dead_lettered(self.queue_name)
                 yield None, None, None
                 continue
             yield delivery

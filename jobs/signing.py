@@ -47,7 +47,8 @@ _KEY_ID_RE = re.compile(r"[0-9a-f]{12}")
 
 #: Options left out of the signature: set or changed in transit by Dramatiq (``Retries``: retries,
 #: traceback, requeue_timestamp; a delay: eta) or by Conveyor (``conveyor_held`` on a ``.DQ``
-#: message taken over, ``conveyor_rechecks`` on a copy waiting for its running job). None of them
+#: message taken over, ``conveyor_rechecks`` on a copy waiting for its running job,
+#: ``conveyor_due_at`` on a held message). None of them
 #: changes what a job does; ``conveyor dlq requeue`` drops the first three as well.
 UNSIGNED_OPTIONS = frozenset(
     {
@@ -58,6 +59,7 @@ UNSIGNED_OPTIONS = frozenset(
         "requeue_timestamp",
         "conveyor_held",
         "conveyor_rechecks",
+        "conveyor_due_at",
     }
 )
 

@@ -28,6 +28,7 @@ NUMERIC_OPTIONS = (
     "max_age",
     "time_limit",
     "broker_priority",
+    "conveyor_due_at",
     "conveyor_rechecks",
 )
 _TEXT_FIELDS = ("queue_name", "actor_name", "message_id")

@@ -11,13 +11,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import dramatiq
 
+from jobs import metrics
 from jobs.broker import BROKER_ERRORS
 from jobs.defaults import DELAYED_POLL_INTERVAL
 from jobs.errors import ServiceUnavailable
-from jobs.store.delayed import DelayedStore
+from jobs.store.delayed import DUE_OPTION, DelayedStore
 
 logger = logging.getLogger("conveyor.dispatcher")
 
@@ -69,7 +71,7 @@ class Dispatcher(threading.Thread):
         """Publish what is due now (in batches until none is left); return how many."""
         total = 0
         while True:
-            count = self.delayed.dispatch_due(self.broker.enqueue, namespace=self.namespace)
+            count = self.delayed.dispatch_due(self._publish, namespace=self.namespace)
             total += count
             if count < DelayedStore.BATCH or self._stop_event.is_set():
                 break
@@ -77,6 +79,10 @@ class Dispatcher(threading.Thread):
             logger.debug("published %d delayed message(s) that came due", total)
         self.published += total
         return total
+
+    def _publish(self, message: dramatiq.Message[Any]) -> None:
+        self.broker.enqueue(message)
+        metrics.delayed_published(message.queue_name, message.options.get(DUE_OPTION))
 
     def _guard(self, chore: str, operation: Callable[[], object]) -> None:
         try:

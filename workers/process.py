@@ -21,6 +21,7 @@ from types import FrameType
 
 import dramatiq
 
+from jobs import metrics
 from jobs.middleware.heartbeat import Replica
 from jobs.settings import Settings, mask_url
 from jobs.store.delayed import DelayedStore
@@ -96,8 +97,15 @@ def run_worker_process(
     threads: int,
     shutdown_timeout: float,
     replica: Replica | None = None,
+    metrics_dir: str | None = None,
 ) -> int:
-    """Consume until stopped; returns the process's exit code."""
+    """Consume until stopped; returns the process's exit code.
+
+    ``metrics_dir`` is the replica's metrics directory (``CONVEYOR_METRICS_PORT`` set): this
+    process's metrics are written there and its health every second (``jobs/metrics.py``).
+    """
+    if settings.metrics_port is not None:
+        metrics.enable(metrics_dir)
     stack = build_worker_stack(
         settings, threads=threads, replica=replica or Replica.create(processes=1, queues=queues)
     )
@@ -116,6 +124,7 @@ def run_worker_process(
         ", ".join(sorted(queues or stack.broker.get_declared_queues())),
     )
     while not signals.graceful.wait(1.0):
+        metrics.tick(not watchdog.stalled_queues())
         stalled = watchdog.expired()
         if stalled:
             logger.error(

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 import dramatiq
 import redis
 
+from jobs import metrics
 from jobs.admin.queues import rabbitmq_counts
 from jobs.kinds import KINDS
 from jobs.settings import Settings
@@ -68,6 +69,7 @@ class Reconciler:
                 message = self.signer.sign(message)
             if self.store.requeue(orphan, HeldMessage(message, datetime.now(UTC)), older_than):
                 requeued += 1
+                metrics.orphan_resent(orphan.queue)
                 logger.warning(
                     "job %s %s was %s with nothing to run it (%s): sent again",
                     orphan.job_id,

@@ -19,12 +19,14 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
+from jobs import metrics as job_metrics
 from jobs.actors import declare_actors
 from jobs.broker import ConveyorRabbitmqBroker, build_broker
 from jobs.keyring import keyring_of
 from jobs.kinds import KINDS
 from jobs.middleware import Lifecycle
 from jobs.middleware.heartbeat import Heartbeat, Replica, heartbeat_interval
+from jobs.middleware.metrics import Metrics
 from jobs.middleware.signature import Signature, signature_middleware
 from jobs.middleware.stale import StaleDeliveries
 from jobs.middleware.tracing import Tracing
@@ -64,10 +66,13 @@ class WorkerStack:
 
 
 def worker_middleware(
-    lifecycle: Lifecycle, heartbeat: Heartbeat | None = None, signature: Signature | None = None
+    lifecycle: Lifecycle,
+    heartbeat: Heartbeat | None = None,
+    signature: Signature | None = None,
+    metrics: Metrics | None = None,
 ) -> list[Middleware]:
-    """Dramatiq's defaults with Conveyor's job middleware, and the heartbeat and the signature
-    check when given.
+    """Dramatiq's defaults with Conveyor's job middleware, and the heartbeat, the signature
+    check and the metrics when given.
 
     Dramatiq runs ``before_*`` hooks in this order and ``after_*`` hooks in reverse, so:
 
@@ -83,6 +88,8 @@ def worker_middleware(
     - ``Recording`` starts the attempt; ``TakeOver`` after it looks at a start the store refused
       (a copy of a running job's message); ``LostRuns`` after both fails an attempt, however it
       started, whose job keeps killing its workers.
+    - ``Metrics`` right before ``InFlight``: its ``after_*`` hooks run after the recorder's, so it
+      sees each attempt's recorded outcome.
     - ``Retries`` last: its ``after_process_message`` runs first, so the recorder stores its
       decision (``retrying`` with the retry's eta, or ``failed`` once dead-lettered).
     - ``Settle`` and ``Delayed`` use no job hooks (a consumer thread's shutdown, ``.DQ``
@@ -101,6 +108,7 @@ def worker_middleware(
         CurrentMessage(),
         lifecycle.settle,
         lifecycle.delayed,
+        *([metrics] if metrics is not None else []),
         lifecycle.in_flight,
         lifecycle.recording,
         lifecycle.take_over,
@@ -140,7 +148,8 @@ def build_worker_stack(
             worker_id=identity.worker_id,
         )
     # Group commit on PostgreSQL: the writes of all this process's threads share transactions.
-    attempts = BatchedAttemptStore(db) if db.dialect == "postgresql" else AttemptStore(db)
+    observe = job_metrics.store_batch_written if job_metrics.enabled() else None
+    attempts = BatchedAttemptStore(db, observe=observe) if db.dialect == "postgresql" else AttemptStore(db)
     lifecycle = Lifecycle.build(
         attempts,
         identity,
@@ -150,7 +159,8 @@ def build_worker_stack(
         max_payload_bytes=settings.max_payload_bytes,
     )
     signature = signature_middleware(settings, attempts, identity, stopping=stopping)
-    broker = build_broker(settings, worker_middleware(lifecycle, heartbeat, signature))
+    observer = Metrics() if job_metrics.enabled() else None
+    broker = build_broker(settings, worker_middleware(lifecycle, heartbeat, signature, observer))
     if isinstance(broker, ConveyorRabbitmqBroker):
         # Retries and delayed messages wait in PostgreSQL, not in this process's memory.
         broker.hold = lifecycle.delayed.hold

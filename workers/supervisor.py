@@ -8,6 +8,9 @@ The supervisor first replaces its own program (same pid) with a fresh Python tha
 only this module: the command line's modules (click, rich, the admin commands, SQLAlchemy…)
 would otherwise sit in the supervisor and in every forked process. Each worker process
 imports the worker stack after the fork, and only the job kinds it runs.
+
+With ``CONVEYOR_METRICS_PORT`` set, the supervisor also serves ``/metrics`` and ``/healthz`` for
+the whole replica (``workers/metrics_server.py``), through the restarts of its processes.
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ import time
 from collections.abc import Sequence
 from multiprocessing.context import ForkProcess
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs.logs import configure_logging
 from jobs.settings import Settings
+
+if TYPE_CHECKING:
+    from workers.metrics_server import Health, MetricsDirectory, MetricsServer
 
 logger = logging.getLogger("conveyor.supervisor")
 
@@ -36,14 +42,23 @@ RESTART_DELAY_MIN = 0.5
 RESTART_DELAY_MAX = 30.0
 #: Seconds a process must live to count as healthy again.
 HEALTHY_AFTER = 10.0
+#: Exit code when the metrics port cannot be bound (in use, or a host this machine does not have).
+EXIT_NO_METRICS_PORT = 2
 
 
 def _child_main(
-    settings: Settings, queues: set[str], threads: int, shutdown_timeout: float, replica: dict[str, Any]
+    settings: Settings,
+    queues: set[str],
+    threads: int,
+    shutdown_timeout: float,
+    replica: dict[str, Any],
+    metrics: tuple[str, int] | None = None,
 ) -> None:
     # The supervisor's handlers came along with the fork: a child must not signal its siblings.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if metrics is not None:  # the supervisor's listening socket came along too: not this process's
+        os.close(metrics[1])
     configure_logging(log_format=settings.log_format)
     from jobs.middleware.heartbeat import Replica  # the worker stack: imported after the fork
     from workers.process import run_worker_process
@@ -51,7 +66,12 @@ def _child_main(
     shared = Replica(**{**replica, "queues": frozenset(replica["queues"])})
     raise SystemExit(
         run_worker_process(
-            settings, queues=queues, threads=threads, shutdown_timeout=shutdown_timeout, replica=shared
+            settings,
+            queues=queues,
+            threads=threads,
+            shutdown_timeout=shutdown_timeout,
+            replica=shared,
+            metrics_dir=metrics[0] if metrics is not None else None,
         )
     )
 
@@ -91,6 +111,9 @@ class Supervisor:
         #: kind (one that sets up an OpenTelemetry SDK, say).
         self.include = tuple(include)
         self.children: dict[int, tuple[ForkProcess, float]] = {}
+        #: The replica's metrics directory and endpoint, when ``metrics_port`` is set.
+        self.metrics_dir: MetricsDirectory | None = None
+        self.metrics_server: MetricsServer | None = None
         self.stopping = False
         self.restart_delay = RESTART_DELAY_MIN
         self._context = multiprocessing.get_context("fork")
@@ -101,18 +124,63 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         logger.info("replica %s: starting %d worker processes", self.replica["replica_id"], self.processes)
-        for _ in range(self.processes):
-            self._spawn()
-        while self.children:
-            time.sleep(0.2)
-            self._reap()
+        try:
+            if not self._start_metrics():
+                return EXIT_NO_METRICS_PORT
+            for _ in range(self.processes):
+                self._spawn()
+            while self.children:
+                time.sleep(0.2)
+                self._reap()
+        finally:
+            self._stop_metrics()
         logger.info("all worker processes stopped")
         return 0
 
+    def _start_metrics(self) -> bool:
+        """Serve ``/metrics`` and ``/healthz`` when a port is set; False when it cannot be bound."""
+        host, port = self.settings.metrics_host, self.settings.metrics_port
+        if port is None:
+            return True
+        from workers.metrics_server import MetricsDirectory, MetricsServer  # only with an endpoint
+
+        self.metrics_dir = MetricsDirectory()
+        try:
+            self.metrics_server = MetricsServer(host, port, self.metrics_dir, self.health)
+        except OSError as exc:
+            logger.error(
+                "cannot serve metrics on %s:%d (%s): exiting with code %d",
+                host,
+                port,
+                exc,
+                EXIT_NO_METRICS_PORT,
+            )
+            return False
+        self.metrics_server.start()
+        return True
+
+    def _stop_metrics(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+        if self.metrics_dir is not None:
+            self.metrics_dir.close()
+
+    def health(self) -> Health:
+        """Whether this replica consumes: what ``/healthz`` answers."""
+        from workers.metrics_server import Health
+
+        if self.stopping:
+            return Health(False, "stopping")
+        assert self.metrics_dir is not None
+        return self.metrics_dir.health({pid: started for pid, (_, started) in list(self.children.items())})
+
     def _spawn(self) -> None:
+        metrics = None
+        if self.metrics_dir is not None and self.metrics_server is not None:
+            metrics = (self.metrics_dir.path, self.metrics_server.fileno())
         process = self._context.Process(
             target=_child_main,
-            args=(self.settings, self.queues, self.threads, self.shutdown_timeout, self.replica),
+            args=(self.settings, self.queues, self.threads, self.shutdown_timeout, self.replica, metrics),
             daemon=False,
         )
         process.start()
@@ -125,6 +193,8 @@ class Supervisor:
                 continue
             process.join()
             del self.children[pid]
+            if self.metrics_dir is not None:
+                self.metrics_dir.forget(pid)
             self._forget(pid)
             if self.stopping:
                 continue

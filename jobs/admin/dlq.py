@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -25,6 +26,7 @@ from jobs.kinds import ACTOR_KINDS, KINDS
 from jobs.settings import Settings
 from jobs.store.database import Database
 from jobs.store.dead_letters import DeadJob, DeadJobStore
+from jobs.store.delayed import DUE_OPTION
 from jobs.store.jobs import as_utc
 
 #: The kind shown for a message without a job row (undecodable, or not a Conveyor job).
@@ -258,6 +260,7 @@ def _publish(item: _Held) -> None:
     """
     assert item.message is not None
     options = {k: v for k, v in (item.message.get("options") or {}).items() if k not in _DROPPED_OPTIONS}
+    options[DUE_OPTION] = round(time.time() * 1000)  # due now: its queue wait runs from the requeue
     body = json.dumps({**item.message, "queue_name": item.letter.queue, "options": options}).encode()
     priority = options.get("broker_priority") if isinstance(options.get("broker_priority"), int) else None
     properties = pika.BasicProperties(delivery_mode=2, priority=priority)

@@ -7,6 +7,7 @@ import smtplib
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from jobs import metrics
 from jobs.email.message import Attachment, Envelope, OutgoingMessage, build_message
 from jobs.email.templates import EmailTemplates, check_subject
 from jobs.email.transport import FileOutbox, SendResult, SmtpConfig, SmtpTransport
@@ -68,8 +69,13 @@ class Mailer:
                 raise
             return _earlier_result(earlier)
         if self.limiter is not None:
-            self.limiter.wait_for_slot()
-        result = self._send(job_id, message)
+            metrics.rate_limit_waited(self.limiter.wait_for_slot())
+        try:
+            result = self._send(job_id, message)
+        except Exception:
+            metrics.email_delivery("failed")
+            raise
+        metrics.email_delivery("duplicate" if isinstance(result, Delivery) else "sent")
         if isinstance(result, Delivery):
             return _earlier_result(result)
         wait_for_store(

@@ -142,6 +142,7 @@ class Recording(Middleware):
         )
         # Tracked before ``InFlight`` lets go of the job: a copy of its message never finds it idle.
         self.in_flight.ending(ctx.job_id, recorded)
+        attempt.outcome = end.outcome
         ack_after(message, recorded)
         duration = time.monotonic() - attempt.began
         log = logger.info if end.outcome is AttemptOutcome.SUCCEEDED else logger.warning

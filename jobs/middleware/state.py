@@ -20,6 +20,7 @@ from typing import Any
 
 from jobs.context import JobContext, set_current_job
 from jobs.kinds import JobKind
+from jobs.status import AttemptOutcome
 from jobs.store import AttemptEnd, AttemptStore, SeenMessage, StartedAttempt
 from jobs.store.delayed import HeldMessage
 
@@ -45,6 +46,8 @@ class Attempt:
     retry: HeldMessage | None = None
     #: An end decided before the job ran (too many lost runs): the recorder writes it on the skip.
     end: AttemptEnd | None = None
+    #: The outcome whose end the recorder handed to the store (read by the metrics middleware).
+    outcome: AttemptOutcome | None = None
 
     @property
     def job_id(self) -> str:

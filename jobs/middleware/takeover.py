@@ -19,6 +19,7 @@ from typing import TypeVar
 import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage
 
+from jobs import metrics
 from jobs.middleware.state import Attempt, InFlightJobs, attempt_of
 from jobs.store import AttemptStore, StartedAttempt, WorkerIdentity
 from jobs.store.delayed import DelayedStore, HeldMessage
@@ -65,6 +66,7 @@ class TakeOver(Middleware):
             logger.info(
                 "job %s %s: already finished or cancelled, skipping", attempt.job_id, attempt.kind.name
             )
+            metrics.duplicate_skipped(attempt.seen.queue, attempt.kind.name)
             raise SkipMessage("job already finished or cancelled")
         self.in_flight.enter(attempt, started, self.attempts)
         logger.debug("job %s %s attempt %d: running", attempt.job_id, attempt.kind.name, started.number)

@@ -28,6 +28,8 @@ from jobs.store.models import DelayedMessageRow
 from jobs.store.steps import param, step
 
 logger = logging.getLogger("conveyor.store")
+#: The option a held message is published with: its due time, in ms since 1970 (like ``eta``).
+DUE_OPTION = "conveyor_due_at"
 #: Held messages already reported as unreadable by this process (reported once, not every round).
 _unreadable: set[str] = set()
 
@@ -44,6 +46,8 @@ class HeldMessage:
         """The message bound for its canonical queue, without the ``eta`` Dramatiq adds for ``.DQ``."""
         bound = message.copy(queue_name=q_name(message.queue_name))
         bound.options.pop("eta", None)  # copy() made a new options dict: the original keeps its eta
+        # Its due time travels with it: its queue wait is counted from then, not from its enqueue.
+        bound.options[DUE_OPTION] = round(due_at.timestamp() * 1000)
         return cls(bound, due_at)
 
 
