@@ -181,6 +181,7 @@ def test_the_exporter_equals_rabbitmq_and_postgresql_for_jobs_in_every_state(
 
         rabbit = eventually(settled, timeout=30)
         sample = eventually(lambda: scraped(exporter, default, rabbit["messages_ready"]), timeout=15)
+        sampled_at = datetime.now(UTC)  # ages are compared as of the scrape, not of the asserts
         rabbit = management(default)
         assert value(sample, "conveyor_queue_messages_ready", queue=default) == rabbit["messages_ready"]
         assert (
@@ -205,11 +206,11 @@ def test_the_exporter_equals_rabbitmq_and_postgresql_for_jobs_in_every_state(
         assert client.get(later.id).status == "queued"
         assert value(sample, "conveyor_delayed_jobs", queue=default) == delayed_rows == 2  # later, retry
         assert value(sample, "conveyor_jobs_drift", queue=default) == 0
-        running_for = (datetime.now(UTC) - client.get(busy.id).info.started_at).total_seconds()  # type: ignore[operator]
+        running_for = (sampled_at - client.get(busy.id).info.started_at).total_seconds()  # type: ignore[operator]
         assert abs(value(sample, "conveyor_running_oldest_seconds", queue=default) - running_for) < 3  # type: ignore[operator]
         # The oldest job due to run: the delayed one is not due yet.
         oldest = min(client.get(job_id).info.created_at for job_id in waiting)
-        waited_for = (datetime.now(UTC) - oldest).total_seconds()
+        waited_for = (sampled_at - oldest).total_seconds()
         assert abs(value(sample, "conveyor_queue_oldest_wait_seconds", queue=default) - waited_for) < 3  # type: ignore[operator]
         assert value(sample, "conveyor_workers_up") == 1
         assert value(sample, "conveyor_worker_processes_up") == 1
