@@ -142,7 +142,7 @@ def targets_markdown(targets: list[dict[str, Any]]) -> list[str]:
         return []
     lines = [
         "",
-        "## Targets (issue 14)",
+        "## Targets",
         "",
         "Ratios are Conveyor ÷ the same work without it: speed above 1 means Conveyor is faster; "
         "memory below 1 means it uses less.",
