@@ -131,10 +131,15 @@ def rows_by_group(db: Database, namespace: str) -> dict[tuple[str, str, str], in
         return {(q, k, s): int(n) for q, k, s, n in session.execute(query, {"ns": f"{namespace}.%"})}
 
 
-def scraped(exporter: Exporter, queue: str, ready: int) -> Sample | None:
-    """A scrape once it shows ``ready`` messages in ``queue`` (RabbitMQ's statistics lag a little)."""
+def scraped(exporter: Exporter, queue: str, ready: int, consumers: int | None = None) -> Sample | None:
+    """A scrape once it shows ``ready`` messages in ``queue`` (RabbitMQ's statistics lag a little),
+    and ``consumers`` consumers when given (a loaded worker may be reconnecting its consumer)."""
     sample = exporter.scrape()
-    return sample if value(sample, "conveyor_queue_messages_ready", queue=queue) == ready else None
+    if value(sample, "conveyor_queue_messages_ready", queue=queue) != ready:
+        return None
+    if consumers is not None and value(sample, "conveyor_queue_consumers", queue=queue) != consumers:
+        return None
+    return sample
 
 
 def free_port() -> int:
@@ -180,7 +185,7 @@ def test_the_exporter_equals_rabbitmq_and_postgresql_for_jobs_in_every_state(
             return queue if queue.get("consumers") == 1 and backlog == len(waiting) + 1 else None
 
         rabbit = eventually(settled, timeout=30)
-        sample = eventually(lambda: scraped(exporter, default, rabbit["messages_ready"]), timeout=15)
+        sample = eventually(lambda: scraped(exporter, default, rabbit["messages_ready"], 1), timeout=30)
         sampled_at = datetime.now(UTC)  # ages are compared as of the scrape, not of the asserts
         rabbit = management(default)
         assert value(sample, "conveyor_queue_messages_ready", queue=default) == rabbit["messages_ready"]
