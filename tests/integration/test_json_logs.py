@@ -4,6 +4,7 @@ job's lines carry its id, kind and attempt."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -15,7 +16,6 @@ import pytest
 
 from jobs.kinds import KINDS, register
 from producers import Client
-from tests import traced
 from tests.helpers import WorkerProcess, eventually, run_cli
 
 pytestmark = pytest.mark.integration
@@ -27,6 +27,10 @@ LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 @pytest.fixture
 def chatty_kind() -> Iterator[None]:
     """The `chatty` kind on this (producer) side, for this test only."""
+    # Imported here, not at the top: importing tests.traced registers the kind (what a worker's
+    # --include needs), and a module-level import would leave it registered for every test of
+    # this process.
+    traced = importlib.import_module("tests.traced")
     register(traced.KIND)
     yield
     KINDS.pop(traced.KIND.name, None)

@@ -4,6 +4,7 @@ span, its row, `conveyor jobs show` and its JSON log lines; and a worker without
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from jobs.kinds import KINDS, register
 from jobs.settings import Settings
 from jobs.store import Database
 from producers import Client
-from tests import spans, traced
+from tests import spans
 from tests.helpers import WorkerProcess, eventually, run_cli
 
 pytestmark = pytest.mark.integration
@@ -27,6 +28,10 @@ HEADER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 @pytest.fixture
 def chatty_kind() -> Iterator[None]:
+    # Imported here, not at the top: importing tests.traced registers the kind (what a worker's
+    # --include needs), and a module-level import would leave it registered for every test of
+    # this process.
+    traced = importlib.import_module("tests.traced")
     register(traced.KIND)
     yield
     KINDS.pop(traced.KIND.name, None)

@@ -67,7 +67,7 @@ def test_workers_lists_each_live_replica_then_drops_a_killed_one(
     assert data["source"] == "redis"
     assert data["note"] is None
     host = socket.gethostname()
-    every_queue = sorted(settings.queue_name(kind.queue) for kind in KINDS.values())
+    every_queue = sorted({settings.queue_name(kind.queue) for kind in KINDS.values()})
     for worker in (first, second):
         replica = next(r for r in data["replicas"] if r["pid"] == worker.process.pid)
         assert replica["id"].startswith(f"{host}:{worker.process.pid}:")
