@@ -112,8 +112,9 @@ def _api_tls(parts: SplitResult) -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=dict(parse_qsl(parts.query)).get("cafile"))
 
 
-def _management_figures(settings: Settings, queue: str) -> dict[str, Any]:
-    """Unacknowledged messages and publish/deliver rates of one queue, from the management API.
+def _management_get(settings: Settings, path: str, query: str = "") -> Any | None:
+    """The JSON the management API answers for ``/api/queues/<vhost>`` + ``path``; ``None`` when
+    it answers 404 (a queue not declared yet).
 
     Raises:
         ServiceUnavailable: the API cannot be reached or refuses the credentials.
@@ -122,8 +123,7 @@ def _management_figures(settings: Settings, queue: str) -> dict[str, Any]:
     parts = urlsplit(settings.rabbitmq_api_url)
     vhost = urlsplit(settings.broker_url).path.lstrip("/") or "%2F"
     netloc = (parts.hostname or "127.0.0.1") + (f":{parts.port}" if parts.port else "")
-    path = f"/api/queues/{vhost}/{quote(queue, safe='')}"
-    url = urlunsplit((parts.scheme, netloc, path, "", ""))
+    url = urlunsplit((parts.scheme, netloc, f"/api/queues/{vhost}{path}", query, ""))
     request = Request(url)  # noqa: S310 -- http(s) only, checked when the settings were built
     if parts.username:
         token = base64.b64encode(
@@ -133,10 +133,10 @@ def _management_figures(settings: Settings, queue: str) -> dict[str, Any]:
     try:
         # S310: the scheme is http(s), checked when the settings were built.
         with urlopen(request, timeout=DEFAULT_CONNECT_TIMEOUT, context=_api_tls(parts)) as response:  # noqa: S310
-            data = json.load(response)
+            return json.load(response)
     except HTTPError as exc:
-        if exc.code == 404:  # not declared yet
-            return {"unacked": 0, "publish_rate": 0.0, "deliver_rate": 0.0}
+        if exc.code == 404:
+            return None
         raise ServiceUnavailable(
             "RabbitMQ management API", mask_url(settings.rabbitmq_api_url), str(exc)
         ) from None
@@ -144,6 +144,17 @@ def _management_figures(settings: Settings, queue: str) -> dict[str, Any]:
         raise ServiceUnavailable(
             "RabbitMQ management API", mask_url(settings.rabbitmq_api_url), explained(exc)
         ) from None
+
+
+def _management_figures(settings: Settings, queue: str) -> dict[str, Any]:
+    """Unacknowledged messages and publish/deliver rates of one queue, from the management API.
+
+    Raises:
+        ServiceUnavailable: the API cannot be reached or refuses the credentials.
+    """
+    data = _management_get(settings, f"/{quote(queue, safe='')}")
+    if data is None:  # not declared yet
+        return {"unacked": 0, "publish_rate": 0.0, "deliver_rate": 0.0}
     stats = data.get("message_stats") or {}
     return {
         "unacked": int(data.get("messages_unacknowledged", 0)),
@@ -174,24 +185,11 @@ def management_queues(settings: Settings, prefix: str) -> dict[str, ManagementQu
         raise ServiceUnavailable(
             "RabbitMQ management API", "(not configured)", "set CONVEYOR_RABBITMQ_API_URL"
         )
-    parts = urlsplit(settings.rabbitmq_api_url)
-    vhost = urlsplit(settings.broker_url).path.lstrip("/") or "%2F"
-    netloc = (parts.hostname or "127.0.0.1") + (f":{parts.port}" if parts.port else "")
-    query = "columns=name,messages_ready,messages_unacknowledged,consumers"
-    request = Request(urlunsplit((parts.scheme, netloc, f"/api/queues/{vhost}", query, "")))  # noqa: S310
-    if parts.username:
-        token = base64.b64encode(
-            f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-        ).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        # S310: the scheme is http(s), checked when the settings were built.
-        with urlopen(request, timeout=DEFAULT_CONNECT_TIMEOUT, context=_api_tls(parts)) as response:  # noqa: S310
-            data = json.load(response)
-    except (URLError, OSError, ValueError) as exc:
+    data = _management_get(settings, "", "columns=name,messages_ready,messages_unacknowledged,consumers")
+    if data is None:
         raise ServiceUnavailable(
-            "RabbitMQ management API", mask_url(settings.rabbitmq_api_url), explained(exc)
-        ) from None
+            "RabbitMQ management API", mask_url(settings.rabbitmq_api_url), "the virtual host is unknown"
+        )
     return {
         str(item["name"]): ManagementQueue(
             ready=int(item.get("messages_ready") or 0),
