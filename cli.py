@@ -36,6 +36,7 @@ from console.keys import keys
 from console.schedule import schedule, scheduler
 from console.text import cell
 from console.views import jobs_table
+from console.web.command import web
 from console.workers import workers
 from jobs import defaults
 from jobs.admin.audit import Actor
@@ -76,6 +77,7 @@ def main(ctx: click.Context, /, verbose: bool, **overrides: Any) -> None:
 
 main.add_command(enqueue)
 main.add_command(jobs)
+main.add_command(web)
 main.add_command(artifacts)
 main.add_command(queues)
 main.add_command(stats)

@@ -192,6 +192,10 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     #: ``text`` (human-readable lines) or ``json`` (one JSON object per line, for log shippers).
     log_format: str = "text"
+    #: The web dashboard's secret (``conveyor web``): without it the dashboard is read-only and
+    #: binds only to loopback; with it, actions (retry, cancel, requeue, purge, pause) need it as
+    #: ``Authorization: Bearer …`` or through the login form. At least 16 characters.
+    web_token: str | None = None
 
     def __post_init__(self) -> None:
         _check_input_limits(self)
@@ -306,7 +310,7 @@ class Settings:
 
 
 #: Settings that are secrets as a whole: ``repr`` shows ``***`` instead.
-SECRET_FIELDS = frozenset({"encryption_keys", "signing_key", "signing_key_previous"})
+SECRET_FIELDS = frozenset({"encryption_keys", "signing_key", "signing_key_previous", "web_token"})
 
 
 def _shown(name: str, value: Any) -> str:
@@ -397,7 +401,7 @@ def _convert(name: str, raw: str) -> Any:
         return _retention_days(f"{ENV_PREFIX}RETENTION_DAYS", raw) if raw else None
     if name == "retention_days_by_kind":
         return _retention_pairs(raw)
-    if name in ("templates_dir", "email_rate", "rabbitmq_api_url", "encryption_keys"):
+    if name in ("templates_dir", "email_rate", "rabbitmq_api_url", "encryption_keys", "web_token"):
         return raw or None
     if name == "artifact_url":
         return raw or defaults.DEFAULT_ARTIFACT_URL
@@ -596,3 +600,5 @@ def _check_observability(settings: Settings) -> None:
         raise SettingsError(f"CONVEYOR_METRICS_HOST={settings.metrics_host!r} is not a host name or address")
     if settings.log_format not in ("text", "json"):
         raise SettingsError(f"CONVEYOR_LOG_FORMAT={settings.log_format!r} must be text or json")
+    if settings.web_token is not None and len(settings.web_token) < 16:
+        raise SettingsError("CONVEYOR_WEB_TOKEN must be at least 16 characters")

@@ -88,6 +88,12 @@ GROUPS: list[tuple[str, str, str, tuple[str, ...]]] = [
         "[logs and traces](../operations/logs-and-traces.md)).",
         ("metrics_port", "metrics_host", "log_format"),
     ),
+    (
+        "Web dashboard",
+        "web",
+        "`conveyor web` ([the dashboard](../operations/web-dashboard.md)).",
+        ("web_token",),
+    ),
 ]
 
 #: The type of a field as a reader of the page sees it, by its annotation.
