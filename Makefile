@@ -14,7 +14,7 @@ BENCH_EMAILS ?= 2000
 BENCH_IMAGES ?= 40
 BENCH_REPORT_ROWS ?= 100000
 
-.PHONY: demo test lint format services install clean chaos bench docs dist
+.PHONY: demo test lint format services install clean chaos bench docs dist screenshots
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -64,6 +64,10 @@ dist: install
 test: install services lint docs
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 	$(BIN)/pytest tests/chaos -n 0 -m chaos
+
+# The dashboard's pictures in the docs: the browser tests, saving each page to docs/assets/screenshots.
+screenshots: install services
+	SCREENSHOTS=1 $(BIN)/pytest -q -n 0 tests/integration/test_web_browser.py
 
 # Fault injection: stops RabbitMQ, PostgreSQL and Redis in turn, so it runs alone and serially.
 chaos: install services

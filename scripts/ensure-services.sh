@@ -6,6 +6,7 @@
 # Starts a service when it does not answer, installs it with apt-get when its
 # server binary is missing. Idempotent; returns in a fraction of a second when
 # everything already answers. Only 127.0.0.1 is ever contacted.
+# Last, ensure-browser.sh installs Debian's Chromium for the dashboard's browser tests.
 set -euo pipefail
 
 # rabbitmq-server & co. live in /usr/sbin, which a non-root PATH may lack.
@@ -209,3 +210,5 @@ ensure_redis
 ensure_rabbitmq
 ensure_rabbitmq_management
 log "PostgreSQL, Redis, RabbitMQ (with its management API) answer on $HOST"
+# The dashboard's browser tests (tests/browser.py) drive Debian's Chromium; never started here.
+bash "$(dirname "${BASH_SOURCE[0]}")/ensure-browser.sh"

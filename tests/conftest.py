@@ -20,6 +20,9 @@ from jobs.settings import Settings
 from jobs.store import Database, JobStore
 from jobs.store.migrate import ensure_database, upgrade
 from producers import Client
+
+# Debian's Chromium for the session (tests/browser.py), started by the first test that asks.
+from tests.browser import browser  # noqa: F401
 from tests.helpers import WorkerProcess, queue_names, secret
 
 # The log scan (tests/logscan.py) for every test: autouse fixtures, active wherever they are imported.
