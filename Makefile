@@ -5,14 +5,16 @@ BIN    := $(VENV)/bin
 # Parallel pytest workers; each gets its own database and namespace.
 TEST_WORKERS ?= 4
 # `make bench`: runs of each section (medians are reported), the sections (any of
-# noop,email,images,reports, plus crypto and metrics, which run only when named), and the sizes
-# per measurement: no-op jobs, emails, thumbnails, job rows in the report. A quick look: make bench BENCH_RUNS=1 BENCH_ONLY=email BENCH_EMAILS=200
+# noop,email,images,reports, plus crypto, metrics and web, which run only when named), and the sizes
+# per measurement: no-op jobs, emails, thumbnails, job rows in the report, job rows behind the
+# dashboard. A quick look: make bench BENCH_RUNS=1 BENCH_ONLY=email BENCH_EMAILS=200
 BENCH_RUNS ?= 3
 BENCH_ONLY ?= noop,email,images,reports
 BENCH_JOBS ?= 20000
 BENCH_EMAILS ?= 2000
 BENCH_IMAGES ?= 40
 BENCH_REPORT_ROWS ?= 100000
+BENCH_WEB_ROWS ?= 1000000
 
 .PHONY: demo test lint format services install clean chaos bench docs dist screenshots
 
@@ -78,7 +80,8 @@ chaos: install services
 bench: install services
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/compare.py --only $(BENCH_ONLY) --runs $(BENCH_RUNS) --jobs $(BENCH_JOBS) \
-	  --emails $(BENCH_EMAILS) --images $(BENCH_IMAGES) --report-rows $(BENCH_REPORT_ROWS)
+	  --emails $(BENCH_EMAILS) --images $(BENCH_IMAGES) --report-rows $(BENCH_REPORT_ROWS) \
+	  --web-rows $(BENCH_WEB_ROWS)
 
 clean:
 	rm -rf $(VENV) .conveyor outbox .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

@@ -13,6 +13,9 @@ Sections (``--only`` picks some; each is repeated ``--runs`` times and medians a
   most 500) (bench/crypto.py).
 - ``metrics`` (only when named): the no-op drain with ``conveyor worker --metrics-port`` (scraped
   every second) against without (``--jobs``, at most 5,000) (bench/metrics.py).
+- ``web`` (only when named): the dashboard on ``--web-rows`` seeded job rows (a database of its
+  own, ``<--database-url>_web``): p50 and p95 of every page and its ``/api/`` twin, target
+  p95 < 200 ms (bench/web.py).
 
 Writes ``bench/results/<date>.{json,md,png}`` and ``latest.md`` (a run of some sections only:
 ``<date>-<sections>.*``, and ``latest.md`` is left alone). ``BENCH_NAMESPACE`` (default
@@ -52,7 +55,7 @@ from bench.systems.rabbit import Rabbit
 
 #: What a plain ``make bench`` runs; ``crypto`` (Conveyor against itself) is asked for by name.
 DEFAULT_SECTIONS = ["noop", "email", "images", "reports"]
-SECTIONS = [*DEFAULT_SECTIONS, "crypto", "metrics"]
+SECTIONS = [*DEFAULT_SECTIONS, "crypto", "metrics", "web"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -73,6 +76,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--report-rows", type=int, default=100000, help="job rows in the report (default 100000)"
+    )
+    parser.add_argument(
+        "--web-rows", type=int, default=1_000_000, help="job rows behind the dashboard (default 1000000)"
+    )
+    parser.add_argument(
+        "--web-requests", type=int, default=50, help="timed requests per dashboard page (default 50)"
     )
     parser.add_argument("--processes", type=int, default=2, help="no-op worker processes (default 2)")
     parser.add_argument("--threads", type=int, default=8, help="no-op threads per worker process (default 8)")
@@ -172,6 +181,13 @@ def run_all(args: argparse.Namespace, config: Config, rabbit: Rabbit, log: Progr
                 from bench.noop import run_noop
 
                 sections[name] = run_noop(args, config, rabbit, log)
+            elif name == "web":
+                from bench.web import WebOptions, run_web
+
+                options = WebOptions(
+                    args.database_url + "_web", args.amqp_url, rows=args.web_rows, requests=args.web_requests
+                )
+                sections[name] = run_web(options, args.runs, log)
             else:
                 sections[name] = run_section(work_section(name, args, rabbit), args.runs, log)
             if sections[name].get("interrupted"):

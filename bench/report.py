@@ -131,7 +131,12 @@ def markdown(results: dict[str, Any]) -> str:
     lines += targets_markdown(results["targets"])
     for name, section in sections.items():
         lines += ["", f"## {section['title']}", ""]
-        lines += noop_markdown(section) if name == "noop" else work_markdown(section)
+        if name == "noop":
+            lines += noop_markdown(section)
+        elif name == "web":
+            lines += web_markdown(section)
+        else:
+            lines += work_markdown(section)
     return "\n".join(lines) + "\n"
 
 
@@ -200,6 +205,46 @@ def _failures(section: dict[str, Any], name: Any) -> list[str]:
         lines += [f"- {name(run)}: {run['error']}" for run in errors]
         if section.get("error"):
             lines.append(f"- the section: {section['error']}")
+    return lines
+
+
+def web_markdown(section: dict[str, Any]) -> list[str]:
+    """The dashboard section: per page, p50 and p95 of its HTML and of its ``/api/`` twin, and
+    whether the slower p95 meets the target."""
+    meds, config, target = section["medians"], section["config"], section["target_ms"]
+    runs = len([r for r in section["runs"] if not r.get("error")])
+    lines = [
+        ", ".join(f"{key.replace('_', ' ')}: {_value(value)}" for key, value in config.items())
+        + f"; median of {runs} run(s), {section['duration_s']:.0f} s in all. Each request is timed "
+        "whole, as a client on the same machine sees it (one keep-alive connection).",
+        "",
+        f"| page | HTML p50 ms | HTML p95 ms | /api/ p50 ms | /api/ p95 ms | p95 < {target:g} ms |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    pages = dict.fromkeys(p["label"].rsplit(" (", 1)[0] for p in section["probes"])
+    for page in pages:
+        cells = [meds.get(f"{page} ({twin}).{q}") for twin in ("html", "api") for q in ("p50", "p95")]
+        worst = max((c for c in cells[1::2] if c is not None), default=None)
+        verdict = "—" if worst is None or None in cells else ("yes" if worst < target else "**no**")
+        lines.append(f"| {page} | " + " | ".join(_fmt(c, 1) for c in cells) + f" | {verdict} |")
+    paths = {
+        p["label"].rsplit(" (", 1)[0]: p["path"] for p in section["probes"] if p["label"].endswith("(html)")
+    }
+    if paths:
+        lines += [
+            "",
+            "The pages' paths (the `/api/` twin is the same under `/api`, `/api/overview` for `/`):",
+            "",
+        ]
+        lines += [f"- {page}: `{path}`" for page, path in paths.items()]
+    errors: dict[str, str] = {}
+    for run in section["runs"]:
+        errors.update(run.get("errors") or {})
+    if errors:
+        lines += ["", "Not timed (no 200 answer):", ""]
+        lines += [f"- {label}: {why}" for label, why in sorted(errors.items())]
+    elif section.get("error"):
+        lines += ["", f"Failed: {section['error']}"]
     return lines
 
 

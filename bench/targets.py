@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 Results = dict[str, Any]
+#: The dashboard's target (issue 18): every page's p95 under this many milliseconds.
+WEB_P95_MS = 200.0
 
 
 def noop_ratio(baseline: str, row: str) -> Callable[[Results], float | None]:
@@ -27,6 +29,19 @@ def work_ratio(section: str, key: str) -> Callable[[Results], float | None]:
     def pick(results: Results) -> float | None:
         value = results.get("sections", {}).get(section, {}).get("ratios", {}).get(key)
         return None if value is None else float(value)
+
+    return pick
+
+
+def web_p95(section: str, target_ms: float) -> Callable[[Results], float | None]:
+    """The dashboard's slowest p95 ÷ ``target_ms`` (None when a page did not answer: unmeasured)."""
+
+    def pick(results: Results) -> float | None:
+        web = results.get("sections", {}).get(section, {})
+        slowest = web.get("slowest_p95_ms")
+        if slowest is None or web.get("error"):
+            return None
+        return round(float(slowest) / target_ms, 3)
 
     return pick
 
@@ -81,6 +96,13 @@ TARGETS = [
         noop_ratio("pika", "enqueue/s, Conveyor batched (vs their fastest)"),
     ),
     Target("metrics", "no-op drain with /metrics ÷ without (issue 17)", 0.97, work_ratio("metrics", "drain")),
+    Target(
+        "web",
+        "dashboard: slowest page's p95 ÷ 200 ms, on 1M job rows (issue 18)",
+        1.0,
+        web_p95("web", WEB_P95_MS),
+        at_most=True,
+    ),
 ]
 
 
