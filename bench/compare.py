@@ -11,8 +11,9 @@ Sections (``--only`` picks some; each is repeated ``--runs`` times and medians a
 - ``crypto`` (only when named): Conveyor with ``CONVEYOR_ENCRYPTION_KEYS`` against Conveyor
   without: enqueue, no-op drain (``--jobs``, at most 5,000) and emails (``--emails`` ÷ 2, at
   most 500) (bench/crypto.py).
-- ``metrics`` (only when named): the no-op drain with ``conveyor worker --metrics-port`` (scraped
-  every second) against without (``--jobs``, at most 5,000) (bench/metrics.py).
+- ``metrics``: the no-op drain with ``conveyor worker --metrics-port`` (scraped every second)
+  against without (``--jobs``, at most 5,000), and the hooks' CPU per attempt measured alone
+  (bench/metrics.py).
 
 Writes ``bench/results/<date>.{json,md,png}`` and ``latest.md`` (a run of some sections only:
 ``<date>-<sections>.*``, and ``latest.md`` is left alone). ``BENCH_NAMESPACE`` (default
@@ -51,8 +52,8 @@ from bench.systems.base import (
 from bench.systems.rabbit import Rabbit
 
 #: What a plain ``make bench`` runs; ``crypto`` (Conveyor against itself) is asked for by name.
-DEFAULT_SECTIONS = ["noop", "email", "images", "reports"]
-SECTIONS = [*DEFAULT_SECTIONS, "crypto", "metrics"]
+DEFAULT_SECTIONS = ["noop", "email", "images", "reports", "metrics"]
+SECTIONS = [*DEFAULT_SECTIONS, "crypto"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -81,6 +81,12 @@ TARGETS = [
         noop_ratio("pika", "enqueue/s, Conveyor batched (vs their fastest)"),
     ),
     Target("metrics", "no-op drain with /metrics ÷ without (issue 17)", 0.97, work_ratio("metrics", "drain")),
+    Target(
+        "metrics",
+        "no-op CPU per job without ÷ with the metrics hooks (issue 17)",
+        0.97,
+        work_ratio("metrics", "hooks"),
+    ),
 ]
 
 
