@@ -5,11 +5,11 @@ BIN    := $(VENV)/bin
 # Parallel pytest workers; each gets its own database and namespace.
 TEST_WORKERS ?= 4
 # `make bench`: runs of each section (medians are reported), the sections (any of
-# noop,email,images,reports, plus crypto, metrics and web, which run only when named), and the sizes
+# noop,email,images,reports,metrics, plus crypto and web, which run only when named), and the sizes
 # per measurement: no-op jobs, emails, thumbnails, job rows in the report, job rows behind the
 # dashboard. A quick look: make bench BENCH_RUNS=1 BENCH_ONLY=email BENCH_EMAILS=200
 BENCH_RUNS ?= 3
-BENCH_ONLY ?= noop,email,images,reports
+BENCH_ONLY ?= noop,email,images,reports,metrics
 BENCH_JOBS ?= 20000
 BENCH_EMAILS ?= 2000
 BENCH_IMAGES ?= 40

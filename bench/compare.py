@@ -8,11 +8,12 @@ Sections (``--only`` picks some; each is repeated ``--runs`` times and medians a
 - ``images``: 12 MP JPEG thumbnails against a plain Pillow process pool (bench/thumbnails.py).
 - ``reports``: a ``jobs_summary`` report job against the same template rendered directly
   (bench/reports.py).
+- ``metrics``: the no-op drain with ``conveyor worker --metrics-port`` (scraped every second)
+  against without (``--jobs``, at most 5,000), and the hooks' CPU per attempt measured alone
+  (bench/metrics.py).
 - ``crypto`` (only when named): Conveyor with ``CONVEYOR_ENCRYPTION_KEYS`` against Conveyor
   without: enqueue, no-op drain (``--jobs``, at most 5,000) and emails (``--emails`` ÷ 2, at
   most 500) (bench/crypto.py).
-- ``metrics`` (only when named): the no-op drain with ``conveyor worker --metrics-port`` (scraped
-  every second) against without (``--jobs``, at most 5,000) (bench/metrics.py).
 - ``web`` (only when named): the dashboard on ``--web-rows`` seeded job rows (a database of its
   own, ``<--database-url>_web``): p50 and p95 of every page and its ``/api/`` twin, target
   p95 < 200 ms (bench/web.py).
@@ -54,8 +55,8 @@ from bench.systems.base import (
 from bench.systems.rabbit import Rabbit
 
 #: What a plain ``make bench`` runs; ``crypto`` (Conveyor against itself) is asked for by name.
-DEFAULT_SECTIONS = ["noop", "email", "images", "reports"]
-SECTIONS = [*DEFAULT_SECTIONS, "crypto", "metrics", "web"]
+DEFAULT_SECTIONS = ["noop", "email", "images", "reports", "metrics"]
+SECTIONS = [*DEFAULT_SECTIONS, "crypto", "web"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

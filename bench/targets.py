@@ -97,6 +97,12 @@ TARGETS = [
     ),
     Target("metrics", "no-op drain with /metrics ÷ without (issue 17)", 0.97, work_ratio("metrics", "drain")),
     Target(
+        "metrics",
+        "no-op CPU per job without ÷ with the metrics hooks (issue 17)",
+        0.97,
+        work_ratio("metrics", "hooks"),
+    ),
+    Target(
         "web",
         "dashboard: slowest page's p95 ÷ 200 ms, on 1M job rows (issue 18)",
         1.0,

@@ -15,6 +15,7 @@ No label carries a job id: a label value per job would make a series per job.
 
 from __future__ import annotations
 
+import bisect
 import os
 import threading
 import time
@@ -149,10 +150,12 @@ class _Live:
 
         self.directory = directory
         self.objects: dict[str, Any] = {}
-        # Each write of a multiprocess value takes one process-wide lock: an attempt makes five
-        # (its counter, a sum and a bucket of each histogram), its labelled children looked up
-        # once; the gauges are counted here and written once a second (:func:`tick`).
-        self.children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
+        # A write of a multiprocess value takes a process-wide lock and an mmap write: an attempt
+        # would make five. Attempts are tallied here instead and written once a second by
+        # :func:`tick` (and by :func:`flush` as the process stops), as are the gauges.
+        self.finished: dict[tuple[str, str, str], int] = {}
+        self.run: dict[tuple[str, str], _Tally] = {}
+        self.wait: dict[tuple[str, str], _Tally] = {}
         self.running: dict[tuple[str, str], int] = {}
         self.lock = threading.Lock()
         registry = prom.CollectorRegistry(auto_describe=True)
@@ -170,17 +173,39 @@ class _Live:
                 self.objects[family.name] = prom.Gauge(name, family.help, multiprocess_mode=mode, **common)
         self.registry = registry
 
-    def attempt(self, queue: str, kind: str, outcome: str) -> tuple[Any, Any, Any]:
-        """The counter, run-time and wait children of an attempt's labels."""
-        found = self.children.get((queue, kind, outcome))
-        if found is None:  # two threads may both get here: labels() gives both the same children
-            found = (
-                self.objects["conveyor_job_attempts_finished_total"].labels(queue, kind, outcome),
-                self.objects["conveyor_job_run_seconds"].labels(queue, kind),
-                self.objects["conveyor_job_queue_wait_seconds"].labels(queue, kind),
-            )
-            self.children[(queue, kind, outcome)] = found
-        return found
+    def take(
+        self,
+    ) -> tuple[dict[tuple[str, str, str], int], dict[tuple[str, str], _Tally], dict[tuple[str, str], _Tally]]:
+        """The attempts tallied since the last call, leaving empty tallies behind."""
+        with self.lock:
+            taken = (self.finished, self.run, self.wait)
+            self.finished, self.run, self.wait = {}, {}, {}
+        return taken
+
+
+class _Tally:
+    """A histogram child's observations not yet written: a count per bucket (``+Inf`` last) and the sum."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.total = 0.0
+
+    def add(self, value: float) -> None:
+        self.counts[bisect.bisect_left(BUCKETS, value)] += 1  # the first bucket whose bound >= value
+        self.total += value
+
+    def write(self, child: Any) -> None:
+        """Add the tally to a ``prometheus_client`` histogram child, as ``observe`` would have.
+
+        ``_sum`` and ``_buckets`` are the child's values (``observe`` increments one bucket and
+        the sum); a unit test compares the result with ``observe`` on every release in range.
+        """
+        child._sum.inc(self.total)
+        for index, count in enumerate(self.counts):
+            if count:
+                child._buckets[index].inc(count)
 
 
 _live: _Live | None = None
@@ -217,13 +242,31 @@ def _get(name: str) -> Any:
 
 
 def attempt_finished(queue: str, kind: str, outcome: str, run_seconds: float, wait_seconds: float) -> None:
-    """One attempt ended in this process, with ``outcome``."""
+    """One attempt ended in this process, with ``outcome``; written at the next :func:`tick`."""
+    live = _live
+    if live is None:
+        return
+    with live.lock:
+        key = (queue, kind, outcome)
+        live.finished[key] = live.finished.get(key, 0) + 1
+        labels = (queue, kind)
+        run = live.run.get(labels) or live.run.setdefault(labels, _Tally())
+        run.add(max(run_seconds, 0.0))
+        wait = live.wait.get(labels) or live.wait.setdefault(labels, _Tally())
+        wait.add(max(wait_seconds, 0.0))
+
+
+def flush() -> None:
+    """Write the attempts tallied since the last write (each second, and as the process stops)."""
     if _live is None:
         return
-    finished, run, wait = _live.attempt(queue, kind, outcome)
-    finished.inc()
-    run.observe(max(run_seconds, 0.0))
-    wait.observe(max(wait_seconds, 0.0))
+    finished, run, wait = _live.take()
+    for key, count in finished.items():
+        _get("conveyor_job_attempts_finished_total").labels(*key).inc(count)
+    for labels, tally in run.items():
+        tally.write(_get("conveyor_job_run_seconds").labels(*labels))
+    for labels, tally in wait.items():
+        tally.write(_get("conveyor_job_queue_wait_seconds").labels(*labels))
 
 
 def in_progress(queue: str, kind: str, change: int) -> None:
@@ -282,9 +325,10 @@ def store_batch_written(size: int, seconds: float) -> None:
 
 def tick(attached: bool) -> None:
     """Called every second by a worker process, with whether all its consumers are attached:
-    writes the gauges and the process's health report."""
+    writes the attempts tallied since the last tick, the gauges and the process's health report."""
     if _live is None:
         return
+    flush()
     with _live.lock:
         running = dict(_live.running)
     for labels, count in running.items():

@@ -144,6 +144,7 @@ def run_worker_process(
     stack.lifecycle.in_flight.interrupt(f"still running after the {shutdown_timeout:g} s shutdown timeout")
     stack.stopping.set()
     stack.close()
+    metrics.flush()  # the attempts of the last second
     logger.info("worker %s stopped", stack.identity.worker_id)
     return 0
 
@@ -166,5 +167,6 @@ def _start_dispatcher(stack: WorkerStack) -> Dispatcher | None:
 def _stop_now(stack: WorkerStack, reason: str, code: int) -> None:
     """Record what is running as interrupted and leave: RabbitMQ takes the unacknowledged messages back."""
     stack.lifecycle.in_flight.interrupt(reason)
+    metrics.flush()
     logging.shutdown()
     os._exit(code)

@@ -263,7 +263,14 @@ def test_a_copy_of_a_finished_jobs_message_is_counted_as_a_skipped_duplicate(
     )
     broker.close()
 
-    samples = poll(lambda: scrape(port), lambda s: bool(by(s, "conveyor_duplicate_deliveries_skipped_total")))
+    # Finished attempts reach /metrics at the worker process's next tick (each second).
+    samples = poll(
+        lambda: scrape(port),
+        lambda s: (
+            bool(by(s, "conveyor_duplicate_deliveries_skipped_total"))
+            and bool(by(s, "conveyor_job_attempts_finished_total"))
+        ),
+    )
     assert by(samples, "conveyor_duplicate_deliveries_skipped_total", "queue", "kind") == {(queue, "noop"): 1}
     assert by(samples, "conveyor_job_attempts_finished_total", "outcome") == {("succeeded",): 1}
 

@@ -111,6 +111,7 @@ def test_the_middleware_counts_each_recorded_attempt_by_outcome(stack: WorkerSta
     labels = {"queue": "unit.default", "kind": "noop"}
 
     def counted() -> dict[str, float | None]:
+        metrics.flush()  # what a worker process's tick does every second
         return {
             outcome: registry.get_sample_value(
                 "conveyor_job_attempts_finished_total", {**labels, "outcome": outcome}
@@ -137,3 +138,38 @@ def test_the_metrics_middleware_sits_right_before_the_recorder_pair(tmp_path: Pa
     # Its after_* hooks then run after the recorder's: it sees each attempt's recorded outcome.
     assert built[built.index("Metrics") + 1 : built.index("Metrics") + 3] == ["InFlight", "Recording"]
     assert "Metrics" not in [type(m).__name__ for m in worker_middleware(lifecycle)]
+
+
+def test_tallied_observations_expose_exactly_what_observe_would() -> None:
+    """The tallies written once a second (private ``_sum``/``_buckets`` of a histogram child)
+    give the same samples as ``observe`` on each value: bucket edges, +Inf, zero and the sum."""
+    import prometheus_client as prom
+
+    values = [0.0, 0.001, 0.0010001, 0.0025, 0.003, 0.7, 600.0, 601.0, 1e9, 0.05, 0.05]
+    direct = prom.CollectorRegistry()
+    histogram = prom.Histogram("h", "h", ["q"], buckets=metrics.BUCKETS, registry=direct)
+    for value in values:
+        histogram.labels("a").observe(value)
+    metrics.enable(None)
+    try:
+        for value in values:
+            metrics.attempt_finished("a", "noop", "succeeded", value, 0.0)
+        metrics.flush()
+        metrics.flush()  # nothing new: writes nothing twice
+        tallied = metrics.registry()
+        for bound in (*metrics.BUCKETS, float("inf")):
+            le = prom.utils.floatToGoString(bound)
+            expected = direct.get_sample_value("h_bucket", {"q": "a", "le": le})
+            got = tallied.get_sample_value(
+                "conveyor_job_run_seconds_bucket", {"queue": "a", "kind": "noop", "le": le}
+            )
+            assert got == expected, le
+        labels = {"queue": "a", "kind": "noop"}
+        assert tallied.get_sample_value("conveyor_job_run_seconds_sum", labels) == pytest.approx(sum(values))
+        assert tallied.get_sample_value("conveyor_job_run_seconds_count", labels) == len(values)
+        assert tallied.get_sample_value("conveyor_job_queue_wait_seconds_count", labels) == len(values)
+        assert tallied.get_sample_value(
+            "conveyor_job_attempts_finished_total", {**labels, "outcome": "succeeded"}
+        ) == len(values)
+    finally:
+        metrics.disable()
