@@ -180,7 +180,7 @@ def rows_as_json(db: Database, table: str) -> list[str]:
         return [str(r[0]) for r in connection.execute(text(f"SELECT to_jsonb(t)::text FROM {table} t"))]
 
 
-# ---------------------------------------------------------------- sign in, and the actions
+# ---------------------------------------------------------------- signing in
 
 
 def test_signing_in_with_the_token_shows_who_is_signed_in(browser: Browser, stack: Stack) -> None:
@@ -191,7 +191,7 @@ def test_signing_in_with_the_token_shows_who_is_signed_in(browser: Browser, stac
 
         sign_in(signed_out, stack)
 
-        expect(signed_out.locator("nav")).to_contain_text("alice")
+        expect(signed_out.locator("nav.top")).to_contain_text("alice")
     finally:
         signed_out.context.close()
 
@@ -208,6 +208,48 @@ def test_a_wrong_token_does_not_sign_in(browser: Browser, stack: Stack) -> None:
         expect(signed_out.locator('[data-action="logout"]')).to_have_count(0)
     finally:
         signed_out.context.close()
+
+
+# ---------------------------------------------------------------- every page, photographed before the actions
+
+#: Each page of the dashboard: its screenshot's name, and its path (``{job}``: the failed job).
+PAGES = {
+    "overview": "/",
+    "queues": "/queues",
+    "jobs": "/jobs",
+    "job-detail": "/jobs/{job}",
+    "dead-letters": "/dead",
+    "workers": "/workers",
+    "schedule": "/schedule",
+}
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_every_page_renders_for_a_signed_in_user_and_is_photographed(
+    page: Page, stack: Stack, name: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    visit(page, stack.url + PAGES[name].format(job=stack.failed))
+
+    expect(page.locator("main h1").first).to_be_visible()
+    path = screenshot_folder(tmp_path_factory.mktemp("screenshots")) / f"web-{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000, "an empty-looking screenshot"
+
+
+def test_the_login_page_is_photographed(
+    browser: Browser, stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    signed_out = new_page(browser)
+    try:
+        visit(signed_out, f"{stack.url}/login")
+        path: Path = screenshot_folder(tmp_path_factory.mktemp("screenshots")) / "web-login.png"
+        signed_out.screenshot(path=str(path), full_page=True)
+        assert path.stat().st_size > 5_000
+    finally:
+        signed_out.context.close()
+
+
+# ---------------------------------------------------------------- the actions, checked where they take effect
 
 
 def test_retry_on_a_failed_jobs_page_runs_it_again(page: Page, stack: Stack) -> None:
@@ -297,7 +339,7 @@ def test_cancel_asks_for_confirmation_and_cancels_only_then(page: Page, stack: S
     assert stack.store.get(stack.delayed).status == "cancelled"
 
 
-# ---------------------------------------------------------------- without JavaScript, and screenshots
+# ---------------------------------------------------------------- without JavaScript
 
 
 def test_the_jobs_page_has_its_table_in_the_html_without_javascript(browser: Browser, stack: Stack) -> None:
@@ -311,40 +353,3 @@ def test_the_jobs_page_has_its_table_in_the_html_without_javascript(browser: Bro
         assert all(job_id in html for job_id in stack.succeeded), "the seeded jobs are not in the HTML"
     finally:
         plain.context.close()
-
-
-#: Each page of the dashboard: its screenshot's name, and its path (``{job}``: a succeeded job).
-PAGES = {
-    "overview": "/",
-    "queues": "/queues",
-    "jobs": "/jobs",
-    "job-detail": "/jobs/{job}",
-    "dead-letters": "/dead",
-    "workers": "/workers",
-    "schedule": "/schedule",
-}
-
-
-@pytest.mark.parametrize("name", list(PAGES))
-def test_every_page_renders_for_a_signed_in_user_and_is_photographed(
-    page: Page, stack: Stack, name: str, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    visit(page, stack.url + PAGES[name].format(job=stack.succeeded[-1]))
-
-    expect(page.locator("main h1").first).to_be_visible()
-    path = screenshot_folder(tmp_path_factory.mktemp("screenshots")) / f"web-{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    assert path.stat().st_size > 10_000, "an empty-looking screenshot"
-
-
-def test_the_login_page_is_photographed(
-    browser: Browser, stack: Stack, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    signed_out = new_page(browser)
-    try:
-        visit(signed_out, f"{stack.url}/login")
-        path: Path = screenshot_folder(tmp_path_factory.mktemp("screenshots")) / "web-login.png"
-        signed_out.screenshot(path=str(path), full_page=True)
-        assert path.stat().st_size > 5_000
-    finally:
-        signed_out.context.close()
