@@ -5,8 +5,9 @@ itself (``INSERT … SELECT generate_series``: a million rows take about a minut
 
 - ``--rows`` jobs over 30 days, 90 % in the measured namespace and 10 % in another; four kinds
   with realistic JSONB payloads (addresses, templates, contexts, image paths, report options);
-  90 % succeeded, 4 % failed (five kinds of error, with the address or file in the text), 1 %
-  cancelled, and queued, delayed, running and retrying ones;
+  91 % succeeded, 4 % failed (five kinds of error, with the address or file in the text), 1 %
+  cancelled, 1 % retrying, 3 % queued (a third of them delayed), and one in 10,000 running (as
+  many as a large cluster's worker threads);
 - one ``job_attempts`` row per attempt (failed jobs ran four times, each with its traceback);
 - ``--dead`` of the failed jobs' messages on their queues' dead-letter queues (``.XQ``) in
   RabbitMQ, which the dead-letters page reads.
@@ -95,9 +96,10 @@ LATERAL (SELECT (ARRAY['email', 'email', 'email', 'email', 'email', 'noop', 'noo
                 [1 + (g / 100) %% 10] AS kind) k0,
 LATERAL (SELECT k0.kind, CASE k0.kind WHEN 'noop' THEN 'default' WHEN 'image' THEN 'images'
                                       WHEN 'report' THEN 'reports' ELSE 'email' END AS queue) k,
-LATERAL (SELECT CASE WHEN g %% 100 < 90 THEN 'succeeded' WHEN g %% 100 < 94 THEN 'failed'
-                     WHEN g %% 100 = 94 THEN 'cancelled' WHEN g %% 100 = 97 THEN 'running'
-                     WHEN g %% 100 = 98 THEN 'retrying' ELSE 'queued' END AS status) s
+LATERAL (SELECT CASE WHEN g %% 10000 = 97 THEN 'running'
+                     WHEN g %% 100 < 90 OR g %% 100 = 97 THEN 'succeeded' WHEN g %% 100 < 94 THEN 'failed'
+                     WHEN g %% 100 = 94 THEN 'cancelled' WHEN g %% 100 = 98 THEN 'retrying'
+                     ELSE 'queued' END AS status) s
 """
 # Each attempt: the earlier ones retried with the job's error, the last one the job's outcome.
 _SEED_ATTEMPTS = """
@@ -187,7 +189,7 @@ class Probe:
 
 
 def _twins(label: str, path: str) -> list[Probe]:
-    api = "/api/overview" if path == "/" else "/api" + path
+    api = "/api/overview" + path[1:] if path == "/" or path.startswith("/?") else "/api" + path
     return [Probe(f"{label} (html)", path), Probe(f"{label} (api)", api)]
 
 
@@ -208,6 +210,7 @@ def probes(database_url: str, deep: str) -> list[Probe]:
     job_id = row[0]
     pages = [
         ("overview", "/"),
+        ("overview, last 24 hours", "/?range=24h"),
         ("queues", "/queues"),
         ("workers", "/workers"),
         ("schedule", "/schedule"),

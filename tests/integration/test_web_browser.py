@@ -6,8 +6,9 @@ good (retried here), a dead-lettered group of three that succeed when run again 
 and one delayed by an hour (cancelled here). Each test signs in a fresh browser context through
 the login form, as a person would.
 
-Every page is also saved as a full-page screenshot (``web-<page>.png``): into
-``docs/assets/screenshots`` with ``SCREENSHOTS=1`` (``make screenshots``), else a temporary folder.
+Every page is photographed first, while the seeded jobs are all there (``web-<page>.png``, full
+page at 1280×800): into ``docs/assets/screenshots`` with ``SCREENSHOTS=1`` (``make
+screenshots``), else a temporary folder. The actions come after.
 """
 
 from __future__ import annotations
