@@ -179,6 +179,19 @@ class ScheduleTickRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class QueuePauseRow(Base):
+    """A paused queue of a namespace: workers stop fetching its messages until the row is deleted."""
+
+    __tablename__ = "queue_pauses"
+
+    namespace: Mapped[str] = mapped_column(String(63), primary_key=True)
+    #: The queue's full name (``<namespace>.email``), as RabbitMQ knows it.
+    queue: Mapped[str] = mapped_column(String(255), primary_key=True)
+    paused_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: Who paused it (``source:actor@host``, as in the audit log).
+    paused_by: Mapped[str] = mapped_column(String(255))
+
+
 # ---------------------------------------------------------------- audit log and GDPR
 
 

@@ -7,7 +7,7 @@ Plain values come out (dataclasses, dicts): what they mean and how they are show
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import case, func, or_, select
@@ -152,3 +152,50 @@ class StatsStore:
 def _utc(moment: datetime) -> datetime:
     # SQLite hands back naive datetimes; every time Conveyor stores is UTC.
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class RunningAttempt:
+    """A job running now, and the worker process running it."""
+
+    job_id: str
+    kind: str
+    queue: str
+    attempt: int
+    worker: str
+    host: str
+    pid: int
+    started_at: datetime
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "started_at": self.started_at.isoformat()}
+
+
+def running_attempts(db: Database, limit: int = 200) -> list[RunningAttempt]:
+    """The attempts of ``running`` jobs that have not ended, oldest first (at most ``limit``).
+
+    Raises:
+        ServiceUnavailable: the database cannot be reached.
+    """
+    query = (
+        select(
+            JobRow.id,
+            JobRow.kind,
+            JobRow.queue,
+            AttemptRow.attempt,
+            AttemptRow.worker,
+            AttemptRow.host,
+            AttemptRow.pid,
+            AttemptRow.started_at,
+        )
+        .join(AttemptRow, (AttemptRow.job_id == JobRow.id) & (AttemptRow.attempt == JobRow.attempts))
+        .where(JobRow.status == JobStatus.RUNNING.value, AttemptRow.finished_at.is_(None))
+        .order_by(AttemptRow.started_at)
+        .limit(limit)
+    )
+    with db.session() as session:
+        rows = session.execute(query).all()
+    return [
+        RunningAttempt(str(job_id), kind, queue, int(attempt), worker, host, int(pid), _utc(started))
+        for job_id, kind, queue, attempt, worker, host, pid, started in rows
+    ]

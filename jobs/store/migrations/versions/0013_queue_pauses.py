@@ -1,6 +1,9 @@
-"""placeholder: paused queues (issue 18)
+"""paused queues (issue 18)
 
-Reserved so that parallel work keeps one line of revisions; filled in by that work.
+``queue_pauses``: one row per paused queue of a namespace. Workers read the set about once a
+second and stop fetching from those queues; the messages stay in RabbitMQ. Deleting the row
+resumes the queue. The overview's charts need no new index: they read ``jobs.finished_at`` and
+``job_attempts.started_at``, indexed since 0005.
 
 Revision ID: 0013
 Revises: 0012
@@ -11,6 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+from alembic import op
+
 revision: str = "0013"
 down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
@@ -18,8 +24,15 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        "queue_pauses",
+        sa.Column("namespace", sa.String(length=63), nullable=False),
+        sa.Column("queue", sa.String(length=255), nullable=False),
+        sa.Column("paused_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("paused_by", sa.String(length=255), nullable=False),
+        sa.PrimaryKeyConstraint("namespace", "queue", name=op.f("pk_queue_pauses")),
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.drop_table("queue_pauses")
