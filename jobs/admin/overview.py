@@ -7,14 +7,14 @@ The charts come from PostgreSQL (``jobs/store/overview.py``); the counters add t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jobs.kinds import KINDS
 from jobs.settings import Settings
 from jobs.store import Database
 from jobs.store.jobs import utcnow
-from jobs.store.overview import OverviewStore
+from jobs.store.overview import FinishedBucket, OverviewStore
 
 #: The overview's windows: name → (length, bucket of the charts in seconds).
 RANGES: dict[str, tuple[timedelta, int]] = {
@@ -55,7 +55,7 @@ def charts(db: Database, span: Window) -> dict[str, Any]:
         ServiceUnavailable: the database cannot be reached.
     """
     store = OverviewStore(db)
-    finished = store.finished(span.since, span.bucket_seconds)
+    finished = _every_bucket(store.finished(span.since, span.bucket_seconds), span)
     latency = store.latency(span.since, span.bucket_seconds)
     minutes = span.bucket_seconds / 60
     succeeded = sum(b.succeeded for b in finished)
@@ -78,6 +78,18 @@ def charts(db: Database, span: Window) -> dict[str, Any]:
         ],
         "latency": [b.to_dict() for b in latency],
     }
+
+
+def _every_bucket(buckets: list[FinishedBucket], span: Window) -> list[FinishedBucket]:
+    """``buckets`` with the empty buckets of the window filled in (zero jobs), oldest first."""
+    step = span.bucket_seconds
+    start = int(span.since.timestamp()) // step * step
+    end = int(span.until.timestamp())
+    seen = {int(b.at.timestamp()): b for b in buckets}
+    return [
+        seen.get(at) or FinishedBucket(datetime.fromtimestamp(at, UTC), 0, 0, 0)
+        for at in range(start, end + 1, step)
+    ]
 
 
 def job_counters(db: Database, now: datetime | None = None) -> dict[str, int]:
