@@ -117,14 +117,18 @@ class StatsStore:
                 .where(JobRow.queue.in_(names), JobRow.status == JobStatus.RUNNING.value)
                 .group_by(JobRow.queue)
             ).all()
-            oldest = session.execute(
-                select(JobRow.queue, func.min(JobRow.created_at))
-                .where(JobRow.queue.in_(names), waiting)
-                .group_by(JobRow.queue)
-            ).all()
+            # One min() per queue: each is the first matching entry of the (status, created_at)
+            # index, where a GROUP BY would read every queued job of a backlog.
+            firsts = [
+                select(func.min(JobRow.created_at)).where(JobRow.queue == name, waiting).scalar_subquery()
+                for name in names
+            ]
+            oldest = session.execute(select(*firsts)).one() if names else ()
         return QueueFigures(
             running={queue: int(count) for queue, count in running},
-            oldest_waiting={queue: _utc(moment) for queue, moment in oldest if moment is not None},
+            oldest_waiting={
+                name: _utc(moment) for name, moment in zip(names, oldest, strict=True) if moment is not None
+            },
         )
 
     def worker_activity(self, since: datetime) -> list[WorkerActivity]:

@@ -125,10 +125,10 @@ def test_the_overview_shows_counters_throughput_and_latency_in_the_html_and_as_j
     assert data["range"] == "1h"
     assert data["bucket_seconds"] == 60
     assert len(data["throughput"]) in (60, 61)
-    (latency,) = [b for b in data["latency"] if b["attempts"]]
+    (latency,) = [b for b in data["latency"] if b["jobs"]]
     assert latency["run_p50"] == 2.0
     assert latency["wait_p50"] == 1.0
-    assert latency["attempts"] == 6
+    assert latency["jobs"] == 6
     counters = data["counters"]
     assert counters["queued"] == 1
     assert counters["running"] == 0
