@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Float, case, cast, func, select
+from sqlalchemy import Float, case, cast, func, literal, select
 
 from jobs.status import JobStatus
 from jobs.store.database import Database
@@ -151,14 +151,17 @@ class OverviewStore:
         Raises:
             ServiceUnavailable: the database cannot be reached.
         """
-        queued, running = JobStatus.QUEUED.value, JobStatus.RUNNING.value
+        # Statuses inline, not parameters: a generic plan (psycopg prepares a statement after a
+        # few runs) would not know how few jobs are queued or running, and could read them all.
+        queued, running, failed_ = (
+            literal(status.value, literal_execute=True)
+            for status in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FAILED)
+        )
         waiting = select(
             func.sum(case((JobRow.status == queued, 1), else_=0)),
             func.sum(case((JobRow.status == running, 1), else_=0)),
         ).where(JobRow.status.in_((queued, running)))
-        failed = select(func.count()).where(
-            JobRow.finished_at >= failed_since, JobRow.status == JobStatus.FAILED.value
-        )
+        failed = select(func.count()).where(JobRow.finished_at >= failed_since, JobRow.status == failed_)
         with self.db.session() as session:
             now_queued, now_running = session.execute(waiting).one()
             recently_failed = session.scalar(failed)

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import case, func, literal, or_, select
 
 from jobs.status import JobStatus
 from jobs.store.aggregates import percentiles_by, run_seconds, wait_seconds
@@ -110,17 +110,26 @@ class StatsStore:
             ServiceUnavailable: the database cannot be reached.
         """
         names = list(queues)
-        waiting = (JobRow.status == JobStatus.QUEUED.value) & or_(JobRow.eta.is_(None), JobRow.eta <= now)
+        # Status and queue names inline, not parameters: psycopg prepares a statement after a
+        # few runs, and a generic plan, blind to which queue has a backlog, would walk every
+        # queued job for a queue that has none.
+        queued = literal(JobStatus.QUEUED.value, literal_execute=True)
+        waiting = (JobRow.status == queued) & or_(JobRow.eta.is_(None), JobRow.eta <= now)
         with self.db.session() as session:
             running = session.execute(
                 select(JobRow.queue, func.count())
-                .where(JobRow.queue.in_(names), JobRow.status == JobStatus.RUNNING.value)
+                .where(
+                    JobRow.queue.in_(names),
+                    JobRow.status == literal(JobStatus.RUNNING.value, literal_execute=True),
+                )
                 .group_by(JobRow.queue)
             ).all()
             # One min() per queue: each is the first matching entry of the (status, created_at)
             # index, where a GROUP BY would read every queued job of a backlog.
             firsts = [
-                select(func.min(JobRow.created_at)).where(JobRow.queue == name, waiting).scalar_subquery()
+                select(func.min(JobRow.created_at))
+                .where(JobRow.queue == literal(name, literal_execute=True), waiting)
+                .scalar_subquery()
                 for name in names
             ]
             oldest = session.execute(select(*firsts)).one() if names else ()
