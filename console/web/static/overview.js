@@ -18,8 +18,10 @@
       var columns = [seconds(rows)].concat(values.map(function (key) {
         return rows.map(function (r) { return r[key]; });
       }));
+      // Times in UTC, as in the tables and the rest of Conveyor.
       var options = { width: target.clientWidth || 600, height: 240, series: [{}].concat(series), axes: axes,
-                      scales: { x: { time: true } } };
+                      scales: { x: { time: true } },
+                      tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); } };
       charts.push([target, new uPlot(options, columns, target)]);
     }
     var minute = 60 / data.bucket_seconds;
