@@ -26,7 +26,9 @@ from jobs.middleware.heartbeat import Replica
 from jobs.settings import Settings, mask_url
 from jobs.store.delayed import DelayedStore
 from jobs.store.orphans import OrphanStore
+from jobs.store.pauses import QueuePauseStore
 from workers.dispatcher import Dispatcher
+from workers.pauses import PausableConsumers, PausedAtBoot
 from workers.reconciler import Reconciler
 from workers.runtime import WorkerStack, build_worker_stack
 
@@ -71,7 +73,12 @@ class ConsumeWatchdog:
         self._since: float | None = None
 
     def stalled_queues(self) -> list[str]:
-        return sorted(name for name, thread in self.worker.consumers.items() if not _consuming(thread))
+        """Queues whose consumer is disconnected (a paused queue's consumer is closed on purpose)."""
+        return sorted(
+            name
+            for name, thread in self.worker.consumers.items()
+            if not _consuming(thread) and not getattr(thread, "paused", False)
+        )
 
     def expired(self) -> list[str]:
         """The queues that could not be consumed for longer than the limit (empty while all is well)."""
@@ -114,6 +121,7 @@ def run_worker_process(
     worker = dramatiq.Worker(
         stack.broker, queues=queues or None, worker_threads=threads, worker_timeout=WORKER_TIMEOUT_MS
     )
+    pauses = _pausable(stack, worker)
     worker.start()
     dispatcher = _start_dispatcher(stack)
     watchdog = ConsumeWatchdog(worker, settings.consume_timeout)
@@ -124,6 +132,8 @@ def run_worker_process(
         ", ".join(sorted(queues or stack.broker.get_declared_queues())),
     )
     while not signals.graceful.wait(1.0):
+        if pauses is not None:
+            pauses.refresh()
         metrics.tick(not watchdog.stalled_queues())
         stalled = watchdog.expired()
         if stalled:
@@ -147,6 +157,16 @@ def run_worker_process(
     metrics.flush()  # the attempts of the last second
     logger.info("worker %s stopped", stack.identity.worker_id)
     return 0
+
+
+def _pausable(stack: WorkerStack, worker: dramatiq.Worker) -> PausableConsumers | None:
+    """The paused-queue check of this process (none on the embedded broker: nothing to pause)."""
+    if stack.settings.is_embedded:
+        return None
+    store = QueuePauseStore(stack.db, stack.settings.namespace)
+    consumers = PausableConsumers(worker.consumers, lambda: set(store.paused()))
+    stack.broker.add_middleware(PausedAtBoot(consumers))
+    return consumers
 
 
 def _start_dispatcher(stack: WorkerStack) -> Dispatcher | None:

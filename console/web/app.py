@@ -14,10 +14,12 @@ from starlette.staticfiles import StaticFiles
 
 from console.web.actions import BadRequest, action_routes
 from console.web.auth import csrf_token, session_secret, signed_in
+from console.web.formats import FILTERS
 from console.web.login import LOGIN_ROUTES
 from console.web.page import HERE, Page, WebState, bad_request, not_found, state_of, take_flash, templates
 from console.web.pages import ACTIONS, PAGES
 from jobs.errors import JobNotFound
+from jobs.schedule.spec import Schedule
 from jobs.settings import Settings
 from jobs.store import Database
 
@@ -77,8 +79,9 @@ def _sessions(token: str | None) -> list[Middleware]:
     ]
 
 
-def create_app(settings: Settings, database: Database) -> Starlette:
-    """The dashboard of ``settings``' namespace on ``database`` (which the caller disposes of)."""
+def create_app(settings: Settings, database: Database, *, schedule: Schedule | None = None) -> Starlette:
+    """The dashboard of ``settings``' namespace on ``database`` (which the caller disposes of);
+    ``schedule``: the schedule file's plan, for the next runs on ``/schedule``."""
     routes = [
         *page_routes(PAGES),
         *action_routes(ACTIONS),
@@ -86,7 +89,8 @@ def create_app(settings: Settings, database: Database) -> Starlette:
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, middleware=_sessions(settings.web_token))
-    app.state.web = WebState(settings, database)
+    app.state.web = WebState(settings, database, schedule)
+    templates.env.filters.update(FILTERS)
     templates.env.globals.update(
         navigation=[p for p in PAGES if p.title],
         csrf_token=csrf_token,

@@ -13,6 +13,7 @@ from starlette.templating import Jinja2Templates
 
 from jobs.admin.audit import Actor
 from jobs.admin.operations import Operations
+from jobs.schedule.spec import Schedule
 from jobs.settings import Settings
 from jobs.store import Database
 
@@ -45,6 +46,8 @@ class WebState:
 
     settings: Settings
     database: Database
+    #: The schedule file ``conveyor web --schedule`` loaded (None: the schedule page shows ticks only).
+    schedule: Schedule | None = None
 
     def operations(self, request: Request) -> Operations:
         """The admin facade acting as this request's user (``web`` in the audit log)."""

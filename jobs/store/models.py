@@ -82,6 +82,8 @@ class JobRow(Base):
         Index(None, "queue", "status"),
         # `conveyor stats` and `top` read what finished in a window; `prune` what finished long ago.
         Index(None, "finished_at"),
+        # The dashboard's overview: finished jobs and their latency per minute, from the index alone.
+        Index(None, "finished_at", "status", postgresql_include=["started_at", "created_at", "attempts"]),
         # An idempotency key's scope is its namespace (the queue's prefix) and kind.
         UniqueConstraint("idempotency_key", "kind", "queue"),
         # `conveyor gdpr` finds a subject's jobs with `subjects && ARRAY[…]`.
@@ -177,6 +179,19 @@ class ScheduleTickRow(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     last_tick: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class QueuePauseRow(Base):
+    """A paused queue of a namespace: workers stop fetching its messages until the row is deleted."""
+
+    __tablename__ = "queue_pauses"
+
+    namespace: Mapped[str] = mapped_column(String(63), primary_key=True)
+    #: The queue's full name (``<namespace>.email``), as RabbitMQ knows it.
+    queue: Mapped[str] = mapped_column(String(255), primary_key=True)
+    paused_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: Who paused it (``source:actor@host``, as in the audit log).
+    paused_by: Mapped[str] = mapped_column(String(255))
 
 
 # ---------------------------------------------------------------- audit log and GDPR
