@@ -86,6 +86,10 @@ class JobRow(Base):
         UniqueConstraint("idempotency_key", "kind", "queue"),
         # `conveyor gdpr` finds a subject's jobs with `subjects && ARRAY[…]`.
         Index(None, "subjects", postgresql_using="gin"),
+        # The dashboard: one queue's jobs newest first; payload search (`payload @> …`, migration
+        # 0012 makes it on PostgreSQL only).
+        Index(None, "queue", "created_at"),
+        Index(None, "payload", postgresql_using="gin", postgresql_ops={"payload": "jsonb_path_ops"}),
     )
 
 

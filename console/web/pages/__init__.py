@@ -1,10 +1,13 @@
-"""The dashboard's pages, in navigation order, and its actions."""
+"""The dashboard's pages, in navigation order, its actions, and other routes (downloads)."""
 
 from __future__ import annotations
 
+from starlette.routing import BaseRoute
+
 from console.web.actions import Action
 from console.web.page import Page
-from console.web.pages import overview
+from console.web.pages import artifacts, dead, jobs, overview
 
-PAGES: list[Page] = [*overview.PAGES]
-ACTIONS: list[Action] = []
+PAGES: list[Page] = [*overview.PAGES, *jobs.PAGES, *dead.PAGES]
+ACTIONS: list[Action] = [*jobs.ACTIONS, *dead.ACTIONS]
+ROUTES: list[BaseRoute] = [*artifacts.ROUTES]
