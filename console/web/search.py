@@ -6,7 +6,8 @@
 - a JSON object (``{"to": "ada@example.com"}``): jobs whose payload contains it (``@>``);
 - ``key=value`` (``template=welcome``, ``context.name=Ada``, ``sleep=0.5``): the same as
   ``{"key": value}``, a dotted key reaching into objects, the value read as JSON when it is
-  (numbers, ``true``, ``null``) and as text otherwise;
+  (numbers, ``true``, ``null``) and as text otherwise; a scalar value also matches a list
+  holding it (``to=ada@example.com`` finds an e-mail sent to Ada and others);
 - ``error:TEXT``, or anything else: jobs whose error contains the text (case-insensitive).
 
 Anything malformed raises :class:`~console.web.actions.BadRequest` (a 400), never a 500.
@@ -65,8 +66,9 @@ def decode_cursor(text: str) -> Cursor:
     return moment, str(uuid.UUID(ident))
 
 
-def payload_document(text: str) -> dict[str, Any] | None:
-    """The JSON object a payload search asks for, or ``None`` when ``text`` is not one.
+def payload_documents(text: str) -> tuple[dict[str, Any], ...] | None:
+    """The JSON objects a payload search asks for (the payload contains any of them), or
+    ``None`` when ``text`` is no payload search.
 
     Raises:
         BadRequest: ``text`` starts like a JSON object but is not one.
@@ -79,7 +81,7 @@ def payload_document(text: str) -> dict[str, Any] | None:
             raise BadRequest("the search starts with '{' but is not a JSON object") from None
         if not isinstance(document, dict):
             raise BadRequest("a payload search is a JSON object")
-        return document
+        return (document,)
     key, equals, value = text.partition("=")
     if not equals or not _KEY.match(key.strip()):
         return None
@@ -87,9 +89,16 @@ def payload_document(text: str) -> dict[str, Any] | None:
         parsed: Any = json.loads(value)
     except ValueError:
         parsed = value.strip()
-    for part in reversed(key.strip().split(".")):
-        parsed = {part: parsed}
-    return dict(parsed)
+    leaves = [parsed] if isinstance(parsed, dict | list) else [parsed, [parsed]]
+    return tuple(_nested(key.strip().split("."), leaf) for leaf in leaves)
+
+
+def _nested(path: list[str], leaf: Any) -> dict[str, Any]:
+    """``{"a": {"b": leaf}}`` for ``["a", "b"]``."""
+    document: Any = leaf
+    for part in reversed(path):
+        document = {part: document}
+    return dict(document)
 
 
 def _search(text: str, query: dict[str, Any]) -> None:
@@ -101,8 +110,8 @@ def _search(text: str, query: dict[str, Any]) -> None:
         query["error"] = text.removeprefix("error:").strip() or None
     elif is_uuid(text):
         query["job_id"] = str(uuid.UUID(text))
-    elif (document := payload_document(text)) is not None:
-        query["payload"] = document
+    elif (documents := payload_documents(text)) is not None:
+        query["payload"] = documents
     else:
         query["error"] = text
 

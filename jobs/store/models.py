@@ -90,6 +90,8 @@ class JobRow(Base):
         # 0012 makes it on PostgreSQL only).
         Index(None, "queue", "created_at"),
         Index(None, "payload", postgresql_using="gin", postgresql_ops={"payload": "jsonb_path_ops"}),
+        # The dashboard's error search walks only the jobs that have an error, newest first.
+        Index("ix_jobs_errors_created_at", "created_at", "id", postgresql_where=text("error IS NOT NULL")),
     )
 
 

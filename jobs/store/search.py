@@ -2,8 +2,9 @@
 pagination (newest first, ``(created_at, id)`` below a cursor), fast on millions of rows.
 
 - By id: the primary key.
-- By payload: ``payload @> :document`` on PostgreSQL, served by the GIN ``jsonb_path_ops``
-  index of migration 0012; on SQLite (the demo) containment is checked here, row by row.
+- By payload: ``payload @> :document`` (or several documents, any of which matches) on
+  PostgreSQL, served by the GIN ``jsonb_path_ops`` index of migration 0012; on SQLite (the
+  demo) containment is checked here, row by row.
 - By error text: a substring, case-insensitive. No index serves ``ILIKE '%…%'`` without
   ``pg_trgm``, so one page reads at most :data:`SCAN_LIMIT` candidate rows (newest first, after
   the other filters and the cursor): when they hold fewer matches than a page, the page says so
@@ -28,7 +29,7 @@ from jobs.store.models import JobRow
 #: Jobs on one page.
 PAGE_SIZE = 50
 #: Candidate rows one page of an error-text (or, on SQLite, payload) search reads at most.
-SCAN_LIMIT = 20_000
+SCAN_LIMIT = 5_000
 #: A position in the newest-first listing: the last row shown, ``(created_at, id)``.
 Cursor = tuple[datetime, str]
 
@@ -46,8 +47,8 @@ class JobQuery:
     job_id: str | None = None
     #: A substring of the error, case-insensitive.
     error: str | None = None
-    #: A JSON object the payload must contain (``@>``).
-    payload: dict[str, Any] | None = None
+    #: JSON objects the payload must contain one of (``@>``); empty: no payload search.
+    payload: tuple[dict[str, Any], ...] = ()
     #: Only jobs older than this position (the previous page's last row).
     before: Cursor | None = None
     limit: int = PAGE_SIZE
@@ -59,7 +60,8 @@ class JobPage:
 
     jobs: list[JobInfo]
     next: Cursor | None
-    #: True when a bounded search read :data:`SCAN_LIMIT` rows without filling the page.
+    #: True when a bounded search read :data:`SCAN_LIMIT` rows without filling the page (its
+    #: ``next`` then goes on from the last row read).
     truncated: bool = False
 
 
@@ -92,13 +94,11 @@ class SearchStore:
             ValueError: a payload search on encrypted payloads (they cannot be searched).
             ServiceUnavailable: the database cannot be reached.
         """
-        if query.payload is not None and self.db.sealer.enabled:
+        if query.payload and self.db.sealer.enabled:
             raise ValueError(
                 "payloads are stored encrypted (CONVEYOR_ENCRYPTION_KEYS): they cannot be searched"
             )
-        needs_scan = query.error is not None or (
-            query.payload is not None and self.db.dialect != "postgresql"
-        )
+        needs_scan = query.error is not None or (bool(query.payload) and self.db.dialect != "postgresql")
         if needs_scan:
             return self._scanned(query)
         statement = self._filtered(select(JobRow), query).limit(query.limit + 1)
@@ -122,8 +122,9 @@ class SearchStore:
             statement = statement.where(JobRow.created_at >= query.since)
         if query.until is not None:
             statement = statement.where(JobRow.created_at < query.until)
-        if query.payload is not None and self.db.dialect == "postgresql":
-            statement = statement.where(type_coerce(JobRow.payload, JSONB).contains(query.payload))
+        if query.payload and self.db.dialect == "postgresql":
+            stored = type_coerce(JobRow.payload, JSONB)
+            statement = statement.where(or_(*(stored.contains(document) for document in query.payload)))
         if query.before is not None:
             moment, ident = query.before
             # `created_at <= c` first: an index on created_at serves it; the tie-break by id after.
@@ -158,8 +159,8 @@ class SearchStore:
         jobs = _in_order(self._by_ids(page), page)
         if len(found) > query.limit:
             return JobPage(jobs, _cursor(jobs[-1]) if jobs else last)
-        truncated = read >= SCAN_LIMIT
-        return JobPage(jobs, last if truncated else None, truncated=truncated)
+        exhausted = read >= SCAN_LIMIT  # the next page goes on after the last row read
+        return JobPage(jobs, last if exhausted else None, truncated=exhausted and len(jobs) < query.limit)
 
     def _tested(self, query: JobQuery) -> tuple[Any, Any]:
         """The two columns a scanned row is matched on: whether its error matches (computed by
@@ -171,7 +172,7 @@ class SearchStore:
             error = JobRow.error
         else:
             error = JobRow.error.ilike(f"%{escape_like(query.error)}%", escape="\\")
-        payload = JobRow.payload if query.payload is not None and self.db.dialect != "postgresql" else null()
+        payload = JobRow.payload if query.payload and self.db.dialect != "postgresql" else null()
         return error, payload
 
     def _matches(self, query: JobQuery, ident: str, error: Any, payload: Any) -> bool:
@@ -183,7 +184,7 @@ class SearchStore:
                     return False
             elif not error:
                 return False
-        return query.payload is None or contains(payload, query.payload)
+        return not query.payload or any(contains(payload, document) for document in query.payload)
 
     def _by_ids(self, ids: Iterable[str]) -> list[JobInfo]:
         wanted = list(ids)

@@ -103,6 +103,19 @@ def test_the_jobs_page_filters_searches_and_pages_by_keyset(
     assert queued["jobs"] == []
 
 
+def test_a_key_value_search_also_finds_the_value_inside_a_list(http: TestClient, client: Client) -> None:
+    several = client.send_email(
+        to=["bob@example.com", "ada@example.com"], template="welcome", context={"name": "A"}
+    )
+    client.send_email(to="carol@example.com", template="welcome", context={"name": "C"})
+
+    found = http.get("/api/jobs", params={"queue": "email", "q": "to=ada@example.com"}).json()
+    exact = http.get("/api/jobs", params={"queue": "email", "q": '{"to": "ada@example.com"}'}).json()
+
+    assert [j["id"] for j in found["jobs"]] == [several.id]
+    assert exact["jobs"] == []  # a JSON object is PostgreSQL's @> as it is: a string is no list
+
+
 def test_error_search_finds_a_failed_job_by_a_piece_of_its_error(
     http: TestClient, client: Client, settings: Settings, start_worker: WorkerProcess.Factory
 ) -> None:
