@@ -38,6 +38,7 @@ from jobs.store.audit import AuditEntry
 from jobs.store.migrate import ensure_database, upgrade
 from jobs.store.pauses import QueuePause
 from jobs.store.schedule import TickStore
+from jobs.store.search import JobPage, JobQuery, SearchStore
 from jobs.store.stats import RunningAttempt, running_attempts
 
 
@@ -80,6 +81,14 @@ class Operations:
             JobNotFound: no such job.
         """
         return self._jobs.get(job_id), self._jobs.attempts(job_id), self._jobs.children(job_id)
+
+    def search_jobs(self, query: JobQuery) -> JobPage:
+        """A page of the dashboard's job listing (see :mod:`jobs.store.search`).
+
+        Raises:
+            ValueError: a payload search on encrypted payloads.
+        """
+        return SearchStore(self._db).page(query)
 
     def finished_per_minute(self, since: datetime) -> list[int]:
         return self._jobs.finished_per_minute(since)
@@ -205,6 +214,16 @@ class Operations:
         self, ids: Sequence[str], *, all: bool, queue: str | None, progress: dlq.Progress | None = None
     ) -> dlq.Outcome:
         return dlq.purge(self.settings, self._db, ids, all=all, queue=queue, progress=progress)
+
+    def requeue_dead_group(self, key: str, *, queue: str | None = None) -> dlq.Outcome:
+        """Requeue the dead letters of one error fingerprint, matched now (see
+        :func:`jobs.admin.dlq.requeue_group`)."""
+        return dlq.requeue_group(self.settings, self._db, key, queue=queue)
+
+    def purge_dead_group(self, key: str, *, queue: str | None = None) -> dlq.Outcome:
+        """Purge the dead letters of one error fingerprint, matched now (see
+        :func:`jobs.admin.dlq.purge_group`)."""
+        return dlq.purge_group(self.settings, self._db, key, queue=queue)
 
     # ------------------------------------------------------------ schedules
 

@@ -175,7 +175,7 @@ class JobSelection:
         if self.until:
             query = query.where(JobRow.created_at < self.until)
         if self.error:
-            query = query.where(JobRow.error.ilike(f"%{_escape_like(self.error)}%", escape="\\"))
+            query = query.where(JobRow.error.ilike(f"%{escape_like(self.error)}%", escape="\\"))
         return query
 
     @property
@@ -183,7 +183,8 @@ class JobSelection:
         return not any((self.status, self.kind, self.queue, self.since, self.until, self.error))
 
 
-def _escape_like(text: str) -> str:
+def escape_like(text: str) -> str:
+    """``text`` as a literal inside a LIKE pattern (with ``escape='\\'``)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 

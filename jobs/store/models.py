@@ -88,6 +88,12 @@ class JobRow(Base):
         UniqueConstraint("idempotency_key", "kind", "queue"),
         # `conveyor gdpr` finds a subject's jobs with `subjects && ARRAY[…]`.
         Index(None, "subjects", postgresql_using="gin"),
+        # The dashboard: one queue's jobs newest first; payload search (`payload @> …`, migration
+        # 0012 makes it on PostgreSQL only).
+        Index(None, "queue", "created_at"),
+        Index(None, "payload", postgresql_using="gin", postgresql_ops={"payload": "jsonb_path_ops"}),
+        # The dashboard's error search walks only the jobs that have an error, newest first.
+        Index("ix_jobs_errors_created_at", "created_at", "id", postgresql_where=text("error IS NOT NULL")),
     )
 
 
