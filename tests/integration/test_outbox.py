@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pika
@@ -26,6 +27,7 @@ from jobs.store.models import DelayedMessageRow, OutboxRow
 from jobs.store.outbox import OutboxStore
 from producers import Client
 from tests.helpers import AMQP_URL, ROOT, WorkerProcess, eventually, message_count
+from tests.proxy import TcpProxy
 from workers.relay import Relay
 
 pytestmark = [pytest.mark.integration]
@@ -218,3 +220,42 @@ def test_a_relay_killed_between_the_confirms_and_its_commit_republishes_and_each
     eventually(lambda: message_count(queue) == 0 or None, timeout=30)
     assert all(info.attempts == 1 for info in job_store.by_ids(ids))
     assert sum(len(job_store.attempts(i)) for i in ids) == 50
+
+
+def test_commits_go_on_while_the_relay_cannot_reach_rabbitmq_and_every_job_runs_once_after(
+    client: Client,
+    app_engine: Engine,
+    db: Database,
+    job_store: JobStore,
+    settings: Settings,
+    start_worker: WorkerProcess.Factory,
+) -> None:
+    """The relay's side of an outage, through a proxy it alone uses (the shared RabbitMQ stays up;
+    tests/chaos/test_outbox_rabbitmq_down.py stops the real one)."""
+    proxy = TcpProxy(5672)
+    relayed = replace(settings, broker_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F")
+    ids: list[str] = []
+
+    def commit(count: int) -> None:
+        for _ in range(count):
+            with Session(app_engine) as session, session.begin():
+                ids.append(client.enqueue("noop", session=session, sleep=0).id)
+
+    with proxy.running(), running_relays(relayed, db):
+        commit(20)
+        eventually(lambda: entries(db, settings.namespace) == 0 or None, timeout=10)
+        proxy.cut()
+        commit(50)  # every commit returns at once: nothing is published in it
+        time.sleep(2)
+        with db.session() as session:
+            waiting = session.scalars(
+                select(OutboxRow).where(OutboxRow.namespace == settings.namespace)
+            ).all()
+            assert len(waiting) == 50
+            assert max(entry.attempts for entry in waiting) >= 1
+        proxy.start()
+        eventually(lambda: entries(db, settings.namespace) == 0 or None, timeout=30)
+
+    start_worker("--processes", "1", "--threads", "4")
+    eventually(lambda: all(i.status == "succeeded" for i in job_store.by_ids(ids)) or None, timeout=60)
+    assert sum(len(job_store.attempts(i)) for i in ids) == 70
