@@ -170,9 +170,13 @@ class Client:
         min_backoff: float | None = None,
         max_backoff: float | None = None,
         traceparent: str | None = None,
+        session: object | None = None,
     ) -> list[Job]:
         """Enqueue one job of ``kind`` per payload: every row in one ``COPY``, then every message
         published with pipelined confirms. Returns once all are confirmed.
+
+        With ``session`` (as in :meth:`enqueue`) the rows and their outbox entries are copied into
+        that session's transaction instead, and the relays publish them once it commits.
 
         A bad payload raises ``ValueError`` before anything is written or sent. If RabbitMQ
         cannot take them all (after retrying for ``CONVEYOR_ENQUEUE_TIMEOUT`` seconds), the rows
@@ -184,6 +188,8 @@ class Client:
         resolved = outgoing_traceparent(traceparent)
         options = DeliveryOptions(None, delay, priority, max_retries, min_backoff, max_backoff, resolved)
         options.check(self.settings.max_priority)
+        if session is not None:
+            self._check_outbox()
         job_kind = get_kind(kind)
         cleaned = []
         for index, payload in enumerate(payloads):
@@ -198,7 +204,11 @@ class Client:
             raise ValueError(f"{job_kind.name} payload: no artifact {', '.join(missing)}")
         messages = [self._message(job_kind, clean, options) for clean in cleaned]
         new_jobs = [self._new_job(job_kind, m, options) for m in messages]
-        infos = self._sender.enqueue_many(messages, new_jobs, options.delay_ms())
+        if session is not None:
+            namespace = self.settings.namespace
+            infos = self._outbox.write_many(session, new_jobs, messages, namespace=namespace)
+        else:
+            infos = self._sender.enqueue_many(messages, new_jobs, options.delay_ms())
         return [Job(self._jobs, info) for info in infos]
 
     def send_email(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +54,8 @@ _WRITE_ROW_SQL = text(
         columns=", ".join(QUEUED_COLUMNS), values=", ".join(f":{c}" for c in QUEUED_COLUMNS)
     )
 )
+_COPY_JOBS_SQL = "COPY jobs ({}) FROM STDIN".format(", ".join(QUEUED_COLUMNS))
+_COPY_OUTBOX_SQL = "COPY outbox (namespace, job_id, queue, message, created_at, attempts) FROM STDIN"
 #: What names a database server and database: two connections that agree are on the same one.
 _WHERE_SQL = text("SELECT current_database(), pg_postmaster_start_time()")
 
@@ -102,12 +104,61 @@ class OutboxStore:
                 if created:
                     hold(connection, job.held, sealer=self.db.sealer)
             else:
-                body = self.db.sealer.seal_bytes(message.encode(), crypto.OUTBOX_MESSAGE, job.id)
-                params.update(namespace=namespace, message=body)
+                params.update(namespace=namespace, message=self._sealed(message))
                 created = connection.execute(_WRITE_SQL, params).first() is not None
             if created:
                 return self.jobs.queued_info(values), True
             return self._existing(connection, job), False
+
+    def write_many(
+        self,
+        executor: object,
+        jobs: list[NewJob],
+        messages: list[dramatiq.Message[Any]],
+        *,
+        namespace: str,
+    ) -> list[JobInfo]:
+        """Add the rows of ``jobs`` (none with an idempotency key) and the outbox entries of their
+        ``messages`` (held messages for delayed ones) to ``executor``'s transaction: one ``COPY``
+        each, as ``enqueue_many`` writes rows.
+
+        Raises:
+            TypeError, ValueError: as :meth:`write`; ValueError also for an idempotency key.
+        """
+        if any(job.idempotency_key is not None for job in jobs):
+            raise ValueError("enqueue_many takes no idempotency_key: enqueue such jobs one by one")
+        connection = self._connection_of(executor)
+        rows = [self.jobs.queued_values(job) for job in jobs]
+        now = datetime.now(UTC)
+        copied = ([Jsonb(row[c]) if c == "payload" else row[c] for c in QUEUED_COLUMNS] for _, row in rows)
+        self._copy(connection, _COPY_JOBS_SQL, copied)
+        with self.db.translated():
+            hold(connection, *(job.held for job in jobs if job.held is not None), sealer=self.db.sealer)
+        entries = (
+            [namespace, job.id, message.queue_name, self._sealed(message), now, 0]
+            for job, message in zip(jobs, messages, strict=True)
+            if job.held is None
+        )
+        self._copy(connection, _COPY_OUTBOX_SQL, entries)
+        return [self.jobs.queued_info(values) for values, _ in rows]
+
+    def _sealed(self, message: dramatiq.Message[Any]) -> bytes:
+        return self.db.sealer.seal_bytes(message.encode(), crypto.OUTBOX_MESSAGE, message.message_id)
+
+    def _copy(self, connection: Connection, sql: str, rows: Iterable[list[Any]]) -> None:
+        """``COPY`` ``rows`` in through the psycopg connection under ``connection`` (its transaction)."""
+        driver = connection.connection.driver_connection
+        if not isinstance(driver, psycopg.Connection):
+            raise ValueError(f"session= needs the psycopg driver, not {type(driver).__name__}")
+        try:
+            with driver.cursor() as cursor, cursor.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.Error as exc:
+            error = self.db.translate(exc)
+            if error is None:
+                raise
+            raise error from None
 
     def _connection_of(self, executor: object) -> Connection:
         if isinstance(executor, Session):

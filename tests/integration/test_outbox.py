@@ -131,6 +131,30 @@ def test_a_connection_works_as_a_session_does_and_the_kind_helpers_take_one(
     assert drain_ids(settings.queue_name(client.get(email.id).info.queue.split(".")[-1])) == [email.id]
 
 
+def test_enqueue_many_with_a_session_copies_rows_and_entries_into_the_transaction(
+    client: Client, app_engine: Engine, db: Database, job_store: JobStore, settings: Settings
+) -> None:
+    with Session(app_engine) as session:
+        session.begin()
+        doomed = client.enqueue_many("noop", [{"sleep": 0}] * 30, session=session)
+        session.rollback()
+    with Session(app_engine) as session, session.begin():
+        jobs = client.enqueue_many("noop", [{"sleep": 0}] * 300, max_retries=1, session=session)
+        delayed = client.enqueue_many("noop", [{"sleep": 0}] * 3, delay=60, session=session)
+
+    assert job_store.by_ids(j.id for j in doomed) == []
+    assert entries(db, settings.namespace) == 300  # the delayed ones are held, not in the outbox
+    with running_relays(settings, db):
+        eventually(lambda: entries(db, settings.namespace) == 0 or None, timeout=20)
+    assert sorted(drain_ids(settings.queue_name("default"))) == sorted(j.id for j in jobs)
+    assert {i.max_retries for i in job_store.by_ids(j.id for j in jobs)} == {1}
+    with db.session() as session:
+        held = session.scalar(
+            select(func.count()).where(DelayedMessageRow.message_id.in_([j.id for j in delayed]))
+        )
+    assert held == 3
+
+
 def test_an_idempotency_key_used_twice_in_one_transaction_gives_one_job_and_one_entry(
     client: Client, app_engine: Engine, db: Database, settings: Settings
 ) -> None:
