@@ -123,3 +123,10 @@ TARGETS = [
         unit=" s",
     ),
 ]
+
+
+def check_all(results: Results) -> list[dict[str, Any]]:
+    """Each target of the sections that ran: its label, what is wanted, the measured ratio and
+    ``met`` (both None when not measured: a failed section, or a system left out)."""
+    ran = results.get("sections", {})
+    return [target.check(results) for target in TARGETS if target.section in ran]
