@@ -20,6 +20,7 @@ from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.orm import Session
 
 from jobs.broker import build_broker
+from jobs.crypto import generate_key
 from jobs.errors import JobNotFound
 from jobs.settings import Settings
 from jobs.store import Database, JobStore
@@ -283,3 +284,24 @@ def test_commits_go_on_while_the_relay_cannot_reach_rabbitmq_and_every_job_runs_
     start_worker("--processes", "1", "--threads", "4")
     eventually(lambda: all(i.status == "succeeded" for i in job_store.by_ids(ids)) or None, timeout=60)
     assert sum(len(job_store.attempts(i)) for i in ids) == 70
+
+
+def test_a_signed_and_sealed_deployment_stores_the_message_sealed_and_its_worker_runs_it(
+    settings: Settings, app_engine: Engine, db: Database, start_worker: WorkerProcess.Factory
+) -> None:
+    signing_key, encryption_keys = "an-outbox-test-signing-key-0123456789abcdef", generate_key("a")
+    keyed = settings.with_overrides(signing_key=signing_key, encryption_keys=encryption_keys)
+    with Client(keyed) as client:
+        with Session(app_engine) as session, session.begin():
+            job = client.enqueue("noop", session=session, sleep=0, idempotency_key="sealed-and-signed")
+
+        with db.session() as session:
+            (stored,) = session.scalars(select(OutboxRow.message).where(OutboxRow.job_id == job.id)).all()
+        # Sealed: neither the actor nor the id of the message's JSON shows.
+        assert b"noop" not in stored
+        assert job.id.encode() not in stored
+        start_worker(
+            "--processes", "1", "--threads", "2",
+            env={"CONVEYOR_SIGNING_KEY": signing_key, "CONVEYOR_ENCRYPTION_KEYS": encryption_keys},
+        )  # fmt: skip
+        eventually(lambda: client.get(job.id).status == "succeeded" or None, timeout=30)
