@@ -148,8 +148,7 @@ class OutboxStore:
     def _copy(self, connection: Connection, sql: str, rows: Iterable[list[Any]]) -> None:
         """``COPY`` ``rows`` in through the psycopg connection under ``connection`` (its transaction)."""
         driver = connection.connection.driver_connection
-        if not isinstance(driver, psycopg.Connection):
-            raise ValueError(f"session= needs the psycopg driver, not {type(driver).__name__}")
+        assert isinstance(driver, psycopg.Connection)  # checked by _connection_of
         try:
             with driver.cursor() as cursor, cursor.copy(sql) as copy:
                 for row in rows:
@@ -173,6 +172,11 @@ class OutboxStore:
             raise ValueError(
                 f"session= needs PostgreSQL: this session is on {connection.dialect.name} "
                 "(the embedded demo has no outbox; enqueue without session=)"
+            )
+        if connection.dialect.driver != "psycopg":
+            raise ValueError(
+                f"session= needs the psycopg driver (postgresql+psycopg://), Conveyor's own: this "
+                f"session uses {connection.dialect.driver}"
             )
         if not self._same_database.get(connection.engine, False):
             self._check_same_database(connection)
