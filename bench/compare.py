@@ -14,6 +14,9 @@ Sections (``--only`` picks some; each is repeated ``--runs`` times and medians a
 - ``metrics``: the no-op drain with ``conveyor worker --metrics-port`` (scraped every second)
   against without (``--jobs``, at most 5,000), and the hooks' CPU per attempt measured alone
   (bench/metrics.py).
+- ``outbox`` (only when named): jobs committed with ``enqueue(..., session=S)`` and published by a
+  replica's relays against ``enqueue_many``, and the commit-to-publish latency under that load
+  (``--jobs``, at most 20,000) (bench/outbox.py).
 
 Writes ``bench/results/<date>.{json,md,png}`` and ``latest.md`` (a run of some sections only:
 ``<date>-<sections>.*``, and ``latest.md`` is left alone). ``BENCH_NAMESPACE`` (default
@@ -53,7 +56,7 @@ from bench.systems.rabbit import Rabbit
 
 #: What a plain ``make bench`` runs; ``crypto`` (Conveyor against itself) is asked for by name.
 DEFAULT_SECTIONS = ["noop", "email", "images", "reports", "metrics"]
-SECTIONS = [*DEFAULT_SECTIONS, "crypto"]
+SECTIONS = [*DEFAULT_SECTIONS, "crypto", "outbox"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -158,6 +161,10 @@ def work_section(name: str, args: argparse.Namespace, rabbit: Rabbit) -> Section
         from bench.metrics import MetricsSection
 
         return MetricsSection(settings, rabbit, min(args.jobs, 5000))
+    if name == "outbox":
+        from bench.outbox import OutboxSection
+
+        return OutboxSection(settings, rabbit, min(args.jobs, 20000))
     from bench.reports import ReportSection
 
     return ReportSection(settings, args.report_rows)

@@ -24,12 +24,15 @@ import dramatiq
 from jobs import metrics
 from jobs.middleware.heartbeat import Replica
 from jobs.settings import Settings, mask_url
+from jobs.store import JobStore
 from jobs.store.delayed import DelayedStore
 from jobs.store.orphans import OrphanStore
+from jobs.store.outbox import OutboxStore
 from jobs.store.pauses import QueuePauseStore
 from workers.dispatcher import Dispatcher
 from workers.pauses import PausableConsumers, PausedAtBoot
 from workers.reconciler import Reconciler
+from workers.relay import Relay
 from workers.runtime import WorkerStack, build_worker_stack
 
 logger = logging.getLogger("conveyor.worker")
@@ -124,6 +127,7 @@ def run_worker_process(
     pauses = _pausable(stack, worker)
     worker.start()
     dispatcher = _start_dispatcher(stack)
+    relay = _start_relay(stack)
     watchdog = ConsumeWatchdog(worker, settings.consume_timeout)
     logger.info(
         "worker %s ready: %d threads on %s",
@@ -147,9 +151,10 @@ def run_worker_process(
             )
             _stop_now(stack, "RabbitMQ unreachable", EXIT_CANNOT_CONSUME)
     worker.stop(timeout=int(shutdown_timeout * 1000))
-    if dispatcher is not None:
-        dispatcher.stop()
-        dispatcher.join(timeout=10)
+    for chore in (dispatcher, relay):
+        if chore is not None:
+            chore.stop()
+            chore.join(timeout=10)
     # Jobs that outlived the timeout: their messages go back to RabbitMQ as this process exits.
     stack.lifecycle.in_flight.interrupt(f"still running after the {shutdown_timeout:g} s shutdown timeout")
     stack.stopping.set()
@@ -182,6 +187,15 @@ def _start_dispatcher(stack: WorkerStack) -> Dispatcher | None:
     )
     dispatcher.start()
     return dispatcher
+
+
+def _start_relay(stack: WorkerStack) -> Relay | None:
+    """The outbox relay of this process (``workers/relay.py``); the embedded demo has no outbox."""
+    if stack.settings.is_embedded or stack.db.dialect != "postgresql":
+        return None
+    relay = Relay(stack.settings, stack.broker, OutboxStore(JobStore(stack.db)))
+    relay.start()
+    return relay
 
 
 def _stop_now(stack: WorkerStack, reason: str, code: int) -> None:

@@ -243,6 +243,17 @@ class JobStore:
                 session.execute(statement.on_conflict_do_nothing(index_elements=[JobRow.id]))
         return _queued_info(values)
 
+    def queued_values(self, job: NewJob) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The ``jobs`` row of a job about to be enqueued, in the clear and as stored (sealed,
+        with its subject hashes): for writers outside this class (the outbox)."""
+        values = self._row(job, utcnow())
+        return values, self._sealed(values)
+
+    @staticmethod
+    def queued_info(values: dict[str, Any]) -> JobInfo:
+        """The :class:`JobInfo` of a row just written from :meth:`queued_values`' plain values."""
+        return _queued_info(values)
+
     def _sealed(self, values: dict[str, Any]) -> dict[str, Any]:
         """A queued row as stored: its payload sealed when encryption is on."""
         if not self.db.sealer.enabled:
@@ -311,7 +322,7 @@ class JobStore:
                 return False
             with connection.cursor() as cursor, cursor.copy(_COPY_QUEUED_SQL) as copy:
                 for row in rows:
-                    copy.write_row([Jsonb(row[c]) if c == "payload" else row[c] for c in _QUEUED_COLUMNS])
+                    copy.write_row([Jsonb(row[c]) if c == "payload" else row[c] for c in QUEUED_COLUMNS])
         return True
 
     def forget_many(self, job_ids: Iterable[str]) -> None:
@@ -487,7 +498,7 @@ class JobStore:
 
 
 #: The columns a producer writes: those of :func:`_queued_row`.
-_QUEUED_COLUMNS = (
+QUEUED_COLUMNS = (
     "id",
     "kind",
     "queue",
@@ -503,10 +514,10 @@ _QUEUED_COLUMNS = (
     "subjects",
 )
 _INSERT_QUEUED_SQL = "INSERT INTO jobs ({}) VALUES ({})".format(
-    ", ".join(_QUEUED_COLUMNS), ", ".join(f"%({c})s" for c in _QUEUED_COLUMNS)
+    ", ".join(QUEUED_COLUMNS), ", ".join(f"%({c})s" for c in QUEUED_COLUMNS)
 )
 _INSERT_SENT_SQL = _INSERT_QUEUED_SQL + " ON CONFLICT (id) DO NOTHING"
-_COPY_QUEUED_SQL = "COPY jobs ({}) FROM STDIN".format(", ".join(_QUEUED_COLUMNS))
+_COPY_QUEUED_SQL = "COPY jobs ({}) FROM STDIN".format(", ".join(QUEUED_COLUMNS))
 
 
 def _values(statuses: frozenset[JobStatus]) -> list[str]:

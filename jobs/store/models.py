@@ -175,6 +175,32 @@ class DelayedMessageRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class OutboxRow(Base):
+    """A job's message written in the application's own transaction (``enqueue(..., session=S)``),
+    waiting for a relay to publish it once that transaction has committed.
+
+    A relay locks entries (``FOR UPDATE SKIP LOCKED``), publishes them with confirms and deletes
+    them in the transaction that locked them; an insert notifies the relays (``LISTEN
+    conveyor_outbox``, the namespace as payload) through a trigger on PostgreSQL.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(63))
+    job_id: Mapped[str] = mapped_column(UuidStr, ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    queue: Mapped[str] = mapped_column(String(255))
+    #: The Dramatiq message as it will be published (its JSON wire format, sealed when encryption is on).
+    message: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: Publishing rounds that failed (RabbitMQ unreachable or refusing), and the last one's error.
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    #: The relays' scan: a namespace's entries, oldest first.
+    __table_args__ = (Index(None, "namespace", "id"),)
+
+
 class ScheduleTickRow(Base):
     """The last tick of one schedule entry the scheduler has dealt with (enqueued, or skipped
     by the entry's catch-up rule); the leader moves it forward after each enqueue."""
