@@ -150,8 +150,19 @@ def run_worker_process(
                 EXIT_CANNOT_CONSUME,
             )
             _stop_now(stack, "RabbitMQ unreachable", EXIT_CANNOT_CONSUME)
+    _shut_down(stack, worker, (dispatcher, relay), shutdown_timeout)
+    return 0
+
+
+def _shut_down(
+    stack: WorkerStack,
+    worker: dramatiq.Worker,
+    chores: tuple[Dispatcher | Relay | None, ...],
+    shutdown_timeout: float,
+) -> None:
+    """Stop consuming, then the background chores, and record what outlived the timeout."""
     worker.stop(timeout=int(shutdown_timeout * 1000))
-    for chore in (dispatcher, relay):
+    for chore in chores:
         if chore is not None:
             chore.stop()
             chore.join(timeout=10)
@@ -161,7 +172,6 @@ def run_worker_process(
     stack.close()
     metrics.flush()  # the attempts of the last second
     logger.info("worker %s stopped", stack.identity.worker_id)
-    return 0
 
 
 def _pausable(stack: WorkerStack, worker: dramatiq.Worker) -> PausableConsumers | None:
