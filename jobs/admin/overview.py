@@ -6,6 +6,8 @@ The charts come from PostgreSQL (``jobs/store/overview.py``); the counters add t
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +16,7 @@ from jobs.kinds import KINDS
 from jobs.settings import Settings
 from jobs.store import Database
 from jobs.store.jobs import utcnow
-from jobs.store.overview import FinishedBucket, OverviewStore
+from jobs.store.overview import FinishedBucket, LatencyBucket, OverviewStore
 
 #: The overview's windows: name → (length, bucket of the charts in seconds).
 RANGES: dict[str, tuple[timedelta, int]] = {
@@ -23,6 +25,11 @@ RANGES: dict[str, tuple[timedelta, int]] = {
 }
 #: The window of the "failed" counter.
 FAILED_WINDOW = timedelta(hours=1)
+#: A bucket that ended this long ago is closed: its jobs' ends are written (the store's writer
+#: commits within a second or two), so its figures are kept (:class:`ClosedBuckets`).
+SETTLE = timedelta(minutes=2)
+#: How long a closed bucket's figures are kept: what a prune of recent jobs leaves stale at most.
+KEEP_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -48,15 +55,49 @@ def window(name: str, now: datetime | None = None) -> Window:
     return Window(name, until - length, until, bucket)
 
 
+#: One closed bucket's figures: its finished jobs and its latency (None: no job had started).
+Closed = tuple[FinishedBucket, LatencyBucket | None]
+
+
+class ClosedBuckets:
+    """The figures of closed buckets, kept in this process for :data:`KEEP_SECONDS`.
+
+    A bucket's figures change no more once it is closed (:data:`SETTLE`), so a dashboard that
+    reloads the day's charts every few seconds queries only the buckets that are still open, and
+    the closed ones it has not seen yet: the day's ~100k jobs are read once, not at every load.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: dict[tuple[str, int, int], tuple[float, Closed]] = {}
+
+    def get(self, db: Database, step: int, starts: range) -> dict[int, Closed]:
+        """The buckets of ``starts`` (epoch seconds) that are kept, by start."""
+        now = time.monotonic()
+        with self._lock:
+            found = {at: self._kept.get((db.url, step, at)) for at in starts}
+        return {at: kept[1] for at, kept in found.items() if kept and now - kept[0] < KEEP_SECONDS}
+
+    def put(self, db: Database, step: int, figures: dict[int, Closed]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for stale in [k for k, (at, _) in self._kept.items() if now - at >= KEEP_SECONDS]:
+                del self._kept[stale]
+            self._kept.update({(db.url, step, at): (now, closed) for at, closed in figures.items()})
+
+
+#: The process's kept buckets (the dashboard's requests share them).
+CLOSED = ClosedBuckets()
+
+
 def charts(db: Database, span: Window) -> dict[str, Any]:
-    """Finished jobs per minute (by outcome) and latency per bucket, with the window's totals.
+    """Finished jobs per bucket (by outcome) and latency per bucket, with the window's totals.
+    The window starts at the start of its first bucket.
 
     Raises:
         ServiceUnavailable: the database cannot be reached.
     """
-    store = OverviewStore(db)
-    finished = _every_bucket(store.finished(span.since, span.bucket_seconds), span)
-    latency = store.latency(span.since, span.bucket_seconds)
+    finished, latency = _buckets(db, span)
     minutes = span.bucket_seconds / 60
     succeeded = sum(b.succeeded for b in finished)
     failed = sum(b.failed for b in finished)
@@ -80,16 +121,39 @@ def charts(db: Database, span: Window) -> dict[str, Any]:
     }
 
 
-def _every_bucket(buckets: list[FinishedBucket], span: Window) -> list[FinishedBucket]:
-    """``buckets`` with the empty buckets of the window filled in (zero jobs), oldest first."""
+def _buckets(db: Database, span: Window) -> tuple[list[FinishedBucket], list[LatencyBucket]]:
+    """Every bucket of the window (empty ones filled in) and the latency of those with jobs:
+    closed buckets from :data:`CLOSED` or one query for those not kept, open ones queried."""
     step = span.bucket_seconds
-    start = int(span.since.timestamp()) // step * step
-    end = int(span.until.timestamp())
-    seen = {int(b.at.timestamp()): b for b in buckets}
-    return [
-        seen.get(at) or FinishedBucket(datetime.fromtimestamp(at, UTC), 0, 0, 0)
-        for at in range(start, end + 1, step)
-    ]
+    first = int(span.since.timestamp()) // step * step
+    settled = int((span.until - SETTLE).timestamp()) // step * step  # buckets before it are closed
+    closed = range(first, max(settled, first), step)
+    kept = CLOSED.get(db, step, closed)
+    missing = [at for at in closed if at not in kept]
+    if missing:
+        fetched = _fetch(db, step, missing[0], settled)
+        CLOSED.put(db, step, fetched)
+        kept.update(fetched)
+    fresh = _fetch(db, step, max(settled, first), int(span.until.timestamp()) // step * step + step)
+    figures = {**kept, **fresh}
+    ordered = [figures[at] for at in sorted(figures)]
+    return [f for f, _ in ordered], [lat for _, lat in ordered if lat is not None]
+
+
+def _fetch(db: Database, step: int, start: int, end: int) -> dict[int, Closed]:
+    """The figures of every bucket in [``start``, ``end``) (epoch seconds), empty ones included."""
+    store = OverviewStore(db)
+    since, until = _moment(start), _moment(end)
+    finished = {int(b.at.timestamp()): b for b in store.finished(since, step, until)}
+    latency = {int(b.at.timestamp()): b for b in store.latency(since, step, until)}
+    return {
+        at: (finished.get(at) or FinishedBucket(_moment(at), 0, 0, 0), latency.get(at))
+        for at in range(start, end, step)
+    }
+
+
+def _moment(epoch: int) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
 
 
 def job_counters(db: Database, now: datetime | None = None) -> dict[str, int]:

@@ -63,6 +63,14 @@ def _bucket(dialect: str, column: Any, seconds: int) -> Any:
     return cast(func.strftime("%s", column), Float) - cast(func.strftime("%s", column), Float) % seconds
 
 
+def _between(since: datetime, until: datetime | None) -> list[Any]:
+    """The conditions of a job that finished in [``since``, ``until``)."""
+    conditions = [JobRow.finished_at >= since]
+    if until is not None:
+        conditions.append(JobRow.finished_at < until)
+    return conditions
+
+
 def _rounded(seconds: Any) -> float | None:
     return None if seconds is None else round(float(seconds), 4)
 
@@ -77,8 +85,11 @@ class OverviewStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def finished(self, since: datetime, bucket_seconds: int) -> list[FinishedBucket]:
-        """Jobs finished since ``since``, per bucket (only buckets with jobs), oldest first.
+    def finished(
+        self, since: datetime, bucket_seconds: int, until: datetime | None = None
+    ) -> list[FinishedBucket]:
+        """Jobs finished since ``since`` (and before ``until``), per bucket (only buckets with
+        jobs), oldest first.
 
         Raises:
             ServiceUnavailable: the database cannot be reached.
@@ -88,7 +99,7 @@ class OverviewStore:
         failed = func.sum(case((JobRow.status == JobStatus.FAILED.value, 1), else_=0))
         query = (
             select(bucket, succeeded, failed, func.count())
-            .where(JobRow.finished_at >= since)
+            .where(*_between(since, until))
             .group_by(bucket)
             .order_by(bucket)
         )
@@ -101,9 +112,11 @@ class OverviewStore:
             for at, ok, bad, total in rows
         ]
 
-    def latency(self, since: datetime, bucket_seconds: int) -> list[LatencyBucket]:
-        """p50/p95 run time and queue wait of the jobs that finished since ``since`` (and had
-        started), per bucket of their end, oldest first; empty on SQLite.
+    def latency(
+        self, since: datetime, bucket_seconds: int, until: datetime | None = None
+    ) -> list[LatencyBucket]:
+        """p50/p95 run time and queue wait of the jobs that finished since ``since`` (and before
+        ``until``) and had started, per bucket of their end, oldest first; empty on SQLite.
 
         Run time is the last attempt's (start to end); queue wait is from creation to start, of
         the jobs that ran once (a retried job's start is its last attempt's). Read from the jobs
@@ -130,7 +143,7 @@ class OverviewStore:
                 func.extract("epoch", func.percentile_cont(0.5).within_group(wait).filter(once)),
                 func.extract("epoch", func.percentile_cont(0.95).within_group(wait).filter(once)),
             )
-            .where(JobRow.finished_at >= since, JobRow.started_at.is_not(None))
+            .where(*_between(since, until), JobRow.started_at.is_not(None))
             .group_by(bucket)
             .order_by(bucket)
         )

@@ -3,18 +3,24 @@ process pauses and resumes its consumer threads (no services)."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from console.web.formats import ago, clock, count, duration, short_queue
-from jobs.admin.overview import _every_bucket, window
+from jobs.admin import overview
+from jobs.admin.overview import charts, window
 from jobs.admin.pauses import resolve_queue
 from jobs.consumer import ChannelBoundConsumer
 from jobs.errors import ServiceUnavailable, UnknownQueue
 from jobs.settings import Settings
-from jobs.store.overview import FinishedBucket
+from jobs.store import Database
+from jobs.store.migrate import ensure_database, upgrade
+from jobs.store.models import JobRow
 from workers.pauses import PausableConsumers
 
 NOW = datetime(2026, 12, 7, 6, 0, 30, tzinfo=UTC)
@@ -51,14 +57,54 @@ def test_a_window_is_an_hour_of_minutes_or_a_day_of_quarter_hours() -> None:
         window("7d", NOW)
 
 
-def test_empty_buckets_are_filled_with_zeros_so_the_chart_has_no_gaps() -> None:
-    span = window("1h", NOW)
-    seen = FinishedBucket(datetime(2026, 12, 7, 5, 30, tzinfo=UTC), 4, 2, 0)
-    buckets = _every_bucket([seen], span)
-    assert len(buckets) == 61  # 05:00 to 06:00, both ends
-    assert buckets[0].at == datetime(2026, 12, 7, 5, 0, tzinfo=UTC)
-    assert buckets[30] == seen
-    assert sum(b.succeeded + b.failed for b in buckets) == 6
+def _finish(db: Database, at: datetime, status: str = "succeeded") -> None:
+    with db.session() as session:
+        session.add(
+            JobRow(
+                id=str(uuid.uuid4()),
+                kind="noop",
+                queue="q",
+                status=status,
+                payload={},
+                created_at=at,
+                started_at=at,
+                finished_at=at,
+            )
+        )
+        session.commit()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[Database]:
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    ensure_database(url)
+    db = Database(url)
+    upgrade(db)
+    yield db
+    db.dispose()
+
+
+def test_every_bucket_is_charted_and_closed_buckets_are_read_once(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(overview, "CLOSED", overview.ClosedBuckets())
+    now = datetime.now(UTC)
+    _finish(sqlite_db, now - timedelta(minutes=30))
+    _finish(sqlite_db, now - timedelta(minutes=30), "failed")
+    first = charts(sqlite_db, window("1h", now))
+    assert len(first["throughput"]) in (61, 62)  # every minute of the hour, empty ones as zeros
+    assert first["totals"] == {**first["totals"], "finished": 2, "succeeded": 1, "failed": 1}
+
+    # A job written late into a closed bucket is not seen while that bucket is kept; one in an
+    # open bucket (the last two minutes) is.
+    _finish(sqlite_db, now - timedelta(minutes=20))
+    _finish(sqlite_db, now - timedelta(seconds=30))
+    again = charts(sqlite_db, window("1h", now + timedelta(seconds=1)))
+    assert again["totals"]["finished"] == 3
+    assert [b["at"] for b in again["throughput"]] == sorted(b["at"] for b in again["throughput"])
+
+    monkeypatch.setattr(overview, "KEEP_SECONDS", 0.0)  # kept figures expire: all read afresh
+    assert charts(sqlite_db, window("1h", now + timedelta(seconds=2)))["totals"]["finished"] == 4
 
 
 def test_a_queue_is_named_short_full_or_by_its_kind() -> None:
