@@ -14,6 +14,9 @@ Sections (``--only`` picks some; each is repeated ``--runs`` times and medians a
 - ``crypto`` (only when named): Conveyor with ``CONVEYOR_ENCRYPTION_KEYS`` against Conveyor
   without: enqueue, no-op drain (``--jobs``, at most 5,000) and emails (``--emails`` ÷ 2, at
   most 500) (bench/crypto.py).
+- ``outbox`` (only when named): jobs committed with ``enqueue(..., session=S)`` and published by a
+  replica's relays against ``enqueue_many``, and the commit-to-publish latency under that load
+  (``--jobs``, at most 20,000) (bench/outbox.py).
 - ``web`` (only when named): the dashboard on ``--web-rows`` seeded job rows (a database of its
   own, ``<--database-url>_web``): p50 and p95 of every page and its ``/api/`` twin, target
   p95 < 200 ms (bench/web.py).
@@ -56,7 +59,7 @@ from bench.systems.rabbit import Rabbit
 
 #: What a plain ``make bench`` runs; ``crypto`` (Conveyor against itself) is asked for by name.
 DEFAULT_SECTIONS = ["noop", "email", "images", "reports", "metrics"]
-SECTIONS = [*DEFAULT_SECTIONS, "crypto", "web"]
+SECTIONS = [*DEFAULT_SECTIONS, "crypto", "outbox", "web"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -167,6 +170,10 @@ def work_section(name: str, args: argparse.Namespace, rabbit: Rabbit) -> Section
         from bench.metrics import MetricsSection
 
         return MetricsSection(settings, rabbit, min(args.jobs, 5000))
+    if name == "outbox":
+        from bench.outbox import OutboxSection
+
+        return OutboxSection(settings, rabbit, min(args.jobs, 20000))
     from bench.reports import ReportSection
 
     return ReportSection(settings, args.report_rows)

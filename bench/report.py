@@ -157,7 +157,7 @@ def targets_markdown(targets: list[dict[str, Any]]) -> list[str]:
     ]
     for row in targets:
         verdict = {True: "met", False: "**not met**", None: "not measured"}[row["met"]]
-        measured = "—" if row["ratio"] is None else f"{row['ratio']:.3f}×"
+        measured = "—" if row["ratio"] is None else f"{row['ratio']:.3f}{row.get('unit', '×')}"
         lines.append(f"| {row['target']} | {row['wanted']} | {measured} | {verdict} |")
     return lines
 

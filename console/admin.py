@@ -26,17 +26,56 @@ from jobs.store import JobSelection
 SPARK = "▁▂▃▄▅▆▇█"
 
 
-@click.command()
+QUEUES_EPILOG = """\b
+Examples:
+  conveyor queues
+  conveyor queues --json
+  conveyor queues pause email      # workers stop fetching from it; its messages wait in RabbitMQ
+  conveyor queues resume email
+"""
+
+
+@click.group(invoke_without_command=True, epilog=QUEUES_EPILOG)
 @json_option
-@click.pass_obj
-def queues(state: AppState, as_json: bool) -> None:
+@click.pass_context
+def queues(ctx: click.Context, as_json: bool) -> None:
     """Per queue: ready, delayed, dead-lettered, consumers (RabbitMQ), running and the oldest
-    waiting job's age (PostgreSQL)."""
+    waiting job's age (PostgreSQL), and whether it is paused."""
+    if ctx.invoked_subcommand is not None:
+        return
+    state: AppState = ctx.obj
     rows = state.ops.queues()
     if as_json:
         echo_json([row.to_dict() for row in rows])
         return
     out.print(queues_table(rows))
+
+
+@queues.command("pause")
+@click.argument("queue")
+@json_option
+@click.pass_obj
+def queues_pause(state: AppState, queue: str, as_json: bool) -> None:
+    """Pause QUEUE (email, or conveyor.email): every worker stops fetching from it within about
+    a second; its messages stay in RabbitMQ until `conveyor queues resume`. Audited."""
+    outcome = state.ops.pause_queue(queue)
+    if as_json:
+        echo_json(outcome.to_dict())
+        return
+    out.print(cell(outcome.message))
+
+
+@queues.command("resume")
+@click.argument("queue")
+@json_option
+@click.pass_obj
+def queues_resume(state: AppState, queue: str, as_json: bool) -> None:
+    """Resume a paused QUEUE: workers fetch from it again within about a second. Audited."""
+    outcome = state.ops.resume_queue(queue)
+    if as_json:
+        echo_json(outcome.to_dict())
+        return
+    out.print(cell(outcome.message))
 
 
 def queues_table(rows: list[QueueStats]) -> Table:
@@ -45,15 +84,16 @@ def queues_table(rows: list[QueueStats]) -> Table:
     table = Table(
         title=title + ("; unacked, in/s, out/s: management API" if api else ""), title_justify="left"
     )
-    columns = ["queue", "kinds", "ready", "delayed", "dead", "consumers", "running", "oldest wait"]
+    columns = ["queue", "kinds", "state", "ready", "delayed", "dead", "consumers", "running", "oldest wait"]
     for column in columns + (["unacked", "in/s", "out/s"] if api else []):
-        table.add_column(column, justify="left" if column in ("queue", "kinds") else "right")
+        table.add_column(column, justify="left" if column in ("queue", "kinds", "state") else "right")
     for r in rows:
         wait = "" if r.oldest_wait_seconds is None else _age(r.oldest_wait_seconds)
         dead = f"[red]{r.dead}[/]" if r.dead else "0"
         cells = [
             cell(r.queue),
             cell(", ".join(r.kinds)),
+            "[yellow]paused[/]" if r.paused else "active",
             str(r.ready),
             str(r.delayed),
             dead,

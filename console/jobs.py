@@ -14,7 +14,15 @@ from rich.progress import Progress
 from console.common import AppState, Seconds, echo_json, err, fail, json_option, out
 from console.exit_codes import EXIT_FAILURE
 from console.text import cell, visible
-from console.views import attempts_table, job_details, jobs_table, status_markup, timeline
+from console.views import (
+    ARTIFACTS_SHOWN,
+    attempts_table,
+    job_details,
+    job_document,
+    jobs_table,
+    status_markup,
+    timeline,
+)
 from jobs.admin.audit import ActionRecord
 from jobs.errors import JobFailed
 from jobs.logs import mask_secrets
@@ -119,12 +127,9 @@ def jobs_show(state: AppState, job_id: str, as_json: bool) -> None:
     """One job: payload (secrets masked), result, every attempt, a timeline, follow-up jobs."""
     info, attempts, children = state.ops.job(job_id)
     if as_json:
-        data = {
-            **info.to_dict(),
-            "history": [a.to_dict() for a in attempts],
-            "children": [{"id": c.id, "kind": c.kind, "status": c.status} for c in children],
-        }
-        echo_json(data)
+        echo_json(
+            job_document(info, attempts, children, state.ops.artifacts(job_id=info.id, limit=ARTIFACTS_SHOWN))
+        )
         return
     out.print(job_details(info))
     out.print(attempts_table(attempts))

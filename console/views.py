@@ -12,6 +12,29 @@ from rich.table import Table
 from console.text import cell
 from jobs.logs import mask_document, mask_secrets
 from jobs.store import AttemptInfo, JobInfo
+from jobs.store.artifacts import ArtifactInfo
+
+#: How many of a job's artifacts `jobs show` and the job page list.
+ARTIFACTS_SHOWN = 100
+
+
+def job_document(
+    info: JobInfo,
+    attempts: Sequence[AttemptInfo],
+    children: Sequence[JobInfo],
+    artifacts: Sequence[ArtifactInfo],
+) -> dict[str, Any]:
+    """``jobs show --json`` and the dashboard's ``/api/jobs/<id>``: the job's fields, its
+    ``history`` (attempts), follow-up ``children`` and ``artifacts`` (where the bytes live is
+    left out). Unmasked: the caller masks it as it prints it."""
+    return {
+        **info.to_dict(),
+        "history": [a.to_dict() for a in attempts],
+        "children": [{"id": c.id, "kind": c.kind, "status": c.status} for c in children],
+        "artifacts": [
+            {k: v for k, v in artifact.to_dict().items() if k != "location"} for artifact in artifacts
+        ],
+    }
 
 
 def jobs_table(rows: Sequence[JobInfo], notes: Sequence[str] = ()) -> Table:

@@ -21,6 +21,7 @@ from jobs.errors import (
     StoreRefused,
     TransientError,
     UnknownKey,
+    UnknownQueue,
 )
 
 # Grouped by what the error is about (as dramatiq/__init__.py does), not sorted.
@@ -43,6 +44,7 @@ __all__ = [  # noqa: RUF022
     "ArtifactNotFound",
     "DeadLetterNotFound",
     "JobNotFound",
+    "UnknownQueue",
     # Outcomes seen by producers and the CLI
     "BenchError",
     "JobFailed",

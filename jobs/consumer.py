@@ -46,6 +46,9 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
     """
 
     closed = False
+    #: Set when its queue is paused (``workers/pauses.py``): it delivers nothing more, so that
+    #: Dramatiq's consumer thread sees an idle turn, leaves its loop and closes the channel.
+    pausing = False
 
     def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
@@ -54,6 +57,8 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
             self.iterator = self._capped(self.iterator, limit)
 
     def __next__(self) -> Any:
+        if self.pausing:
+            return None
         message = super().__next__()  # type: ignore[no-untyped-call]
         if message is None:
             return None
@@ -131,6 +136,15 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
         super().close()  # type: ignore[no-untyped-call]
 
     def _delivered_here(self, message: Any, action: str) -> bool:
+        if self.closed:
+            # A paused queue's consumer closed while its jobs ran: RabbitMQ has their messages
+            # back, and pika refuses a callback on a closed connection (Dramatiq would retry forever).
+            logger.info(
+                "message %s: not %sed, its channel is closed (RabbitMQ delivers it again)",
+                message.message_id,
+                action,
+            )
+            return False
         if delivered_by(message) in (None, self):
             return True
         # Its channel closed: RabbitMQ has the message back, and its tag means another one here.

@@ -52,6 +52,7 @@ TRACEBACK = "traceback"
 ACCEPTED = "accepted"
 REJECTED = "rejected"
 HELD_BODY = "held_body"
+OUTBOX_MESSAGE = "outbox_message"
 ARTIFACT = "artifact"
 
 

@@ -18,6 +18,7 @@ DELIVERY_OPTIONS = (
     "min_backoff",
     "max_backoff",
     "traceparent",
+    "session",
 )
 _MAX_IDEMPOTENCY_KEY = 255
 

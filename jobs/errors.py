@@ -73,6 +73,10 @@ class DeadLetterNotFound(ConveyorError, LookupError):
     """An id given to requeue or purge matches no message of the dead-letter queues."""
 
 
+class UnknownQueue(ConveyorError, LookupError):
+    """A queue name that no job kind of this deployment uses."""
+
+
 class JobFailed(ConveyorError):
     """``Job.wait`` found the job ``failed`` or ``cancelled``; ``error`` is the job's last error."""
 

@@ -109,6 +109,19 @@ FAMILIES: tuple[Family, ...] = (
         buckets=BUCKETS,
     ),
     Family(
+        "conveyor_outbox_published_total",
+        "counter",
+        ("queue",),
+        "Outbox entries (jobs enqueued with session=) this replica's relays published.",
+    ),
+    Family(
+        "conveyor_outbox_publish_lag_seconds",
+        "histogram",
+        ("queue",),
+        "From an outbox entry's enqueue to its publication by a relay (confirmed by RabbitMQ).",
+        buckets=BUCKETS,
+    ),
+    Family(
         "conveyor_email_rate_limit_wait_seconds",
         "histogram",
         (),
@@ -309,6 +322,15 @@ def delayed_published(queue: str, due_ms: object) -> None:
     if _live is not None and isinstance(due_ms, int | float) and not isinstance(due_ms, bool):
         lateness = max(time.time() - due_ms / 1000, 0.0)
         _get("conveyor_delayed_publish_lateness_seconds").labels(queue).observe(lateness)
+
+
+def outbox_published(queue: str, enqueued_ms: object) -> None:
+    """A relay published an outbox entry; ``enqueued_ms`` is its message's timestamp (ms since 1970)."""
+    if _live is not None:
+        _get("conveyor_outbox_published_total").labels(queue).inc()
+        if isinstance(enqueued_ms, int | float) and not isinstance(enqueued_ms, bool):
+            lag = max(time.time() - enqueued_ms / 1000, 0.0)
+            _get("conveyor_outbox_publish_lag_seconds").labels(queue).observe(lag)
 
 
 def rate_limit_waited(seconds: float) -> None:

@@ -25,6 +25,7 @@ from jobs.store import Database, JobStore, NewJob
 from jobs.store.artifacts import ArtifactStore
 from jobs.store.delayed import HeldMessage
 from jobs.store.jobs import JobInfo
+from jobs.store.outbox import OutboxStore
 from jobs.subjects import SubjectHasher
 from jobs.tracing import TRACEPARENT_OPTION, current_traceparent, outgoing_traceparent
 from producers.job import Job
@@ -63,6 +64,7 @@ class Client:
             else Database(self.settings.database_url, keyring=keyring_of(self.settings.encryption_keys))
         )
         self._jobs = JobStore(self._db, subjects=SubjectHasher.from_keys(self.settings.encryption_keys))
+        self._outbox = OutboxStore(self._jobs)
         self.artifacts = ArtifactStore(self._db, self.settings.artifact_url)
         self._owns_broker = broker is None
         self.broker = broker if broker is not None else build_broker(self.settings)
@@ -95,6 +97,7 @@ class Client:
         min_backoff: float | None = None,
         max_backoff: float | None = None,
         traceparent: str | None = None,
+        session: object | None = None,
         **payload: Any,
     ) -> Job:
         """Enqueue a job of ``kind`` with ``payload``; returns once RabbitMQ confirmed it and its row exists.
@@ -103,8 +106,15 @@ class Client:
         The job runs in the trace of the current OpenTelemetry span, or of ``traceparent`` (a W3C
         header, e.g. an incoming request's; a malformed one is dropped with a warning).
 
+        With ``session`` (the application's SQLAlchemy ``Session`` or ``Connection`` on Conveyor's
+        PostgreSQL database), the job is written inside that session's transaction and nothing is
+        sent: a relay in every ``conveyor worker`` publishes it once the transaction commits, and a
+        rollback leaves no job and no message (``docs/guides/transactional-enqueue.md``).
+
         Raises:
-            ValueError: an unknown kind, a bad payload or a bad option (nothing was sent).
+            ValueError: an unknown kind, a bad payload or a bad option (nothing was sent); a
+                ``session`` on another database, or with the embedded broker or SQLite.
+            TypeError: ``session`` is neither a SQLAlchemy ``Session`` nor a ``Connection``.
             ServiceUnavailable: RabbitMQ or the database stayed unreachable for
                 ``CONVEYOR_ENQUEUE_TIMEOUT`` seconds (no job was created).
             JobNotRecorded: a ``ServiceUnavailable`` where the database went away after RabbitMQ
@@ -113,7 +123,7 @@ class Client:
         options = DeliveryOptions(
             idempotency_key, delay, priority, max_retries, min_backoff, max_backoff, traceparent
         )
-        return self.enqueue_with_options(kind, payload, options)
+        return self.enqueue_with_options(kind, payload, options, session=session)
 
     def enqueue_with_options(
         self,
@@ -122,11 +132,15 @@ class Client:
         options: DeliveryOptions,
         *,
         parent_id: str | None = None,
+        session: object | None = None,
     ) -> Job:
         """Like :meth:`enqueue`, with the payload and delivery options kept apart.
 
-        ``parent_id`` links a follow-up job to the job that enqueued it.
+        ``parent_id`` links a follow-up job to the job that enqueued it; ``session`` writes it in
+        the application's transaction, as in :meth:`enqueue`.
         """
+        if session is not None:
+            self._check_outbox()
         kind = get_kind(kind_name)
         clean = kind.validate(payload, self.settings)
         _check_json(kind, clean, self.settings)
@@ -136,7 +150,10 @@ class Client:
             raise ValueError(f"{kind.name} payload: no artifact {', '.join(missing)}")
         message = self._message(kind, clean, options)
         job = self._new_job(kind, message, options, parent_id=parent_id)
-        info, created = self._sender.enqueue(message, job, options.delay_ms())
+        if session is not None:
+            info, created = self._outbox.write(session, job, message, namespace=self.settings.namespace)
+        else:
+            info, created = self._sender.enqueue(message, job, options.delay_ms())
         if not created:
             _warn_if_payload_differs(info, job)
         return Job(self._jobs, info)
@@ -153,9 +170,13 @@ class Client:
         min_backoff: float | None = None,
         max_backoff: float | None = None,
         traceparent: str | None = None,
+        session: object | None = None,
     ) -> list[Job]:
         """Enqueue one job of ``kind`` per payload: every row in one ``COPY``, then every message
         published with pipelined confirms. Returns once all are confirmed.
+
+        With ``session`` (as in :meth:`enqueue`) the rows and their outbox entries are copied into
+        that session's transaction instead, and the relays publish them once it commits.
 
         A bad payload raises ``ValueError`` before anything is written or sent. If RabbitMQ
         cannot take them all (after retrying for ``CONVEYOR_ENQUEUE_TIMEOUT`` seconds), the rows
@@ -167,6 +188,8 @@ class Client:
         resolved = outgoing_traceparent(traceparent)
         options = DeliveryOptions(None, delay, priority, max_retries, min_backoff, max_backoff, resolved)
         options.check(self.settings.max_priority)
+        if session is not None:
+            self._check_outbox()
         job_kind = get_kind(kind)
         cleaned = []
         for index, payload in enumerate(payloads):
@@ -181,7 +204,11 @@ class Client:
             raise ValueError(f"{job_kind.name} payload: no artifact {', '.join(missing)}")
         messages = [self._message(job_kind, clean, options) for clean in cleaned]
         new_jobs = [self._new_job(job_kind, m, options) for m in messages]
-        infos = self._sender.enqueue_many(messages, new_jobs, options.delay_ms())
+        if session is not None:
+            namespace = self.settings.namespace
+            infos = self._outbox.write_many(session, new_jobs, messages, namespace=namespace)
+        else:
+            infos = self._sender.enqueue_many(messages, new_jobs, options.delay_ms())
         return [Job(self._jobs, info) for info in infos]
 
     def send_email(
@@ -195,12 +222,14 @@ class Client:
         reply_to: str | list[str] | None = None,
         subject: str | None = None,
         attachments: list[str] | None = None,
+        session: object | None = None,
         **options: Any,
     ) -> Job:
         """Send the email template ``template`` (``email/NAME/`` folder) rendered with ``context``.
 
         ``attachments`` are artifact ids (see :meth:`put_artifact`); ``options`` are the
-        delivery options of :meth:`enqueue`.
+        delivery options of :meth:`enqueue`, ``session`` writes the job in the application's
+        transaction (as in :meth:`enqueue`).
 
         Raises:
             ValueError: a bad address, a line break in a header, too many recipients,
@@ -213,7 +242,7 @@ class Client:
         }
         extras = {"cc": cc, "bcc": bcc, "reply_to": reply_to, "subject": subject, "attachments": attachments}
         payload.update({k: v for k, v in extras.items() if v is not None})
-        return self.enqueue_with_options("email", payload, DeliveryOptions(**options))
+        return self.enqueue_with_options("email", payload, DeliveryOptions(**options), session=session)
 
     def generate_report(
         self,
@@ -222,12 +251,14 @@ class Client:
         formats: list[str] | None = None,
         *,
         email_to: str | list[str] | None = None,
+        session: object | None = None,
         **options: Any,
     ) -> Job:
         """Generate the report ``report`` (e.g. ``jobs_summary``) in ``formats`` (html, csv, pdf).
 
         The result lists the stored artifacts; with ``email_to`` a follow-up email job sends
-        them as attachments. ``options`` are the delivery options of :meth:`enqueue`.
+        them as attachments. ``options`` are the delivery options of :meth:`enqueue`; ``session``
+        writes the job in the application's transaction (as in :meth:`enqueue`).
 
         Raises:
             ValueError: an unknown report, bad params (e.g. ``since`` not a date), a bad address.
@@ -239,7 +270,7 @@ class Client:
         }
         if email_to:
             payload["email_to"] = email_to
-        return self.enqueue_with_options("report", payload, DeliveryOptions(**options))
+        return self.enqueue_with_options("report", payload, DeliveryOptions(**options), session=session)
 
     def process_image(
         self,
@@ -251,12 +282,14 @@ class Client:
         variants: list[dict[str, Any]] | None = None,
         keep_metadata: bool = False,
         background: str = "#ffffff",
+        session: object | None = None,
         **options: Any,
     ) -> Job:
         """Process the image artifact ``source``: ``operations`` in order, then encode as ``format``.
 
         ``variants`` (``[{"name": "small", "operations": [...], "format": "webp"}, ...]``) make
-        several outputs from one decode. ``options`` are the delivery options of :meth:`enqueue`.
+        several outputs from one decode. ``options`` are the delivery options of :meth:`enqueue`;
+        ``session`` writes the job in the application's transaction (as in :meth:`enqueue`).
 
         Raises:
             ValueError: an unknown operation, a bad parameter, a missing source artifact.
@@ -271,7 +304,7 @@ class Client:
         }
         if variants is not None:
             payload["variants"] = variants
-        return self.enqueue_with_options("image", payload, DeliveryOptions(**options))
+        return self.enqueue_with_options("image", payload, DeliveryOptions(**options), session=session)
 
     def put_artifact(self, data: bytes, name: str, content_type: str | None = None) -> str:
         """Store a file for jobs to use (an attachment, a source image); returns its id."""
@@ -357,6 +390,14 @@ class Client:
 
     def __repr__(self) -> str:
         return f"Client({self.settings!r})"
+
+    def _check_outbox(self) -> None:
+        """``session=`` needs what the relay needs: PostgreSQL and RabbitMQ."""
+        if self.settings.is_embedded or self._db.dialect != "postgresql":
+            raise ValueError(
+                "session= needs PostgreSQL and RabbitMQ: the embedded setup (memory:// broker or "
+                "SQLite) has no relay to publish committed jobs; enqueue without session="
+            )
 
     def _message(
         self, kind: JobKind, payload: dict[str, Any], options: DeliveryOptions

@@ -48,6 +48,8 @@ CHROMIUM_ARGS = (
 VIEWPORT = {"width": 1280, "height": 800}
 #: Where ``SCREENSHOTS=1`` puts the pages' pictures: the docs show them.
 DOCS_SCREENSHOTS = ROOT / "docs" / "assets" / "screenshots"
+#: The schedule the dashboard shows the next runs of (the shipped example).
+SCHEDULE = ROOT / "deploy" / "schedule.example.toml"
 #: Milliseconds Playwright waits for a page, an element or a navigation.
 TIMEOUT_MS = 15_000
 
@@ -95,14 +97,23 @@ def screenshot_folder(tmp: Path) -> Path:
 
 
 class WebServer:
-    """A `conveyor web` subprocess on a free loopback port, its output collected as it comes."""
+    """A `conveyor web --schedule <the example>` subprocess on a free loopback port, its output
+    collected as it comes."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "cli.py"), "web", "--port", str(self.port)],
+            [
+                sys.executable,
+                str(ROOT / "cli.py"),
+                "web",
+                "--port",
+                str(self.port),
+                "--schedule",
+                str(SCHEDULE),
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -24,10 +24,15 @@ import dramatiq
 from jobs import metrics
 from jobs.middleware.heartbeat import Replica
 from jobs.settings import Settings, mask_url
+from jobs.store import JobStore
 from jobs.store.delayed import DelayedStore
 from jobs.store.orphans import OrphanStore
+from jobs.store.outbox import OutboxStore
+from jobs.store.pauses import QueuePauseStore
 from workers.dispatcher import Dispatcher
+from workers.pauses import PausableConsumers, PausedAtBoot
 from workers.reconciler import Reconciler
+from workers.relay import Relay
 from workers.runtime import WorkerStack, build_worker_stack
 
 logger = logging.getLogger("conveyor.worker")
@@ -71,7 +76,12 @@ class ConsumeWatchdog:
         self._since: float | None = None
 
     def stalled_queues(self) -> list[str]:
-        return sorted(name for name, thread in self.worker.consumers.items() if not _consuming(thread))
+        """Queues whose consumer is disconnected (a paused queue's consumer is closed on purpose)."""
+        return sorted(
+            name
+            for name, thread in self.worker.consumers.items()
+            if not _consuming(thread) and not getattr(thread, "paused", False)
+        )
 
     def expired(self) -> list[str]:
         """The queues that could not be consumed for longer than the limit (empty while all is well)."""
@@ -114,8 +124,10 @@ def run_worker_process(
     worker = dramatiq.Worker(
         stack.broker, queues=queues or None, worker_threads=threads, worker_timeout=WORKER_TIMEOUT_MS
     )
+    pauses = _pausable(stack, worker)
     worker.start()
     dispatcher = _start_dispatcher(stack)
+    relay = _start_relay(stack)
     watchdog = ConsumeWatchdog(worker, settings.consume_timeout)
     logger.info(
         "worker %s ready: %d threads on %s",
@@ -124,6 +136,8 @@ def run_worker_process(
         ", ".join(sorted(queues or stack.broker.get_declared_queues())),
     )
     while not signals.graceful.wait(1.0):
+        if pauses is not None:
+            pauses.refresh()
         metrics.tick(not watchdog.stalled_queues())
         stalled = watchdog.expired()
         if stalled:
@@ -136,17 +150,38 @@ def run_worker_process(
                 EXIT_CANNOT_CONSUME,
             )
             _stop_now(stack, "RabbitMQ unreachable", EXIT_CANNOT_CONSUME)
+    _shut_down(stack, worker, (dispatcher, relay), shutdown_timeout)
+    return 0
+
+
+def _shut_down(
+    stack: WorkerStack,
+    worker: dramatiq.Worker,
+    chores: tuple[Dispatcher | Relay | None, ...],
+    shutdown_timeout: float,
+) -> None:
+    """Stop consuming, then the background chores, and record what outlived the timeout."""
     worker.stop(timeout=int(shutdown_timeout * 1000))
-    if dispatcher is not None:
-        dispatcher.stop()
-        dispatcher.join(timeout=10)
+    for chore in chores:
+        if chore is not None:
+            chore.stop()
+            chore.join(timeout=10)
     # Jobs that outlived the timeout: their messages go back to RabbitMQ as this process exits.
     stack.lifecycle.in_flight.interrupt(f"still running after the {shutdown_timeout:g} s shutdown timeout")
     stack.stopping.set()
     stack.close()
     metrics.flush()  # the attempts of the last second
     logger.info("worker %s stopped", stack.identity.worker_id)
-    return 0
+
+
+def _pausable(stack: WorkerStack, worker: dramatiq.Worker) -> PausableConsumers | None:
+    """The paused-queue check of this process (none on the embedded broker: nothing to pause)."""
+    if stack.settings.is_embedded:
+        return None
+    store = QueuePauseStore(stack.db, stack.settings.namespace)
+    consumers = PausableConsumers(worker.consumers, lambda: set(store.paused()))
+    stack.broker.add_middleware(PausedAtBoot(consumers))
+    return consumers
 
 
 def _start_dispatcher(stack: WorkerStack) -> Dispatcher | None:
@@ -162,6 +197,15 @@ def _start_dispatcher(stack: WorkerStack) -> Dispatcher | None:
     )
     dispatcher.start()
     return dispatcher
+
+
+def _start_relay(stack: WorkerStack) -> Relay | None:
+    """The outbox relay of this process (``workers/relay.py``); the embedded demo has no outbox."""
+    if stack.settings.is_embedded or stack.db.dialect != "postgresql":
+        return None
+    relay = Relay(stack.settings, stack.broker, OutboxStore(JobStore(stack.db)))
+    relay.start()
+    return relay
 
 
 def _stop_now(stack: WorkerStack, reason: str, code: int) -> None:

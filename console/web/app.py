@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -14,10 +15,12 @@ from starlette.staticfiles import StaticFiles
 
 from console.web.actions import BadRequest, action_routes
 from console.web.auth import csrf_token, session_secret, signed_in
+from console.web.formats import FILTERS
 from console.web.login import LOGIN_ROUTES
 from console.web.page import HERE, Page, WebState, bad_request, not_found, state_of, take_flash, templates
-from console.web.pages import ACTIONS, PAGES
+from console.web.pages import ACTIONS, PAGES, ROUTES
 from jobs.errors import JobNotFound
+from jobs.schedule.spec import Schedule
 from jobs.settings import Settings
 from jobs.store import Database
 
@@ -77,16 +80,29 @@ def _sessions(token: str | None) -> list[Middleware]:
     ]
 
 
-def create_app(settings: Settings, database: Database) -> Starlette:
-    """The dashboard of ``settings``' namespace on ``database`` (which the caller disposes of)."""
+@asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    """Close what the requests opened (the producers' client) when the server stops."""
+    try:
+        yield
+    finally:
+        state: WebState = app.state.web
+        state.close()
+
+
+def create_app(settings: Settings, database: Database, *, schedule: Schedule | None = None) -> Starlette:
+    """The dashboard of ``settings``' namespace on ``database`` (which the caller disposes of);
+    ``schedule``: the schedule file's plan, for the next runs on ``/schedule``."""
     routes = [
         *page_routes(PAGES),
         *action_routes(ACTIONS),
+        *ROUTES,
         *LOGIN_ROUTES,
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    app = Starlette(routes=routes, middleware=_sessions(settings.web_token))
-    app.state.web = WebState(settings, database)
+    app = Starlette(routes=routes, middleware=_sessions(settings.web_token), lifespan=_lifespan)
+    app.state.web = WebState(settings, database, schedule)
+    templates.env.filters.update(FILTERS)
     templates.env.globals.update(
         navigation=[p for p in PAGES if p.title],
         csrf_token=csrf_token,

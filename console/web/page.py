@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,10 @@ from starlette.templating import Jinja2Templates
 
 from jobs.admin.audit import Actor
 from jobs.admin.operations import Operations
+from jobs.schedule.spec import Schedule
 from jobs.settings import Settings
 from jobs.store import Database
+from producers import Client
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -41,10 +44,29 @@ class Page:
 
 @dataclass
 class WebState:
-    """What every request shares: the settings and one database pool."""
+    """What every request shares: the settings, one database pool and one producers' client."""
 
     settings: Settings
     database: Database
+    #: The schedule file ``conveyor web --schedule`` loaded (None: the schedule page shows ticks only).
+    schedule: Schedule | None = None
+    _client: Client | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def client(self) -> Client:
+        """The producers' client retries and cancels go through, made on first use (a read-only
+        dashboard never opens a RabbitMQ connection for it). Thread-safe."""
+        with self._lock:
+            if self._client is None:
+                self._client = Client(self.settings, db=self.database)
+            return self._client
+
+    def close(self) -> None:
+        """Close the client, if one was made (the database is the caller's)."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
     def operations(self, request: Request) -> Operations:
         """The admin facade acting as this request's user (``web`` in the audit log)."""

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import pika
 import pika.exceptions
 
+from jobs.admin.fingerprint import Fingerprint, fingerprint
 from jobs.broker import BROKER_ERRORS, broker_parameters, broker_unavailable
 from jobs.errors import ConveyorError, DeadLetterNotFound
 from jobs.ids import is_uuid
@@ -34,6 +35,8 @@ FOREIGN_KIND = "?"
 PURGED_ERROR = "purged from the dead-letter queue"
 #: Called with ``(done, total)`` after each selected message.
 Progress = Callable[[int, int], None]
+#: Picks the ids to act on among the dead letters present when the action runs.
+Selector = Callable[[Sequence["DeadLetter"]], Sequence[str]]
 
 # Retry bookkeeping of Dramatiq: without it a requeued message has a fresh budget, due at once.
 _DROPPED_OPTIONS = frozenset({"retries", "traceback", "eta"})
@@ -73,6 +76,11 @@ class DeadLetter:
     @property
     def foreign(self) -> bool:
         return self.job_id is None
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        """The group of errors it died of (see :mod:`jobs.admin.fingerprint`)."""
+        return fingerprint(self.kind, self.error, foreign_reason=self.reason if self.foreign else None)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with stable snake_case keys."""
@@ -174,7 +182,7 @@ def requeue(
         ConveyorError: RabbitMQ refused a message (it stays dead, its job as it was).
         ServiceUnavailable: RabbitMQ or PostgreSQL cannot be reached.
     """
-    return _apply(settings, db, (ids, all, queue), _requeue_one, progress, confirm=True)
+    return _apply(settings, db, queue, _by_ids(ids, all), _requeue_one, progress, confirm=True)
 
 
 def purge(
@@ -195,22 +203,55 @@ def purge(
         DeadLetterNotFound: an id matches no dead letter (nothing is done then).
         ServiceUnavailable: RabbitMQ or PostgreSQL cannot be reached.
     """
-    return _apply(settings, db, (ids, all, queue), _purge_one, progress)
+    return _apply(settings, db, queue, _by_ids(ids, all), _purge_one, progress)
+
+
+def requeue_group(settings: Settings, db: Database, key: str, *, queue: str | None = None) -> Outcome:
+    """Requeue every dead letter whose fingerprint's key is ``key`` (see :func:`requeue`).
+
+    The group is matched when this runs, not when it was listed: a message of the same
+    fingerprint dead-lettered since is requeued too, one requeued or purged meanwhile is not.
+
+    Raises:
+        ValueError: an unknown ``queue``.
+        ConveyorError: RabbitMQ refused a message.
+        ServiceUnavailable: RabbitMQ or PostgreSQL cannot be reached.
+    """
+    return _apply(settings, db, queue, _by_fingerprint(key), _requeue_one, None, confirm=True)
+
+
+def purge_group(settings: Settings, db: Database, key: str, *, queue: str | None = None) -> Outcome:
+    """Purge every dead letter whose fingerprint's key is ``key`` (see :func:`purge`), matched
+    when this runs as :func:`requeue_group` does.
+
+    Raises:
+        ValueError: an unknown ``queue``.
+        ServiceUnavailable: RabbitMQ or PostgreSQL cannot be reached.
+    """
+    return _apply(settings, db, queue, _by_fingerprint(key), _purge_one, None)
+
+
+def _by_ids(ids: Sequence[str], everything: bool) -> Selector:
+    return lambda letters: select_dead(letters, ids, all=everything)
+
+
+def _by_fingerprint(key: str) -> Selector:
+    return lambda letters: [letter.id for letter in letters if letter.fingerprint.key == key]
 
 
 def _apply(
     settings: Settings,
     db: Database,
-    selection: tuple[Sequence[str], bool, str | None],
+    queue: str | None,
+    select: Selector,
     action: Callable[[Database, _Held, dict[str, None]], str | None],
     progress: Progress | None,
     *,
     confirm: bool = False,
 ) -> Outcome:
-    """``action`` on each selected message; it returns why it skipped one, or ``None``."""
-    ids, everything, queue = selection
+    """``action`` on each message ``select`` picks; it returns why it skipped one, or ``None``."""
     with _scan(settings, db, queue, confirm=confirm) as held:
-        wanted = set(select_dead([item.letter for item in held], ids, all=everything))
+        wanted = set(select([item.letter for item in held]))
         chosen = [item for item in held if item.letter.id in wanted]
         done: dict[str, None] = {}  # ordered, with fast membership
         skipped: list[tuple[str, str]] = []

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, suppress
 from datetime import UTC, datetime
 from functools import cached_property
+from typing import Any
 
 import redis
 
@@ -18,11 +19,13 @@ from jobs.admin import dlq, prune
 from jobs.admin.audit import ActionRecord, Actor, Auditor
 from jobs.admin.files import RemovedFiles, outbox_folder, remove_job_files
 from jobs.admin.gdpr import Subjects
-from jobs.admin.queues import QueueStats, queue_stats
+from jobs.admin.overview import charts, job_counters, queue_names, window
+from jobs.admin.pauses import PauseOutcome, pause_queue, paused_queues, resume_queue
+from jobs.admin.queues import QueueStats, queue_stats, rabbitmq_counts
 from jobs.admin.retention import Retention
 from jobs.admin.stats import GroupStats, job_stats
 from jobs.admin.workers import WorkersView, live_replicas
-from jobs.errors import SchemaMissing
+from jobs.errors import SchemaMissing, ServiceUnavailable
 from jobs.schedule.leader import current_leader
 from jobs.schedule.runner import Scheduler, replica_identity
 from jobs.schedule.spec import Schedule
@@ -33,7 +36,10 @@ from jobs.store import AttemptInfo, Database, JobInfo, JobSelection, JobStore
 from jobs.store.artifacts import ArtifactInfo, ArtifactStore
 from jobs.store.audit import AuditEntry
 from jobs.store.migrate import ensure_database, upgrade
+from jobs.store.pauses import QueuePause
 from jobs.store.schedule import TickStore
+from jobs.store.search import JobPage, JobQuery, SearchStore
+from jobs.store.stats import RunningAttempt, running_attempts
 
 
 class Operations:
@@ -76,6 +82,14 @@ class Operations:
         """
         return self._jobs.get(job_id), self._jobs.attempts(job_id), self._jobs.children(job_id)
 
+    def search_jobs(self, query: JobQuery) -> JobPage:
+        """A page of the dashboard's job listing (see :mod:`jobs.store.search`).
+
+        Raises:
+            ValueError: a payload search on encrypted payloads.
+        """
+        return SearchStore(self._db).page(query)
+
     def finished_per_minute(self, since: datetime) -> list[int]:
         return self._jobs.finished_per_minute(since)
 
@@ -110,8 +124,54 @@ class Operations:
         """Every queue of the namespace (RabbitMQ's counts and the store's figures)."""
         return queue_stats(self.settings, self._db)
 
+    def pause_queue(self, name: str) -> PauseOutcome:
+        """Pause a queue (short or full name): workers stop fetching from it; audited.
+
+        Raises:
+            UnknownQueue: no job kind uses such a queue.
+        """
+        return pause_queue(self.settings, self._db, self.auditor, name)
+
+    def resume_queue(self, name: str) -> PauseOutcome:
+        """Resume a paused queue (short or full name); audited.
+
+        Raises:
+            UnknownQueue: no job kind uses such a queue.
+        """
+        return resume_queue(self.settings, self._db, self.auditor, name)
+
+    def paused_queues(self) -> dict[str, QueuePause]:
+        """The namespace's paused queues, by full name."""
+        return paused_queues(self.settings, self._db)
+
     def stats(self, since: datetime, by: str = "kind") -> list[GroupStats]:
         return job_stats(self._db, since, by)
+
+    def overview(self, range_name: str) -> dict[str, Any]:
+        """The overview's charts over the last ``1h`` or ``24h`` (PostgreSQL).
+
+        Raises:
+            ValueError: an unknown range.
+        """
+        return charts(self._db, window(range_name))
+
+    def counters(self) -> dict[str, int | None]:
+        """Live counters: jobs queued, running and failed in the last hour (PostgreSQL), dead
+        letters (RabbitMQ) and live worker replicas (Redis); ``None`` for a service down."""
+        counters: dict[str, int | None] = dict(job_counters(self._db))
+        names = queue_names(self.settings)
+        try:
+            counts = rabbitmq_counts(self.settings, [f"{name}.XQ" for name in names])
+            counters["dead_letters"] = sum(ready for ready, _ in counts.values())
+        except ServiceUnavailable:
+            counters["dead_letters"] = None
+        view = self.workers()
+        counters["workers_up"] = len(view.replicas) if view.source == "redis" else None
+        return counters
+
+    def running_jobs(self, limit: int = 200) -> list[RunningAttempt]:
+        """Jobs running now with the worker process running each, oldest first."""
+        return running_attempts(self._db, limit)
 
     def workers(self) -> WorkersView:
         """Live replicas from Redis, or who ran jobs lately when Redis is down."""
@@ -155,6 +215,16 @@ class Operations:
     ) -> dlq.Outcome:
         return dlq.purge(self.settings, self._db, ids, all=all, queue=queue, progress=progress)
 
+    def requeue_dead_group(self, key: str, *, queue: str | None = None) -> dlq.Outcome:
+        """Requeue the dead letters of one error fingerprint, matched now (see
+        :func:`jobs.admin.dlq.requeue_group`)."""
+        return dlq.requeue_group(self.settings, self._db, key, queue=queue)
+
+    def purge_dead_group(self, key: str, *, queue: str | None = None) -> dlq.Outcome:
+        """Purge the dead letters of one error fingerprint, matched now (see
+        :func:`jobs.admin.dlq.purge_group`)."""
+        return dlq.purge_group(self.settings, self._db, key, queue=queue)
+
     # ------------------------------------------------------------ schedules
 
     def check_schedule_store(self) -> None:
@@ -187,6 +257,15 @@ class Operations:
             current_leader(self._db, self.settings.namespace) if self._db.dialect == "postgresql" else None
         )
         return statuses, leader
+
+    def schedule_ticks(self) -> tuple[dict[str, datetime], str | None]:
+        """Each entry's last tick in this namespace (by name) and the leading replica, without
+        the schedule file (the dashboard started without ``--schedule``)."""
+        ticks = TickStore(self._db, self.settings.namespace).last_ticks()
+        leader = (
+            current_leader(self._db, self.settings.namespace) if self._db.dialect == "postgresql" else None
+        )
+        return ticks, leader
 
     # ------------------------------------------------------------ artifacts
 

@@ -22,6 +22,7 @@ from jobs.settings import Settings, mask_url
 from jobs.store import Database
 from jobs.store.delayed import DelayedStore
 from jobs.store.jobs import utcnow
+from jobs.store.pauses import QueuePauseStore
 from jobs.store.stats import StatsStore
 from jobs.tls import explained
 
@@ -43,6 +44,10 @@ class QueueStats:
     unacked: int | None = None
     publish_rate: float | None = None
     deliver_rate: float | None = None
+    #: Paused (``conveyor queues pause``): workers fetch nothing from it; since when, by whom.
+    paused: bool = False
+    paused_at: str | None = None
+    paused_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,6 +65,7 @@ def queue_stats(settings: Settings, db: Database) -> list[QueueStats]:
     figures = StatsStore(db).queue_figures(names, now)
     running, oldest = figures.running, figures.oldest_waiting
     held = DelayedStore(db).count_by_queue()
+    pauses = QueuePauseStore(db, settings.namespace).paused()
     management = (
         {name: _management_figures(settings, name) for name in names} if settings.rabbitmq_api_url else {}
     )
@@ -74,6 +80,9 @@ def queue_stats(settings: Settings, db: Database) -> list[QueueStats]:
             running=running.get(name, 0),
             oldest_wait_seconds=round((now - oldest[name]).total_seconds(), 3) if name in oldest else None,
             **management.get(name, {}),
+            paused=name in pauses,
+            paused_at=pauses[name].paused_at.isoformat() if name in pauses else None,
+            paused_by=pauses[name].paused_by if name in pauses else None,
         )
         for name in names
     ]

@@ -175,7 +175,7 @@ class JobSelection:
         if self.until:
             query = query.where(JobRow.created_at < self.until)
         if self.error:
-            query = query.where(JobRow.error.ilike(f"%{_escape_like(self.error)}%", escape="\\"))
+            query = query.where(JobRow.error.ilike(f"%{escape_like(self.error)}%", escape="\\"))
         return query
 
     @property
@@ -183,7 +183,8 @@ class JobSelection:
         return not any((self.status, self.kind, self.queue, self.since, self.until, self.error))
 
 
-def _escape_like(text: str) -> str:
+def escape_like(text: str) -> str:
+    """``text`` as a literal inside a LIKE pattern (with ``escape='\\'``)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
@@ -240,6 +241,17 @@ class JobStore:
             with self.db.session() as session:
                 statement = postgresql.insert(JobRow).values(**stored)
                 session.execute(statement.on_conflict_do_nothing(index_elements=[JobRow.id]))
+        return _queued_info(values)
+
+    def queued_values(self, job: NewJob) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The ``jobs`` row of a job about to be enqueued, in the clear and as stored (sealed,
+        with its subject hashes): for writers outside this class (the outbox)."""
+        values = self._row(job, utcnow())
+        return values, self._sealed(values)
+
+    @staticmethod
+    def queued_info(values: dict[str, Any]) -> JobInfo:
+        """The :class:`JobInfo` of a row just written from :meth:`queued_values`' plain values."""
         return _queued_info(values)
 
     def _sealed(self, values: dict[str, Any]) -> dict[str, Any]:
@@ -310,7 +322,7 @@ class JobStore:
                 return False
             with connection.cursor() as cursor, cursor.copy(_COPY_QUEUED_SQL) as copy:
                 for row in rows:
-                    copy.write_row([Jsonb(row[c]) if c == "payload" else row[c] for c in _QUEUED_COLUMNS])
+                    copy.write_row([Jsonb(row[c]) if c == "payload" else row[c] for c in QUEUED_COLUMNS])
         return True
 
     def forget_many(self, job_ids: Iterable[str]) -> None:
@@ -486,7 +498,7 @@ class JobStore:
 
 
 #: The columns a producer writes: those of :func:`_queued_row`.
-_QUEUED_COLUMNS = (
+QUEUED_COLUMNS = (
     "id",
     "kind",
     "queue",
@@ -502,10 +514,10 @@ _QUEUED_COLUMNS = (
     "subjects",
 )
 _INSERT_QUEUED_SQL = "INSERT INTO jobs ({}) VALUES ({})".format(
-    ", ".join(_QUEUED_COLUMNS), ", ".join(f"%({c})s" for c in _QUEUED_COLUMNS)
+    ", ".join(QUEUED_COLUMNS), ", ".join(f"%({c})s" for c in QUEUED_COLUMNS)
 )
 _INSERT_SENT_SQL = _INSERT_QUEUED_SQL + " ON CONFLICT (id) DO NOTHING"
-_COPY_QUEUED_SQL = "COPY jobs ({}) FROM STDIN".format(", ".join(_QUEUED_COLUMNS))
+_COPY_QUEUED_SQL = "COPY jobs ({}) FROM STDIN".format(", ".join(QUEUED_COLUMNS))
 
 
 def _values(statuses: frozenset[JobStatus]) -> list[str]:

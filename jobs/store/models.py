@@ -82,10 +82,18 @@ class JobRow(Base):
         Index(None, "queue", "status"),
         # `conveyor stats` and `top` read what finished in a window; `prune` what finished long ago.
         Index(None, "finished_at"),
+        # The dashboard's overview: finished jobs and their latency per minute, from the index alone.
+        Index(None, "finished_at", "status", postgresql_include=["started_at", "created_at", "attempts"]),
         # An idempotency key's scope is its namespace (the queue's prefix) and kind.
         UniqueConstraint("idempotency_key", "kind", "queue"),
         # `conveyor gdpr` finds a subject's jobs with `subjects && ARRAY[…]`.
         Index(None, "subjects", postgresql_using="gin"),
+        # The dashboard: one queue's jobs newest first; payload search (`payload @> …`, migration
+        # 0012 makes it on PostgreSQL only).
+        Index(None, "queue", "created_at"),
+        Index(None, "payload", postgresql_using="gin", postgresql_ops={"payload": "jsonb_path_ops"}),
+        # The dashboard's error search walks only the jobs that have an error, newest first.
+        Index("ix_jobs_errors_created_at", "created_at", "id", postgresql_where=text("error IS NOT NULL")),
     )
 
 
@@ -167,6 +175,32 @@ class DelayedMessageRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class OutboxRow(Base):
+    """A job's message written in the application's own transaction (``enqueue(..., session=S)``),
+    waiting for a relay to publish it once that transaction has committed.
+
+    A relay locks entries (``FOR UPDATE SKIP LOCKED``), publishes them with confirms and deletes
+    them in the transaction that locked them; an insert notifies the relays (``LISTEN
+    conveyor_outbox``, the namespace as payload) through a trigger on PostgreSQL.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(63))
+    job_id: Mapped[str] = mapped_column(UuidStr, ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    queue: Mapped[str] = mapped_column(String(255))
+    #: The Dramatiq message as it will be published (its JSON wire format, sealed when encryption is on).
+    message: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: Publishing rounds that failed (RabbitMQ unreachable or refusing), and the last one's error.
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    #: The relays' scan: a namespace's entries, oldest first.
+    __table_args__ = (Index(None, "namespace", "id"),)
+
+
 class ScheduleTickRow(Base):
     """The last tick of one schedule entry the scheduler has dealt with (enqueued, or skipped
     by the entry's catch-up rule); the leader moves it forward after each enqueue."""
@@ -177,6 +211,19 @@ class ScheduleTickRow(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     last_tick: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class QueuePauseRow(Base):
+    """A paused queue of a namespace: workers stop fetching its messages until the row is deleted."""
+
+    __tablename__ = "queue_pauses"
+
+    namespace: Mapped[str] = mapped_column(String(63), primary_key=True)
+    #: The queue's full name (``<namespace>.email``), as RabbitMQ knows it.
+    queue: Mapped[str] = mapped_column(String(255), primary_key=True)
+    paused_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: Who paused it (``source:actor@host``, as in the audit log).
+    paused_by: Mapped[str] = mapped_column(String(255))
 
 
 # ---------------------------------------------------------------- audit log and GDPR

@@ -28,7 +28,14 @@ from jobs import crypto
 from jobs.crypto import Sealer, file_key_id, key_id_of
 from jobs.defaults import ARTIFACT_CHUNK
 from jobs.store.database import Database
-from jobs.store.models import ArtifactRow, AttemptRow, DelayedMessageRow, EmailDeliveryRow, JobRow
+from jobs.store.models import (
+    ArtifactRow,
+    AttemptRow,
+    DelayedMessageRow,
+    EmailDeliveryRow,
+    JobRow,
+    OutboxRow,
+)
 from jobs.subjects import SubjectHasher
 
 PLAINTEXT = "plaintext"
@@ -90,6 +97,12 @@ SEALED = (
         DelayedMessageRow.message_id,
         DelayedMessageRow.message_id,
         (SealedColumn(DelayedMessageRow.body, crypto.HELD_BODY, "bytes"),),
+    ),
+    SealedTable(
+        "outbox",
+        OutboxRow.id,
+        OutboxRow.job_id,
+        (SealedColumn(OutboxRow.message, crypto.OUTBOX_MESSAGE, "bytes"),),
     ),
     SealedTable(
         "artifacts",

@@ -7,10 +7,10 @@ Plain values come out (dataclasses, dicts): what they mean and how they are show
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import case, func, literal, or_, select
 
 from jobs.status import JobStatus
 from jobs.store.aggregates import percentiles_by, run_seconds, wait_seconds
@@ -110,21 +110,34 @@ class StatsStore:
             ServiceUnavailable: the database cannot be reached.
         """
         names = list(queues)
-        waiting = (JobRow.status == JobStatus.QUEUED.value) & or_(JobRow.eta.is_(None), JobRow.eta <= now)
+        # Status and queue names inline, not parameters: psycopg prepares a statement after a
+        # few runs, and a generic plan, blind to which queue has a backlog, would walk every
+        # queued job for a queue that has none.
+        queued = literal(JobStatus.QUEUED.value, literal_execute=True)
+        waiting = (JobRow.status == queued) & or_(JobRow.eta.is_(None), JobRow.eta <= now)
         with self.db.session() as session:
             running = session.execute(
                 select(JobRow.queue, func.count())
-                .where(JobRow.queue.in_(names), JobRow.status == JobStatus.RUNNING.value)
+                .where(
+                    JobRow.queue.in_(names),
+                    JobRow.status == literal(JobStatus.RUNNING.value, literal_execute=True),
+                )
                 .group_by(JobRow.queue)
             ).all()
-            oldest = session.execute(
-                select(JobRow.queue, func.min(JobRow.created_at))
-                .where(JobRow.queue.in_(names), waiting)
-                .group_by(JobRow.queue)
-            ).all()
+            # One min() per queue: each is the first matching entry of the (status, created_at)
+            # index, where a GROUP BY would read every queued job of a backlog.
+            firsts = [
+                select(func.min(JobRow.created_at))
+                .where(JobRow.queue == literal(name, literal_execute=True), waiting)
+                .scalar_subquery()
+                for name in names
+            ]
+            oldest = session.execute(select(*firsts)).one() if names else ()
         return QueueFigures(
             running={queue: int(count) for queue, count in running},
-            oldest_waiting={queue: _utc(moment) for queue, moment in oldest if moment is not None},
+            oldest_waiting={
+                name: _utc(moment) for name, moment in zip(names, oldest, strict=True) if moment is not None
+            },
         )
 
     def worker_activity(self, since: datetime) -> list[WorkerActivity]:
@@ -152,3 +165,50 @@ class StatsStore:
 def _utc(moment: datetime) -> datetime:
     # SQLite hands back naive datetimes; every time Conveyor stores is UTC.
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class RunningAttempt:
+    """A job running now, and the worker process running it."""
+
+    job_id: str
+    kind: str
+    queue: str
+    attempt: int
+    worker: str
+    host: str
+    pid: int
+    started_at: datetime
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "started_at": self.started_at.isoformat()}
+
+
+def running_attempts(db: Database, limit: int = 200) -> list[RunningAttempt]:
+    """The attempts of ``running`` jobs that have not ended, oldest first (at most ``limit``).
+
+    Raises:
+        ServiceUnavailable: the database cannot be reached.
+    """
+    query = (
+        select(
+            JobRow.id,
+            JobRow.kind,
+            JobRow.queue,
+            AttemptRow.attempt,
+            AttemptRow.worker,
+            AttemptRow.host,
+            AttemptRow.pid,
+            AttemptRow.started_at,
+        )
+        .join(AttemptRow, (AttemptRow.job_id == JobRow.id) & (AttemptRow.attempt == JobRow.attempts))
+        .where(JobRow.status == JobStatus.RUNNING.value, AttemptRow.finished_at.is_(None))
+        .order_by(AttemptRow.started_at)
+        .limit(limit)
+    )
+    with db.session() as session:
+        rows = session.execute(query).all()
+    return [
+        RunningAttempt(str(job_id), kind, queue, int(attempt), worker, host, int(pid), _utc(started))
+        for job_id, kind, queue, attempt, worker, host, pid, started in rows
+    ]

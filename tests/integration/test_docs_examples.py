@@ -45,6 +45,7 @@ PAGES = (
     "guides/idempotency.md",
     "guides/progress.md",
     "guides/cancellation.md",
+    "guides/transactional-enqueue.md",
 )
 #: Seconds one example script may take.
 EXAMPLE_TIMEOUT = 60

@@ -73,7 +73,8 @@ def test_the_95th_percentile_is_the_nearest_rank() -> None:
 def test_the_target_is_met_when_the_slowest_p95_is_under_200_ms() -> None:
     (met,) = results(web_section(150.0))["targets"]
     assert met["met"] is True
-    assert met["ratio"] == 0.75
+    assert met["ratio"] == 150.0
+    assert met["wanted"] == "≤ 200.00 ms"
 
 
 def test_one_slow_page_misses_the_target() -> None:

@@ -63,6 +63,8 @@ def conveyor_params(argv: list[str], tmp_path: Path) -> tuple[str, dict[str, Any
     path: list[str] = []
     rest = list(argv)
     while isinstance(command, click.Group):
+        if command.invoke_without_command and (not rest or rest[0] not in command.commands):
+            break  # `conveyor queues --json`: the group runs itself
         assert rest, f"`conveyor {' '.join(path)}` needs a subcommand"
         name = rest.pop(0)
         sub = command.commands.get(name)
