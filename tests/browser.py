@@ -50,6 +50,8 @@ VIEWPORT = {"width": 1280, "height": 800}
 DOCS_SCREENSHOTS = ROOT / "docs" / "assets" / "screenshots"
 #: The schedule the dashboard shows the next runs of (the shipped example).
 SCHEDULE = ROOT / "deploy" / "schedule.example.toml"
+#: RabbitMQ's management API on the test services (guest/guest, loopback only).
+MANAGEMENT_API = "http://guest:guest@127.0.0.1:15672"
 #: Milliseconds Playwright waits for a page, an element or a navigation.
 TIMEOUT_MS = 15_000
 
@@ -112,7 +114,7 @@ class WebServer:
                 "--port",
                 str(self.port),
                 "--schedule",
-                str(SCHEDULE),
+                str(SCHEDULE.relative_to(ROOT)),  # the page shows it; the process runs in ROOT
             ],
             env=env,
             stdout=subprocess.PIPE,
@@ -136,6 +138,8 @@ class WebServer:
             CONVEYOR_BROKER_URL=settings.broker_url,
             CONVEYOR_DATABASE_URL=settings.database_url,
             CONVEYOR_NAMESPACE=settings.namespace,
+            # The queues page's unacknowledged counts and rates (the services' management API).
+            CONVEYOR_RABBITMQ_API_URL=MANAGEMENT_API,
         )
         if settings.web_token is not None:
             env["CONVEYOR_WEB_TOKEN"] = settings.web_token
