@@ -9,7 +9,8 @@ rate = jobs finished after that moment ÷ (last ``finished_at`` − that moment)
 To tell where it saturates, the CPU of each party is read from ``/proc`` over the same stretch,
 per job: RabbitMQ (the ``beam.smp`` of the ``rabbitmq`` user), PostgreSQL (every ``postgres``
 process: other users of the server count too), Redis, the replicas, the forwarders; and the
-machine's busy cores (``/proc/stat``). The "speed ratio" is N hosts ÷ 1 host: 2.0 would be
+machine's busy cores (``/proc/stat``), and the WAL PostgreSQL wrote per job to enqueue and to drain.
+The "speed ratio" is N hosts ÷ 1 host: 2.0 would be
 perfect scaling at two hosts. Needs root; runs only when named::
 
     python bench/compare.py --only hosts --runs 3 --jobs 5000
@@ -105,9 +106,11 @@ class HostsSection:
     def _drain(self, count: int) -> tuple[float, dict[str, float]]:
         """The drain rate at ``count`` hosts (jobs/s) and the CPU figures of its steady stretch."""
         self._reset()
+        wal_start = self._wal()
         with new_client(self.settings) as client:
             for first in range(0, self.jobs, BATCH):
                 client.enqueue_many("noop", [{}] * min(BATCH, self.jobs - first))
+        wal_enqueued = self._wal()
         with self._replicas(self.hosts[:count]) as replicas:
             _await_ready(replicas)
             began, cpu_before, machine_before = time.time(), self._cpu(replicas), _machine_ticks()
@@ -121,6 +124,9 @@ class HostsSection:
             f"cpu_ms_{party}": 1000 * (cpu_after[party] - cpu_before[party]) / done for party in PARTIES
         }
         figures["busy_cores"] = busy * (os.cpu_count() or 1)
+        # The whole server's WAL: other databases' writes in the meantime count too.
+        figures["wal_kb_enqueue"] = (wal_enqueued - wal_start) / 1024 / self.jobs
+        figures["wal_kb_drain"] = (self._wal() - wal_enqueued) / 1024 / self.jobs
         return done / max(last - began, 1e-6), figures
 
     @contextlib.contextmanager
@@ -151,6 +157,12 @@ class HostsSection:
                 raise BenchFailed("hosts: a replica exited")
             time.sleep(0.05)
         raise BenchFailed("hosts: the backlog did not drain within 300 s")
+
+    def _wal(self) -> int:
+        """Bytes of WAL the server has written so far."""
+        row = self.sql.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()
+        assert row is not None
+        return int(row[0])
 
     def _finished_since(self, moment: float) -> int:
         row = self.sql.execute(

@@ -11,7 +11,7 @@
 # 5682, 5683, 5684, for the management API on 15682-15684, and for Erlang distribution on
 # 25682-25684. Each has its own data, log and config files under DIR (default
 # ${TMPDIR:-/tmp}/conveyor-rabbitmq-cluster); they share an Erlang cookie kept in DIR, and the
-# machine's epmd. Ports can be moved with CONVEYOR_CLUSTER_PORT_BASE (AMQP port of node a).
+# machine's epmd. Ports can be moved with CLUSTER_PORT_BASE (AMQP port of node a).
 set -euo pipefail
 
 COMMAND="${1:-status}"
@@ -21,7 +21,7 @@ if [[ "$COMMAND" == pid ]]; then
 else
     DIR="${2:-${TMPDIR:-/tmp}/conveyor-rabbitmq-cluster}"
 fi
-PORT_BASE="${CONVEYOR_CLUSTER_PORT_BASE:-5682}"
+PORT_BASE="${CLUSTER_PORT_BASE:-5682}"
 NODES=(a b c)
 RABBIT_BIN=/usr/lib/rabbitmq/bin
 START_TIMEOUT=120
