@@ -17,6 +17,9 @@ Sections (``--only`` picks some; each is repeated ``--runs`` times and medians a
 - ``outbox`` (only when named): jobs committed with ``enqueue(..., session=S)`` and published by a
   replica's relays against ``enqueue_many``, and the commit-to-publish latency under that load
   (``--jobs``, at most 20,000) (bench/outbox.py).
+- ``hosts`` (only when named; root): the no-op drain at 1, 2 and 3 network-namespace hosts, one
+  ``conveyor worker -p 1 -t 8`` each (``--jobs``, at most 10,000), with the CPU of RabbitMQ,
+  PostgreSQL, Redis and the replicas per job (bench/hosts.py).
 - ``web`` (only when named): the dashboard on ``--web-rows`` seeded job rows (a database of its
   own, ``<--database-url>_web``): p50 and p95 of every page and its ``/api/`` twin, target
   p95 < 200 ms (bench/web.py).
@@ -59,7 +62,7 @@ from bench.systems.rabbit import Rabbit
 
 #: What a plain ``make bench`` runs; ``crypto`` (Conveyor against itself) is asked for by name.
 DEFAULT_SECTIONS = ["noop", "email", "images", "reports", "metrics"]
-SECTIONS = [*DEFAULT_SECTIONS, "crypto", "outbox", "web"]
+SECTIONS = [*DEFAULT_SECTIONS, "crypto", "outbox", "hosts", "web"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -166,6 +169,10 @@ def work_section(name: str, args: argparse.Namespace, rabbit: Rabbit) -> Section
 
         # Its own sizes, at most 5,000 jobs and 500 emails a side: it measures each twice.
         return CryptoSection(settings, rabbit, min(args.jobs, 5000), max(min(args.emails, 1000) // 2, 2))
+    if name == "hosts":
+        from bench.hosts import HostsSection
+
+        return HostsSection(settings, rabbit, min(args.jobs, 10000))
     if name == "metrics":
         from bench.metrics import MetricsSection
 

@@ -50,12 +50,12 @@ def build_broker(settings: Settings, middleware: Sequence[Middleware] = ()) -> d
             stub.declare_queue(settings.queue_name(kind.queue))
         return stub
     broker = ConveyorRabbitmqBroker(
-        url=amqp_url(settings),
+        url=[amqp_url(settings, url) for url in settings.broker_urls],
         confirm_delivery=True,
         max_priority=settings.max_priority,
         middleware=list(middleware),
     )
-    # Dramatiq builds its parameters from the URL alone: these add the TLS context (CA, client cert).
+    # Dramatiq builds its parameters from the URLs alone: these add the TLS context (CA, client cert).
     broker.parameters = broker_parameters(settings)
     if settings.queue_type == "quorum":
         broker.quorum_delivery_limit = settings.delivery_limit
@@ -117,13 +117,14 @@ class ConveyorRabbitmqBroker(RabbitmqBroker):
         )
 
 
-def amqp_url(settings: Settings) -> str:
-    """The broker URL as pika reads it: with connection parameters that fail fast and notice dead
-    peers, and without Conveyor's TLS parameters (:func:`broker_parameters` applies those).
+def amqp_url(settings: Settings, url: str | None = None) -> str:
+    """A broker URL as pika reads it (``url``, one of :attr:`Settings.broker_urls`; the first by
+    default): with connection parameters that fail fast and notice dead peers, and without
+    Conveyor's TLS parameters (:func:`broker_parameters` applies those).
 
     Parameters already present in the user's URL are kept.
     """
-    parts = urlsplit(settings.broker_url)
+    parts = urlsplit(settings.broker_urls[0] if url is None else url)
     params = {k: v for k, v in parse_qsl(parts.query) if k not in BROKER_TLS_PARAMETERS}
     params.setdefault("heartbeat", str(settings.broker_heartbeat))
     params.setdefault("connection_attempts", "1")
@@ -133,27 +134,34 @@ def amqp_url(settings: Settings) -> str:
     return urlunsplit(parts._replace(query=urlencode(params)))
 
 
-def broker_parameters(settings: Settings) -> pika.URLParameters:
-    """pika's connection parameters for the broker URL (every connection to RabbitMQ uses them).
+def broker_parameters(settings: Settings) -> list[pika.URLParameters]:
+    """pika's connection parameters, one per node of ``CONVEYOR_BROKER_URL``, in order: every
+    connection to RabbitMQ uses them, and ``pika.BlockingConnection`` tries them in turn.
 
     ``amqps://`` verifies the server's certificate and host name, against the CA file named by
     ``?cafile=`` or else the system's CAs; ``?certfile=`` (and ``?keyfile=`` when the key is in
     a file of its own) presents a client certificate.
+
+    Raises:
+        SettingsError: a CA, certificate or key file cannot be read.
     """
-    parameters = pika.URLParameters(amqp_url(settings))
-    if urlsplit(settings.broker_url).scheme == "amqps":
-        parameters.ssl_options = pika.SSLOptions(_tls_context(settings))
-    return parameters
+    nodes = []
+    for url in settings.broker_urls:
+        parameters = pika.URLParameters(amqp_url(settings, url))
+        if urlsplit(url).scheme == "amqps":
+            parameters.ssl_options = pika.SSLOptions(_tls_context(url))
+        nodes.append(parameters)
+    return nodes
 
 
-def _tls_context(settings: Settings) -> ssl.SSLContext:
-    tls = dict(parse_qsl(urlsplit(settings.broker_url).query))
+def _tls_context(url: str) -> ssl.SSLContext:
+    tls = dict(parse_qsl(urlsplit(url).query))
     try:
         context = ssl.create_default_context(cafile=tls.get("cafile"))
         if "certfile" in tls:
             context.load_cert_chain(tls["certfile"], tls.get("keyfile"))
     except (OSError, ssl.SSLError) as exc:  # a missing or malformed PEM file
-        raise SettingsError(f"CONVEYOR_BROKER_URL={mask_url(settings.broker_url)}: {exc}") from None
+        raise SettingsError(f"CONVEYOR_BROKER_URL={mask_url(url)}: {exc}") from None
     return context
 
 

@@ -40,8 +40,12 @@ def mask_url(url: str) -> str:
     (``?password=``, ``&token=``, ``sslpassword=``…), replaced by ``***`` (the user name stays).
 
     A password holding an unencoded ``/``, ``?`` or ``#`` (``amqp://u:pa/ss@host``) makes the
-    URL parser read the wrong host; it is masked up to its ``@`` all the same.
+    URL parser read the wrong host; it is masked up to its ``@`` all the same. A list of URLs
+    (``amqp://a,amqp://b``, the cluster nodes of ``CONVEYOR_BROKER_URL``) is masked URL by URL.
     """
+    urls = split_urls(url)
+    if len(urls) > 1:
+        return ",".join(mask_url(one) for one in urls)
     userinfo = _hidden_userinfo(url)
     if userinfo is not None:
         prefix, user, rest = userinfo
@@ -58,6 +62,18 @@ def mask_url(url: str) -> str:
         host = f"[{host}]"
     netloc = f"{userinfo_shown}@{host}" + (f":{parts.port}" if _safe_port(parts) else "")
     return mask_secrets(urlunsplit(parts._replace(netloc=netloc)))
+
+
+_SCHEME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+
+
+def split_urls(text: str) -> list[str]:
+    """The URLs of a comma-separated list (``amqp://a:5672/,amqp://b:5672/``), or ``[text]`` when
+    a piece is not a URL of its own (a comma inside one URL's query or password)."""
+    pieces = [piece.strip() for piece in text.split(",")]
+    if len(pieces) > 1 and all(_SCHEME_RE.match(piece) for piece in pieces):
+        return pieces
+    return [text]
 
 
 # scheme://user:password@rest where the password holds a "/", "?" or "#" the parser stops at.
@@ -88,8 +104,11 @@ class Settings:
     """Conveyor's configuration. Build it with :meth:`from_env`; passwords never appear in ``repr``."""
 
     #: RabbitMQ: ``amqp://user:password@host:port/vhost``, or ``amqps://`` for TLS (``cafile=``,
-    #: ``certfile=``, ``keyfile=``). Other query parameters go to pika as they are. ``memory://``
-    #: is the in-process broker of the demo and the unit tests; ``conveyor worker`` refuses it.
+    #: ``certfile=``, ``keyfile=``). Other query parameters go to pika as they are. The nodes of a
+    #: cluster are given comma-separated (``amqp://…@mq-a:5672/,amqp://…@mq-b:5672/``): every
+    #: connection tries them in turn, and each URL is checked alone (same virtual host for all).
+    #: ``memory://`` is the in-process broker of the demo and the unit tests; ``conveyor worker``
+    #: refuses it.
     broker_url: str = defaults.DEFAULT_BROKER_URL
     #: The job store: ``postgresql+psycopg://`` or ``postgresql://`` (psycopg 3; libpq parameters
     #: such as ``sslmode=verify-full&sslrootcert=PATH`` are passed on). ``sqlite:///PATH`` serves
@@ -134,7 +153,8 @@ class Settings:
     #: faster, a little softer).
     image_draft: bool = True
     #: RabbitMQ's management API (``http://user:pass@host:15672``): adds unacknowledged counts and
-    #: rates to ``conveyor queues``. ``None``: RabbitMQ is read through AMQP alone.
+    #: rates to ``conveyor queues``; a cluster's nodes comma-separated, tried in turn. ``None``:
+    #: RabbitMQ is read through AMQP alone.
     rabbitmq_api_url: str | None = None
     #: The folder artifacts' bytes go to: ``file:///DIR`` (``file:DIR`` is relative to the working
     #: directory). Every replica and producer must see the same folder; the artifacts' metadata
@@ -200,7 +220,9 @@ class Settings:
     def __post_init__(self) -> None:
         _check_input_limits(self)
         for name, schemes in _URL_SCHEMES.items():
-            _check_url(name, getattr(self, name), schemes)
+            if name != "broker_url":
+                _check_url(name, getattr(self, name), schemes)
+        _check_broker_urls(self.broker_urls)
         _check_smtp_parameters(self.smtp_url)
         _check_tls_parameters(self)
         if not _NAMESPACE_RE.match(self.namespace):
@@ -214,8 +236,9 @@ class Settings:
             raise SettingsError("CONVEYOR_BROKER_HEARTBEAT must be 0 (disabled) or a number of seconds")
         if self.email_rate is not None:
             parse_rate(self.email_rate)
-        if self.rabbitmq_api_url is not None:
-            _check_url("rabbitmq_api_url", self.rabbitmq_api_url, ("http", "https"))
+        for api_url in split_urls(self.rabbitmq_api_url or ""):
+            if api_url:
+                _check_url("rabbitmq_api_url", api_url, ("http", "https"))
         _check_url("artifact_url", self.artifact_url, ("file",))
         if not urlsplit(self.artifact_url).path:
             raise SettingsError(f"CONVEYOR_ARTIFACT_URL={self.artifact_url!r} names no folder")
@@ -279,6 +302,11 @@ class Settings:
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with some fields replaced (``None`` values are ignored)."""
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def broker_urls(self) -> tuple[str, ...]:
+        """The RabbitMQ nodes of ``broker_url``, in the order connections try them."""
+        return tuple(split_urls(self.broker_url))
 
     @property
     def is_embedded(self) -> bool:
@@ -497,6 +525,23 @@ def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
         raise SettingsError(f"{env}={mask_url(url)} has an invalid port")
 
 
+def _check_broker_urls(urls: tuple[str, ...]) -> None:
+    """Every node's URL passes the checks of one URL; ``memory://`` stands alone; the nodes of
+    one cluster share a virtual host (a different one is a typo, not a failover)."""
+    for url in urls:
+        _check_url("broker_url", url, _URL_SCHEMES["broker_url"])
+    if len(urls) == 1:
+        return
+    if any(urlsplit(url).scheme == "memory" for url in urls):
+        raise SettingsError("CONVEYOR_BROKER_URL: memory:// cannot be one of several URLs")
+    vhosts = {urlsplit(url).path.lstrip("/") or "%2F" for url in urls}
+    if len(vhosts) > 1:
+        raise SettingsError(
+            "CONVEYOR_BROKER_URL: the cluster's URLs name different virtual hosts "
+            f"({', '.join(sorted(vhosts))})"
+        )
+
+
 #: Conveyor's own parameters of an ``amqps://`` URL (pika never sees them): the CA file that
 #: verifies RabbitMQ's certificate, and a client certificate (its key in ``keyfile`` or in it).
 BROKER_TLS_PARAMETERS = frozenset({"cafile", "certfile", "keyfile"})
@@ -522,18 +567,20 @@ _TLS_FILE_PARAMETERS = {
 def _check_tls_parameters(settings: Settings) -> None:
     """TLS parameters make sense where they are: the broker's only on ``amqps://``, ``starttls=``
     one of its values (the files they name are checked by :func:`check_tls_files`)."""
-    broker = urlsplit(settings.broker_url)
-    given = {key for key, _ in parse_qsl(broker.query)} & BROKER_TLS_PARAMETERS
-    if given and broker.scheme != "amqps":
-        raise SettingsError(
-            f"CONVEYOR_BROKER_URL={mask_url(settings.broker_url)}: {', '.join(sorted(given))} "
-            "are for amqps:// URLs only"
-        )
+    for url in settings.broker_urls:
+        broker = urlsplit(url)
+        given = {key for key, _ in parse_qsl(broker.query)} & BROKER_TLS_PARAMETERS
+        if given and broker.scheme != "amqps":
+            raise SettingsError(
+                f"CONVEYOR_BROKER_URL={mask_url(url)}: {', '.join(sorted(given))} are for amqps:// URLs only"
+            )
+        if "keyfile" in given and "certfile" not in given:
+            raise SettingsError(
+                f"CONVEYOR_BROKER_URL={mask_url(url)}: keyfile= needs certfile= (the client certificate)"
+            )
     starttls = dict(parse_qsl(urlsplit(settings.smtp_url).query)).get("starttls", "auto")
     if starttls.lower() not in SMTP_STARTTLS_VALUES:
         raise SettingsError(f"CONVEYOR_SMTP_URL: starttls={starttls!r} must be auto, true or false")
-    if "keyfile" in given and "certfile" not in given:
-        raise SettingsError("CONVEYOR_BROKER_URL: keyfile= needs certfile= (the client certificate)")
 
 
 def check_tls_files(settings: Settings) -> None:
@@ -545,13 +592,13 @@ def check_tls_files(settings: Settings) -> None:
         SettingsError: a file is missing.
     """
     for name, keys in _TLS_FILE_PARAMETERS.items():
-        url = getattr(settings, name) or ""
-        for key, value in parse_qsl(urlsplit(url).query):
-            # libpq's sslrootcert=system means the system's CAs, not a file.
-            if key in keys and value != "system" and not Path(value).expanduser().is_file():
-                raise SettingsError(
-                    f"{ENV_PREFIX}{name.upper()}={mask_url(url)}: {key} {value!r} is not a file"
-                )
+        for url in split_urls(getattr(settings, name) or ""):
+            for key, value in parse_qsl(urlsplit(url).query):
+                # libpq's sslrootcert=system means the system's CAs, not a file.
+                if key in keys and value != "system" and not Path(value).expanduser().is_file():
+                    raise SettingsError(
+                        f"{ENV_PREFIX}{name.upper()}={mask_url(url)}: {key} {value!r} is not a file"
+                    )
 
 
 # ---------------------------------------------------------------- retention

@@ -8,8 +8,10 @@ set -euo pipefail
 
 # jq: deploy/kubernetes/queue-latency-metric.sh (the autoscaling signal) and its tests.
 readonly PACKAGES=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b libharfbuzz-subset0 fonts-dejavu-core jq)
-# Test tools only, not in the image: tests/prometheus.py and tests/unit/test_prometheus_rules.py.
-readonly TEST_TOOLS=(prometheus)
+# Test tools only, not in the image: tests/prometheus.py and tests/unit/test_prometheus_rules.py
+# (prometheus); the replicas on network-namespace hosts, tests/integration/test_netns_hosts.py
+# (iproute2's ip, socat).
+readonly TEST_TOOLS=(prometheus iproute2 socat)
 
 missing=()
 for package in "${PACKAGES[@]}" "${TEST_TOOLS[@]}"; do

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import ssl
 from dataclasses import asdict, dataclass
@@ -18,7 +19,7 @@ from jobs.broker import BROKER_ERRORS, broker_parameters, broker_unavailable
 from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
 from jobs.errors import ServiceUnavailable
 from jobs.kinds import KINDS
-from jobs.settings import Settings, mask_url
+from jobs.settings import Settings, mask_url, split_urls
 from jobs.store import Database
 from jobs.store.delayed import DelayedStore
 from jobs.store.jobs import utcnow
@@ -123,16 +124,30 @@ def _api_tls(parts: SplitResult) -> ssl.SSLContext | None:
 
 def _management_get(settings: Settings, path: str, query: str = "") -> Any | None:
     """The JSON the management API answers for ``/api/queues/<vhost>`` + ``path``; ``None`` when
-    it answers 404 (a queue not declared yet).
+    it answers 404 (a queue not declared yet). Several API URLs (one per cluster node) are tried
+    in turn until one answers.
 
     Raises:
-        ServiceUnavailable: the API cannot be reached or refuses the credentials.
+        ServiceUnavailable: no API URL can be reached, or one refuses the credentials.
     """
     assert settings.rabbitmq_api_url is not None
-    parts = urlsplit(settings.rabbitmq_api_url)
-    vhost = urlsplit(settings.broker_url).path.lstrip("/") or "%2F"
+    vhost = urlsplit(settings.broker_urls[0]).path.lstrip("/") or "%2F"
+    *others, last = split_urls(settings.rabbitmq_api_url)
+    for api_url in others:
+        with contextlib.suppress(ServiceUnavailable):  # that node is down: the next one may answer
+            return _management_request(api_url, f"/api/queues/{vhost}{path}", query)
+    return _management_request(last, f"/api/queues/{vhost}{path}", query)
+
+
+def _management_request(api_url: str, path: str, query: str) -> Any | None:
+    """One GET of ``path`` on the management API at ``api_url`` (its credentials sent as Basic auth).
+
+    Raises:
+        ServiceUnavailable: no answer, or an HTTP error other than 404.
+    """
+    parts = urlsplit(api_url)
     netloc = (parts.hostname or "127.0.0.1") + (f":{parts.port}" if parts.port else "")
-    url = urlunsplit((parts.scheme, netloc, f"/api/queues/{vhost}{path}", query, ""))
+    url = urlunsplit((parts.scheme, netloc, path, query, ""))
     request = Request(url)  # noqa: S310 -- http(s) only, checked when the settings were built
     if parts.username:
         token = base64.b64encode(
@@ -146,13 +161,9 @@ def _management_get(settings: Settings, path: str, query: str = "") -> Any | Non
     except HTTPError as exc:
         if exc.code == 404:
             return None
-        raise ServiceUnavailable(
-            "RabbitMQ management API", mask_url(settings.rabbitmq_api_url), str(exc)
-        ) from None
+        raise ServiceUnavailable("RabbitMQ management API", mask_url(api_url), str(exc)) from None
     except (URLError, OSError, ValueError) as exc:
-        raise ServiceUnavailable(
-            "RabbitMQ management API", mask_url(settings.rabbitmq_api_url), explained(exc)
-        ) from None
+        raise ServiceUnavailable("RabbitMQ management API", mask_url(api_url), explained(exc)) from None
 
 
 def _management_figures(settings: Settings, queue: str) -> dict[str, Any]:

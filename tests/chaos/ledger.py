@@ -163,6 +163,14 @@ class Ledger:
             time.sleep(interval)
         return last if last is not None else self.tally(ids)
 
+    def finish_times(self, ids: Collection[str]) -> list[datetime]:
+        """When each finished job of ``ids`` finished, in order (UTC)."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(JobRow.finished_at).where(JobRow.id.in_(list(ids)), JobRow.finished_at.is_not(None))
+            ).all()
+        return sorted(at if at.tzinfo else at.replace(tzinfo=UTC) for (at,) in rows)
+
     def count_final(self, ids: Collection[str]) -> int:
         """How many of ``ids`` are final (-1 while the database does not answer)."""
         try:

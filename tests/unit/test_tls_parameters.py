@@ -35,7 +35,7 @@ def test_amqps_verifies_the_server_against_the_given_ca_and_hides_the_parameter_
 ) -> None:
     settings = Settings(broker_url=f"amqps://u:p@rabbit.internal/%2F?cafile={ca_file}&heartbeat=10")
 
-    parameters = broker_parameters(settings)
+    [parameters] = broker_parameters(settings)
 
     assert "cafile" not in amqp_url(settings)
     assert "heartbeat=10" in amqp_url(settings)
@@ -47,8 +47,8 @@ def test_amqps_verifies_the_server_against_the_given_ca_and_hides_the_parameter_
 
 
 def test_plain_amqp_has_no_tls_and_amqps_without_a_cafile_trusts_the_system_cas() -> None:
-    assert broker_parameters(Settings(broker_url="amqp://u:p@rabbit.internal/%2F")).ssl_options is None
-    context = broker_parameters(Settings(broker_url="amqps://u:p@rabbit.internal/%2F")).ssl_options.context
+    assert broker_parameters(Settings(broker_url="amqp://u:p@rabbit.internal/%2F"))[0].ssl_options is None
+    context = broker_parameters(Settings(broker_url="amqps://u:p@rabbit.internal/%2F"))[0].ssl_options.context
     assert context.verify_mode is ssl.CERT_REQUIRED
 
 
