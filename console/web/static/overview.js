@@ -12,6 +12,9 @@
     var axes = [{ stroke: color("--muted"), grid: { stroke: color("--line") } },
                 { stroke: color("--muted"), grid: { stroke: color("--line") } }];
     var charts = [];
+    // Both charts span the whole window, however few buckets have jobs (one point alone would
+    // otherwise get an axis of its own making, years wide).
+    var window_ = [Date.parse(data.since) / 1000, Date.parse(data.until) / 1000];
     function chart(id, rows, series, values) {
       var target = document.getElementById(id);
       if (!target || rows.length === 0) { return; }
@@ -20,7 +23,7 @@
       }));
       // Times in UTC, as in the tables and the rest of Conveyor.
       var options = { width: target.clientWidth || 600, height: 240, series: [{}].concat(series), axes: axes,
-                      scales: { x: { time: true } },
+                      scales: { x: { time: true, range: function () { return window_; } } },
                       tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); } };
       charts.push([target, new uPlot(options, columns, target)]);
     }
