@@ -67,6 +67,10 @@ class StopSignals:
             self._stop_now()
 
 
+#: How long a starting process waits for its consumers to attach before it says it is ready.
+READY_WITHIN = 10.0
+
+
 class ConsumeWatchdog:
     """Notices a process whose consumers have been disconnected from RabbitMQ for too long."""
 
@@ -82,6 +86,14 @@ class ConsumeWatchdog:
             for name, thread in self.worker.consumers.items()
             if not _consuming(thread) and not getattr(thread, "paused", False)
         )
+
+    def wait_attached(self, timeout: float) -> None:
+        """Wait until every consumer is attached (its queue declared, its channel consuming), so
+        that "ready" means it: a consumer thread boots after ``Worker.start`` returns. Gives up
+        after ``timeout`` seconds (RabbitMQ unreachable: the watchdog then takes over)."""
+        deadline = time.monotonic() + timeout
+        while self.stalled_queues() and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def expired(self) -> list[str]:
         """The queues that could not be consumed for longer than the limit (empty while all is well)."""
@@ -129,6 +141,7 @@ def run_worker_process(
     dispatcher = _start_dispatcher(stack)
     relay = _start_relay(stack)
     watchdog = ConsumeWatchdog(worker, settings.consume_timeout)
+    watchdog.wait_attached(READY_WITHIN)
     logger.info(
         "worker %s ready: %d threads on %s",
         stack.identity.worker_id,

@@ -153,12 +153,12 @@ class Operations:
         Raises:
             ValueError: an unknown range.
         """
-        return charts(self._db, window(range_name))
+        return charts(self._db, self.settings.namespace, window(range_name))
 
     def counters(self) -> dict[str, int | None]:
         """Live counters: jobs queued, running and failed in the last hour (PostgreSQL), dead
         letters (RabbitMQ) and live worker replicas (Redis); ``None`` for a service down."""
-        counters: dict[str, int | None] = dict(job_counters(self._db))
+        counters: dict[str, int | None] = dict(job_counters(self._db, self.settings.namespace))
         names = queue_names(self.settings)
         try:
             counts = rabbitmq_counts(self.settings, [f"{name}.XQ" for name in names])

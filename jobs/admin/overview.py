@@ -69,35 +69,40 @@ class ClosedBuckets:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._kept: dict[tuple[str, int, int], tuple[float, Closed]] = {}
+        self._kept: dict[tuple[str, str, int, int], tuple[float, Closed]] = {}
 
-    def get(self, db: Database, step: int, starts: range) -> dict[int, Closed]:
+    def get(self, store: OverviewStore, step: int, starts: range) -> dict[int, Closed]:
         """The buckets of ``starts`` (epoch seconds) that are kept, by start."""
         now = time.monotonic()
         with self._lock:
-            found = {at: self._kept.get((db.url, step, at)) for at in starts}
+            found = {at: self._kept.get((*_whose(store), step, at)) for at in starts}
         return {at: kept[1] for at, kept in found.items() if kept and now - kept[0] < KEEP_SECONDS}
 
-    def put(self, db: Database, step: int, figures: dict[int, Closed]) -> None:
+    def put(self, store: OverviewStore, step: int, figures: dict[int, Closed]) -> None:
         now = time.monotonic()
         with self._lock:
             for stale in [k for k, (at, _) in self._kept.items() if now - at >= KEEP_SECONDS]:
                 del self._kept[stale]
-            self._kept.update({(db.url, step, at): (now, closed) for at, closed in figures.items()})
+            self._kept.update({(*_whose(store), step, at): (now, closed) for at, closed in figures.items()})
+
+
+def _whose(store: OverviewStore) -> tuple[str, str]:
+    """Whose figures a store reads: its database and namespace."""
+    return store.db.url, store.namespace
 
 
 #: The process's kept buckets (the dashboard's requests share them).
 CLOSED = ClosedBuckets()
 
 
-def charts(db: Database, span: Window) -> dict[str, Any]:
+def charts(db: Database, namespace: str, span: Window) -> dict[str, Any]:
     """Finished jobs per bucket (by outcome) and latency per bucket, with the window's totals.
     The window starts at the start of its first bucket.
 
     Raises:
         ServiceUnavailable: the database cannot be reached.
     """
-    finished, latency = _buckets(db, span)
+    finished, latency = _buckets(OverviewStore(db, namespace), span)
     minutes = span.bucket_seconds / 60
     succeeded = sum(b.succeeded for b in finished)
     failed = sum(b.failed for b in finished)
@@ -121,28 +126,27 @@ def charts(db: Database, span: Window) -> dict[str, Any]:
     }
 
 
-def _buckets(db: Database, span: Window) -> tuple[list[FinishedBucket], list[LatencyBucket]]:
+def _buckets(store: OverviewStore, span: Window) -> tuple[list[FinishedBucket], list[LatencyBucket]]:
     """Every bucket of the window (empty ones filled in) and the latency of those with jobs:
     closed buckets from :data:`CLOSED` or one query for those not kept, open ones queried."""
     step = span.bucket_seconds
     first = int(span.since.timestamp()) // step * step
     settled = int((span.until - SETTLE).timestamp()) // step * step  # buckets before it are closed
     closed = range(first, max(settled, first), step)
-    kept = CLOSED.get(db, step, closed)
+    kept = CLOSED.get(store, step, closed)
     missing = [at for at in closed if at not in kept]
     if missing:
-        fetched = _fetch(db, step, missing[0], settled)
-        CLOSED.put(db, step, fetched)
+        fetched = _fetch(store, step, missing[0], settled)
+        CLOSED.put(store, step, fetched)
         kept.update(fetched)
-    fresh = _fetch(db, step, max(settled, first), int(span.until.timestamp()) // step * step + step)
+    fresh = _fetch(store, step, max(settled, first), int(span.until.timestamp()) // step * step + step)
     figures = {**kept, **fresh}
     ordered = [figures[at] for at in sorted(figures)]
     return [f for f, _ in ordered], [lat for _, lat in ordered if lat is not None]
 
 
-def _fetch(db: Database, step: int, start: int, end: int) -> dict[int, Closed]:
+def _fetch(store: OverviewStore, step: int, start: int, end: int) -> dict[int, Closed]:
     """The figures of every bucket in [``start``, ``end``) (epoch seconds), empty ones included."""
-    store = OverviewStore(db)
     since, until = _moment(start), _moment(end)
     finished = {int(b.at.timestamp()): b for b in store.finished(since, step, until)}
     latency = {int(b.at.timestamp()): b for b in store.latency(since, step, until)}
@@ -156,13 +160,13 @@ def _moment(epoch: int) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-def job_counters(db: Database, now: datetime | None = None) -> dict[str, int]:
+def job_counters(db: Database, namespace: str, now: datetime | None = None) -> dict[str, int]:
     """Jobs queued and running now, and failed in the last hour (PostgreSQL).
 
     Raises:
         ServiceUnavailable: the database cannot be reached.
     """
-    counts = OverviewStore(db).counts((now or utcnow()) - FAILED_WINDOW)
+    counts = OverviewStore(db, namespace).counts((now or utcnow()) - FAILED_WINDOW)
     return {"queued": counts.queued, "running": counts.running, "failed_last_hour": counts.failed}
 
 

@@ -83,7 +83,12 @@ class JobRow(Base):
         # `conveyor stats` and `top` read what finished in a window; `prune` what finished long ago.
         Index(None, "finished_at"),
         # The dashboard's overview: finished jobs and their latency per minute, from the index alone.
-        Index(None, "finished_at", "status", postgresql_include=["started_at", "created_at", "attempts"]),
+        Index(
+            None,
+            "finished_at",
+            "status",
+            postgresql_include=["started_at", "created_at", "attempts", "queue"],
+        ),
         # An idempotency key's scope is its namespace (the queue's prefix) and kind.
         UniqueConstraint("idempotency_key", "kind", "queue"),
         # `conveyor gdpr` finds a subject's jobs with `subjects && ARRAY[…]`.

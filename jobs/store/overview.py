@@ -80,10 +80,13 @@ def _moment(epoch: Any) -> datetime:
 
 
 class OverviewStore:
-    """Aggregates for the dashboard's overview page."""
+    """Aggregates for the dashboard's overview page, over one namespace's jobs (those of its
+    queues, named ``<namespace>.<queue>``)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, namespace: str) -> None:
         self.db = db
+        self.namespace = namespace
+        self.mine = JobRow.queue.startswith(f"{namespace}.", autoescape=True)
 
     def finished(
         self, since: datetime, bucket_seconds: int, until: datetime | None = None
@@ -99,7 +102,7 @@ class OverviewStore:
         failed = func.sum(case((JobRow.status == JobStatus.FAILED.value, 1), else_=0))
         query = (
             select(bucket, succeeded, failed, func.count())
-            .where(*_between(since, until))
+            .where(*_between(since, until), self.mine)
             .group_by(bucket)
             .order_by(bucket)
         )
@@ -143,7 +146,7 @@ class OverviewStore:
                 func.extract("epoch", func.percentile_cont(0.5).within_group(wait).filter(once)),
                 func.extract("epoch", func.percentile_cont(0.95).within_group(wait).filter(once)),
             )
-            .where(*_between(since, until), JobRow.started_at.is_not(None))
+            .where(*_between(since, until), JobRow.started_at.is_not(None), self.mine)
             .group_by(bucket)
             .order_by(bucket)
         )
@@ -173,8 +176,10 @@ class OverviewStore:
         waiting = select(
             func.sum(case((JobRow.status == queued, 1), else_=0)),
             func.sum(case((JobRow.status == running, 1), else_=0)),
-        ).where(JobRow.status.in_((queued, running)))
-        failed = select(func.count()).where(JobRow.finished_at >= failed_since, JobRow.status == failed_)
+        ).where(JobRow.status.in_((queued, running)), self.mine)
+        failed = select(func.count()).where(
+            JobRow.finished_at >= failed_since, JobRow.status == failed_, self.mine
+        )
         with self.db.session() as session:
             now_queued, now_running = session.execute(waiting).one()
             recently_failed = session.scalar(failed)

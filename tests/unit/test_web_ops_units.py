@@ -57,13 +57,13 @@ def test_a_window_is_an_hour_of_minutes_or_a_day_of_quarter_hours() -> None:
         window("7d", NOW)
 
 
-def _finish(db: Database, at: datetime, status: str = "succeeded") -> None:
+def _finish(db: Database, at: datetime, status: str = "succeeded", queue: str = "ns.default") -> None:
     with db.session() as session:
         session.add(
             JobRow(
                 id=str(uuid.uuid4()),
                 kind="noop",
-                queue="q",
+                queue=queue,
                 status=status,
                 payload={},
                 created_at=at,
@@ -91,7 +91,9 @@ def test_every_bucket_is_charted_and_closed_buckets_are_read_once(
     now = datetime.now(UTC)
     _finish(sqlite_db, now - timedelta(minutes=30))
     _finish(sqlite_db, now - timedelta(minutes=30), "failed")
-    first = charts(sqlite_db, window("1h", now))
+    _finish(sqlite_db, now - timedelta(minutes=30), queue="ns2.default")  # another namespace's
+    _finish(sqlite_db, now - timedelta(minutes=30), queue="nsx.default")  # "ns" is no prefix of it
+    first = charts(sqlite_db, "ns", window("1h", now))
     assert len(first["throughput"]) in (61, 62)  # every minute of the hour, empty ones as zeros
     assert first["totals"] == {**first["totals"], "finished": 2, "succeeded": 1, "failed": 1}
 
@@ -99,12 +101,12 @@ def test_every_bucket_is_charted_and_closed_buckets_are_read_once(
     # open bucket (the last two minutes) is.
     _finish(sqlite_db, now - timedelta(minutes=20))
     _finish(sqlite_db, now - timedelta(seconds=30))
-    again = charts(sqlite_db, window("1h", now + timedelta(seconds=1)))
+    again = charts(sqlite_db, "ns", window("1h", now + timedelta(seconds=1)))
     assert again["totals"]["finished"] == 3
     assert [b["at"] for b in again["throughput"]] == sorted(b["at"] for b in again["throughput"])
 
     monkeypatch.setattr(overview, "KEEP_SECONDS", 0.0)  # kept figures expire: all read afresh
-    assert charts(sqlite_db, window("1h", now + timedelta(seconds=2)))["totals"]["finished"] == 4
+    assert charts(sqlite_db, "ns", window("1h", now + timedelta(seconds=2)))["totals"]["finished"] == 4
 
 
 def test_a_queue_is_named_short_full_or_by_its_kind() -> None:

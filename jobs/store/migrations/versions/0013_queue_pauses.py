@@ -6,7 +6,7 @@ resumes the queue.
 
 ``ix_jobs_finished_at_status``: the dashboard's overview counts finished jobs per minute by
 status, and their run time and queue wait, from this index alone (an index-only scan: the
-status, start, creation and attempt count are in it), also on millions of rows.
+status, start, creation, attempt count and queue are in it), also on millions of rows.
 
 Revision ID: 0013
 Revises: 0012
@@ -40,7 +40,7 @@ def upgrade() -> None:
         "jobs",
         ["finished_at", "status"],
         unique=False,
-        postgresql_include=["started_at", "created_at", "attempts"],
+        postgresql_include=["started_at", "created_at", "attempts", "queue"],
     )
 
 
