@@ -61,6 +61,19 @@ def message_count(queue: str) -> int:
         connection.close()
 
 
+def consumer_count(queue: str) -> int:
+    """Consumers attached to ``queue`` (0 when it does not exist)."""
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        channel = connection.channel()
+        try:
+            return int(channel.queue_declare(queue, passive=True).method.consumer_count)
+        except pika.exceptions.ChannelClosedByBroker:
+            return 0
+    finally:
+        connection.close()
+
+
 def next_message(consumer: Any, timeout: float = 10.0) -> Any:
     """The next message a Dramatiq consumer delivers (it yields None while it waits)."""
     deadline = time.monotonic() + timeout

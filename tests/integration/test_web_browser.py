@@ -33,12 +33,21 @@ from jobs.settings import Settings
 from jobs.store import Database, JobStore
 from producers import Client
 from tests.browser import WebServer, new_page, screenshot_folder
-from tests.helpers import AMQP_URL, WorkerProcess, eventually, message_count, observe, queue_names, secret
+from tests.helpers import (
+    AMQP_URL,
+    WorkerProcess,
+    consumer_count,
+    eventually,
+    message_count,
+    observe,
+    queue_names,
+    secret,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("web-browser")]
 
 #: Seconds a worker is given to notice a pause before a job is enqueued behind it.
-PAUSE_NOTICE_S = 2.0
+PAUSE_NOTICE_S = 20.0
 #: Seconds a job enqueued on a paused queue must stay there, ready and queued.
 PAUSED_HOLD_S = 3.0
 
@@ -298,7 +307,9 @@ def test_a_paused_queue_keeps_new_jobs_ready_in_rabbitmq_until_it_is_resumed(
     try:
         assert flash(page)
         assert paused_queues(stack) == [queue]
-        time.sleep(PAUSE_NOTICE_S)
+        # The worker noticed the pause once its consumer of the queue has let go (it checks the
+        # paused queues each second; a loaded machine may take a few).
+        eventually(lambda: consumer_count(queue) == 0, timeout=PAUSE_NOTICE_S)
 
         held = stack.client.enqueue("noop")
         eventually(lambda: message_count(queue) == 1)

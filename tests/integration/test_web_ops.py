@@ -21,7 +21,7 @@ from jobs.schedule.spec import load_schedule
 from jobs.settings import Settings
 from jobs.store import Database
 from producers import Client, JobStatus
-from tests.helpers import WorkerProcess, eventually, message_count, run_cli
+from tests.helpers import WorkerProcess, consumer_count, eventually, message_count, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -315,7 +315,8 @@ def test_a_paused_queue_keeps_its_jobs_in_rabbitmq_until_it_is_resumed(
     assert web.post("/api/queues/default/pause", headers=BEARER).status_code == 200
     eventually(lambda: worker.count(f"queue {queue} paused") >= 1, timeout=10)
     running.wait(timeout=20)  # a job running when its queue is paused finishes
-    time.sleep(1.5)  # the consumer leaves its loop at its next idle turn
+    # The consumer leaves its loop at its next idle turn, and lets go of the queue.
+    eventually(lambda: consumer_count(queue) == 0, timeout=20)
     jobs = [client.enqueue("noop") for _ in range(3)]
     time.sleep(3)
     assert {client.get(job.id).status for job in jobs} == {JobStatus.QUEUED.value}
