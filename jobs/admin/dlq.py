@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -84,7 +84,7 @@ class DeadLetter:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with stable snake_case keys."""
-        data = asdict(self)
+        data = {field.name: getattr(self, field.name) for field in fields(self)}  # asdict deep-copies
         data.update(dead_since=self.dead_since.isoformat() if self.dead_since else None, foreign=self.foreign)
         return data
 

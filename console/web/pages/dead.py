@@ -24,6 +24,9 @@ from jobs.logs import mask_document
 #: The query parameters of ``/dead``: ``queue`` filters; ``confirm`` and ``group`` show a
 #: confirmation after a dry run.
 PARAMETERS = frozenset({"queue", "confirm", "group"})
+#: Dead letters listed one by one on the page (the groups count them all; ``conveyor dlq list
+#: --json`` lists every one): a page of thousands of rows helps nobody and costs most of its time.
+LETTERS_SHOWN = 200
 _KEY = re.compile(r"^[0-9a-f]{16}$")
 
 
@@ -43,7 +46,8 @@ def _queue(ops: Operations, value: str | None) -> str | None:
 
 
 def load_dead(request: Request, ops: Operations) -> Mapping[str, Any]:
-    """``groups`` (by fingerprint, largest first) and ``letters`` (as ``conveyor dlq list --json``)."""
+    """``groups`` (by fingerprint, largest first), the first :data:`LETTERS_SHOWN` ``letters`` (as
+    ``conveyor dlq list --json``) and ``letters_total``."""
     unknown = sorted(set(request.query_params) - PARAMETERS)
     if unknown:
         raise BadRequest(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(PARAMETERS))}")
@@ -51,7 +55,8 @@ def load_dead(request: Request, ops: Operations) -> Mapping[str, Any]:
     document: dict[str, Any] = mask_document(
         {
             "groups": [group.to_dict() for group in group_dead(letters)],
-            "letters": [letter.to_dict() for letter in letters],
+            "letters": [letter.to_dict() for letter in letters[:LETTERS_SHOWN]],
+            "letters_total": len(letters),
         }
     )
     return document
