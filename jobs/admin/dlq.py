@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +23,6 @@ import pika.exceptions
 from jobs.admin.fingerprint import Fingerprint, fingerprint
 from jobs.broker import BROKER_ERRORS, broker_parameters, broker_unavailable
 from jobs.errors import ConveyorError, DeadLetterNotFound
-from jobs.ids import is_uuid
 from jobs.kinds import ACTOR_KINDS, KINDS
 from jobs.settings import Settings
 from jobs.store.database import Database
@@ -395,7 +395,8 @@ def _decode(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
 
 def _job_rows(db: Database, message_ids: list[str]) -> dict[str, DeadJob]:
     # Only UUIDs: anything else cannot be a job id, and PostgreSQL would reject it.
-    return DeadJobStore(db).rows(_normal(i) for i in message_ids if is_uuid(i))
+    canonical = (_normal(i) for i in message_ids)
+    return DeadJobStore(db).rows(i for i in canonical if _UUID_TEXT.match(i))
 
 
 def _letter(
@@ -435,6 +436,15 @@ def _dead_since(properties: Any, message: dict[str, Any] | None = None) -> datet
     return as_utc(moment) if isinstance(moment, datetime) else None
 
 
+#: A UUID in its canonical text form (what :func:`_normal` makes of any UUID).
+_UUID_TEXT = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
 def _normal(ident: str) -> str:
     """UUIDs compare in their canonical form (ids may be typed in upper case)."""
-    return str(uuid.UUID(ident)) if is_uuid(ident) else ident.strip()
+    if _UUID_TEXT.match(ident):  # already canonical: the common case, with no parsing
+        return ident
+    try:
+        return str(uuid.UUID(ident))
+    except ValueError:
+        return ident.strip()
