@@ -48,30 +48,28 @@ def seen_noop(queue: str, job_id: str | None = None) -> SeenMessage:
     )
 
 
-def message_count(queue: str) -> int:
-    """Ready messages in ``queue`` (0 when it does not exist)."""
+def _declared(queue: str) -> tuple[int, int]:
+    """``queue``'s ready messages and consumers, by a passive declare ((0, 0) when it does not exist)."""
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     try:
         channel = connection.channel()
         try:
-            return int(channel.queue_declare(queue, passive=True).method.message_count)
+            method = channel.queue_declare(queue, passive=True).method
         except pika.exceptions.ChannelClosedByBroker:
-            return 0
+            return 0, 0
+        return int(method.message_count), int(method.consumer_count)
     finally:
         connection.close()
+
+
+def message_count(queue: str) -> int:
+    """Ready messages in ``queue`` (0 when it does not exist)."""
+    return _declared(queue)[0]
 
 
 def consumer_count(queue: str) -> int:
     """Consumers attached to ``queue`` (0 when it does not exist)."""
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    try:
-        channel = connection.channel()
-        try:
-            return int(channel.queue_declare(queue, passive=True).method.consumer_count)
-        except pika.exceptions.ChannelClosedByBroker:
-            return 0
-    finally:
-        connection.close()
+    return _declared(queue)[1]
 
 
 def next_message(consumer: Any, timeout: float = 10.0) -> Any:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -25,7 +26,11 @@ from jobs.settings import Settings
 from jobs.store import Database
 
 
-def _html(page: Page) -> Callable[[Request], Response]:
+def _endpoint(
+    page: Page, answer: Callable[[Request, Page, Mapping[str, Any]], Response]
+) -> Callable[[Request], Response]:
+    """The page's data, given to ``answer`` (HTML or JSON); 404 and 400 the same for both."""
+
     def endpoint(request: Request) -> Response:
         ops = state_of(request).operations(request)
         try:
@@ -36,24 +41,17 @@ def _html(page: Page) -> Callable[[Request], Response]:
             return bad_request(request, str(exc))
         finally:
             ops.close()
-        return templates.TemplateResponse(request, page.template, {"data": data, "page": page})
+        return answer(request, page, data)
 
     return endpoint
 
 
-def _json(page: Page) -> Callable[[Request], Response]:
-    def endpoint(request: Request) -> Response:
-        ops = state_of(request).operations(request)
-        try:
-            return JSONResponse(page.load(request, ops))
-        except JobNotFound as exc:
-            return not_found(request, str(exc))
-        except BadRequest as exc:
-            return bad_request(request, str(exc))
-        finally:
-            ops.close()
+def _html(request: Request, page: Page, data: Mapping[str, Any]) -> Response:
+    return templates.TemplateResponse(request, page.template, {"data": data, "page": page})
 
-    return endpoint
+
+def _json(request: Request, page: Page, data: Mapping[str, Any]) -> Response:
+    return JSONResponse(data)
 
 
 def page_routes(pages: list[Page]) -> list[BaseRoute]:
@@ -61,8 +59,8 @@ def page_routes(pages: list[Page]) -> list[BaseRoute]:
     its thread pool, as the store is synchronous)."""
     routes: list[BaseRoute] = []
     for page in pages:
-        routes.append(Route(page.path, _html(page), methods=["GET"]))
-        routes.append(Route(page.api_path, _json(page), methods=["GET"]))
+        routes.append(Route(page.path, _endpoint(page, _html), methods=["GET"]))
+        routes.append(Route(page.api_path, _endpoint(page, _json), methods=["GET"]))
     return routes
 
 

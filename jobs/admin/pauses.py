@@ -62,20 +62,8 @@ def pause_queue(settings: Settings, db: Database, auditor: Auditor, name: str) -
         UnknownQueue: no job kind uses such a queue.
         ServiceUnavailable: the database cannot be reached.
     """
-    queue = resolve_queue(settings, name)
     actor = auditor.actor
-    with auditor.action("queues.pause", selection={"queue": queue}) as record:
-        changed = QueuePauseStore(db, settings.namespace).pause(
-            queue, f"{actor.source}:{actor.name}@{actor.host}"
-        )
-        record.count = 1 if changed else 0
-        record.details["changed"] = changed
-    message = (
-        f"{queue} paused: workers stop fetching its messages within about a second"
-        if changed
-        else f"{queue} was paused already"
-    )
-    return PauseOutcome(queue, paused=True, changed=changed, message=message)
+    return _set_paused(settings, db, auditor, name, by=f"{actor.source}:{actor.name}@{actor.host}")
 
 
 def resume_queue(settings: Settings, db: Database, auditor: Auditor, name: str) -> PauseOutcome:
@@ -85,17 +73,33 @@ def resume_queue(settings: Settings, db: Database, auditor: Auditor, name: str) 
         UnknownQueue: no job kind uses such a queue.
         ServiceUnavailable: the database cannot be reached.
     """
+    return _set_paused(settings, db, auditor, name, by=None)
+
+
+def _set_paused(
+    settings: Settings, db: Database, auditor: Auditor, name: str, *, by: str | None
+) -> PauseOutcome:
+    """Pause the queue (``by``: who, as the row keeps it) or resume it (``by`` None), audited."""
     queue = resolve_queue(settings, name)
-    with auditor.action("queues.resume", selection={"queue": queue}) as record:
-        changed = QueuePauseStore(db, settings.namespace).resume(queue)
+    pausing = by is not None
+    with auditor.action("queues.pause" if pausing else "queues.resume", selection={"queue": queue}) as record:
+        store = QueuePauseStore(db, settings.namespace)
+        changed = store.pause(queue, by) if by is not None else store.resume(queue)
         record.count = 1 if changed else 0
         record.details["changed"] = changed
-    message = (
-        f"{queue} resumed: workers fetch its messages again within about a second"
-        if changed
-        else f"{queue} was not paused"
-    )
-    return PauseOutcome(queue, paused=False, changed=changed, message=message)
+    if pausing:
+        message = (
+            f"{queue} paused: workers stop fetching its messages within about a second"
+            if changed
+            else f"{queue} was paused already"
+        )
+    else:
+        message = (
+            f"{queue} resumed: workers fetch its messages again within about a second"
+            if changed
+            else f"{queue} was not paused"
+        )
+    return PauseOutcome(queue, paused=pausing, changed=changed, message=message)
 
 
 def paused_queues(settings: Settings, db: Database) -> dict[str, QueuePause]:
