@@ -171,7 +171,7 @@ class Operations:
 
     def running_jobs(self, limit: int = 200) -> list[RunningAttempt]:
         """Jobs running now with the worker process running each, oldest first."""
-        return running_attempts(self._db, limit)
+        return running_attempts(self._db, self.settings.namespace, limit)
 
     def workers(self) -> WorkersView:
         """Live replicas from Redis, or who ran jobs lately when Redis is down."""

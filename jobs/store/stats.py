@@ -184,8 +184,9 @@ class RunningAttempt:
         return {**asdict(self), "started_at": self.started_at.isoformat()}
 
 
-def running_attempts(db: Database, limit: int = 200) -> list[RunningAttempt]:
-    """The attempts of ``running`` jobs that have not ended, oldest first (at most ``limit``).
+def running_attempts(db: Database, namespace: str, limit: int = 200) -> list[RunningAttempt]:
+    """The attempts of ``namespace``'s ``running`` jobs that have not ended (its queues are
+    ``<namespace>.<queue>``), oldest first (at most ``limit``).
 
     Raises:
         ServiceUnavailable: the database cannot be reached.
@@ -202,7 +203,11 @@ def running_attempts(db: Database, limit: int = 200) -> list[RunningAttempt]:
             AttemptRow.started_at,
         )
         .join(AttemptRow, (AttemptRow.job_id == JobRow.id) & (AttemptRow.attempt == JobRow.attempts))
-        .where(JobRow.status == JobStatus.RUNNING.value, AttemptRow.finished_at.is_(None))
+        .where(
+            JobRow.status == JobStatus.RUNNING.value,
+            AttemptRow.finished_at.is_(None),
+            JobRow.queue.startswith(f"{namespace}.", autoescape=True),
+        )
         .order_by(AttemptRow.started_at)
         .limit(limit)
     )
