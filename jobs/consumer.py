@@ -136,9 +136,10 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
         super().close()  # type: ignore[no-untyped-call]
 
     def _delivered_here(self, message: Any, action: str) -> bool:
-        if self.closed:
+        if self.closed and self.pausing:
             # A paused queue's consumer closed while its jobs ran: RabbitMQ has their messages
             # back, and pika refuses a callback on a closed connection (Dramatiq would retry forever).
+            # A consumer closed by a stopping worker is not: its acks still go out.
             logger.info(
                 "message %s: not %sed, its channel is closed (RabbitMQ delivers it again)",
                 message.message_id,
