@@ -35,6 +35,8 @@ logger = logging.getLogger("conveyor.consumer")
 _DELIVERED_BY = "conveyor_delivered_by"
 #: The attribute of a message that holds the pending write of its job's end.
 _RECORDED = "conveyor_recorded"
+#: The attribute of a message RabbitMQ delivered before (to this consumer or another).
+_REDELIVERED = "conveyor_redelivered"
 
 
 class ChannelBoundConsumer(_RabbitmqConsumer):
@@ -52,6 +54,9 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
 
     def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+        #: Delivery tags of the messages RabbitMQ marked as delivered before (until decoded).
+        self._redelivered: set[int] = set()
+        self.iterator = self._noting_redeliveries(self.iterator)
         limit = getattr(broker, "max_body_bytes", None)
         if limit is not None:
             self.iterator = self._capped(self.iterator, limit)
@@ -75,7 +80,17 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
             metrics.dead_lettered(self.queue_name)
             return None
         setattr(message, _DELIVERED_BY, self)
+        if message._tag in self._redelivered:
+            self._redelivered.discard(message._tag)
+            setattr(message, _REDELIVERED, True)
         return message
+
+    def _noting_redeliveries(self, deliveries: Iterator[Any]) -> Iterator[Any]:
+        for delivery in deliveries:
+            method = delivery[0] if delivery is not None else None
+            if method is not None and method.redelivered:
+                self._redelivered.add(method.delivery_tag)
+            yield delivery
 
     def _capped(self, deliveries: Iterator[Any], limit: int) -> Iterator[Any]:
         """``deliveries`` without the bodies over ``limit`` bytes: those are dead-lettered undecoded."""
@@ -160,6 +175,11 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
 def ack_after(message: Any, recorded: Future[bool]) -> None:
     """Acknowledge (or reject) ``message`` only once ``recorded``, the write of its job's end, is done."""
     setattr(message, _RECORDED, recorded)
+
+
+def is_redelivered(message: Any) -> bool:
+    """Whether RabbitMQ delivered ``message`` before: an earlier run of it may have died mid-job."""
+    return bool(getattr(message, _REDELIVERED, False))
 
 
 def delivered_by(message: Any) -> ChannelBoundConsumer | None:

@@ -81,3 +81,6 @@ MAX_BACKOFF = 30 * 86400.0
 # Signed messages.
 #: Characters: the shortest ``CONVEYOR_SIGNING_KEY`` accepted (HMAC-SHA256 wants 32 bytes of secret).
 MIN_SIGNING_KEY_LENGTH = 32
+
+#: Seconds a job runs before its ``running`` state is written (``CONVEYOR_RUNNING_AFTER``).
+DEFAULT_RUNNING_AFTER = 0.5

@@ -165,6 +165,11 @@ class Settings:
     #: Seconds a worker process stays listed by ``conveyor workers`` after its last heartbeat;
     #: it beats every ``worker_ttl // 3`` seconds, so two missed beats are tolerated.
     worker_ttl: int = 30
+    #: Seconds a job runs before its ``running`` state is written. A shorter run is written once,
+    #: start and end together, under a claim that keeps any copy of it from running meanwhile;
+    #: ``0`` writes ``running`` before every job. At most 1 (SPEC §6: a job that has run for 1 s
+    #: shows as ``running``).
+    running_after: float = defaults.DEFAULT_RUNNING_AFTER
     #: RabbitMQ queue type: ``classic`` (Dramatiq's own declaration) or ``quorum`` (replicated, for a
     #: cluster; a message is dead-lettered after ``CONVEYOR_DELIVERY_LIMIT`` deliveries).
     queue_type: str = "classic"
@@ -256,6 +261,8 @@ class Settings:
             raise SettingsError("CONVEYOR_MAX_PRIORITY cannot be used with quorum queues (no priorities)")
         if self.delivery_limit < 1:
             raise SettingsError("CONVEYOR_DELIVERY_LIMIT must be at least 1")
+        if not 0 <= self.running_after <= 1:
+            raise SettingsError("CONVEYOR_RUNNING_AFTER must be between 0 and 1 second")
         for name in ("enqueue_timeout", "consume_timeout", "reconcile_interval"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be a positive number of seconds")
@@ -420,7 +427,7 @@ def _convert(name: str, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not an integer") from None
-    if name in ("enqueue_timeout", "consume_timeout", "reconcile_interval"):
+    if name in ("enqueue_timeout", "consume_timeout", "reconcile_interval", "running_after"):
         try:
             return float(raw)
         except ValueError:

@@ -34,6 +34,7 @@ from jobs.services import Services
 from jobs.settings import Settings
 from jobs.store import AttemptStore, Database, WorkerIdentity
 from jobs.store.batched import BatchedAttemptStore
+from jobs.store.claims import Claims
 from producers.client import Client
 from workers.identity import current_identity
 from workers.liveness import RegistryLiveness
@@ -92,7 +93,7 @@ def worker_middleware(
       sees each attempt's recorded outcome.
     - ``Retries`` last: its ``after_process_message`` runs first, so the recorder stores its
       decision (``retrying`` with the retry's eta, or ``failed`` once dead-lettered).
-    - ``Settle`` and ``Delayed`` use no job hooks (a consumer thread's shutdown, ``.DQ``
+    - ``Settle``, ``Delayed`` and ``Promote`` use no job hooks (a consumer thread's shutdown, ``.DQ``
       messages, the broker's hold sink): where they sit changes nothing for a job.
     """
     return [
@@ -108,6 +109,7 @@ def worker_middleware(
         CurrentMessage(),
         lifecycle.settle,
         lifecycle.delayed,
+        lifecycle.promote,
         *([metrics] if metrics is not None else []),
         lifecycle.in_flight,
         lifecycle.recording,
@@ -149,7 +151,11 @@ def build_worker_stack(
         )
     # Group commit on PostgreSQL: the writes of all this process's threads share transactions.
     observe = job_metrics.store_batch_written if job_metrics.enabled() else None
-    attempts = BatchedAttemptStore(db, observe=observe) if db.dialect == "postgresql" else AttemptStore(db)
+    # Claims let a short run be written once, start and end together (``CONVEYOR_RUNNING_AFTER``).
+    attempts: AttemptStore = AttemptStore(db)
+    if db.dialect == "postgresql":
+        claims = Claims(db, identity) if settings.running_after > 0 else None
+        attempts = BatchedAttemptStore(db, observe=observe, claims=claims)
     lifecycle = Lifecycle.build(
         attempts,
         identity,
@@ -157,6 +163,7 @@ def build_worker_stack(
         alive=RegistryLiveness(services.redis, settings.namespace) if heartbeat else lambda _: None,
         recheck_after=heartbeat_interval(settings.worker_ttl),
         max_payload_bytes=settings.max_payload_bytes,
+        running_after=settings.running_after,
     )
     signature = signature_middleware(settings, attempts, identity, stopping=stopping)
     observer = Metrics() if job_metrics.enabled() else None

@@ -15,7 +15,7 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import Middleware
 
-from jobs.middleware.state import InFlightJobs
+from jobs.middleware.state import Attempt, InFlightJobs
 from jobs.status import AttemptOutcome
 from jobs.store import AttemptEnd, AttemptStore
 
@@ -48,20 +48,29 @@ class InFlight(Middleware):
         One try each, no waiting out an outage (the process is about to exit); an attempt
         left open is marked ``lost`` when its message is redelivered. Returns how many were recorded.
         """
-        running = [a.context for a in self.jobs.take_running() if a.context is not None]
+        attempts = [a for a in self.jobs.take_running() if a.context is not None]
+        running = [a.context for a in attempts if a.context is not None]
         recorded = 0
-        for ctx in running:
+        for attempt in attempts:
             try:
-                self.attempts.finish(
-                    ctx.job_id,
-                    ctx.attempt,
-                    AttemptEnd(AttemptOutcome.INTERRUPTED, error=f"WorkerStopped: {reason}"),
+                self._interrupted(
+                    attempt, AttemptEnd(AttemptOutcome.INTERRUPTED, error=f"WorkerStopped: {reason}")
                 )
                 recorded += 1
             except Exception as exc:  # best effort on the way out: never block the exit
-                logger.warning("job %s: could not record the interruption: %s", ctx.job_id, exc)
+                logger.warning("job %s: could not record the interruption: %s", attempt.job_id, exc)
         for ctx in running:
             logger.warning(
                 "job %s %s attempt %d: interrupted (%s)", ctx.job_id, ctx.kind, ctx.attempt, reason
             )
         return recorded
+
+    def _interrupted(self, attempt: Attempt, end: AttemptEnd) -> None:
+        ctx = attempt.context
+        assert ctx is not None
+        with attempt.guard:
+            attempt.ending = True
+        if attempt.lazy and attempt.worker is not None and attempt.started_at is not None:
+            self.attempts.finish_run(attempt.seen, attempt.worker, ctx.attempt, attempt.started_at, end)
+        else:
+            self.attempts.finish(ctx.job_id, ctx.attempt, end)

@@ -11,14 +11,16 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from jobs.defaults import DEFAULT_RUNNING_AFTER
 from jobs.kinds import ACTOR_KINDS, JobKind
 from jobs.middleware.delayed import Delayed
 from jobs.middleware.inflight import InFlight
 from jobs.middleware.lostruns import LostRuns
-from jobs.middleware.recording import Recording, describe_error
+from jobs.middleware.promote import Promote
+from jobs.middleware.recording import RECHECKS_OPTION, Recording, describe_error
 from jobs.middleware.settle import SETTLE_TIMEOUT, Settle
 from jobs.middleware.state import InFlightJobs
-from jobs.middleware.takeover import RECHECKS_OPTION, TakeOver
+from jobs.middleware.takeover import TakeOver
 from jobs.store import AttemptStore, WorkerIdentity
 from jobs.store.delayed import DelayedStore
 
@@ -37,6 +39,7 @@ class Lifecycle:
     lost_runs: LostRuns
     delayed: Delayed
     settle: Settle
+    promote: Promote
 
     @classmethod
     def build(
@@ -49,10 +52,12 @@ class Lifecycle:
         alive: Callable[[str], bool | None] = lambda worker_id: None,
         recheck_after: float = 5.0,
         max_payload_bytes: int | None = None,
+        running_after: float = DEFAULT_RUNNING_AFTER,
     ) -> Lifecycle:
         """``alive`` tells whether a worker (by id) is alive, None when unknown; ``recheck_after``
         is how many seconds at most a copy of a running job's message waits before another look;
-        ``max_payload_bytes`` the payload cap a message of another producer is held to."""
+        ``max_payload_bytes`` the payload cap a message of another producer is held to;
+        ``running_after`` how long a claimed job runs before its start is written."""
         stopping = stopping or threading.Event()
         jobs = InFlightJobs()
         delayed = DelayedStore(attempts.db)
@@ -74,4 +79,5 @@ class Lifecycle:
             lost_runs=LostRuns(),
             delayed=Delayed(delayed, jobs, stopping),
             settle=Settle(jobs),
+            promote=Promote(attempts, jobs, running_after),
         )

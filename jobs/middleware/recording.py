@@ -24,18 +24,21 @@ import dramatiq
 from dramatiq.common import q_name
 from dramatiq.middleware import Middleware, SkipMessage
 
-from jobs.consumer import ack_after
+from jobs.consumer import ack_after, is_redelivered
 from jobs.errors import StoreRefused
 from jobs.ids import is_uuid
 from jobs.kinds import ACTOR_KINDS, JobKind
 from jobs.middleware.state import Attempt, InFlightJobs, attach, attempt_of
 from jobs.status import AttemptOutcome
 from jobs.storable import check_int, check_size, check_storable, storable_text
-from jobs.store import AttemptEnd, AttemptStore, SeenMessage, WorkerIdentity
+from jobs.store import AttemptEnd, AttemptStore, SeenMessage, StartedAttempt, WorkerIdentity
 from jobs.store.waiting import wait_for_store
 from jobs.tracing import trace_id_of
 
 logger = logging.getLogger("conveyor.lifecycle")
+
+#: The message option that counts how many times a copy of a running job's message has waited.
+RECHECKS_OPTION = "conveyor_rechecks"
 
 
 class Recording(Middleware):
@@ -75,6 +78,9 @@ class Recording(Middleware):
         seen, refusal = inbound(message, kind, broker, self.max_payload_bytes)
         attempt = Attempt(seen, kind)
         attach(message, attempt)
+        lost_before = self._claim(message, attempt) if refusal is None else 0
+        if lost_before is None:  # running at once, or waiting for a live run elsewhere
+            return
         try:
             started = wait_for_store(lambda: self.attempts.start(seen, self.identity), self.stopping)
         except StoreRefused as exc:
@@ -84,11 +90,43 @@ class Recording(Middleware):
             raise SkipMessage("the store refused the job's row") from None
         # None: finished, cancelled, or running elsewhere; ``TakeOver`` (next) tells which.
         if started is not None:
+            if lost_before > started.lost_runs:  # a run lost before its start was written
+                started = StartedAttempt(number=started.number, lost_runs=lost_before)
             self.in_flight.enter(attempt, started, self.attempts)
             # Debug, not info: a line per start costs a worker measurable CPU, and `jobs show` has it.
             logger.debug("job %s %s attempt %d: running", attempt.job_id, kind.name, started.number)
         if refusal is not None:
             self._refuse(message, attempt, refusal)
+
+    def _claim(self, message: dramatiq.MessageProxy, attempt: Attempt) -> int | None:
+        """Claim the job for this process (``jobs/store/claims.py``). None when that settles it:
+        the job runs at once, its start unwritten, or waits for a live run elsewhere
+        (``TakeOver``). Else its start is written first: returns how many of its runs were lost.
+
+        Only a first delivery may run at once: a redelivered message may have crashed a worker
+        (its start is written first, so that a run lost again is counted), and so may a job
+        whose claim row a dead run left behind (recorded ``lost`` here).
+        """
+        claims = self.attempts.claims
+        if claims is None:
+            return 0
+        job_id, seen = attempt.job_id, attempt.seen
+        at_once = not is_redelivered(message) and RECHECKS_OPTION not in message.options
+        claim = wait_for_store(lambda: claims.claim(job_id, at_once=at_once), self.stopping)
+        if not claim.held:
+            attempt.busy = True
+            return None
+        attempt.claimed = True
+        if (dead := claim.dead_run) is not None:
+            logger.warning(
+                "job %s: a run on %s died before its start was written", job_id, dead.worker.worker_id
+            )
+            return wait_for_store(lambda: self.attempts.record_lost_run(seen, dead), self.stopping)
+        if not claim.at_once or claim.attempts is None:
+            return 0
+        attempt.lazy, attempt.worker, attempt.started_at = True, self.identity, datetime.now(UTC)
+        self.in_flight.enter(attempt, StartedAttempt(number=claim.attempts + 1, lost_runs=0), self.attempts)
+        return None
 
     def _refuse(self, message: dramatiq.MessageProxy, attempt: Attempt, refusal: str) -> None:
         """Fail, without running it, a job whose message the store cannot hold as it is: its row
@@ -108,7 +146,10 @@ class Recording(Middleware):
         exception: BaseException | None = None,
     ) -> None:
         attempt = attempt_of(message)
-        if attempt is None or attempt.context is None:  # not a Conveyor job, or it never started
+        if attempt is None:  # not a Conveyor job
+            return
+        if attempt.context is None:  # it never started (a middleware after this one failed)
+            self._let_go(attempt)
             return
         ctx = attempt.context
         refused = _unstorable(ctx.result) if exception is None and not ctx.cancelled else None
@@ -131,19 +172,40 @@ class Recording(Middleware):
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         attempt = attempt_of(message)
-        if attempt is not None and attempt.context is not None and attempt.end is not None:
+        if attempt is None:
+            return
+        if attempt.context is not None and attempt.end is not None:
             self._finish(message, attempt, attempt.end)
+        else:
+            self._let_go(attempt)
 
     def _finish(self, message: dramatiq.MessageProxy, attempt: Attempt, end: AttemptEnd) -> None:
         ctx = attempt.context
         assert ctx is not None
-        recorded = self.attempts.finish_detached(
-            ctx.job_id, ctx.attempt, end, held=attempt.retry, stopping=self.stopping
-        )
+        with attempt.guard:  # ``Promote`` is not writing its start, and will not
+            attempt.ending = True
+        if attempt.lazy:
+            assert attempt.worker is not None
+            assert attempt.started_at is not None
+            recorded = self.attempts.finish_run_detached(
+                attempt.seen,
+                attempt.worker,
+                ctx.attempt,
+                attempt.started_at,
+                end,
+                held=attempt.retry,
+                stopping=self.stopping,
+            )
+        else:
+            recorded = self.attempts.finish_detached(
+                ctx.job_id, ctx.attempt, end, held=attempt.retry, stopping=self.stopping
+            )
         # Tracked before ``InFlight`` lets go of the job: a copy of its message never finds it idle.
         self.in_flight.ending(ctx.job_id, recorded)
         attempt.outcome = end.outcome
         ack_after(message, recorded)
+        if attempt.claimed:
+            recorded.add_done_callback(lambda _: self._let_go(attempt))
         duration = time.monotonic() - attempt.began
         log = logger.info if end.outcome is AttemptOutcome.SUCCEEDED else logger.warning
         suffix = f": {end.error}" if end.error else ""
@@ -156,6 +218,13 @@ class Recording(Middleware):
             duration * 1000,
             suffix,
         )
+
+    def _let_go(self, attempt: Attempt) -> None:
+        """Release the job's claim, once: its end is stored, or it did not run here."""
+        claims = self.attempts.claims
+        if attempt.claimed and claims is not None:
+            attempt.claimed = False
+            claims.release(attempt.job_id)
 
 
 def describe_error(exception: BaseException) -> str:

@@ -16,12 +16,13 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from jobs.context import JobContext, set_current_job
 from jobs.kinds import JobKind
 from jobs.status import AttemptOutcome
-from jobs.store import AttemptEnd, AttemptStore, SeenMessage, StartedAttempt
+from jobs.store import AttemptEnd, AttemptStore, SeenMessage, StartedAttempt, WorkerIdentity
 from jobs.store.delayed import HeldMessage
 
 logger = logging.getLogger("conveyor.lifecycle")
@@ -48,6 +49,19 @@ class Attempt:
     end: AttemptEnd | None = None
     #: The outcome whose end the recorder handed to the store (read by the metrics middleware).
     outcome: AttemptOutcome | None = None
+    #: This process holds the job's claim (``jobs/store/claims.py``), let go once its end is stored.
+    claimed: bool = False
+    #: Another live run holds the job's claim: this copy of its message must wait (``TakeOver``).
+    busy: bool = False
+    #: Running without its start written (a short run is written once, at its end), by ``worker``
+    #: since ``started_at``; cleared once ``Promote`` writes its ``running`` state.
+    lazy: bool = False
+    worker: WorkerIdentity | None = None
+    started_at: datetime | None = None
+    #: Set once the recorder hands the end over: ``Promote`` leaves the attempt alone from then on.
+    ending: bool = False
+    #: Held while the lazy attempt's start is written or its end handed over (never both at once).
+    guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def job_id(self) -> str:
@@ -106,6 +120,12 @@ class InFlightJobs:
         """Whether this process runs ``job_id``, or is still writing its end."""
         with self._lock:
             return job_id in self._ending or any(a.job_id == job_id for a in self._running.values())
+
+    def lazy_since(self, seconds: float) -> list[Attempt]:
+        """The attempts running for ``seconds`` or longer whose start is not written yet."""
+        since = time.monotonic() - seconds
+        with self._lock:
+            return [a for a in self._running.values() if a.lazy and a.began <= since]
 
     def take_running(self) -> list[Attempt]:
         """Every attempt still running, removed from the registry (the process stops without them)."""

@@ -20,6 +20,7 @@ import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage
 
 from jobs import metrics
+from jobs.middleware.recording import RECHECKS_OPTION
 from jobs.middleware.state import Attempt, InFlightJobs, attempt_of
 from jobs.store import AttemptStore, StartedAttempt, WorkerIdentity
 from jobs.store.delayed import DelayedStore, HeldMessage
@@ -28,9 +29,6 @@ from jobs.store.waiting import wait_for_store
 logger = logging.getLogger("conveyor.lifecycle")
 
 T = TypeVar("T")
-
-#: The message option that counts how many times a copy of a running job's message has waited.
-RECHECKS_OPTION = "conveyor_rechecks"
 
 
 class TakeOver(Middleware):
@@ -61,6 +59,11 @@ class TakeOver(Middleware):
         attempt = attempt_of(message)
         if attempt is None or attempt.started is not None:  # not a Conveyor job, or started already
             return
+        if attempt.busy:  # another live run holds the job's claim (``jobs/store/claims.py``)
+            running = self._write(lambda: self.attempts.running_attempt(attempt.job_id))
+            where = "elsewhere" if running is None else f"on {running.worker}"
+            number = "" if running is None else f" {running.number}"
+            self._wait(message, attempt.job_id, f"attempt{number} still runs {where}")
         started = self._take_over(attempt, message)
         if started is None:
             logger.info(
@@ -78,22 +81,20 @@ class TakeOver(Middleware):
         if running is None:
             return None
         if running.worker is not None and self._runs_elsewhere(job_id, running.worker):
-            # 1 s, 2 s, 4 s … up to ``recheck_after``: a worker that just died is noticed soon
-            # (its supervisor drops its registry entry), a long job is not polled often.
-            rechecks = int(message.options.get(RECHECKS_OPTION, 0))
-            wait = min(2.0**rechecks, self.recheck_after)
-            message.options[RECHECKS_OPTION] = rechecks + 1
-            due = datetime.now(UTC) + timedelta(seconds=wait)
-            self._write(lambda: self.delayed.hold(HeldMessage.of(message, due)))
-            logger.info(
-                "job %s: attempt %d still runs on %s; this copy of its message waits %.0f s",
-                job_id,
-                running.number,
-                running.worker,
-                wait,
-            )
-            raise SkipMessage("job running on a live worker")
+            self._wait(message, job_id, f"attempt {running.number} still runs on {running.worker}")
         return self._write(lambda: self.attempts.start(attempt.seen, self.identity, take_over=running.number))
+
+    def _wait(self, message: dramatiq.MessageProxy, job_id: str, why: str) -> None:
+        """Hold this copy of a running job's message in PostgreSQL, to be looked at again later."""
+        # 1 s, 2 s, 4 s … up to ``recheck_after``: a worker that just died is noticed soon
+        # (its supervisor drops its registry entry), a long job is not polled often.
+        rechecks = int(message.options.get(RECHECKS_OPTION, 0))
+        wait = min(2.0**rechecks, self.recheck_after)
+        message.options[RECHECKS_OPTION] = rechecks + 1
+        due = datetime.now(UTC) + timedelta(seconds=wait)
+        self._write(lambda: self.delayed.hold(HeldMessage.of(message, due)))
+        logger.info("job %s: %s; this copy of its message waits %.0f s", job_id, why, wait)
+        raise SkipMessage("job running on a live worker")
 
     def _runs_elsewhere(self, job_id: str, worker_id: str) -> bool:
         if worker_id == self.identity.worker_id:  # this very process: is it running it, or ending it?

@@ -10,9 +10,11 @@ one at a time through SQLAlchemy (the SQLite demo, and the rare writes a batch l
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import and_, select
 
@@ -20,6 +22,7 @@ from jobs import crypto
 from jobs.crypto import Sealer
 from jobs.status import END_EVENTS, AttemptOutcome, JobStatus, target
 from jobs.store import transitions
+from jobs.store.claims import Claims, DeadRun
 from jobs.store.database import Database
 from jobs.store.delayed import HeldMessage
 from jobs.store.jobs import JobStore, utcnow
@@ -27,6 +30,8 @@ from jobs.store.models import AttemptRow, JobRow
 from jobs.store.steps import through
 from jobs.store.transitions import AttemptEnd, SeenMessage, StartedAttempt, WorkerIdentity
 from jobs.store.waiting import wait_for_store
+
+logger = logging.getLogger("conveyor.store")
 
 __all__ = [
     "JOB_STATUS_AFTER",
@@ -57,6 +62,9 @@ class AttemptStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        #: The process's job claims (``jobs/store/claims.py``), which let a short run go without a
+        #: ``running`` write first; None here: every start is written before its job runs.
+        self.claims: Claims | None = None
 
     def start(
         self, seen: SeenMessage, worker: WorkerIdentity, *, take_over: int | None = None
@@ -123,6 +131,27 @@ class AttemptStore:
             row = session.execute(query).first()
         return None if row is None else RunningAttempt(number=int(row[0]), worker=row[1])
 
+    def promote(
+        self, seen: SeenMessage, worker: WorkerIdentity, started_at: datetime
+    ) -> StartedAttempt | None:
+        """Write the start of a run that began at ``started_at`` without one (claimed,
+        ``jobs/store/claims.py``): :meth:`start`, with the run's claim row deleted in the same
+        transaction."""
+        seen = sealed_seen(self.db.sealer, seen)
+        with self.db.transaction() as connection:
+            run = through(connection)
+            number = transitions.start(run, seen, worker, started_at)()
+            if number is not None:
+                run(transitions.UNMARK, {"job": seen.job_id})
+        return None if number is None else StartedAttempt(number=number, lost_runs=0)
+
+    def record_lost_run(self, seen: SeenMessage, dead: DeadRun) -> int:
+        """Record as ``lost`` a run started without a write whose worker died (its claim row
+        was left behind); returns how many runs of the job were lost so far."""
+        with self.db.transaction() as connection:
+            run = through(connection)
+            return transitions.record_lost_run(run, seen, dead.worker, dead.started_at, utcnow())()
+
     def cancel_requested(self, job_id: str) -> bool:
         """Whether an admin asked this running job to stop."""
         with self.db.session() as session:
@@ -143,6 +172,73 @@ class AttemptStore:
         with self.db.transaction() as connection:
             run = through(connection)
             return transitions.end(run, job_id, attempt, end, utcnow(), held=held, sealer=sealer)()
+
+    def finish_run(
+        self,
+        seen: SeenMessage,
+        worker: WorkerIdentity,
+        number: int,
+        started_at: datetime,
+        end: AttemptEnd,
+        *,
+        held: HeldMessage | None = None,
+    ) -> bool:
+        """Record a whole run whose start was not written (a claimed job, ``jobs/store/claims.py``):
+        the job moves from waiting to the end's status, and gets its closed attempt row.
+
+        A run whose job moved meanwhile (an admin cancelled it as it began) is still recorded: its
+        attempt row is written, and the job's status left as it is.
+
+        Returns:
+            Whether the job moved.
+        """
+        sealed = sealed_end(self.db.sealer, seen.job_id, end)
+        return self.write_run(seen, worker, number, started_at, sealed, held=held)
+
+    def write_run(
+        self,
+        seen: SeenMessage,
+        worker: WorkerIdentity,
+        number: int,
+        started_at: datetime,
+        end: AttemptEnd,
+        *,
+        held: HeldMessage | None = None,
+    ) -> bool:
+        """:meth:`finish_run` of an end already sealed (``sealed_end``)."""
+        now, sealer = utcnow(), self.db.sealer
+        with self.db.transaction() as connection:
+            run = through(connection)
+            if transitions.run(run, seen, worker, number, started_at, end, now, held=held, sealer=sealer)():
+                return True
+            transitions.record_stray_run(run, seen, worker, started_at, end, now)
+        logger.warning(
+            "job %s: attempt ran while the job moved elsewhere; recorded, status kept", seen.job_id
+        )
+        return False
+
+    def finish_run_detached(
+        self,
+        seen: SeenMessage,
+        worker: WorkerIdentity,
+        number: int,
+        started_at: datetime,
+        end: AttemptEnd,
+        *,
+        held: HeldMessage | None = None,
+        stopping: threading.Event | None = None,
+    ) -> Future[bool]:
+        """:meth:`finish_run` for a caller that does not wait for the commit (as :meth:`finish_detached`)."""
+        recorded: Future[bool] = Future()
+        try:
+            recorded.set_result(
+                wait_for_store(
+                    lambda: self.finish_run(seen, worker, number, started_at, end, held=held), stopping
+                )
+            )
+        except Exception as exc:
+            recorded.set_exception(exc)
+        return recorded
 
     def finish_detached(
         self,

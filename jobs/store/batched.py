@@ -37,6 +37,7 @@ from jobs.store.attempts import (
     sealed_end,
     sealed_seen,
 )
+from jobs.store.claims import Claims
 from jobs.store.database import Database
 from jobs.store.delayed import HeldMessage, hold
 from jobs.store.direct import DirectConnection
@@ -70,16 +71,38 @@ class _Finish:
     detached: bool = False
 
 
-_Write = _Start | _Finish
+@dataclass
+class _Run:
+    """A whole short run whose start was not written (a claimed job): detached, as an end is."""
+
+    seen: SeenMessage
+    worker: WorkerIdentity
+    number: int
+    started_at: datetime
+    end: AttemptEnd
+    held: HeldMessage | None
+    done: Future[bool]
+    detached: bool = True
+
+
+_Write = _Start | _Finish | _Run
 
 
 class BatchedAttemptStore(AttemptStore):
     """:class:`AttemptStore` whose ``start`` and ``finish`` are written in batches (PostgreSQL only)."""
 
     def __init__(
-        self, db: Database, *, writers: int = WRITERS, observe: Callable[[int, float], None] | None = None
+        self,
+        db: Database,
+        *,
+        writers: int = WRITERS,
+        observe: Callable[[int, float], None] | None = None,
+        claims: Claims | None = None,
     ) -> None:
+        """``claims``: the process's job claims (``jobs/store/claims.py``), with which a short run
+        is written once, start and end together (:meth:`finish_run_detached`)."""
         super().__init__(db)
+        self.claims = claims
         #: Told each batch written: its size and its seconds (the metrics' hook; the store knows no metrics).
         self.observe = observe
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
@@ -120,6 +143,22 @@ class BatchedAttemptStore(AttemptStore):
         self._queue.put(_Finish(job_id, attempt, sealed, held, done, detached=True))
         return done
 
+    def finish_run_detached(
+        self,
+        seen: SeenMessage,
+        worker: WorkerIdentity,
+        number: int,
+        started_at: datetime,
+        end: AttemptEnd,
+        *,
+        held: HeldMessage | None = None,
+        stopping: threading.Event | None = None,
+    ) -> Future[bool]:
+        done: Future[bool] = Future()
+        sealed = sealed_end(self.db.sealer, seen.job_id, end)
+        self._queue.put(_Run(seen, worker, number, started_at, sealed, held, done))
+        return done
+
     def close(self) -> None:
         """Stop the writers; a detached end still waiting out an outage is dropped (its message
         was not acknowledged: RabbitMQ delivers it again)."""
@@ -127,6 +166,8 @@ class BatchedAttemptStore(AttemptStore):
             self._queue.put(None)
         for thread in self._threads:
             thread.join(timeout=10)
+        if self.claims is not None:
+            self.claims.close()
 
     # ------------------------------------------------------------ the writer
 
@@ -189,6 +230,9 @@ class BatchedAttemptStore(AttemptStore):
     def _write_batch(self, batch: Sequence[_Write], connection: DirectConnection) -> list[Any]:
         starts = [item for item in batch if isinstance(item, _Start)]
         finishes = [item for item in batch if isinstance(item, _Finish)]
+        # A run with a retry's message is written alone, with it (rare: through SQLAlchemy).
+        runs = [item for item in batch if isinstance(item, _Run) and item.held is None]
+        held_runs = [item for item in batch if isinstance(item, _Run) and item.held is not None]
         # A job met twice in one batch (a duplicate message, or its start beside its finish): the
         # statements would reorder its writes, so they go one by one, in the order they came.
         if len({_job_id(item) for item in batch}) < len(batch):
@@ -205,13 +249,20 @@ class BatchedAttemptStore(AttemptStore):
                 numbers = {str(job_id): int(number) for job_id, number in rows}
             if plain:
                 moved.update(str(job_id) for (job_id,) in pg.execute(*_ends(plain, now)).fetchall())
+            if runs:
+                moved.update(str(job_id) for (job_id,) in pg.execute(*_runs(runs, now)).fetchall())
         if holding:
             with self.db.transaction() as sa:
                 moved.update(str(job_id) for (job_id,) in sa.exec_driver_sql(*_ends(holding, now)))
                 hold(sa, *(f.held for f in holding if f.held is not None), sealer=self.db.sealer)
+        for r in held_runs:
+            if self.write_run(r.seen, r.worker, r.number, r.started_at, r.end, held=r.held):
+                moved.add(r.seen.job_id)
+        for stray in (r for r in runs if r.seen.job_id not in moved):  # rare: its job moved meanwhile
+            self.write_run(stray.seen, stray.worker, stray.number, stray.started_at, stray.end)
         started = self._count_lost_runs(numbers, now)
         return [
-            started.get(item.seen.job_id) if isinstance(item, _Start) else item.job_id in moved
+            started.get(item.seen.job_id) if isinstance(item, _Start) else _job_id(item) in moved
             for item in batch
         ]
 
@@ -231,11 +282,11 @@ class BatchedAttemptStore(AttemptStore):
 
 
 def _is_detached(item: _Write) -> bool:
-    return isinstance(item, _Finish) and item.detached
+    return isinstance(item, _Finish | _Run) and item.detached
 
 
 def _job_id(item: _Write) -> str:
-    return item.seen.job_id if isinstance(item, _Start) else item.job_id
+    return item.seen.job_id if isinstance(item, _Start | _Run) else item.job_id
 
 
 # The start and end transitions of ``jobs/store/transitions.py``, each one statement per batch
@@ -250,3 +301,8 @@ def _starts(starts: Sequence[_Start], now: datetime) -> tuple[str, dict[str, Any
 def _ends(finishes: Sequence[_Finish], now: datetime) -> tuple[str, dict[str, Any]]:
     rows = [transitions.end_values(f.job_id, f.attempt, f.end) for f in finishes]
     return transitions.END_BATCH.compiled(rows, now=now)
+
+
+def _runs(runs: Sequence[_Run], now: datetime) -> tuple[str, dict[str, Any]]:
+    rows = [transitions.run_values(r.seen, r.worker, r.number, r.started_at, r.end) for r in runs]
+    return transitions.RUN_BATCH.compiled(rows, now=now)

@@ -128,6 +128,26 @@ class AttemptRow(Base):
     )
 
 
+class ClaimRow(Base):
+    """A run started without a write to its job (``jobs/store/claims.py``), until its end is written.
+
+    Written by the claim that let the run go (unlogged on PostgreSQL: no WAL, and a crash of
+    PostgreSQL drops the claims with their locks), deleted in the transaction that records the
+    run. A row whose job's message comes again is a run whose worker died: it is recorded as a
+    ``lost`` attempt then.
+    """
+
+    __tablename__ = "job_claims"
+
+    job_id: Mapped[str] = mapped_column(UuidStr, primary_key=True)
+    #: The attempt number the run took.
+    attempt: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class ArtifactRow(Base):
     """A file a job consumes or produces. Small files live in ``data``; others at ``location``."""
 

@@ -30,6 +30,7 @@ from sqlalchemy import (
     Text,
     and_,
     case,
+    delete,
     exists,
     func,
     insert,
@@ -41,12 +42,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import InstrumentedAttribute
-from sqlalchemy.sql import ColumnElement, FromClause, Insert, Update
+from sqlalchemy.sql import ColumnElement, Delete, FromClause, Insert, Update
 
 from jobs.crypto import Sealer
 from jobs.status import END_EVENTS, AttemptOutcome, Event, JobStatus, sources, target
 from jobs.store.delayed import HOLD, HeldMessage, held_params
-from jobs.store.models import AttemptRow, JobRow
+from jobs.store.models import AttemptRow, ClaimRow, JobRow
 from jobs.store.steps import Rows, Run, batch, one_row, param, step
 
 
@@ -304,25 +305,31 @@ def _outcomes(events: Callable[[Event], bool]) -> list[str]:
     return list(outcome.value for outcome, event in END_EVENTS.items() if events(event))
 
 
-def _end_job(rows: Rows) -> Update:
-    """The job moved by its attempt's end, only while that attempt is its latest: the target
-    status, and which values an end keeps, by outcome from the table."""
+def _ended(rows: Rows) -> dict[str, Any]:
+    """What an end writes on its job: the target status, and which values an end keeps, by
+    outcome from the table."""
     c = rows.c
     outcome = c["end_outcome"]
+    return {
+        "status": case(
+            {literal(o.value): literal(target(e).value) for o, e in END_EVENTS.items()}, value=outcome
+        ),
+        "error": c["end_error"],
+        "result": case((outcome == AttemptOutcome.SUCCEEDED.value, c["end_result"]), else_=null()),
+        "finished_at": case(
+            (_one_of(outcome, _outcomes(lambda e: target(e).is_final)), c["now"]), else_=null()
+        ),
+        "eta": case((_one_of(outcome, _outcomes(lambda e: e is Event.RETRY)), c["end_eta"]), else_=null()),
+    }
+
+
+def _end_job(rows: Rows) -> Update:
+    """The job moved by its attempt's end, only while that attempt is its latest."""
+    c = rows.c
     return (
         update(JobRow)
         .where(JobRow.id == c["job"], JobRow.attempts == c["number"], _status_in(_END_SOURCES))
-        .values(
-            status=case(
-                {literal(o.value): literal(target(e).value) for o, e in END_EVENTS.items()}, value=outcome
-            ),
-            error=c["end_error"],
-            result=case((outcome == AttemptOutcome.SUCCEEDED.value, c["end_result"]), else_=null()),
-            finished_at=case(
-                (_one_of(outcome, _outcomes(lambda e: target(e).is_final)), c["now"]), else_=null()
-            ),
-            eta=case((_one_of(outcome, _outcomes(lambda e: e is Event.RETRY)), c["end_eta"]), else_=null()),
-        )
+        .values(_ended(rows))
     )
 
 
@@ -352,6 +359,174 @@ def end_values(job_id: str, attempt: int, ending: AttemptEnd) -> dict[str, Any]:
         "end_result": ending.result,
         "end_eta": ending.eta,
     }
+
+
+# ---------------------------------------------------------------- a short run, start and end at once
+
+#: A short run's per-job values: its start (the attempt number it takes and when it began) and
+#: its end; ``now`` is when it ended (one for the whole write).
+RUN_COLUMNS: dict[str, Any] = {
+    "job": JobRow.id.type,
+    "number": Integer(),
+    "run_started_at": JobRow.started_at.type,
+    "worker_id": String(),
+    "worker_host": String(),
+    "worker_pid": Integer(),
+    "trace_id": AttemptRow.trace_id.type,
+    **{name: type_ for name, type_ in END_COLUMNS.items() if name.startswith("end_")},
+}
+
+
+def _run_job(rows: Rows) -> Update:
+    """The job moved by a whole short run: ``START``'s guard (waiting to run, and still at the
+    attempt before this one), ``END``'s target and values, by outcome from the table."""
+    c = rows.c
+    return (
+        update(JobRow)
+        .where(JobRow.id == c["job"], JobRow.attempts == c["number"] - 1, _status_in(sources(Event.START)))
+        .values({**_ended(rows), "attempts": c["number"], "started_at": c["run_started_at"]})
+    )
+
+
+#: The columns of a closed attempt row, as a run writes it.
+_RECORDED_RUN_COLUMNS = [
+    *("job_id", "attempt", "worker", "host", "pid", "started_at", "trace_id"),
+    *("outcome", "finished_at", "error", "traceback"),
+]
+
+
+def _record_run(rows: Rows, moved: FromClause, *where: ColumnElement[bool]) -> Insert:
+    """The closed attempt row of each job in ``moved`` (id, attempts): the jobs the run moved."""
+    c = rows.c
+    return (
+        insert(AttemptRow)
+        .from_select(
+            _RECORDED_RUN_COLUMNS,
+            select(
+                moved.c.id,
+                moved.c.attempts,
+                c["worker_id"],
+                c["worker_host"],
+                c["worker_pid"],
+                c["run_started_at"],
+                c["trace_id"],
+                c["end_outcome"],
+                c["now"],
+                c["end_error"],
+                c["end_traceback"],
+            ).where(moved.c.id == c["job"], *where),
+        )
+        .returning(AttemptRow.job_id)
+    )
+
+
+def _unmark(rows: Rows) -> Delete:
+    """The claim row of each job whose run is recorded (``jobs/store/claims.py``)."""
+    return delete(ClaimRow).where(ClaimRow.job_id == rows.c["job"])
+
+
+def _run_at_once(rows: Rows) -> Insert:
+    """A short run in one statement (PostgreSQL): its attempt row written from the job's move,
+    and its claim row deleted beside them."""
+    moved = _run_job(rows).returning(JobRow.id, JobRow.attempts).cte("moved")
+    return _record_run(rows, moved).add_cte(moved, _unmark(rows).cte("unmarked"))
+
+
+_ONE_RUN = one_row(RUN_COLUMNS, scalars=_NOW)
+RUN_JOB = step(_run_job(_ONE_RUN))
+#: The attempt row of a run that moved the job, in a statement of its own (SQLite): the job is
+#: at this attempt since this very run (``started_at``) and has no row yet for it.
+RECORD_RUN = step(
+    _record_run(
+        _ONE_RUN,
+        _JOBS,
+        JobRow.attempts == _ONE_RUN.c["number"],
+        JobRow.started_at == _ONE_RUN.c["run_started_at"],
+        ~exists().where(AttemptRow.job_id == JobRow.id, AttemptRow.attempt == JobRow.attempts),
+    )
+)
+#: The claim row of a job whose run is recorded (the same statement as the batch's).
+UNMARK = step(_unmark(_ONE_RUN))
+#: The same run for the batching writer: one statement for a batch (the ids of the jobs it moved).
+RUN_BATCH = batch(_run_at_once, RUN_COLUMNS, scalars=_NOW, once=True)
+
+
+def run_values(
+    seen: SeenMessage, worker: WorkerIdentity, number: int, started_at: datetime, ending: AttemptEnd
+) -> dict[str, Any]:
+    """A short run's per-job values (:data:`RUN_COLUMNS`)."""
+    return {
+        **end_values(seen.job_id, number, ending),
+        "run_started_at": started_at,
+        "worker_id": worker.worker_id,
+        "worker_host": worker.host,
+        "worker_pid": worker.pid,
+        "trace_id": seen.trace_id,
+    }
+
+
+def run(
+    run_: Run,
+    seen: SeenMessage,
+    worker: WorkerIdentity,
+    number: int,
+    started_at: datetime,
+    ending: AttemptEnd,
+    now: datetime,
+    *,
+    held: HeldMessage | None = None,
+    sealer: Sealer,
+) -> Callable[[], bool]:
+    """Record a short run whose start was not written: the job moves from waiting to the end's
+    status and gets its closed attempt row, in one write, with the retry's held message if any.
+    Reads whether the job moved (not when it left the attempt before ``number``, or waiting: an
+    admin cancelled it as it began). ``ending`` comes sealed; ``sealer`` seals the held message."""
+    params = {**run_values(seen, worker, number, started_at, ending), "now": now}
+    moved = run_(RUN_JOB, params)
+    run_(RECORD_RUN, params)
+    run_(UNMARK, params)
+    if held is not None:
+        run_(HOLD, held_params(held, now, sealer=sealer))
+    return lambda: moved.count() > 0
+
+
+#: A run whose job moved while it ran (an admin cancelled the waiting job as the run began): no
+#: status changes, but the attempt counts and gets its row, numbered after the job's latest.
+COUNT_STRAY_RUN = step(
+    update(JobRow).where(JobRow.id == _ONE_RUN.c["job"]).values(attempts=JobRow.attempts + 1)
+)
+RECORD_STRAY_RUN = step(
+    _record_run(
+        _ONE_RUN,
+        _JOBS,
+        ~exists().where(AttemptRow.job_id == JobRow.id, AttemptRow.attempt == JobRow.attempts),
+    )
+)
+
+
+def record_stray_run(
+    run_: Run,
+    seen: SeenMessage,
+    worker: WorkerIdentity,
+    started_at: datetime,
+    ending: AttemptEnd,
+    now: datetime,
+) -> None:
+    """Record a run that :func:`run` could not (its job left waiting meanwhile), status unchanged."""
+    params = {**run_values(seen, worker, 0, started_at, ending), "now": now}
+    run_(COUNT_STRAY_RUN, params)
+    run_(RECORD_STRAY_RUN, params)
+    run_(UNMARK, params)
+
+
+def record_lost_run(
+    run_: Run, seen: SeenMessage, worker: WorkerIdentity, started_at: datetime, now: datetime
+) -> Callable[[], int]:
+    """Record as ``lost`` a run started without a write whose worker died (its claim row was
+    left behind); reads how many runs of the job were lost so far."""
+    record_stray_run(run_, seen, worker, started_at, AttemptEnd(AttemptOutcome.LOST, error=WORKER_LOST), now)
+    counted = run_(COUNT_LOST, {"job": seen.job_id})
+    return lambda: int(counted.rows()[0][0])
 
 
 def end(

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dramatiq
 import pytest
@@ -243,3 +244,97 @@ def test_a_running_job_is_asked_to_stop_and_its_cancelled_end_can_be_reopened(st
     again = store.start(message, WORKER)
     assert again is not None
     assert again.number == 2
+
+
+# ---------------------------------------------------------------- a short run, written once
+
+
+def queued(store: AttemptStore, max_retries: int = 3) -> str:
+    job_id = str(uuid.uuid4())
+    JobStore(store.db).create(
+        NewJob(id=job_id, kind="noop", queue="t.default", payload={}, max_retries=max_retries)
+    )
+    return job_id
+
+
+def run(
+    store: AttemptStore, message: SeenMessage, number: int, began: datetime, end: AttemptEnd, **kw: Any
+) -> bool:
+    """A whole run written as a worker writes it: batched by the batching store."""
+    return store.finish_run_detached(message, WORKER, number, began, end, **kw).result(timeout=30)
+
+
+def closed_attempts(store: AttemptStore, job_id: str) -> list[tuple[int, str | None, str, bool]]:
+    return [
+        (a.attempt, a.outcome, a.worker, a.finished_at is not None and a.started_at <= a.finished_at)
+        for a in JobStore(store.db).attempts(job_id)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "status"),
+    [
+        (AttemptOutcome.SUCCEEDED, "succeeded"),
+        (AttemptOutcome.FAILED, "failed"),
+        (AttemptOutcome.RETRYING, "retrying"),
+    ],
+)
+def test_a_short_run_moves_a_waiting_job_to_its_end_and_records_a_closed_attempt(
+    store: AttemptStore, outcome: AttemptOutcome, status: str
+) -> None:
+    job_id = queued(store)
+    began = datetime.now(UTC)
+    result = {"ok": True} if outcome is AttemptOutcome.SUCCEEDED else None
+    error = None if outcome is AttemptOutcome.SUCCEEDED else "ValueError: no"
+
+    moved = run(store, seen(job_id), 1, began, AttemptEnd(outcome, result=result, error=error))
+
+    assert moved
+    info = JobStore(store.db).get(job_id)
+    assert (info.status, info.attempts, info.result, info.error) == (status, 1, result, error)
+    assert info.started_at is not None
+    assert info.started_at.replace(tzinfo=UTC) == began
+    assert (info.finished_at is not None) is (status != "retrying")
+    assert closed_attempts(store, job_id) == [(1, outcome.value, WORKER.worker_id, True)]
+
+
+def test_a_short_run_after_a_retry_takes_the_next_number(store: AttemptStore) -> None:
+    job_id = queued(store)
+    run(store, seen(job_id), 1, datetime.now(UTC), AttemptEnd(AttemptOutcome.RETRYING, error="E: x"))
+
+    assert run(store, seen(job_id), 2, datetime.now(UTC), AttemptEnd(AttemptOutcome.SUCCEEDED))
+
+    assert JobStore(store.db).get(job_id).status == "succeeded"
+    assert history(store, job_id) == [(1, "retrying"), (2, "succeeded")]
+
+
+def test_a_short_run_whose_job_was_cancelled_meanwhile_is_recorded_and_the_status_kept(
+    store: AttemptStore,
+) -> None:
+    job_id = queued(store)
+    assert JobStore(store.db).cancel(job_id) == "cancelled"  # an admin, as the run began
+
+    moved = run(store, seen(job_id), 1, datetime.now(UTC), AttemptEnd(AttemptOutcome.SUCCEEDED))
+
+    assert not moved
+    info = JobStore(store.db).get(job_id)
+    assert (info.status, info.attempts) == ("cancelled", 1)
+    assert closed_attempts(store, job_id) == [(1, "succeeded", WORKER.worker_id, True)]
+
+
+def test_a_short_run_with_a_retry_holds_its_message_in_the_same_transaction(store: AttemptStore) -> None:
+    job_id = queued(store)
+    message = dramatiq.Message(
+        queue_name="t.default", actor_name="noop", args=(), kwargs={}, options={}, message_id=job_id
+    )
+    due = datetime.now(UTC) + timedelta(seconds=30)
+    end = AttemptEnd(AttemptOutcome.RETRYING, error="E: x", eta=due)
+
+    run(store, seen(job_id), 1, datetime.now(UTC), end, held=HeldMessage.of(message, due))
+
+    with store.db.session() as session:
+        held = session.scalars(
+            select(DelayedMessageRow.due_at).where(DelayedMessageRow.message_id == job_id)
+        ).all()
+    assert [due_at.replace(tzinfo=UTC) for due_at in held] == [due]
+    assert JobStore(store.db).get(job_id).status == "retrying"

@@ -153,6 +153,7 @@ def test_the_worker_middleware_are_built_in_the_order_their_hooks_need(tmp_path:
         "CurrentMessage",
         "Settle",  # consumer-thread hooks only
         "Delayed",  # consumer-thread hooks only (and the broker's hold sink)
+        "Promote",  # worker boot and shutdown hooks only (its thread writes long runs' starts)
         "InFlight",  # lets go of a job after the recorder's after_* hooks
         "Recording",  # starts the attempt
         "TakeOver",  # looks at a start the store refused

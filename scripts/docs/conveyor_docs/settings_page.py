@@ -59,7 +59,7 @@ GROUPS: list[tuple[str, str, str, tuple[str, ...]]] = [
         "workers",
         "How worker processes show they are alive, when they give up, and how often they look "
         "for orphaned jobs.",
-        ("worker_ttl", "consume_timeout", "reconcile_interval"),
+        ("worker_ttl", "consume_timeout", "reconcile_interval", "running_after"),
     ),
     (
         "Security",
