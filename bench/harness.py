@@ -141,11 +141,12 @@ def queue_outcomes(sql: psycopg.Connection[Any], queue: str) -> tuple[int, int, 
 
 
 def job_outcomes(sql: psycopg.Connection[Any], ids: Sequence[str]) -> tuple[int, int, float | None]:
-    """As :func:`queue_outcomes`, for these job ids."""
+    """As :func:`queue_outcomes`, for these job ids (looked up by primary key: the poll must not
+    scan ``jobs``, whose PostgreSQL CPU the workers being measured would pay for)."""
     row = sql.execute(
         "SELECT count(*) FILTER (WHERE status = 'succeeded'), "
         "count(*) FILTER (WHERE status IN ('failed', 'cancelled')), "
-        "extract(epoch FROM max(finished_at)) FROM jobs WHERE id::text = ANY(%s)",
+        "extract(epoch FROM max(finished_at)) FROM jobs WHERE id = ANY(%s::uuid[])",
         (list(ids),),
     ).fetchone()
     assert row is not None
@@ -157,9 +158,11 @@ def wait_succeeded(
     target: int,
     worker: subprocess.Popen[bytes],
     what: str,
+    interval: float = 0.02,
 ) -> float:
-    """Poll ``count_outcomes()`` (a :func:`queue_outcomes`-like callable) until ``target`` jobs
-    succeeded; returns the last ``finished_at`` (epoch seconds).
+    """Poll ``count_outcomes()`` (a :func:`queue_outcomes`-like callable) every ``interval``
+    seconds until ``target`` jobs succeeded; returns the last ``finished_at`` (epoch seconds),
+    which the interval does not shift.
 
     Raises:
         BenchFailed: a job failed, the worker exited, or nothing finished for STALL_TIMEOUT s.
@@ -178,7 +181,7 @@ def wait_succeeded(
             raise BenchFailed(f"{what}: stuck at {succeeded} of {target} for {STALL_TIMEOUT:g} s")
         if worker.poll() is not None:
             raise BenchFailed(f"{what}: the worker exited with code {worker.returncode}")
-        time.sleep(0.02)
+        time.sleep(interval)
 
 
 def new_client(settings: dict[str, str]) -> Any:

@@ -39,6 +39,9 @@ __all__ = [
 ]
 
 
+_CANCEL_REQUESTED_SQL = "SELECT cancel_requested_at FROM jobs WHERE id = %s"
+
+
 @dataclass(frozen=True)
 class RunningAttempt:
     """The open attempt of a ``running`` job."""
@@ -124,7 +127,12 @@ class AttemptStore:
         return None if row is None else RunningAttempt(number=int(row[0]), worker=row[1])
 
     def cancel_requested(self, job_id: str) -> bool:
-        """Whether an admin asked this running job to stop."""
+        """Whether an admin asked this running job to stop (a job's first check, often its only
+        one: one statement on the direct connection when it is free)."""
+        with self.db.free_direct() as connection:
+            if connection is not None:
+                found = connection.execute(_CANCEL_REQUESTED_SQL, (job_id,)).fetchone()
+                return found is not None and found[0] is not None
         with self.db.session() as session:
             return session.scalar(select(JobRow.cancel_requested_at).where(JobRow.id == job_id)) is not None
 

@@ -243,3 +243,18 @@ def test_a_running_job_is_asked_to_stop_and_its_cancelled_end_can_be_reopened(st
     again = store.start(message, WORKER)
     assert again is not None
     assert again.number == 2
+
+
+def test_a_cancel_request_is_seen_on_the_direct_connection_and_through_the_pool(store: AttemptStore) -> None:
+    message = seen()
+    if store.db.direct is None:
+        pytest.skip("SQLite has no direct connection: its one path is the pool's, tested above")
+    assert store.start(message, WORKER) is not None
+    with store.db.direct.lock:  # busy: the pool answers
+        assert store.cancel_requested(message.job_id) is False
+    assert store.cancel_requested(message.job_id) is False
+
+    assert JobStore(store.db).cancel(message.job_id) == "requested"
+    assert store.cancel_requested(message.job_id) is True
+    with store.db.direct.lock:
+        assert store.cancel_requested(message.job_id) is True
