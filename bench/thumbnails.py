@@ -6,11 +6,15 @@ LANCZOS, quality 85, optimized, progressive), N times per measurement:
 - Conveyor: the source is stored once (``Client.put_artifact``); ``conveyor worker -p P -t 1
   --queues images`` runs P warm-up jobs, then the clock runs from just before
   ``Client.enqueue_many`` of N ``image`` jobs to the last one's ``finished_at``. The jobs' rows
-  are polled every ``POLL`` seconds by primary key: the poll is the bench's, not Conveyor's, and
-  on 2 cores every 20 ms it took CPU from the workers being measured (``finished_at`` is read
-  from the rows, so the interval does not shift the clock).
+  are polled every ``POLL`` seconds by primary key, so that the bench's own poll takes little of
+  the 2 cores from the workers it measures (``finished_at`` is read from the rows: the interval
+  does not shift the clock). The CPU of the worker and of the PostgreSQL backends serving the
+  bench's database is reported per thumbnail.
 - baseline: a ``multiprocessing`` pool of P processes (P warm-up thumbnails first) reading the
   source file and writing each thumbnail to a file; clocked around ``pool.map``.
+
+Both sides write the same bytes (``tests/unit/test_bench_thumbnails.py``): the same draft scale,
+resampling and encoder options. Only Conveyor syncs its output file to disk, as every artifact is.
 
 Rate = N ÷ that time. Runs on its own::
 
