@@ -140,14 +140,17 @@ def queue_outcomes(sql: psycopg.Connection[Any], queue: str) -> tuple[int, int, 
     return int(row[0]), int(row[1]), None if row[2] is None else float(row[2])
 
 
+JOB_OUTCOMES_SQL = (
+    "SELECT count(*) FILTER (WHERE status = 'succeeded'), "
+    "count(*) FILTER (WHERE status IN ('failed', 'cancelled')), "
+    "extract(epoch FROM max(finished_at)) FROM jobs WHERE id = ANY(%s::uuid[])"
+)
+
+
 def job_outcomes(sql: psycopg.Connection[Any], ids: Sequence[str]) -> tuple[int, int, float | None]:
-    """As :func:`queue_outcomes`, for these job ids."""
-    row = sql.execute(
-        "SELECT count(*) FILTER (WHERE status = 'succeeded'), "
-        "count(*) FILTER (WHERE status IN ('failed', 'cancelled')), "
-        "extract(epoch FROM max(finished_at)) FROM jobs WHERE id::text = ANY(%s)",
-        (list(ids),),
-    ).fetchone()
+    """As :func:`queue_outcomes`, for these job ids (looked up by primary key: the poll must not
+    scan ``jobs``, whose PostgreSQL CPU the workers being measured would pay for)."""
+    row = sql.execute(JOB_OUTCOMES_SQL, (list(ids),)).fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), None if row[2] is None else float(row[2])
 
@@ -157,9 +160,11 @@ def wait_succeeded(
     target: int,
     worker: subprocess.Popen[bytes],
     what: str,
+    interval: float = 0.02,
 ) -> float:
-    """Poll ``count_outcomes()`` (a :func:`queue_outcomes`-like callable) until ``target`` jobs
-    succeeded; returns the last ``finished_at`` (epoch seconds).
+    """Poll ``count_outcomes()`` (a :func:`queue_outcomes`-like callable) every ``interval``
+    seconds until ``target`` jobs succeeded; returns the last ``finished_at`` (epoch seconds),
+    which the interval does not shift.
 
     Raises:
         BenchFailed: a job failed, the worker exited, or nothing finished for STALL_TIMEOUT s.
@@ -178,7 +183,7 @@ def wait_succeeded(
             raise BenchFailed(f"{what}: stuck at {succeeded} of {target} for {STALL_TIMEOUT:g} s")
         if worker.poll() is not None:
             raise BenchFailed(f"{what}: the worker exited with code {worker.returncode}")
-        time.sleep(0.02)
+        time.sleep(interval)
 
 
 def new_client(settings: dict[str, str]) -> Any:
@@ -205,12 +210,23 @@ def cpu_seconds(root: int) -> float:
     """User + system CPU seconds of process ``root`` and its live descendants (from /proc)."""
     from bench.systems.base import process_tree
 
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in process_tree([root]):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / ticks
+    return sum(_process_cpu(pid) for pid in process_tree([root]))
+
+
+def _process_cpu(pid: int) -> float:
+    """User + system CPU seconds of one process (0 when it is gone or not on this machine)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def backend_cpu(sql: psycopg.Connection[Any]) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend connected to ``sql``'s database (the
+    benchmark's own, so no other build's), by process id; empty when PostgreSQL runs elsewhere.
+    A backend that appears later started after the first reading: count it from 0."""
+    rows = sql.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    ).fetchall()
+    return {pid: _process_cpu(pid) for (pid,) in rows}

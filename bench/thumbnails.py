@@ -5,9 +5,16 @@ LANCZOS, quality 85, optimized, progressive), N times per measurement:
 
 - Conveyor: the source is stored once (``Client.put_artifact``); ``conveyor worker -p P -t 1
   --queues images`` runs P warm-up jobs, then the clock runs from just before
-  ``Client.enqueue_many`` of N ``image`` jobs to the last one's ``finished_at``.
+  ``Client.enqueue_many`` of N ``image`` jobs to the last one's ``finished_at``. The jobs' rows
+  are polled every ``POLL`` seconds by primary key, so that the bench's own poll takes little of
+  the 2 cores from the workers it measures (``finished_at`` is read from the rows: the interval
+  does not shift the clock). The CPU of the worker and of the PostgreSQL backends serving the
+  bench's database is reported per thumbnail.
 - baseline: a ``multiprocessing`` pool of P processes (P warm-up thumbnails first) reading the
   source file and writing each thumbnail to a file; clocked around ``pool.map``.
+
+Both sides write the same bytes (``tests/unit/test_bench_thumbnails.py``): the same draft scale,
+resampling and encoder options. Only Conveyor syncs its output file to disk, as every artifact is.
 
 Rate = N ÷ that time. Runs on its own::
 
@@ -25,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import (
+    backend_cpu,
     cpu_seconds,
     job_outcomes,
     known_settings,
@@ -38,6 +46,8 @@ from bench.sections import Comparison
 SIZE = (4000, 3000)
 BOX = (256, 256)
 OPERATIONS = [{"op": "thumbnail", "width": BOX[0], "height": BOX[1]}]
+#: Seconds between two polls of the timed jobs' rows.
+POLL = 0.1
 
 
 def photo() -> bytes:
@@ -136,9 +146,10 @@ class ThumbnailSection:
             rate, cpu = self._baseline(p)
             metrics[f"thumbnails_p{p}.baseline"] = rate
             metrics[f"baseline_cpu_ms_per_thumbnail_p{p}"] = cpu * 1000
-            rate, cpu = self._conveyor(p)
+            rate, cpu, database = self._conveyor(p)
             metrics[f"thumbnails_p{p}.conveyor"] = rate
             metrics[f"conveyor_worker_cpu_ms_per_thumbnail_p{p}"] = cpu * 1000
+            metrics[f"conveyor_postgres_cpu_ms_per_thumbnail_p{p}"] = database * 1000
         return metrics
 
     def _baseline(self, processes: int) -> tuple[float, float]:
@@ -156,15 +167,22 @@ class ThumbnailSection:
             rate = self.images / (time.time() - started)
         return rate, (_children_cpu() - cpu_before) / (self.images + processes)
 
-    def _conveyor(self, processes: int) -> tuple[float, float]:
-        """Thumbnails per second, and the worker's CPU seconds per thumbnail (warm)."""
+    def _conveyor(self, processes: int) -> tuple[float, float, float]:
+        """Thumbnails per second, and CPU seconds per thumbnail (warm) of the worker and of the
+        PostgreSQL backends serving the benchmark's database (the worker's, the client's and
+        this poll's connections)."""
         self._reset()
         args = ("--processes", str(processes), "--threads", "1", "--queues", "images")
         with new_client(self.settings) as client, running_worker(self.settings, *args) as worker:
             warm = [job.id for job in client.enqueue_many("image", [self.payload] * processes)]
             wait_succeeded(lambda: job_outcomes(self.sql, warm), len(warm), worker, "warm-up image jobs")
+            backends = backend_cpu(self.sql)
             cpu_before, started = cpu_seconds(worker.pid), time.time()
             timed = [job.id for job in client.enqueue_many("image", [self.payload] * self.images)]
-            last = wait_succeeded(lambda: job_outcomes(self.sql, timed), len(timed), worker, "image jobs")
+            last = wait_succeeded(
+                lambda: job_outcomes(self.sql, timed), len(timed), worker, "image jobs", interval=POLL
+            )
             cpu = (cpu_seconds(worker.pid) - cpu_before) / self.images
-        return self.images / (last - started), cpu
+            after = backend_cpu(self.sql)
+        database = sum(seconds - backends.get(pid, 0.0) for pid, seconds in after.items())
+        return self.images / (last - started), cpu, database / self.images

@@ -171,22 +171,33 @@ class ArtifactStore:
                 if sealed is not None:
                     sealed.close()
             location = final.as_uri()
-        row = ArtifactRow(
-            id=artifact_id,
-            name=name,
-            content_type=content_type or mimetypes.guess_type(name)[0] or "application/octet-stream",
-            size=writer.size,
-            sha256=writer.digest.hexdigest(),
-            data=self.db.sealer.seal_bytes(writer.buffered(), crypto.ARTIFACT, artifact_id)
+        values: dict[str, Any] = {
+            "id": artifact_id,
+            "name": name,
+            "content_type": content_type or mimetypes.guess_type(name)[0] or "application/octet-stream",
+            "size": writer.size,
+            "sha256": writer.digest.hexdigest(),
+            "data": self.db.sealer.seal_bytes(writer.buffered(), crypto.ARTIFACT, artifact_id)
             if location is None
             else None,
-            location=location,
-            job_id=job_id,
-            created_at=utcnow(),
-        )
+            "location": location,
+            "job_id": job_id,
+            "created_at": utcnow(),
+        }
+        self._insert(values)
+        writer.info = _info(values)
+
+    def _insert(self, values: dict[str, Any]) -> None:
+        """The artifact's row: one autocommitted statement on the direct connection when it is
+        free (PostgreSQL), else through a pooled session (a round trip each for BEGIN, pre-ping,
+        COMMIT and the pool's reset, and the ORM's unit of work: an image job writes one row per
+        output, so that is most of what storing a thumbnail costs beside encoding it)."""
+        with self.db.free_direct() as connection:
+            if connection is not None:
+                connection.execute(_INSERT_SQL, values)
+                return
         with self.db.session() as session:
-            session.add(row)
-        writer.info = ArtifactInfo.from_row(row)
+            session.add(ArtifactRow(**values))
 
     @contextlib.contextmanager
     def _file(self, filename: str) -> Iterator[tuple[IO[bytes], Path]]:
@@ -225,6 +236,22 @@ class ArtifactStore:
             yield info, readable
 
     def _lookup(self, artifact_id: str) -> tuple[ArtifactInfo, str | None, bytes | None]:
+        """The artifact, its file's location and its row's bytes (opened); one statement on the
+        direct connection when it is free, as :meth:`_insert`.
+
+        Raises:
+            ArtifactNotFound: no such artifact.
+        """
+        if not is_uuid(artifact_id):
+            raise ArtifactNotFound(f"no artifact {artifact_id!r}")
+        with self.db.free_direct() as connection:
+            if connection is not None:
+                found = connection.execute(_SELECT_SQL, (artifact_id,)).fetchone()
+                if found is None:
+                    raise ArtifactNotFound(f"no artifact {artifact_id!r}")
+                values = dict(zip(_COLUMNS, found, strict=True))
+                data = self.db.sealer.open_bytes(values["data"], crypto.ARTIFACT, str(values["id"]))
+                return _info(values), values["location"], data
         with self.db.session() as session:
             row = self._row(session, artifact_id)
             data = self.db.sealer.open_bytes(row.data, crypto.ARTIFACT, str(row.id))
@@ -277,6 +304,28 @@ class ArtifactStore:
         if row is None:
             raise ArtifactNotFound(f"no artifact {artifact_id!r}")
         return row  # type: ignore[no-any-return]
+
+
+#: The columns of ``artifacts``, in the order the direct statements name them.
+_COLUMNS = ("id", "name", "content_type", "size", "sha256", "data", "location", "job_id", "created_at")
+_SELECT_SQL = f"SELECT {', '.join(_COLUMNS)} FROM artifacts WHERE id = %s"
+_INSERT_SQL = (
+    f"INSERT INTO artifacts ({', '.join(_COLUMNS)}) VALUES ({', '.join(f'%({c})s' for c in _COLUMNS)})"
+)
+
+
+def _info(values: dict[str, Any]) -> ArtifactInfo:
+    """An artifact's description from its row's values (as the direct statements read or write them)."""
+    return ArtifactInfo(
+        id=str(values["id"]),
+        name=values["name"],
+        content_type=values["content_type"],
+        size=values["size"],
+        sha256=values["sha256"],
+        job_id=str(values["job_id"]) if values["job_id"] else None,
+        created_at=as_utc(values["created_at"]) or utcnow(),
+        location=values["location"],
+    )
 
 
 def _file_chunks(path: Path, sealer: Sealer, artifact_id: str) -> Iterator[bytes]:

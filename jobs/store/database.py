@@ -75,6 +75,22 @@ class Database:
         with self.translated(), self.engine.begin() as connection:
             yield connection
 
+    @contextmanager
+    def free_direct(self) -> Iterator[psycopg.Connection[Any] | None]:
+        """The direct connection (PostgreSQL: one round trip a statement, each committed by
+        itself) when no other thread holds it; None when another does, or with SQLite: the
+        caller then goes through :meth:`session` or :meth:`transaction`.
+
+        Raises:
+            ServiceUnavailable: the database cannot be reached.
+            SchemaMissing: the database has no (or an older) Conveyor schema.
+        """
+        if self.direct is None:
+            yield None
+            return
+        with self.direct.free() as connection:
+            yield connection
+
     def translated(self) -> AbstractContextManager[None]:
         """A block whose driver errors become Conveyor's own (for work outside :meth:`session`,
         such as a streamed read).

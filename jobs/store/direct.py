@@ -58,6 +58,24 @@ class DirectConnection:
                 raise
             raise error from None
 
+    @contextmanager
+    def free(self) -> Iterator[psycopg.Connection[Any] | None]:
+        """The connection when no other thread holds it, else None: the caller then goes through
+        the pool rather than wait (a statement holds it for one round trip).
+
+        Raises:
+            ServiceUnavailable: PostgreSQL cannot be reached (the next call reconnects).
+            SchemaMissing: the database has no (or an older) Conveyor schema.
+        """
+        if not self.lock.acquire(blocking=False):
+            yield None
+            return
+        try:
+            with self.connect() as connection:
+                yield connection
+        finally:
+            self.lock.release()
+
     @property
     def connected(self) -> bool:
         return self._connection is not None and not self._connection.closed

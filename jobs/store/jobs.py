@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Generator, Iterable
+from contextlib import closing
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
-import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql
@@ -271,25 +270,11 @@ class JobStore:
 
     def _insert_direct(self, values: dict[str, Any], sql: str) -> bool:
         """Insert a plain job's row in one round trip; False when the direct connection is busy."""
-        with self._free_direct() as connection:
+        with self.db.free_direct() as connection:
             if connection is None:
                 return False
             connection.execute(sql, {**values, "payload": Jsonb(values["payload"])})
         return True
-
-    @contextmanager
-    def _free_direct(self) -> Iterator[psycopg.Connection[Any] | None]:
-        """The direct connection (one round trip a statement), or None when another thread holds
-        it or there is none (SQLite): the caller then goes through the pool."""
-        direct = self.db.direct
-        if direct is None or not direct.lock.acquire(blocking=False):
-            yield None
-            return
-        try:
-            with direct.connect() as connection:
-                yield connection
-        finally:
-            direct.lock.release()
 
     def create_many(self, jobs: list[NewJob]) -> list[JobInfo]:
         """Insert ``queued`` rows (and held messages of delayed ones) in one transaction.
@@ -317,7 +302,7 @@ class JobStore:
 
         ``COPY`` costs a fraction of SQLAlchemy's multi-row INSERT per row, mostly in client CPU.
         """
-        with self._free_direct() as connection:
+        with self.db.free_direct() as connection:
             if connection is None:
                 return False
             with connection.cursor() as cursor, cursor.copy(_COPY_QUEUED_SQL) as copy:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,49 @@ def test_a_missing_file_is_reported(db: Database, tmp_path: Path) -> None:
     Path(info.location.removeprefix("file://")).unlink()
     with pytest.raises(ArtifactNotFound, match="missing"), store.source(info.id):
         pass
+
+
+@contextlib.contextmanager
+def path_taken(db: Database, path: str) -> Iterator[None]:
+    """``direct``: the direct connection is free; ``pool``: another thread holds it, so that the
+    store goes through a pooled session."""
+    assert db.direct is not None
+    if path == "direct":
+        yield
+        return
+    with db.direct.lock:
+        yield
+
+
+@pytest.mark.parametrize("path", ["direct", "pool"])
+def test_an_artifact_is_stored_and_found_alike_on_the_direct_connection_or_the_pool(
+    db: Database, tmp_path: Path, path: str
+) -> None:
+    store = ArtifactStore(db, f"file://{tmp_path}")
+    with path_taken(db, path):
+        info = store.put(b"thumbnail", name="t.jpg", job_id=None)
+        with store.source(info.id) as (found, handle):
+            assert (found, handle.read()) == (info, b"thumbnail")
+    assert db.direct is not None
+    assert db.direct.connected is (path == "direct")
+    assert store.info(info.id) == info  # the ORM's reading of the row the other path wrote
+    assert (info.content_type, info.size, info.job_id) == ("image/jpeg", 9, None)
+    assert info.created_at.tzinfo is not None
+
+
+@pytest.mark.parametrize("path", ["direct", "pool"])
+def test_an_unknown_artifact_is_not_found_on_either_path(db: Database, tmp_path: Path, path: str) -> None:
+    store = ArtifactStore(db, f"file://{tmp_path}")
+    with path_taken(db, path):
+        for missing in (str(uuid.uuid4()), "not-a-uuid"):
+            with pytest.raises(ArtifactNotFound, match="no artifact"), store.source(missing):
+                pass
+
+
+@pytest.mark.parametrize("path", ["direct", "pool"])
+def test_an_artifact_in_its_row_is_read_on_either_path(db: Database, path: str) -> None:
+    store = ArtifactStore(db)  # no folder: the bytes go to the row
+    with path_taken(db, path):
+        info = store.put(b"in the row", name="row.bin")
+        assert info.location is None
+        assert store.read(info.id) == (info, b"in the row")

@@ -338,3 +338,18 @@ def test_a_short_run_with_a_retry_holds_its_message_in_the_same_transaction(stor
         ).all()
     assert [due_at.replace(tzinfo=UTC) for due_at in held] == [due]
     assert JobStore(store.db).get(job_id).status == "retrying"
+
+
+def test_a_cancel_request_is_seen_on_the_direct_connection_and_through_the_pool(store: AttemptStore) -> None:
+    message = seen()
+    if store.db.direct is None:
+        pytest.skip("SQLite has no direct connection: its one path is the pool's, tested above")
+    assert store.start(message, WORKER) is not None
+    with store.db.direct.lock:  # busy: the pool answers
+        assert store.cancel_requested(message.job_id) is False
+    assert store.cancel_requested(message.job_id) is False
+
+    assert JobStore(store.db).cancel(message.job_id) == "requested"
+    assert store.cancel_requested(message.job_id) is True
+    with store.db.direct.lock:
+        assert store.cancel_requested(message.job_id) is True
