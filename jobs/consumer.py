@@ -19,6 +19,7 @@ the ack or nack is sent when it lands, and not at all if the end could not be st
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
@@ -56,6 +57,9 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
         #: Delivery tags of the messages RabbitMQ marked as delivered before (until decoded).
         self._redelivered: set[int] = set()
+        # Acks and nacks whose ends have landed, sent together on the connection's thread.
+        self._settling: list[tuple[int, bool]] = []
+        self._settling_lock = threading.Lock()
         self.iterator = self._noting_redeliveries(self.iterator)
         limit = getattr(broker, "max_body_bytes", None)
         if limit is not None:
@@ -118,13 +122,13 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
 
     def ack(self, message: Any) -> None:
         if self._delivered_here(message, "ack"):
-            self._once_recorded(message, super().ack)
+            self._once_recorded(message, super().ack, nack=False)
 
     def nack(self, message: Any) -> None:
         if self._delivered_here(message, "nack"):
-            self._once_recorded(message, super().nack)
+            self._once_recorded(message, super().nack, nack=True)
 
-    def _once_recorded(self, message: Any, settle: Callable[[Any], None]) -> None:
+    def _once_recorded(self, message: Any, settle: Callable[[Any], None], *, nack: bool) -> None:
         recorded: Future[bool] | None = getattr(message, _RECORDED, None)
         if recorded is None:
             settle(message)
@@ -140,11 +144,35 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
                 )
             elif self.is_open:
                 try:
-                    settle(message)
+                    self._settle_soon(message, nack)
                 except Exception as exc:  # the channel closed meanwhile: RabbitMQ delivers it again
                     logger.info("message %s: not settled: %s", message.message_id, exc)
 
         recorded.add_done_callback(when_recorded)
+
+    def _settle_soon(self, message: Any, nack: bool) -> None:
+        """Ack (or nack) ``message`` with the others whose ends landed in the same batch: the
+        connection's thread is woken once for them all, not once per message."""
+        try:
+            self.known_tags.remove(message._tag)
+        except KeyError:
+            logger.warning("message %s: not settled: its delivery tag is unknown", message.message_id)
+            return
+        with self._settling_lock:
+            first = not self._settling
+            self._settling.append((message._tag, nack))
+        if first:
+            self.connection.add_callback_threadsafe(self._settle_pending)
+
+    def _settle_pending(self) -> None:
+        """On the connection's thread: send every ack and nack waiting."""
+        with self._settling_lock:
+            pending, self._settling = self._settling, []
+        for tag, nack in pending:
+            if nack:
+                self.channel.basic_nack(tag, requeue=False)
+            else:
+                self.channel.basic_ack(tag)
 
     def close(self) -> None:
         self.closed = True
