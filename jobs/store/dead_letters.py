@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 from jobs import crypto
 from jobs.status import Event, JobStatus, sources, target
 from jobs.store.database import Database
-from jobs.store.jobs import utcnow
+from jobs.store.jobs import as_utc, utcnow
 from jobs.store.models import JobRow
 
 _REQUEUABLE = sorted(status.value for status in sources(Event.REQUEUE))
@@ -30,6 +30,23 @@ class DeadJob:
     status: str
     attempts: int
     error: str | None
+    #: The error fingerprint's key the worker stored when it dead-lettered the job (None: before
+    #: migration 0016, or its message was requeued or purged since).
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class MarkedJob:
+    """A job row marked as dead-lettered (``dead_fingerprint`` set), without its error."""
+
+    id: str
+    kind: str
+    queue: str
+    status: str
+    attempts: int
+    #: When it failed for good: when its message went to the dead-letter queue.
+    finished_at: datetime | None
+    group: str
 
 
 @dataclass(frozen=True)
@@ -41,6 +58,8 @@ class Reopened:
     error: str | None
     finished_at: datetime | None
     reopened: bool
+    #: Its ``dead_fingerprint``, put back with the rest when the requeue is undone.
+    group: str | None = None
 
 
 class DeadJobStore:
@@ -56,14 +75,56 @@ class DeadJobStore:
             ServiceUnavailable: the database cannot be reached.
         """
         ids = sorted(set(job_ids))
-        columns = (JobRow.id, JobRow.kind, JobRow.status, JobRow.attempts, JobRow.error)
+        columns = (
+            JobRow.id,
+            JobRow.kind,
+            JobRow.status,
+            JobRow.attempts,
+            JobRow.error,
+            JobRow.dead_fingerprint,
+        )
         found: dict[str, DeadJob] = {}
         with self.db.session() as session:
             for start in range(0, len(ids), _CHUNK):
                 query = select(*columns).where(JobRow.id.in_(ids[start : start + _CHUNK]))
-                for ident, kind, status, attempts, error in session.execute(query):
+                for ident, kind, status, attempts, error, group in session.execute(query):
                     error = self.db.sealer.open_text(error, crypto.ERROR, str(ident))
-                    found[str(ident)] = DeadJob(str(ident), kind, status, attempts, error)
+                    found[str(ident)] = DeadJob(str(ident), kind, status, attempts, error, group)
+        return found
+
+    def marked(self, queues: Iterable[str], since: datetime) -> list[MarkedJob]:
+        """The rows of ``queues`` marked as dead-lettered that failed after ``since`` (older
+        messages have expired from their queue), newest first; read through ``ix_jobs_dead_letters``.
+
+        Raises:
+            ServiceUnavailable: the database cannot be reached.
+        """
+        columns = (JobRow.id, JobRow.kind, JobRow.queue, JobRow.status, JobRow.attempts, JobRow.finished_at)
+        query = (
+            select(*columns, JobRow.dead_fingerprint)
+            .where(JobRow.dead_fingerprint.is_not(None), JobRow.queue.in_(sorted(set(queues))))
+            .where(JobRow.finished_at > since)
+            .order_by(JobRow.finished_at.desc(), JobRow.id)
+        )
+        with self.db.session() as session:
+            return [
+                MarkedJob(str(ident), kind, queue, status, attempts, as_utc(finished), str(group))
+                for ident, kind, queue, status, attempts, finished, group in session.execute(query)
+            ]
+
+    def errors(self, job_ids: Iterable[str]) -> dict[str, str | None]:
+        """The errors of those jobs (canonical UUIDs), opened when encrypted.
+
+        Raises:
+            ServiceUnavailable: the database cannot be reached.
+        """
+        ids = sorted(set(job_ids))
+        found: dict[str, str | None] = {}
+        with self.db.session() as session:
+            for start in range(0, len(ids), _CHUNK):
+                query = select(JobRow.id, JobRow.error).where(JobRow.id.in_(ids[start : start + _CHUNK]))
+                for ident, error in session.execute(query):
+                    found[str(ident)] = self.db.sealer.open_text(error, crypto.ERROR, str(ident))
         return found
 
     def reopen(self, job_id: str) -> Reopened | None:
@@ -73,14 +134,18 @@ class DeadJobStore:
         Raises:
             ServiceUnavailable: the database cannot be reached.
         """
-        query = select(JobRow.status, JobRow.error, JobRow.finished_at).where(JobRow.id == job_id)
+        columns = (JobRow.status, JobRow.error, JobRow.finished_at, JobRow.dead_fingerprint)
+        query = select(*columns).where(JobRow.id == job_id)
         with self.db.session() as session:
             row = session.execute(query.with_for_update()).one_or_none()
             if row is None:
                 return None
-            before = Reopened(row.status, row.error, row.finished_at, reopened=row.status in _REQUEUABLE)
+            requeuable = row.status in _REQUEUABLE
+            before = Reopened(row.status, row.error, row.finished_at, requeuable, row.dead_fingerprint)
             if before.reopened:
                 queued = {"status": target(Event.REQUEUE).value, "error": None, "finished_at": None}
+                # Its message leaves the dead-letter queue: the row is no longer one of its letters.
+                queued["dead_fingerprint"] = None
                 session.execute(
                     update(JobRow).where(JobRow.id == job_id).values(**queued, eta=None, progress=None)
                 )
@@ -93,14 +158,14 @@ class DeadJobStore:
             ServiceUnavailable: the database cannot be reached.
         """
         back = update(JobRow).where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED.value)
+        values = {"status": before.status, "error": before.error, "finished_at": before.finished_at}
         with self.db.session() as session:
-            session.execute(
-                back.values(status=before.status, error=before.error, finished_at=before.finished_at)
-            )
+            session.execute(back.values(**values, dead_fingerprint=before.group))
 
     def fail(self, job_id: str, error: str) -> None:
         """``failed`` for good when the transition table lets a dead message be purged from its
-        status: its own error and end are kept, ``error`` and now fill them when missing.
+        status: its own error and end are kept, ``error`` and now fill them when missing. Whatever
+        its status, the row is no longer marked as dead-lettered: its message goes.
 
         Raises:
             ServiceUnavailable: the database cannot be reached.
@@ -112,5 +177,7 @@ class DeadJobStore:
             "finished_at": func.coalesce(JobRow.finished_at, utcnow()),
             "eta": None,
         }
+        unmark = update(JobRow).where(JobRow.id == job_id, JobRow.dead_fingerprint.is_not(None))
         with self.db.session() as session:
             session.execute(dead.values(**values))
+            session.execute(unmark.values(dead_fingerprint=None))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobs.admin.dead_groups import group_dead
+from jobs.admin.dead_groups import group_dead, group_marked
 from jobs.admin.dlq import DeadLetter
-from jobs.admin.fingerprint import MESSAGE_WIDTH, NO_TYPE, Fingerprint, fingerprint, normalise, split_error
+from jobs.fingerprint import MESSAGE_WIDTH, NO_TYPE, Fingerprint, fingerprint, normalise, split_error
+from jobs.store.dead_letters import MarkedJob
 
 
 @pytest.mark.parametrize(
@@ -89,7 +91,7 @@ def test_group_dead_counts_members_and_their_first_and_last_sighting() -> None:
 
     groups = group_dead(letters)
 
-    assert [len(g.letters) for g in groups] == [3, 1]
+    assert [g.count for g in groups] == [3, 1]
     big = groups[0].to_dict()
     assert big["count"] == 3
     assert big["error_type"] == "PermanentError"
@@ -100,3 +102,32 @@ def test_group_dead_counts_members_and_their_first_and_last_sighting() -> None:
     assert big["sample"] == "PermanentError: job 333 failed"  # the newest member's error
     assert sorted(big["ids"]) == ["a", "b", "d"]
     assert big["fingerprint"] == letters[0].fingerprint.key
+
+
+def test_group_marked_groups_rows_by_their_stored_key_with_the_newest_members_error() -> None:
+    def row(ident: str, group: str, minutes: int, queue: str = "ns.default") -> MarkedJob:
+        when = datetime(2026, 12, 1, tzinfo=UTC) + timedelta(minutes=minutes)
+        return MarkedJob(ident, "noop", queue, "failed", 4, when, group)
+
+    # Newest first, as the store reads them; "b" and "c" share a key whatever their errors say now.
+    marked = [row("c", "k1", 9, "ns.other"), row("a", "k2", 5), row("b", "k1", 1)]
+    errors = {"c": "PermanentError: job 9 failed", "a": "ValueError: bad input 5"}
+
+    big, small = (group.to_dict() for group in group_marked(marked, errors))
+
+    assert (big["fingerprint"], big["count"], big["ids"]) == ("k1", 2, ["c", "b"])
+    assert (big["error_type"], big["message"]) == ("PermanentError", "job <n> failed")
+    assert big["sample"] == "PermanentError: job 9 failed"
+    assert big["first_seen"].startswith("2026-12-01T00:01")
+    assert big["last_seen"].startswith("2026-12-01T00:09")
+    assert big["queues"] == ["ns.default", "ns.other"]
+    assert (small["fingerprint"], small["count"], small["kind"]) == ("k2", 1, "noop")
+
+
+def test_a_letters_stored_key_names_its_group_and_stays_out_of_its_json() -> None:
+    letter = replace(_letter("a", "PermanentError: job 1 failed", 0), stored_key="0123456789abcdef")
+
+    assert letter.key == "0123456789abcdef"
+    assert _letter("a", "PermanentError: job 1 failed", 0).key == letter.fingerprint.key
+    assert "stored_key" not in letter.to_dict()
+    assert [g.key for g in group_dead([letter])] == ["0123456789abcdef"]
