@@ -31,7 +31,7 @@ from jobs.fingerprint import Fingerprint, fingerprint
 from jobs.kinds import KINDS
 from jobs.settings import Settings
 from jobs.store.database import Database
-from jobs.store.dead_letters import DeadJobStore, MarkedJob
+from jobs.store.dead_letters import DeadJobStore, MarkedGroup, MarkedJob
 
 #: Sorts a dead letter of unknown age before all others.
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
@@ -98,21 +98,13 @@ def group_dead(letters: Sequence[DeadLetter]) -> list[DeadGroup]:
     return _ordered(found)
 
 
-def group_marked(marked: Sequence[MarkedJob], errors: dict[str, str | None]) -> list[DeadGroup]:
-    """Rows marked as dead-lettered (newest first) by their stored key; ``errors`` holds at least
-    each group's newest member's error."""
-    members: dict[str, list[MarkedJob]] = {}
-    for row in marked:
-        members.setdefault(row.group, []).append(row)
+def group_marked(marked: Sequence[MarkedGroup]) -> list[DeadGroup]:
+    """The groups of the rows marked as dead-lettered: the largest first, then the newest."""
     found = []
-    for key, group in members.items():
-        newest = group[0]
-        sample = errors.get(newest.id) or ""
-        moments = [row.finished_at for row in group if row.finished_at]
-        queues = tuple(sorted({row.queue for row in group}))
-        first, last = (min(moments), max(moments)) if moments else (None, None)
-        shown = fingerprint(newest.kind, sample)
-        found.append(DeadGroup(key, shown, tuple(row.id for row in group), first, last, queues, sample))
+    for group in marked:
+        sample = group.error or ""
+        shown = fingerprint(group.kind, sample)
+        found.append(DeadGroup(group.group, shown, group.ids, group.first, group.last, group.queues, sample))
     return _ordered(found)
 
 
@@ -143,28 +135,18 @@ def dead_view(settings: Settings, db: Database, queue: str | None, shown: int) -
     """
     queues = dead_letter_queues(settings, queue)
     store = DeadJobStore(db)
-    marked = store.marked(queues, datetime.now(UTC) - DEAD_LETTER_LIFETIME)
-    newest = {group_newest.id for group_newest in _group_heads(marked)}
-    errors = store.errors(newest | {row.id for row in marked[:shown]})
-    letters = [_letter(row, errors.get(row.id)) for row in marked[:shown]]
+    since = datetime.now(UTC) - DEAD_LETTER_LIFETIME
+    groups = group_marked(store.marked_groups(queues, since))
+    letters = [_letter(row) for row in store.marked(queues, since, shown)]
+    total = sum(group.count for group in groups)
     try:
-        in_queues: int | None = sum(dead_counts(settings, queue).values())
+        in_queues = sum(dead_counts(settings, queue).values())
     except ServiceUnavailable as exc:
-        return DeadView(
-            group_marked(marked, errors), letters, len(marked), None, unavailable={"rabbitmq": str(exc)}
-        )
-    return DeadView(group_marked(marked, errors), letters, len(marked), in_queues)
+        return DeadView(groups, letters, total, None, unavailable={"rabbitmq": str(exc)})
+    return DeadView(groups, letters, total, in_queues)
 
 
-def _group_heads(marked: Sequence[MarkedJob]) -> list[MarkedJob]:
-    """The newest row of each group (``marked`` is newest first)."""
-    heads: dict[str, MarkedJob] = {}
-    for row in marked:
-        heads.setdefault(row.group, row)
-    return list(heads.values())
-
-
-def _letter(row: MarkedJob, error: str | None) -> DeadLetter:
+def _letter(row: MarkedJob) -> DeadLetter:
     kind = KINDS.get(row.kind)
     return DeadLetter(
         row.id,
@@ -175,6 +157,6 @@ def _letter(row: MarkedJob, error: str | None) -> DeadLetter:
         status=row.status,
         dead_since=row.finished_at,
         attempts=row.attempts,
-        error=error,
+        error=row.error,
         stored_key=row.group,
     )

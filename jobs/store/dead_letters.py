@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Text, cast, func, select, update
+from sqlalchemy.sql import ColumnElement
 
 from jobs import crypto
 from jobs.status import Event, JobStatus, sources, target
@@ -37,7 +39,7 @@ class DeadJob:
 
 @dataclass(frozen=True)
 class MarkedJob:
-    """A job row marked as dead-lettered (``dead_fingerprint`` set), without its error."""
+    """A job row marked as dead-lettered (``dead_fingerprint`` set)."""
 
     id: str
     kind: str
@@ -47,6 +49,21 @@ class MarkedJob:
     #: When it failed for good: when its message went to the dead-letter queue.
     finished_at: datetime | None
     group: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class MarkedGroup:
+    """The rows marked with one fingerprint key: counted, dated and listed by the database."""
+
+    group: str
+    ids: tuple[str, ...]
+    first: datetime | None
+    last: datetime | None
+    queues: tuple[str, ...]
+    #: Its newest member: its kind and error (opened) show what the group died of.
+    kind: str
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -92,40 +109,60 @@ class DeadJobStore:
                     found[str(ident)] = DeadJob(str(ident), kind, status, attempts, error, group)
         return found
 
-    def marked(self, queues: Iterable[str], since: datetime) -> list[MarkedJob]:
-        """The rows of ``queues`` marked as dead-lettered that failed after ``since`` (older
-        messages have expired from their queue), newest first; read through ``ix_jobs_dead_letters``.
+    def marked(self, queues: Iterable[str], since: datetime, limit: int) -> list[MarkedJob]:
+        """The newest ``limit`` rows of ``queues`` marked as dead-lettered that failed after
+        ``since`` (older messages have expired from their queue), read from ``ix_jobs_dead_letters``.
 
         Raises:
             ServiceUnavailable: the database cannot be reached.
         """
         columns = (JobRow.id, JobRow.kind, JobRow.queue, JobRow.status, JobRow.attempts, JobRow.finished_at)
         query = (
-            select(*columns, JobRow.dead_fingerprint)
-            .where(JobRow.dead_fingerprint.is_not(None), JobRow.queue.in_(sorted(set(queues))))
-            .where(JobRow.finished_at > since)
+            select(*columns, JobRow.dead_fingerprint, JobRow.error)
+            .where(*_marked(queues, since))
             .order_by(JobRow.finished_at.desc(), JobRow.id)
+            .limit(limit)
         )
         with self.db.session() as session:
             return [
-                MarkedJob(str(ident), kind, queue, status, attempts, as_utc(finished), str(group))
-                for ident, kind, queue, status, attempts, finished, group in session.execute(query)
+                MarkedJob(
+                    str(ident),
+                    kind,
+                    queue,
+                    status,
+                    attempts,
+                    as_utc(end),
+                    str(group),
+                    self._open(error, ident),
+                )
+                for ident, kind, queue, status, attempts, end, group, error in session.execute(query)
             ]
 
-    def errors(self, job_ids: Iterable[str]) -> dict[str, str | None]:
-        """The errors of those jobs (canonical UUIDs), opened when encrypted.
+    def marked_groups(self, queues: Iterable[str], since: datetime) -> list[MarkedGroup]:
+        """The same rows (all of them) by fingerprint key: their ids, first and last end, queues,
+        and the newest member's kind and error. Aggregated by the database per key and queue, the
+        newest member per key picked by a window function: two statements, a row per group.
 
         Raises:
             ServiceUnavailable: the database cannot be reached.
         """
-        ids = sorted(set(job_ids))
-        found: dict[str, str | None] = {}
+        where = _marked(queues, since)
+        ids = func.aggregate_strings(cast(JobRow.id, Text), ",")
+        ends = (func.min(JobRow.finished_at), func.max(JobRow.finished_at))
+        per_queue = select(JobRow.dead_fingerprint, JobRow.queue, ids, *ends).where(*where)
+        newest = func.row_number().over(
+            partition_by=JobRow.dead_fingerprint, order_by=(JobRow.finished_at.desc(), JobRow.id)
+        )
+        ranked = select(JobRow.dead_fingerprint, JobRow.id, JobRow.kind, JobRow.error, newest.label("rank"))
+        ranked_rows = ranked.where(*where).subquery()
+        heads = select(*(c for c in ranked_rows.c if c.key != "rank")).where(ranked_rows.c.rank == 1)
         with self.db.session() as session:
-            for start in range(0, len(ids), _CHUNK):
-                query = select(JobRow.id, JobRow.error).where(JobRow.id.in_(ids[start : start + _CHUNK]))
-                for ident, error in session.execute(query):
-                    found[str(ident)] = self.db.sealer.open_text(error, crypto.ERROR, str(ident))
-        return found
+            parts = session.execute(per_queue.group_by(JobRow.dead_fingerprint, JobRow.queue)).all()
+            kinds = {str(g): (kind, self._open(error, i)) for g, i, kind, error in session.execute(heads)}
+        return _merged(parts, kinds)
+
+    def _open(self, error: str | None, job_id: object) -> str | None:
+        return self.db.sealer.open_text(error, crypto.ERROR, str(job_id))
 
     def reopen(self, job_id: str) -> Reopened | None:
         """Back to ``queued`` (no error, eta, progress or end) when the transition table lets a
@@ -181,3 +218,36 @@ class DeadJobStore:
         with self.db.session() as session:
             session.execute(dead.values(**values))
             session.execute(unmark.values(dead_fingerprint=None))
+
+
+def _marked(queues: Iterable[str], since: datetime) -> tuple[ColumnElement[bool], ...]:
+    """Rows marked as dead-lettered in ``queues`` since ``since``: what ``ix_jobs_dead_letters`` holds."""
+    return (
+        JobRow.dead_fingerprint.is_not(None),
+        JobRow.queue.in_(sorted(set(queues))),
+        JobRow.finished_at > since,
+    )
+
+
+def _merged(parts: Iterable[Any], heads: dict[str, tuple[str, str | None]]) -> list[MarkedGroup]:
+    """One :class:`MarkedGroup` per key from its per-queue aggregates and its newest member."""
+    merged: dict[str, dict[str, Any]] = {}
+    for group, queue, ids, first, last in parts:
+        entry = merged.setdefault(str(group), {"ids": [], "ends": [], "queues": []})
+        entry["ids"].extend(_canonical(ident) for ident in ids.split(","))
+        entry["ends"].extend(as_utc(end) for end in (first, last) if end is not None)
+        entry["queues"].append(queue)
+    found = []
+    for group, entry in merged.items():
+        kind, error = heads.get(group, ("?", None))
+        ends = entry["ends"]
+        first, last = (min(ends), max(ends)) if ends else (None, None)
+        found.append(
+            MarkedGroup(group, tuple(entry["ids"]), first, last, tuple(sorted(entry["queues"])), kind, error)
+        )
+    return found
+
+
+def _canonical(ident: str) -> str:
+    """A job id as text in its canonical form (SQLite casts the stored UUID as 32 hex digits)."""
+    return ident if len(ident) == 36 else str(uuid.UUID(ident))

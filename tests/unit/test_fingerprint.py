@@ -10,7 +10,7 @@ import pytest
 from jobs.admin.dead_groups import group_dead, group_marked
 from jobs.admin.dlq import DeadLetter
 from jobs.fingerprint import MESSAGE_WIDTH, NO_TYPE, Fingerprint, fingerprint, normalise, split_error
-from jobs.store.dead_letters import MarkedJob
+from jobs.store.dead_letters import MarkedGroup
 
 
 @pytest.mark.parametrize(
@@ -104,24 +104,24 @@ def test_group_dead_counts_members_and_their_first_and_last_sighting() -> None:
     assert big["fingerprint"] == letters[0].fingerprint.key
 
 
-def test_group_marked_groups_rows_by_their_stored_key_with_the_newest_members_error() -> None:
-    def row(ident: str, group: str, minutes: int, queue: str = "ns.default") -> MarkedJob:
-        when = datetime(2026, 12, 1, tzinfo=UTC) + timedelta(minutes=minutes)
-        return MarkedJob(ident, "noop", queue, "failed", 4, when, group)
+def test_group_marked_shows_each_key_by_its_newest_members_error_largest_group_first() -> None:
+    def when(minutes: int) -> datetime:
+        return datetime(2026, 12, 1, tzinfo=UTC) + timedelta(minutes=minutes)
 
-    # Newest first, as the store reads them; "b" and "c" share a key whatever their errors say now.
-    marked = [row("c", "k1", 9, "ns.other"), row("a", "k2", 5), row("b", "k1", 1)]
-    errors = {"c": "PermanentError: job 9 failed", "a": "ValueError: bad input 5"}
+    small = MarkedGroup("k2", ("a",), when(5), when(5), ("ns.default",), "noop", "ValueError: bad input 5")
+    big = MarkedGroup(
+        "k1", ("c", "b"), when(1), when(9), ("ns.default", "ns.other"), "noop", "PermanentError: job 9 failed"
+    )
 
-    big, small = (group.to_dict() for group in group_marked(marked, errors))
+    first, second = (group.to_dict() for group in group_marked([small, big]))
 
-    assert (big["fingerprint"], big["count"], big["ids"]) == ("k1", 2, ["c", "b"])
-    assert (big["error_type"], big["message"]) == ("PermanentError", "job <n> failed")
-    assert big["sample"] == "PermanentError: job 9 failed"
-    assert big["first_seen"].startswith("2026-12-01T00:01")
-    assert big["last_seen"].startswith("2026-12-01T00:09")
-    assert big["queues"] == ["ns.default", "ns.other"]
-    assert (small["fingerprint"], small["count"], small["kind"]) == ("k2", 1, "noop")
+    assert (first["fingerprint"], first["count"], first["ids"]) == ("k1", 2, ["c", "b"])
+    assert (first["error_type"], first["message"]) == ("PermanentError", "job <n> failed")
+    assert first["sample"] == "PermanentError: job 9 failed"
+    assert first["first_seen"].startswith("2026-12-01T00:01")
+    assert first["last_seen"].startswith("2026-12-01T00:09")
+    assert first["queues"] == ["ns.default", "ns.other"]
+    assert (second["fingerprint"], second["count"], second["error_type"]) == ("k2", 1, "ValueError")
 
 
 def test_a_letters_stored_key_names_its_group_and_stays_out_of_its_json() -> None:
