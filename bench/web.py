@@ -10,7 +10,8 @@ itself (``INSERT … SELECT generate_series``: a million rows take about a minut
   many as a large cluster's worker threads);
 - one ``job_attempts`` row per attempt (failed jobs ran four times, each with its traceback);
 - ``--dead`` of the failed jobs' messages on their queues' dead-letter queues (``.XQ``) in
-  RabbitMQ, which the dead-letters page reads.
+  RabbitMQ, their rows marked with their error fingerprint as the worker that dead-letters a job
+  marks it (the dead-letters page groups those rows and counts the queues' messages).
 
 Then ``conveyor web`` serves that namespace (read-only: no token) and each probe, a page and its
 ``/api/`` twin, is requested ``--requests`` times in turn (round robin, one keep-alive
@@ -51,7 +52,9 @@ sys.path.insert(0, str(ROOT))
 from bench.harness import BenchFailed, Progress, conveyor_env, prepare_database, sql_connect
 from bench.targets import WEB_P95_MS
 
-NAMESPACE = "benchweb"
+#: The dashboard's namespace: ``BENCH_NAMESPACE`` (default ``bench``) and ``web``, so that two
+#: builds benchmarking at once do not share dead-letter queues.
+NAMESPACE = os.environ.get("BENCH_NAMESPACE", "bench") + "web"
 #: The issue's target: every page's p95 under this many milliseconds.
 TARGET_P95_MS = WEB_P95_MS
 #: Seconds between two seeded jobs' creation for a million rows: 30 days.
@@ -121,9 +124,11 @@ WHERE j.attempts > 0
 #: The probe of the jobs page ``--deep-pages`` pages back.
 DEEP = "jobs, deep keyset page"
 _DEAD_JOBS = """
-SELECT id::text, kind, queue, payload FROM jobs
+SELECT id::text, kind, queue, payload, error FROM jobs
 WHERE status = 'failed' AND queue LIKE %(prefix)s ORDER BY created_at DESC LIMIT %(dead)s
 """
+# What the worker writes when it dead-letters a job: the error fingerprint's key on its row.
+_MARK_DEAD = "UPDATE jobs SET dead_fingerprint = %s WHERE id = %s"
 
 
 def seed(database_url: str, rows: int, log: Progress) -> None:
@@ -148,6 +153,7 @@ def dead_letter(settings: dict[str, str], database_url: str, count: int) -> int:
     import pika
 
     from jobs.broker import build_broker
+    from jobs.fingerprint import fingerprint
     from jobs.kinds import KINDS
     from jobs.settings import Settings
 
@@ -159,12 +165,16 @@ def dead_letter(settings: dict[str, str], database_url: str, count: int) -> int:
     broker.close()
     with sql_connect(database_url) as sql:
         rows = sql.execute(_DEAD_JOBS, {"prefix": f"{NAMESPACE}.%", "dead": count}).fetchall()
+        sql.execute("UPDATE jobs SET dead_fingerprint = NULL WHERE dead_fingerprint IS NOT NULL")
+        with sql.cursor() as cursor:
+            marks = [(fingerprint(kind, error).key, job_id) for job_id, kind, _, _, error in rows]
+            cursor.executemany(_MARK_DEAD, marks)
     connection = pika.BlockingConnection(pika.URLParameters(settings["broker_url"]))
     try:
         channel = connection.channel()
         for queue in queues:
             channel.queue_purge(f"{queue}.XQ")
-        for job_id, kind, queue, payload in rows:
+        for job_id, kind, queue, payload, _ in rows:
             message = dramatiq.Message(
                 queue_name=queue,
                 actor_name=KINDS[kind].actor_name,

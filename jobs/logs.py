@@ -86,6 +86,8 @@ def visible(text: Any, *, newlines: bool = False) -> str:
 def mask_secrets(text: str) -> str:
     """Replace the password of every URL in ``text``, and the value of every credential-like
     parameter (``?password=…``, ``&token=…``, ``sslpassword=…``), by ``***``."""
+    if "=" not in text and "://" not in text:  # neither pattern can match: most texts (ids, names)
+        return text
     masked = _URL_PASSWORD.sub(r"\g<scheme>:***@", text)
     return _PARAMETER.sub(r"\g<name>***", masked)
 

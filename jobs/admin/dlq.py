@@ -13,16 +13,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import pika
 import pika.exceptions
 
-from jobs.admin.fingerprint import Fingerprint, fingerprint
 from jobs.broker import BROKER_ERRORS, broker_parameters, broker_unavailable
 from jobs.errors import ConveyorError, DeadLetterNotFound
+from jobs.fingerprint import Fingerprint, fingerprint
 from jobs.kinds import ACTOR_KINDS, KINDS
 from jobs.settings import Settings
 from jobs.store.database import Database
@@ -72,6 +72,8 @@ class DeadLetter:
     error: str | None = None
     #: Why the message is foreign (it has no job row): ``not JSON``, ``no job row``…
     reason: str | None = None
+    #: The fingerprint key its job row keeps from when the worker dead-lettered it (not listed).
+    stored_key: str | None = field(default=None, repr=False)
 
     @property
     def foreign(self) -> bool:
@@ -79,12 +81,18 @@ class DeadLetter:
 
     @property
     def fingerprint(self) -> Fingerprint:
-        """The group of errors it died of (see :mod:`jobs.admin.fingerprint`)."""
+        """The group of errors it died of (see :mod:`jobs.fingerprint`), from its error now."""
         return fingerprint(self.kind, self.error, foreign_reason=self.reason if self.foreign else None)
+
+    @property
+    def key(self) -> str:
+        """Its group's key: the one its row keeps (so that the dashboard's groups, read from the
+        rows, and the group actions, matched on the messages, agree), else its fingerprint's."""
+        return self.stored_key or self.fingerprint.key
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with stable snake_case keys."""
-        data = {field.name: getattr(self, field.name) for field in fields(self)}  # asdict deep-copies
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "stored_key"}  # no deep copy
         data.update(dead_since=self.dead_since.isoformat() if self.dead_since else None, foreign=self.foreign)
         return data
 
@@ -236,7 +244,7 @@ def _by_ids(ids: Sequence[str], everything: bool) -> Selector:
 
 
 def _by_fingerprint(key: str) -> Selector:
-    return lambda letters: [letter.id for letter in letters if letter.fingerprint.key == key]
+    return lambda letters: [letter.id for letter in letters if letter.key == key]
 
 
 def _apply(
@@ -348,6 +356,39 @@ def _scan(
                 connection.close()
 
 
+def dead_counts(settings: Settings, queue: str | None = None) -> dict[str, int]:
+    """How many messages each selected dead-letter queue holds now (a passive declare each; 0
+    for one never declared), by queue name (without ``.XQ``).
+
+    Raises:
+        ServiceUnavailable: RabbitMQ cannot be reached.
+        ValueError: an unknown ``queue``.
+    """
+    queues = dead_letter_queues(settings, queue)
+    try:
+        connection = pika.BlockingConnection(broker_parameters(settings))
+    except BROKER_ERRORS as exc:
+        raise broker_unavailable(settings, exc) from None
+    counts: dict[str, int] = {}
+    try:
+        channel = connection.channel()
+        for name in queues:
+            try:
+                counts[name] = int(channel.queue_declare(f"{name}.XQ", passive=True).method.message_count)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code != 404:
+                    raise
+                counts[name] = 0  # never declared: nothing was ever dead-lettered there
+                channel = connection.channel()
+    except BROKER_ERRORS as exc:
+        raise broker_unavailable(settings, exc) from None
+    finally:
+        if connection.is_open:
+            with suppress(*BROKER_ERRORS):
+                connection.close()
+    return counts
+
+
 #: The largest prefetch count AMQP allows; a larger snapshot is read with no limit.
 MAX_PREFETCH = 65535
 
@@ -422,6 +463,7 @@ def _letter(
         dead_since=since,
         attempts=row.attempts,
         error=row.error,
+        stored_key=row.group,
     )
 
 

@@ -17,6 +17,7 @@ import redis
 
 from jobs.admin import dlq, prune
 from jobs.admin.audit import ActionRecord, Actor, Auditor
+from jobs.admin.dead_groups import DeadView, dead_view
 from jobs.admin.files import RemovedFiles, outbox_folder, remove_job_files
 from jobs.admin.gdpr import Subjects
 from jobs.admin.overview import charts, job_counters, queue_names, window
@@ -204,6 +205,11 @@ class Operations:
 
     def dead_letters(self, queue: str | None = None) -> list[dlq.DeadLetter]:
         return dlq.list_dead(self.settings, self._db, queue=queue)
+
+    def dead_view(self, queue: str | None = None, *, shown: int = 200) -> DeadView:
+        """The dead letters as the job rows account for them, with RabbitMQ's count (see
+        :func:`jobs.admin.dead_groups.dead_view`)."""
+        return dead_view(self.settings, self._db, queue, shown)
 
     def requeue_dead(
         self, ids: Sequence[str], *, all: bool, queue: str | None, progress: dlq.Progress | None = None

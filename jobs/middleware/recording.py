@@ -12,6 +12,7 @@ records the end of an attempt, ``Retries`` has already decided whether the messa
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 
 from jobs.consumer import ack_after, is_redelivered
 from jobs.errors import StoreRefused
+from jobs.fingerprint import fingerprint
 from jobs.ids import is_uuid
 from jobs.kinds import ACTOR_KINDS, JobKind
 from jobs.middleware.state import Attempt, InFlightJobs, attach, attempt_of
@@ -182,6 +184,8 @@ class Recording(Middleware):
     def _finish(self, message: dramatiq.MessageProxy, attempt: Attempt, end: AttemptEnd) -> None:
         ctx = attempt.context
         assert ctx is not None
+        if end.outcome is AttemptOutcome.FAILED:  # dead-lettered: the row keeps its group
+            end = dataclasses.replace(end, fingerprint=fingerprint(ctx.kind, end.error).key)
         with attempt.guard:  # ``Promote`` is not writing its start, and will not
             attempt.ending = True
         if attempt.lazy:

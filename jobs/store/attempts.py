@@ -20,6 +20,7 @@ from sqlalchemy import and_, select
 
 from jobs import crypto
 from jobs.crypto import Sealer
+from jobs.fingerprint import fingerprint
 from jobs.status import END_EVENTS, AttemptOutcome, JobStatus, target
 from jobs.store import transitions
 from jobs.store.claims import Claims, DeadRun
@@ -113,7 +114,10 @@ class AttemptStore:
                 return False
             if number > 1:
                 transitions.mark_lost(run, seen.job_id, number, now)()
-            ending = sealed_end(sealer, seen.job_id, AttemptEnd(AttemptOutcome.FAILED, error=error))
+            failed = AttemptEnd(
+                AttemptOutcome.FAILED, error=error, fingerprint=fingerprint(seen.kind, error).key
+            )
+            ending = sealed_end(sealer, seen.job_id, failed)
             return transitions.end(run, seen.job_id, number, ending, now, sealer=sealer)()
 
     def running_attempt(self, job_id: str) -> RunningAttempt | None:

@@ -73,6 +73,10 @@ class JobRow(Base):
     #: HMAC-SHA256 of each address the payload names (``jobs.subjects``), when encryption keys are
     #: set: how `conveyor gdpr` finds a person's jobs without reading payloads.
     subjects: Mapped[list[bytes] | None] = mapped_column(HashesType, nullable=True)
+    #: The error fingerprint's key (``jobs.fingerprint``) while the job's message is in its
+    #: dead-letter queue: written by the worker with the failed end that dead-letters it, cleared
+    #: when ``conveyor dlq`` (or the dashboard) requeues or purges that message.
+    dead_fingerprint: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
     __table_args__ = (
         # `jobs list --status S` and `--kind K`, newest first; stats over a time window.
@@ -99,6 +103,14 @@ class JobRow(Base):
         Index(None, "payload", postgresql_using="gin", postgresql_ops={"payload": "jsonb_path_ops"}),
         # The dashboard's error search walks only the jobs that have an error, newest first.
         Index("ix_jobs_errors_created_at", "created_at", "id", postgresql_where=text("error IS NOT NULL")),
+        # The dashboard's dead letters: only the dead-lettered jobs, per queue (migration 0016).
+        Index(
+            "ix_jobs_dead_letters",
+            "queue",
+            "finished_at",
+            postgresql_where=text("dead_fingerprint IS NOT NULL"),
+            sqlite_where=text("dead_fingerprint IS NOT NULL"),
+        ),
     )
 
 

@@ -91,6 +91,9 @@ class AttemptEnd:
     traceback: str | None = None
     #: When a retry is due.
     eta: datetime | None = None
+    #: A failed end's error fingerprint key (``jobs.fingerprint``): its message is dead-lettered,
+    #: and the job row keeps the key (``dead_fingerprint``) for the dashboard's groups.
+    fingerprint: str | None = None
 
 
 #: A job's result: no result is SQL NULL on every path (SQLAlchemy's JSON would store ``null``).
@@ -284,6 +287,7 @@ END_COLUMNS: dict[str, Any] = {
     "end_traceback": Text(),
     "end_result": _JSON_OR_NULL,
     "end_eta": JobRow.eta.type,
+    "end_fingerprint": JobRow.dead_fingerprint.type,
 }
 _FINISHED = {AttemptRow.finished_at.key: AttemptRow.finished_at.type}
 # Every end has the same guard: the job is still on this attempt, in a status an end may move.
@@ -320,6 +324,11 @@ def _ended(rows: Rows) -> dict[str, Any]:
             (_one_of(outcome, _outcomes(lambda e: target(e).is_final)), c["now"]), else_=null()
         ),
         "eta": case((_one_of(outcome, _outcomes(lambda e: e is Event.RETRY)), c["end_eta"]), else_=null()),
+        # A failed end dead-letters the message: its group. Any other end leaves the mark, as
+        # a message dead-lettered before (the job then run again by `jobs retry`) stays there.
+        "dead_fingerprint": case(
+            (outcome == AttemptOutcome.FAILED.value, c["end_fingerprint"]), else_=JobRow.dead_fingerprint
+        ),
     }
 
 
@@ -358,6 +367,7 @@ def end_values(job_id: str, attempt: int, ending: AttemptEnd) -> dict[str, Any]:
         "end_traceback": ending.traceback,
         "end_result": ending.result,
         "end_eta": ending.eta,
+        "end_fingerprint": ending.fingerprint,
     }
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from jobs.status import AttemptOutcome
 from jobs.store import AttemptEnd, AttemptStore, Database, JobStore, NewJob, SeenMessage, WorkerIdentity
 from jobs.store.batched import BatchedAttemptStore
+from jobs.store.dead_letters import DeadJobStore
 from jobs.store.delayed import HeldMessage
 from jobs.store.migrate import upgrade
 from jobs.store.models import DelayedMessageRow
@@ -353,3 +354,45 @@ def test_a_cancel_request_is_seen_on_the_direct_connection_and_through_the_pool(
     assert store.cancel_requested(message.job_id) is True
     with store.db.direct.lock:
         assert store.cancel_requested(message.job_id) is True
+
+
+def test_a_failed_end_marks_the_row_with_its_fingerprint_and_a_later_run_keeps_it(
+    store: AttemptStore,
+) -> None:
+    message = seen()
+    assert store.start(message, WORKER) is not None
+    store.finish(
+        message.job_id, 1, AttemptEnd(AttemptOutcome.FAILED, error="E: x", fingerprint="00ff00ff00ff00ff")
+    )
+    marked = DeadJobStore(store.db).rows([message.job_id])[message.job_id].group
+    JobStore(store.db).reopen(message.job_id)  # `jobs retry`: its dead message stays in the XQ
+    assert store.start(message, WORKER) is not None
+    store.finish(message.job_id, 2, AttemptEnd(AttemptOutcome.SUCCEEDED, result={}))
+
+    assert marked == "00ff00ff00ff00ff"
+    assert DeadJobStore(store.db).rows([message.job_id])[message.job_id].group == marked
+    assert DeadJobStore(store.db).reopen(message.job_id) is not None  # requeued from the XQ…
+    assert DeadJobStore(store.db).rows([message.job_id])[message.job_id].group == marked  # …not: it succeeded
+
+
+def test_requeue_and_purge_of_the_dead_message_clear_the_mark_and_an_undone_requeue_restores_it(
+    store: AttemptStore,
+) -> None:
+    message = seen()
+    assert store.start(message, WORKER) is not None
+    store.finish(
+        message.job_id, 1, AttemptEnd(AttemptOutcome.FAILED, error="E: x", fingerprint="00ff00ff00ff00ff")
+    )
+    dead = DeadJobStore(store.db)
+
+    def mark() -> str | None:
+        return dead.rows([message.job_id])[message.job_id].group
+
+    before = dead.reopen(message.job_id)
+    requeued = mark()
+    assert before is not None
+    dead.undo_reopen(message.job_id, before)  # the publish failed: the message stays dead
+    undone = mark()
+    dead.fail(message.job_id, "purged")
+
+    assert (requeued, undone, mark()) == (None, "00ff00ff00ff00ff", None)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+import pika
 import pytest
 from starlette.testclient import TestClient
 
@@ -18,10 +19,12 @@ from console.web.app import create_app
 from jobs.admin.audit import Actor
 from jobs.admin.operations import Operations
 from jobs.errors import JobFailed
+from jobs.fingerprint import fingerprint
 from jobs.settings import Settings
 from jobs.store import Database, JobStore
+from jobs.store.dead_letters import DeadJobStore
 from producers import Client, Job
-from tests.helpers import WorkerProcess, eventually, message_count, run_cli, secret
+from tests.helpers import AMQP_URL, WorkerProcess, eventually, message_count, run_cli, secret
 
 pytestmark = pytest.mark.integration
 
@@ -432,6 +435,9 @@ def test_a_group_requeue_counts_first_then_requeues_when_confirmed(
     assert done.json()["ids"] == [transient.id]
     assert transient.wait(timeout=30) == {"attempt": 2, "slept": 0.0}
     assert message_count(dead_queue(settings)) == 1
+    after = http.get("/api/dead").json()
+    assert [g["error_type"] for g in after["groups"]] == ["PermanentError"]  # its row is unmarked
+    assert (after["letters_total"], after["in_queues"]) == (1, 1)
     (row,) = audit_rows(settings, db, "dlq.requeue")
     assert (row.source, row.count, row.job_ids) == ("web", 1, [transient.id])
     assert row.selection == {"fingerprint": key}
@@ -457,6 +463,8 @@ def test_a_group_purge_includes_a_member_that_died_after_the_dry_run(
     assert sorted(done["ids"]) == sorted(j.id for j in first + late)
     assert message_count(dead_queue(settings)) == 0
     assert {job_store.get(j.id).status for j in first + late} == {"failed"}
+    after = http.get("/api/dead").json()
+    assert (after["groups"], after["letters_total"], after["in_queues"]) == ([], 0, 0)
     (row,) = audit_rows(settings, db, "dlq.purge")
     assert row.count == 3
 
@@ -487,3 +495,63 @@ def test_group_actions_without_the_token_change_nothing(
     assert audit_rows(settings, db, "dlq.purge") == []
     assert audit_rows(settings, db, "dlq.requeue") == []
     assert http.post("/api/dead/NOTAKEY/purge", headers=BEARER).status_code == 400
+
+
+def publish_raw(queue: str, body: bytes) -> None:
+    """A message straight onto ``queue``, as a producer that is not Conveyor's would leave one."""
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        connection.channel().basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2))
+    finally:
+        connection.close()
+
+
+def test_the_page_groups_the_marked_rows_and_flags_messages_they_do_not_account_for(
+    http: TestClient,
+    client: Client,
+    settings: Settings,
+    db: Database,
+    start_worker: WorkerProcess.Factory,
+) -> None:
+    start_worker()
+    (job,) = kill(client, settings, 1, permanent=True)
+    clean = http.get("/api/dead").json()
+    publish_raw(dead_queue(settings), b"not json")
+
+    api = http.get("/api/dead").json()
+    html = http.get("/dead").text
+    exact = http.get("/api/dead", params={"source": "queues"}).json()
+
+    (row,) = DeadJobStore(db).rows([job.id]).values()
+    assert row.group == fingerprint("noop", row.error).key  # stored by the worker that dead-lettered it
+    assert [g["fingerprint"] for g in clean["groups"]] == [row.group]
+    assert (clean["source"], clean["letters_total"], clean["in_queues"]) == ("rows", 1, 1)
+    assert (api["letters_total"], api["in_queues"]) == (1, 2)
+    assert "the job rows account for 1" in html
+    assert "/dead?source=queues" in html
+    assert (exact["source"], exact["letters_total"], exact["in_queues"]) == ("queues", 2, 2)
+    assert {letter["foreign"] for letter in exact["letters"]} == {True, False}
+    assert row.group in {g["fingerprint"] for g in exact["groups"]}  # the same key in both readings
+    assert http.get("/dead", params={"source": "queues"}).status_code == 200
+    assert http.get("/api/dead", params={"source": "cache"}).status_code == 400
+
+
+def test_with_rabbitmq_unreachable_the_page_shows_the_rows_account_and_says_so(
+    acting: Settings,
+    client: Client,
+    settings: Settings,
+    db: Database,
+    start_worker: WorkerProcess.Factory,
+) -> None:
+    start_worker()
+    (job,) = kill(client, settings, 1, permanent=True)
+    unreachable = replace(acting, broker_url="amqp://guest:guest@127.0.0.1:1/%2F")
+
+    with TestClient(create_app(unreachable, db)) as offline:
+        api = offline.get("/api/dead").json()
+        html = offline.get("/dead").text
+
+    assert api["in_queues"] is None
+    assert api["groups"][0]["ids"] == [job.id]
+    assert "rabbitmq" in api["unavailable"]
+    assert "RabbitMQ cannot be reached" in html

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobs.admin.dead_groups import group_dead
+from jobs.admin.dead_groups import group_dead, group_marked
 from jobs.admin.dlq import DeadLetter
-from jobs.admin.fingerprint import MESSAGE_WIDTH, NO_TYPE, Fingerprint, fingerprint, normalise, split_error
+from jobs.fingerprint import MESSAGE_WIDTH, NO_TYPE, Fingerprint, fingerprint, normalise, split_error
+from jobs.store.dead_letters import MarkedGroup
 
 
 @pytest.mark.parametrize(
@@ -89,7 +91,7 @@ def test_group_dead_counts_members_and_their_first_and_last_sighting() -> None:
 
     groups = group_dead(letters)
 
-    assert [len(g.letters) for g in groups] == [3, 1]
+    assert [g.count for g in groups] == [3, 1]
     big = groups[0].to_dict()
     assert big["count"] == 3
     assert big["error_type"] == "PermanentError"
@@ -100,3 +102,32 @@ def test_group_dead_counts_members_and_their_first_and_last_sighting() -> None:
     assert big["sample"] == "PermanentError: job 333 failed"  # the newest member's error
     assert sorted(big["ids"]) == ["a", "b", "d"]
     assert big["fingerprint"] == letters[0].fingerprint.key
+
+
+def test_group_marked_shows_each_key_by_its_newest_members_error_largest_group_first() -> None:
+    def when(minutes: int) -> datetime:
+        return datetime(2026, 12, 1, tzinfo=UTC) + timedelta(minutes=minutes)
+
+    small = MarkedGroup("k2", ("a",), when(5), when(5), ("ns.default",), "noop", "ValueError: bad input 5")
+    big = MarkedGroup(
+        "k1", ("c", "b"), when(1), when(9), ("ns.default", "ns.other"), "noop", "PermanentError: job 9 failed"
+    )
+
+    first, second = (group.to_dict() for group in group_marked([small, big]))
+
+    assert (first["fingerprint"], first["count"], first["ids"]) == ("k1", 2, ["c", "b"])
+    assert (first["error_type"], first["message"]) == ("PermanentError", "job <n> failed")
+    assert first["sample"] == "PermanentError: job 9 failed"
+    assert first["first_seen"].startswith("2026-12-01T00:01")
+    assert first["last_seen"].startswith("2026-12-01T00:09")
+    assert first["queues"] == ["ns.default", "ns.other"]
+    assert (second["fingerprint"], second["count"], second["error_type"]) == ("k2", 1, "ValueError")
+
+
+def test_a_letters_stored_key_names_its_group_and_stays_out_of_its_json() -> None:
+    letter = replace(_letter("a", "PermanentError: job 1 failed", 0), stored_key="0123456789abcdef")
+
+    assert letter.key == "0123456789abcdef"
+    assert _letter("a", "PermanentError: job 1 failed", 0).key == letter.fingerprint.key
+    assert "stored_key" not in letter.to_dict()
+    assert [g.key for g in group_dead([letter])] == ["0123456789abcdef"]

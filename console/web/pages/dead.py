@@ -1,5 +1,11 @@
 """``/dead``: dead letters grouped by error fingerprint, with a requeue and a purge per group.
 
+The page reads the job rows (``source=rows``, the default): the worker marks a job's row with its
+error fingerprint when it dead-letters it, so the groups are one indexed read, and RabbitMQ is
+only asked how many messages its dead-letter queues hold; a difference is shown, with a link to
+``source=queues``, which reads every message itself as ``conveyor dlq list`` does (and shows the
+messages without a job row). See :mod:`jobs.admin.dead_groups`.
+
 A group is its fingerprint, not the list a page showed: the dry run counts the group's members
 at that moment, and the confirmed action acts on the members present when it runs: a message
 of the same fingerprint dead-lettered since the dry run is included, one already requeued or
@@ -16,14 +22,16 @@ from starlette.requests import Request
 
 from console.web.actions import Action, BadRequest, confirmed
 from console.web.page import Page
-from jobs.admin.dead_groups import group_dead
+from jobs.admin.dead_groups import DeadView, group_dead
 from jobs.admin.dlq import dead_letter_queues
 from jobs.admin.operations import Operations
 from jobs.logs import mask_document
 
-#: The query parameters of ``/dead``: ``queue`` filters; ``confirm`` and ``group`` show a
-#: confirmation after a dry run.
-PARAMETERS = frozenset({"queue", "confirm", "group"})
+#: The query parameters of ``/dead``: ``queue`` filters; ``source`` picks the job rows or the
+#: queues themselves; ``confirm`` and ``group`` show a confirmation after a dry run.
+PARAMETERS = frozenset({"queue", "source", "confirm", "group"})
+#: Where the page reads the dead letters from: the job rows (RabbitMQ counted), or every message.
+SOURCES = ("rows", "queues")
 #: Dead letters listed one by one on the page (the groups count them all; ``conveyor dlq list
 #: --json`` lists every one): a page of thousands of rows helps nobody and costs most of its time.
 LETTERS_SHOWN = 200
@@ -46,20 +54,34 @@ def _queue(ops: Operations, value: str | None) -> str | None:
 
 
 def load_dead(request: Request, ops: Operations) -> Mapping[str, Any]:
-    """``groups`` (by fingerprint, largest first), the first :data:`LETTERS_SHOWN` ``letters`` (as
-    ``conveyor dlq list --json``) and ``letters_total``."""
+    """``groups`` (by fingerprint, largest first), at most :data:`LETTERS_SHOWN` ``letters`` (as
+    ``conveyor dlq list --json``; the newest from the rows, the first from the queues),
+    ``letters_total``, ``in_queues`` (RabbitMQ's count, null when it cannot be reached) and ``source``."""
     unknown = sorted(set(request.query_params) - PARAMETERS)
     if unknown:
         raise BadRequest(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(PARAMETERS))}")
-    letters = ops.dead_letters(_queue(ops, request.query_params.get("queue")))
+    queue = _queue(ops, request.query_params.get("queue"))
+    source = request.query_params.get("source") or SOURCES[0]
+    if source not in SOURCES:
+        raise BadRequest(f"unknown source {source[:40]!r}; known: {', '.join(SOURCES)}")
+    view = _read(ops, queue) if source == "queues" else ops.dead_view(queue, shown=LETTERS_SHOWN)
     document: dict[str, Any] = mask_document(
         {
-            "groups": [group.to_dict() for group in group_dead(letters)],
-            "letters": [letter.to_dict() for letter in letters[:LETTERS_SHOWN]],
-            "letters_total": len(letters),
+            "groups": [group.to_dict() for group in view.groups],
+            "letters": [letter.to_dict() for letter in view.letters],
+            "letters_total": view.letters_total,
+            "in_queues": view.in_queues,
+            "source": view.source,
+            "unavailable": view.unavailable,
         }
     )
     return document
+
+
+def _read(ops: Operations, queue: str | None) -> DeadView:
+    """Every message of the dead-letter queues, read from RabbitMQ and grouped."""
+    letters = ops.dead_letters(queue)
+    return DeadView(group_dead(letters), letters[:LETTERS_SHOWN], len(letters), len(letters), "queues")
 
 
 def _key(request: Request) -> str:
@@ -70,7 +92,7 @@ def _key(request: Request) -> str:
 
 
 def _members(ops: Operations, key: str, queue: str | None) -> int:
-    return sum(letter.fingerprint.key == key for letter in ops.dead_letters(queue))
+    return sum(letter.key == key for letter in ops.dead_letters(queue))
 
 
 def _group_action(verb: str, audit_name: str) -> Action:
