@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
 from jobs.store.database import Database
 from jobs.store.jobs import as_utc
@@ -50,7 +50,10 @@ class QueuePauseStore:
             "paused_at": datetime.now(UTC),
             "paused_by": by,
         }
-        dialect = postgresql if self.db.dialect == "postgresql" else sqlite
+        if self.db.dialect == "postgresql":
+            dialect: Any = postgresql
+        else:  # the demo: SQLite's dialect is imported only there (half a MiB in every worker)
+            from sqlalchemy.dialects import sqlite as dialect
         statement = dialect.insert(QueuePauseRow).values(**values).on_conflict_do_nothing()
         with self.db.session() as session:
             inserted = session.execute(statement.returning(QueuePauseRow.queue)).first()
