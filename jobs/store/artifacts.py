@@ -13,10 +13,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import IO, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from jobs import crypto
 from jobs.crypto import Sealer
@@ -25,7 +26,7 @@ from jobs.errors import ArtifactNotFound
 from jobs.ids import is_uuid
 from jobs.store.database import Database
 from jobs.store.jobs import as_utc, utcnow
-from jobs.store.models import ArtifactRow
+from jobs.store.tables import Artifacts
 
 #: Bytes: the longest artifact name kept (the column's size).
 MAX_NAME = 255
@@ -46,7 +47,7 @@ class ArtifactInfo:
     location: str | None = None
 
     @classmethod
-    def from_row(cls, row: ArtifactRow) -> ArtifactInfo:
+    def from_row(cls, row: Any) -> ArtifactInfo:
         return cls(
             id=str(row.id),
             name=row.name,
@@ -171,7 +172,7 @@ class ArtifactStore:
                 if sealed is not None:
                     sealed.close()
             location = final.as_uri()
-        row = ArtifactRow(
+        row = SimpleNamespace(
             id=artifact_id,
             name=name,
             content_type=content_type or mimetypes.guess_type(name)[0] or "application/octet-stream",
@@ -184,8 +185,8 @@ class ArtifactStore:
             job_id=job_id,
             created_at=utcnow(),
         )
-        with self.db.session() as session:
-            session.add(row)
+        with self.db.transaction() as connection:
+            connection.execute(insert(Artifacts).values(**vars(row)))
         writer.info = ArtifactInfo.from_row(row)
 
     @contextlib.contextmanager
@@ -225,7 +226,7 @@ class ArtifactStore:
             yield info, readable
 
     def _lookup(self, artifact_id: str) -> tuple[ArtifactInfo, str | None, bytes | None]:
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             row = self._row(session, artifact_id)
             data = self.db.sealer.open_bytes(row.data, crypto.ARTIFACT, str(row.id))
             return ArtifactInfo.from_row(row), row.location, data
@@ -246,7 +247,7 @@ class ArtifactStore:
 
     def info(self, artifact_id: str) -> ArtifactInfo:
         """Raises ``ArtifactNotFound``."""
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             return ArtifactInfo.from_row(self._row(session, artifact_id))
 
     def read(self, artifact_id: str) -> tuple[ArtifactInfo, bytes]:
@@ -256,11 +257,11 @@ class ArtifactStore:
 
     def recent(self, *, job_id: str | None = None, limit: int = 50) -> list[ArtifactInfo]:
         """Newest first."""
-        query = select(ArtifactRow).order_by(ArtifactRow.created_at.desc()).limit(limit)
+        query = select(Artifacts).order_by(Artifacts.created_at.desc()).limit(limit)
         if job_id is not None:
-            query = query.where(ArtifactRow.job_id == job_id)
-        with self.db.session() as session:
-            return [ArtifactInfo.from_row(row) for row in session.scalars(query)]
+            query = query.where(Artifacts.job_id == job_id)
+        with self.db.transaction() as session:
+            return [ArtifactInfo.from_row(row) for row in session.execute(query)]
 
     def missing(self, artifact_ids: Iterable[str]) -> list[str]:
         """Those of ``artifact_ids`` that do not exist (or are not UUIDs)."""
@@ -268,15 +269,16 @@ class ArtifactStore:
         if not wanted:
             return []  # most jobs refer to no artifact: no round trip for them
         valid = [a for a in wanted if is_uuid(a)]
-        with self.db.session() as session:
-            found = {str(i) for i in session.scalars(select(ArtifactRow.id).where(ArtifactRow.id.in_(valid)))}
+        with self.db.transaction() as session:
+            found = {str(i) for i in session.scalars(select(Artifacts.id).where(Artifacts.id.in_(valid)))}
         return [a for a in wanted if a not in found]
 
-    def _row(self, session: Any, artifact_id: str) -> ArtifactRow:
-        row = session.get(ArtifactRow, artifact_id) if is_uuid(artifact_id) else None
+    def _row(self, session: Any, artifact_id: str) -> Any:
+        query = select(Artifacts).where(Artifacts.id == artifact_id)
+        row = session.execute(query).first() if is_uuid(artifact_id) else None
         if row is None:
             raise ArtifactNotFound(f"no artifact {artifact_id!r}")
-        return row  # type: ignore[no-any-return]
+        return row
 
 
 def _file_chunks(path: Path, sealer: Sealer, artifact_id: str) -> Iterator[bytes]:

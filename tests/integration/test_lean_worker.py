@@ -20,9 +20,10 @@ pytestmark = pytest.mark.integration
 #: (encryption at rest) load when imported.
 HEAVY_LIBRARIES = ("PIL/_imaging", "libpango", "markupsafe/_speedups", "cryptography/hazmat/bindings/_rust")
 #: Modules a no-op worker process must not import: each is imported on first use by whatever
-#: needs it (encryption keys, the SQLite demo, GDPR lookups, the management API), and each
-#: costs its share of every process's memory (docs/performance/index.md, issue 14).
+#: needs it (the commands' ORM, encryption keys, the SQLite demo, GDPR lookups, the management
+#: API), and each costs its share of every process's memory (docs/performance/index.md, issue 14).
 UNNEEDED_IN_WORKERS = (
+    "sqlalchemy.orm",
     "cryptography.hazmat",
     "sqlalchemy.dialects.sqlite",
     "email_validator",
