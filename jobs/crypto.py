@@ -25,13 +25,15 @@ import binascii
 import io
 import json
 import os
-from typing import IO, Any, overload
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import IO, TYPE_CHECKING, Any, overload
 
 from jobs.errors import DecryptionError, UnknownKey
 from jobs.keyring import KEY_BYTES, Key, Keyring
+
+if TYPE_CHECKING:
+    # ``cryptography`` (about 8 MiB resident, most of it its Rust library) is imported on first
+    # use of a key: a worker without CONVEYOR_ENCRYPTION_KEYS never loads it.
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 ENVELOPE = "$enc"
 VERSION = "v1"
@@ -225,6 +227,8 @@ class Sealer:
     def _aead(self, key: Key) -> AESGCM:
         aead = self._aeads.get(key.id)
         if aead is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
             aead = self._aeads[key.id] = AESGCM(key.secret)
         return aead
 
@@ -233,8 +237,11 @@ class Sealer:
         return nonce, self._aead(key).encrypt(nonce, data, aad)
 
     def _open(self, key: Key, nonce: bytes, sealed: bytes, field: str, row: str) -> bytes:
+        aead = self._aead(key)
+        from cryptography.exceptions import InvalidTag  # loaded by now: ``aead`` is one of its objects
+
         try:
-            return self._aead(key).decrypt(nonce, sealed, _aad(field, row))
+            return aead.decrypt(nonce, sealed, _aad(field, row))
         except (InvalidTag, ValueError):
             raise DecryptionError(
                 f"{field} of {row} does not decrypt with key {key.id!r}: it was altered, or "
@@ -377,6 +384,8 @@ class _OpenedFile(io.RawIOBase):
         self._handle.seek(self._start + number * (SEGMENT + TAG_BYTES))
         sealed = self._handle.read(SEGMENT + TAG_BYTES)
         last = number == self._segments - 1
+        from cryptography.exceptions import InvalidTag  # loaded by now: ``self._aead`` is one of its objects
+
         try:
             plain = self._aead.decrypt(_nonce(self._prefix, number, last), sealed, self._aad)
         except InvalidTag:

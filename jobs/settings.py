@@ -20,7 +20,6 @@ from jobs import defaults
 from jobs.errors import SettingsError
 from jobs.keyring import Keyring
 from jobs.logs import PORT_THEN_QUERY, mask_secrets
-from jobs.signing import parse_until
 
 ENV_PREFIX = "CONVEYOR_"
 
@@ -488,6 +487,9 @@ def _check_signing(settings: Settings) -> None:
     if until is not None:
         if previous is None:
             raise SettingsError(f"{ENV_PREFIX}SIGNING_PREVIOUS_UNTIL needs {ENV_PREFIX}SIGNING_KEY_PREVIOUS")
+        # Imported here: jobs.signing imports dramatiq, which the worker supervisor does not load.
+        from jobs.signing import parse_until
+
         try:
             parse_until(until)
         except ValueError:

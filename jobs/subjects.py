@@ -18,9 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import idna
-
-from jobs.email.addresses import bare_address
 from jobs.keyring import Keyring
 
 #: The subkey purpose of subject hashes (``Key.derive``).
@@ -37,6 +34,10 @@ def normalise_subject(text: str) -> str:
     Raises:
         ValueError: not an e-mail address.
     """
+    # Imported here, as idna below: every process loads this module through the store, and only
+    # GDPR lookups and keyed subject hashes need them (email_validator and idna: about 1 MiB).
+    from jobs.email.addresses import bare_address
+
     bare = bare_address(text.strip()) if "<" in text else text.strip()
     local, at, domain = bare.rpartition("@")
     if not at or not local or not domain or any(c.isspace() for c in bare):
@@ -45,6 +46,8 @@ def normalise_subject(text: str) -> str:
 
 
 def _unicode_domain(domain: str) -> str:
+    import idna
+
     domain = domain.rstrip(".").casefold()
     try:
         return ".".join(
@@ -57,6 +60,8 @@ def _unicode_domain(domain: str) -> str:
 def _ascii_domain(domain: str) -> str | None:
     if domain.isascii():
         return domain
+    import idna
+
     try:
         return idna.encode(domain, uts46=True).decode("ascii")
     except idna.IDNAError:

@@ -8,9 +8,7 @@ import json
 import ssl
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.error import HTTPError, URLError
 from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit, urlunsplit
-from urllib.request import Request, urlopen
 
 import pika
 import pika.exceptions
@@ -145,6 +143,11 @@ def _management_request(api_url: str, path: str, query: str) -> Any | None:
     Raises:
         ServiceUnavailable: no answer, or an HTTP error other than 404.
     """
+    # Imported here: urllib.request brings http.client and email parsing into every worker
+    # process (through the reconciler, which counts queues with pika only).
+    from urllib.error import HTTPError, URLError
+    from urllib.request import Request, urlopen
+
     parts = urlsplit(api_url)
     netloc = (parts.hostname or "127.0.0.1") + (f":{parts.port}" if parts.port else "")
     url = urlunsplit((parts.scheme, netloc, path, query, ""))

@@ -6,13 +6,15 @@ aggregate, so there the value at each rank is read with ORDER BY … OFFSET.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Float, cast, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Float, cast, func, select
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
-from jobs.store.models import AttemptRow, JobRow
+from jobs.store.tables import Attempts, Jobs
 
 PERCENTILES = (0.5, 0.95, 0.99)
 NAMES = tuple(f"p{round(p * 100)}" for p in PERCENTILES)
@@ -26,15 +28,15 @@ def seconds_between(dialect: str, end: Any, start: Any) -> Any:
 
 def wait_seconds(dialect: str) -> Any:
     """Queue wait of an attempt: from the job's creation to the attempt's start."""
-    return seconds_between(dialect, AttemptRow.started_at, JobRow.created_at)
+    return seconds_between(dialect, Attempts.started_at, Jobs.created_at)
 
 
 def run_seconds(dialect: str) -> Any:
-    return seconds_between(dialect, AttemptRow.finished_at, AttemptRow.started_at)
+    return seconds_between(dialect, Attempts.finished_at, Attempts.started_at)
 
 
 def percentiles_by(
-    session: Session,
+    session: Connection | Session,
     dialect: str,
     value: Any,
     conditions: list[ColumnElement[bool]],
@@ -42,15 +44,10 @@ def percentiles_by(
 ) -> dict[Any, dict[str, float | None]]:
     """p50/p95/p99 of ``value`` over finished attempts joined to their jobs, per ``group``
     (one entry, key ``None``, without a group)."""
-    conditions = [*conditions, AttemptRow.finished_at.is_not(None)]
+    conditions = [*conditions, Attempts.finished_at.is_not(None)]
     label = group.label("g") if group is not None else None
     columns = [cast(value, Float).label("v"), *([label] if label is not None else [])]
-    base = (
-        select(*columns)
-        .select_from(JobRow)
-        .join(AttemptRow, AttemptRow.job_id == JobRow.id)
-        .where(*conditions)
-    )
+    base = select(*columns).select_from(Jobs).join(Attempts, Attempts.job_id == Jobs.id).where(*conditions)
     sub = base.subquery()
     if dialect == "postgresql":
         aggregates = [func.percentile_cont(p).within_group(sub.c.v) for p in PERCENTILES]

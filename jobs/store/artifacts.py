@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from jobs import crypto
 from jobs.crypto import Sealer
@@ -25,7 +25,7 @@ from jobs.errors import ArtifactNotFound
 from jobs.ids import is_uuid
 from jobs.store.database import Database
 from jobs.store.jobs import as_utc, utcnow
-from jobs.store.models import ArtifactRow
+from jobs.store.tables import Artifacts
 
 #: Bytes: the longest artifact name kept (the column's size).
 MAX_NAME = 255
@@ -46,7 +46,7 @@ class ArtifactInfo:
     location: str | None = None
 
     @classmethod
-    def from_row(cls, row: ArtifactRow) -> ArtifactInfo:
+    def from_row(cls, row: Any) -> ArtifactInfo:
         return cls(
             id=str(row.id),
             name=row.name,
@@ -196,8 +196,8 @@ class ArtifactStore:
             if connection is not None:
                 connection.execute(_INSERT_SQL, values)
                 return
-        with self.db.session() as session:
-            session.add(ArtifactRow(**values))
+        with self.db.transaction() as connection:
+            connection.execute(insert(Artifacts).values(**values))
 
     @contextlib.contextmanager
     def _file(self, filename: str) -> Iterator[tuple[IO[bytes], Path]]:
@@ -252,7 +252,7 @@ class ArtifactStore:
                 values = dict(zip(_COLUMNS, found, strict=True))
                 data = self.db.sealer.open_bytes(values["data"], crypto.ARTIFACT, str(values["id"]))
                 return _info(values), values["location"], data
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             row = self._row(session, artifact_id)
             data = self.db.sealer.open_bytes(row.data, crypto.ARTIFACT, str(row.id))
             return ArtifactInfo.from_row(row), row.location, data
@@ -273,7 +273,7 @@ class ArtifactStore:
 
     def info(self, artifact_id: str) -> ArtifactInfo:
         """Raises ``ArtifactNotFound``."""
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             return ArtifactInfo.from_row(self._row(session, artifact_id))
 
     def read(self, artifact_id: str) -> tuple[ArtifactInfo, bytes]:
@@ -283,11 +283,11 @@ class ArtifactStore:
 
     def recent(self, *, job_id: str | None = None, limit: int = 50) -> list[ArtifactInfo]:
         """Newest first."""
-        query = select(ArtifactRow).order_by(ArtifactRow.created_at.desc()).limit(limit)
+        query = select(Artifacts).order_by(Artifacts.created_at.desc()).limit(limit)
         if job_id is not None:
-            query = query.where(ArtifactRow.job_id == job_id)
-        with self.db.session() as session:
-            return [ArtifactInfo.from_row(row) for row in session.scalars(query)]
+            query = query.where(Artifacts.job_id == job_id)
+        with self.db.transaction() as session:
+            return [ArtifactInfo.from_row(row) for row in session.execute(query)]
 
     def missing(self, artifact_ids: Iterable[str]) -> list[str]:
         """Those of ``artifact_ids`` that do not exist (or are not UUIDs)."""
@@ -295,15 +295,16 @@ class ArtifactStore:
         if not wanted:
             return []  # most jobs refer to no artifact: no round trip for them
         valid = [a for a in wanted if is_uuid(a)]
-        with self.db.session() as session:
-            found = {str(i) for i in session.scalars(select(ArtifactRow.id).where(ArtifactRow.id.in_(valid)))}
+        with self.db.transaction() as session:
+            found = {str(i) for i in session.scalars(select(Artifacts.id).where(Artifacts.id.in_(valid)))}
         return [a for a in wanted if a not in found]
 
-    def _row(self, session: Any, artifact_id: str) -> ArtifactRow:
-        row = session.get(ArtifactRow, artifact_id) if is_uuid(artifact_id) else None
+    def _row(self, session: Any, artifact_id: str) -> Any:
+        query = select(Artifacts).where(Artifacts.id == artifact_id)
+        row = session.execute(query).first() if is_uuid(artifact_id) else None
         if row is None:
             raise ArtifactNotFound(f"no artifact {artifact_id!r}")
-        return row  # type: ignore[no-any-return]
+        return row
 
 
 #: The columns of ``artifacts``, in the order the direct statements name them.

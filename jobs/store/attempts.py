@@ -27,8 +27,8 @@ from jobs.store.claims import Claims, DeadRun
 from jobs.store.database import Database
 from jobs.store.delayed import HeldMessage
 from jobs.store.jobs import JobStore, utcnow
-from jobs.store.models import AttemptRow, JobRow
 from jobs.store.steps import through
+from jobs.store.tables import Attempts, Jobs
 from jobs.store.transitions import AttemptEnd, SeenMessage, StartedAttempt, WorkerIdentity
 from jobs.store.waiting import wait_for_store
 
@@ -105,7 +105,7 @@ class AttemptStore:
         now, sealer = utcnow(), self.db.sealer
         seen = sealed_seen(sealer, seen)
         with self.db.transaction() as connection:
-            exists = select(JobRow.id).where(JobRow.id == seen.job_id).with_for_update()
+            exists = select(Jobs.id).where(Jobs.id == seen.job_id).with_for_update()
             if connection.execute(exists).first() is None:
                 return False
             run = through(connection)
@@ -123,18 +123,18 @@ class AttemptStore:
     def running_attempt(self, job_id: str) -> RunningAttempt | None:
         """The job's open attempt if the job is ``running`` (None when it is not)."""
         query = (
-            select(JobRow.attempts, AttemptRow.worker)
+            select(Jobs.attempts, Attempts.worker)
             .outerjoin(
-                AttemptRow,
+                Attempts,
                 and_(
-                    AttemptRow.job_id == JobRow.id,
-                    AttemptRow.attempt == JobRow.attempts,
-                    AttemptRow.finished_at.is_(None),
+                    Attempts.job_id == Jobs.id,
+                    Attempts.attempt == Jobs.attempts,
+                    Attempts.finished_at.is_(None),
                 ),
             )
-            .where(JobRow.id == job_id, JobRow.status == JobStatus.RUNNING.value)
+            .where(Jobs.id == job_id, Jobs.status == JobStatus.RUNNING.value)
         )
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             row = session.execute(query).first()
         return None if row is None else RunningAttempt(number=int(row[0]), worker=row[1])
 
@@ -166,8 +166,8 @@ class AttemptStore:
             if connection is not None:
                 found = connection.execute(_CANCEL_REQUESTED_SQL, (job_id,)).fetchone()
                 return found is not None and found[0] is not None
-        with self.db.session() as session:
-            return session.scalar(select(JobRow.cancel_requested_at).where(JobRow.id == job_id)) is not None
+        with self.db.transaction() as session:
+            return session.scalar(select(Jobs.cancel_requested_at).where(Jobs.id == job_id)) is not None
 
     def set_progress(self, job_id: str, percent: int) -> None:
         """Record how far a running job is (0–100)."""

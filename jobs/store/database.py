@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
-from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.crypto import Sealer
 from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
@@ -26,6 +25,9 @@ from jobs.keyring import Keyring
 from jobs.settings import mask_url
 from jobs.store.direct import DirectConnection, hide_quoted_values
 from jobs.tls import explained
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = ["Database", "SchemaMissing", "backend_name", "hide_quoted_values", "wrap_exceptions"]
 
@@ -42,7 +44,7 @@ class Database:
         self.sealer = Sealer(keyring)
         self.masked_url = mask_url(url)
         self.engine = _make_engine(url, pool_size=pool_size, pre_ping=pre_ping)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._sessions: sessionmaker[Session] | None = None  # made on first use: see session()
         #: One statement, one round trip, for the hot single-statement writes (PostgreSQL only);
         #: whoever finds its lock taken goes through the pool instead.
         self.direct = DirectConnection(url, self.translate) if self.dialect == "postgresql" else None
@@ -62,6 +64,12 @@ class Database:
         Raises:
             ServiceUnavailable: the database cannot be reached.
         """
+        if self._sessions is None:
+            # The ORM (about 7 MiB resident) is imported on first use: worker processes write
+            # through Core connections (``transaction``) and never load it.
+            from sqlalchemy.orm import sessionmaker
+
+            self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         with self.translated(), self._sessions.begin() as session:
             yield session
 
@@ -126,8 +134,8 @@ class Database:
 
     def check(self) -> None:
         """Raise :class:`ServiceUnavailable` unless the database answers."""
-        with self.session() as session:
-            session.execute(text("SELECT 1"))
+        with self.transaction() as connection:
+            connection.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
         if self.direct is not None:

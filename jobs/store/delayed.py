@@ -18,14 +18,13 @@ import dramatiq
 from dramatiq.common import q_name
 from sqlalchemy import Connection, String, delete, func, select
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.orm import Session
 
 from jobs import crypto
 from jobs.crypto import Sealer
 from jobs.errors import DecryptionError
 from jobs.store.database import Database
-from jobs.store.models import DelayedMessageRow
 from jobs.store.steps import param, step
+from jobs.store.tables import DelayedMessages
 
 logger = logging.getLogger("conveyor.store")
 #: The option a held message is published with: its due time, in ms since 1970 (like ``eta``).
@@ -52,20 +51,20 @@ class HeldMessage:
 
 
 #: A message held until it is due, replacing an earlier row of the same message.
-_held_insert = postgresql.insert(DelayedMessageRow).values(
+_held_insert = postgresql.insert(DelayedMessages).values(
     message_id=param("held_id", String()),
     queue=param("held_queue", String()),
-    due_at=param("held_due_at", DelayedMessageRow.due_at.type),
-    body=param("held_body", DelayedMessageRow.body.type),
-    created_at=param("now", DelayedMessageRow.created_at.type),
+    due_at=param("held_due_at", DelayedMessages.due_at.type),
+    body=param("held_body", DelayedMessages.body.type),
+    created_at=param("now", DelayedMessages.created_at.type),
 )
 HOLD = step(
     _held_insert.on_conflict_do_update(
-        index_elements=[DelayedMessageRow.message_id],
+        index_elements=[DelayedMessages.message_id],
         set_={
-            DelayedMessageRow.due_at: _held_insert.excluded.due_at,
-            DelayedMessageRow.body: _held_insert.excluded.body,
-            DelayedMessageRow.queue: _held_insert.excluded.queue,
+            DelayedMessages.due_at: _held_insert.excluded.due_at,
+            DelayedMessages.body: _held_insert.excluded.body,
+            DelayedMessages.queue: _held_insert.excluded.queue,
         },
     )
 )
@@ -84,7 +83,7 @@ def held_params(held: HeldMessage, now: datetime, *, sealer: Sealer) -> dict[str
     }
 
 
-def hold(executor: Session | Connection, *held: HeldMessage, sealer: Sealer) -> None:
+def hold(executor: Connection | Any, *held: HeldMessage, sealer: Sealer) -> None:
     """Add ``held`` to the executor's transaction (each replacing a row of the same message)."""
     if not held:
         return
@@ -103,7 +102,7 @@ class DelayedStore:
         self.db = db
 
     def hold(self, held: HeldMessage) -> None:
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             hold(session, held, sealer=self.db.sealer)
 
     def dispatch_due(
@@ -119,24 +118,24 @@ class DelayedStore:
             How many messages were published.
         """
         query = (
-            select(DelayedMessageRow.message_id, DelayedMessageRow.body)
+            select(DelayedMessages.message_id, DelayedMessages.body)
             .where(
-                DelayedMessageRow.due_at <= datetime.now(UTC),
+                DelayedMessages.due_at <= datetime.now(UTC),
                 # Namespaces may share a database; each publishes only to its own queues.
-                DelayedMessageRow.queue.startswith(f"{namespace}.", autoescape=True),
+                DelayedMessages.queue.startswith(f"{namespace}.", autoescape=True),
             )
-            .order_by(DelayedMessageRow.due_at)
+            .order_by(DelayedMessages.due_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             published = [
                 message_id
                 for message_id, body in session.execute(query).all()
                 if self._publish(publish, message_id, body)
             ]
             if published:
-                session.execute(delete(DelayedMessageRow).where(DelayedMessageRow.message_id.in_(published)))
+                session.execute(delete(DelayedMessages).where(DelayedMessages.message_id.in_(published)))
             return len(published)
 
     def _publish(
@@ -159,14 +158,14 @@ class DelayedStore:
         ids = list(message_ids)
         if not ids:
             return 0
-        with self.db.session() as session:
-            result = session.execute(delete(DelayedMessageRow).where(DelayedMessageRow.message_id.in_(ids)))
-            return int(result.rowcount)  # type: ignore[attr-defined]
+        with self.db.transaction() as session:
+            result = session.execute(delete(DelayedMessages).where(DelayedMessages.message_id.in_(ids)))
+            return int(result.rowcount)
 
     def count_by_queue(self) -> dict[str, tuple[int, datetime | None]]:
         """Per queue: how many messages are held, and when the next is due."""
-        query = select(DelayedMessageRow.queue, func.count(), func.min(DelayedMessageRow.due_at)).group_by(
-            DelayedMessageRow.queue
+        query = select(DelayedMessages.queue, func.count(), func.min(DelayedMessages.due_at)).group_by(
+            DelayedMessages.queue
         )
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             return {queue: (int(count), due) for queue, count, due in session.execute(query).all()}

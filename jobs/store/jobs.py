@@ -21,7 +21,7 @@ from jobs.ids import is_uuid
 from jobs.status import Event, JobStatus, sources, target
 from jobs.store.database import Database
 from jobs.store.delayed import HeldMessage, hold
-from jobs.store.models import AttemptRow, DelayedMessageRow, JobRow
+from jobs.store.tables import Attempts, DelayedMessages, Jobs
 from jobs.subjects import SubjectHasher
 
 
@@ -76,7 +76,7 @@ class JobInfo:
     parent_id: str | None = None
 
     @classmethod
-    def from_row(cls, row: JobRow, sealer: Sealer) -> JobInfo:
+    def from_row(cls, row: Any, sealer: Sealer) -> JobInfo:
         """The row's job, its encrypted values opened (``DecryptionError`` when one does not)."""
         job_id = str(row.id)
         return cls(
@@ -121,7 +121,7 @@ class AttemptInfo:
     trace_id: str | None = None
 
     @classmethod
-    def from_row(cls, row: AttemptRow, sealer: Sealer) -> AttemptInfo:
+    def from_row(cls, row: Any, sealer: Sealer) -> AttemptInfo:
         """The row's attempt, its encrypted error and traceback opened."""
         job_id = str(row.job_id)
         return cls(
@@ -164,17 +164,17 @@ class JobSelection:
 
     def apply(self, query: Any) -> Any:
         if self.status:
-            query = query.where(JobRow.status == self.status)
+            query = query.where(Jobs.status == self.status)
         if self.kind:
-            query = query.where(JobRow.kind == self.kind)
+            query = query.where(Jobs.kind == self.kind)
         if self.queue:
-            query = query.where(JobRow.queue == self.queue)
+            query = query.where(Jobs.queue == self.queue)
         if self.since:
-            query = query.where(JobRow.created_at >= self.since)
+            query = query.where(Jobs.created_at >= self.since)
         if self.until:
-            query = query.where(JobRow.created_at < self.until)
+            query = query.where(Jobs.created_at < self.until)
         if self.error:
-            query = query.where(JobRow.error.ilike(f"%{escape_like(self.error)}%", escape="\\"))
+            query = query.where(Jobs.error.ilike(f"%{escape_like(self.error)}%", escape="\\"))
         return query
 
     @property
@@ -215,10 +215,10 @@ class JobStore:
         ):
             return _queued_info(values), True
         try:
-            with self.db.session() as session:
+            with self.db.transaction() as session:
                 # A Core statement, not the ORM's unit of work: an enqueue's CPU is mostly this.
                 # The job row goes first, so the unique key decides before anything is held.
-                session.execute(insert(JobRow).values(**stored))
+                session.execute(insert(Jobs).values(**stored))
                 if job.held is not None:
                     hold(session, job.held, sealer=self.db.sealer)
             return _queued_info(values), True
@@ -237,9 +237,9 @@ class JobStore:
         values = self._row(job, utcnow())
         stored = self._sealed(values)
         if not self._insert_direct(stored, _INSERT_SENT_SQL):
-            with self.db.session() as session:
-                statement = postgresql.insert(JobRow).values(**stored)
-                session.execute(statement.on_conflict_do_nothing(index_elements=[JobRow.id]))
+            with self.db.transaction() as session:
+                statement = postgresql.insert(Jobs).values(**stored)
+                session.execute(statement.on_conflict_do_nothing(index_elements=[Jobs.id]))
         return _queued_info(values)
 
     def queued_values(self, job: NewJob) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -290,8 +290,8 @@ class JobStore:
             return []
         stored = [self._sealed(row) for row in rows]
         if any(job.held is not None for job in jobs) or not self._copy_direct(stored):
-            with self.db.session() as session:
-                session.execute(insert(JobRow), stored)  # one multi-row INSERT (insertmanyvalues)
+            with self.db.transaction() as session:
+                session.execute(insert(Jobs), stored)  # one multi-row INSERT (insertmanyvalues)
                 held = (job.held for job in jobs if job.held is not None)
                 hold(session, *held, sealer=self.db.sealer)
         return [_queued_info(row) for row in rows]
@@ -313,27 +313,27 @@ class JobStore:
     def forget_many(self, job_ids: Iterable[str]) -> None:
         """Remove jobs whose messages could not be published (the enqueue is undone)."""
         ids = list(job_ids)
-        with self.db.session() as session:
-            session.execute(delete(JobRow).where(JobRow.id.in_(ids)))
-            session.execute(delete(DelayedMessageRow).where(DelayedMessageRow.message_id.in_(ids)))
+        with self.db.transaction() as session:
+            session.execute(delete(Jobs).where(Jobs.id.in_(ids)))
+            session.execute(delete(DelayedMessages).where(DelayedMessages.message_id.in_(ids)))
 
     def forget(self, job_id: str) -> None:
         """Remove a job whose message could not be published (the enqueue is undone)."""
-        with self.db.session() as session:
-            session.execute(delete(JobRow).where(JobRow.id == job_id))
+        with self.db.transaction() as session:
+            session.execute(delete(Jobs).where(Jobs.id == job_id))
 
     def find_by_idempotency_key(
         self, key: str, *, kind: str | None = None, queue: str | None = None
     ) -> JobInfo | None:
         """The job that holds ``key`` in the scope of ``kind`` and ``queue`` (its namespace); without
         them, the oldest job holding the key in any scope."""
-        query = select(JobRow).where(JobRow.idempotency_key == key)
+        query = select(Jobs).where(Jobs.idempotency_key == key)
         if kind is not None:
-            query = query.where(JobRow.kind == kind)
+            query = query.where(Jobs.kind == kind)
         if queue is not None:
-            query = query.where(JobRow.queue == queue)
-        with self.db.session() as session:
-            row = session.scalars(query.order_by(JobRow.created_at).limit(1)).first()
+            query = query.where(Jobs.queue == queue)
+        with self.db.transaction() as session:
+            row = session.execute(query.order_by(Jobs.created_at).limit(1)).first()
             return JobInfo.from_row(row, self.db.sealer) if row else None
 
     def get(self, job_id: str) -> JobInfo:
@@ -344,8 +344,8 @@ class JobStore:
         """
         if not is_uuid(job_id):
             raise JobNotFound(f"no job {job_id!r}: a job id is a UUID")
-        with self.db.session() as session:
-            row = session.get(JobRow, job_id)
+        with self.db.transaction() as session:
+            row = session.execute(select(Jobs).where(Jobs.id == job_id)).first()
             if row is None:
                 raise JobNotFound(f"no job {job_id}")
             return JobInfo.from_row(row, self.db.sealer)
@@ -358,18 +358,18 @@ class JobStore:
                 wanted = list(islice(matches, selection.offset, selection.offset + selection.limit))
             found = {info.id: info for info in self.by_ids(wanted)}
             return [found[i] for i in wanted if i in found]
-        query = selection.apply(select(JobRow)).order_by(JobRow.created_at.desc(), JobRow.id)
+        query = selection.apply(select(Jobs)).order_by(Jobs.created_at.desc(), Jobs.id)
         query = query.limit(selection.limit).offset(selection.offset)
-        with self.db.session() as session:
-            return [JobInfo.from_row(row, self.db.sealer) for row in session.scalars(query)]
+        with self.db.transaction() as session:
+            return [JobInfo.from_row(row, self.db.sealer) for row in session.execute(query)]
 
     def by_ids(self, job_ids: Iterable[str]) -> list[JobInfo]:
         """The jobs with these ids (unknown ids are left out), read 1,000 at a time."""
         wanted = [i for i in job_ids if is_uuid(i)]
         found: list[JobInfo] = []
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             for start in range(0, len(wanted), 1000):
-                rows = session.scalars(select(JobRow).where(JobRow.id.in_(wanted[start : start + 1000])))
+                rows = session.execute(select(Jobs).where(Jobs.id.in_(wanted[start : start + 1000])))
                 found.extend(JobInfo.from_row(row, self.db.sealer) for row in rows)
         return found
 
@@ -377,15 +377,15 @@ class JobStore:
         """The ids of every job the selection matches (no limit)."""
         if selection.error and self.db.sealer.enabled:
             return list(self._error_matches(selection))
-        with self.db.session() as session:
-            return [str(i) for i in session.scalars(selection.apply(select(JobRow.id)))]
+        with self.db.transaction() as session:
+            return [str(i) for i in session.scalars(selection.apply(select(Jobs.id)))]
 
     def _error_matches(self, selection: JobSelection) -> Generator[str, None, None]:
         """Ids of the selection's jobs whose error holds its text, newest first. Errors stored
         encrypted cannot be searched by SQL: they are streamed, opened and searched here."""
         needle = (selection.error or "").casefold()
-        query = replace(selection, error=None).apply(select(JobRow.id, JobRow.error))
-        query = query.where(JobRow.error.is_not(None)).order_by(JobRow.created_at.desc(), JobRow.id)
+        query = replace(selection, error=None).apply(select(Jobs.id, Jobs.error))
+        query = query.where(Jobs.error.is_not(None)).order_by(Jobs.created_at.desc(), Jobs.id)
         with self.db.translated(), self.db.engine.connect() as connection:
             rows = connection.execution_options(stream_results=True, yield_per=1000).execute(query)
             try:
@@ -402,33 +402,33 @@ class JobStore:
         """``cancelled`` (it was waiting), ``requested`` (it is running: it stops at its next
         check), or the final status it already had."""
         now = utcnow()
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             done = session.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id, JobRow.status.in_(_values(sources(Event.CANCEL))))
+                update(Jobs)
+                .where(Jobs.id == job_id, Jobs.status.in_(_values(sources(Event.CANCEL))))
                 .values(status=target(Event.CANCEL).value, finished_at=now, error="cancelled by an admin")
             )
-            if done.rowcount:  # type: ignore[attr-defined]
-                session.execute(delete(DelayedMessageRow).where(DelayedMessageRow.message_id == job_id))
+            if done.rowcount:
+                session.execute(delete(DelayedMessages).where(DelayedMessages.message_id == job_id))
                 return "cancelled"
             asked = session.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id, JobRow.status.in_(_values(sources(Event.REQUEST_CANCEL))))
+                update(Jobs)
+                .where(Jobs.id == job_id, Jobs.status.in_(_values(sources(Event.REQUEST_CANCEL))))
                 .values(cancel_requested_at=now)
             )
-            if asked.rowcount:  # type: ignore[attr-defined]
+            if asked.rowcount:
                 return "requested"
-            status = session.scalar(select(JobRow.status).where(JobRow.id == job_id))
+            status = session.scalar(select(Jobs.status).where(Jobs.id == job_id))
         if status is None:
             raise JobNotFound(f"no job {job_id}")
         return str(status)
 
     def reopen(self, job_id: str) -> JobInfo | None:
         """A failed or cancelled job back to ``queued`` (id, attempts and history kept), or ``None``."""
-        with self.db.session() as session:
-            row = session.scalars(
-                update(JobRow)
-                .where(JobRow.id == job_id, JobRow.status.in_(_values(sources(Event.REOPEN))))
+        with self.db.transaction() as session:
+            row = session.execute(
+                update(Jobs)
+                .where(Jobs.id == job_id, Jobs.status.in_(_values(sources(Event.REOPEN))))
                 .values(
                     status=target(Event.REOPEN).value,
                     error=None,
@@ -436,7 +436,7 @@ class JobStore:
                     cancel_requested_at=None,
                     progress=None,
                 )
-                .returning(JobRow)
+                .returning(Jobs)
             ).one_or_none()
             return JobInfo.from_row(row, self.db.sealer) if row else None
 
@@ -445,8 +445,8 @@ class JobStore:
         now = utcnow()
         minutes = max(1, int((now - since).total_seconds() // 60))
         counts = [0] * minutes
-        with self.db.session() as session:
-            for (moment,) in session.execute(select(JobRow.finished_at).where(JobRow.finished_at >= since)):
+        with self.db.transaction() as session:
+            for (moment,) in session.execute(select(Jobs.finished_at).where(Jobs.finished_at >= since)):
                 index = int(((as_utc(moment) or now) - since).total_seconds() // 60)
                 if 0 <= index < minutes:
                     counts[index] += 1
@@ -454,10 +454,10 @@ class JobStore:
 
     def restore(self, info: JobInfo) -> None:
         """Put back a job's status, error and end as ``info`` had them (an undone retry)."""
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             session.execute(
-                update(JobRow)
-                .where(JobRow.id == info.id, JobRow.status == JobStatus.QUEUED.value)
+                update(Jobs)
+                .where(Jobs.id == info.id, Jobs.status == JobStatus.QUEUED.value)
                 .values(
                     status=info.status,
                     error=self.db.sealer.seal_text(info.error, crypto.ERROR, info.id),
@@ -467,19 +467,19 @@ class JobStore:
 
     def set_progress(self, job_id: str, percent: int) -> None:
         """Record how far a running job is (0–100)."""
-        with self.db.session() as session:
-            session.execute(update(JobRow).where(JobRow.id == job_id).values(progress=percent))
+        with self.db.transaction() as session:
+            session.execute(update(Jobs).where(Jobs.id == job_id).values(progress=percent))
 
     def children(self, job_id: str) -> list[JobInfo]:
         """Jobs this job enqueued."""
-        query = select(JobRow).where(JobRow.parent_id == job_id).order_by(JobRow.created_at)
-        with self.db.session() as session:
-            return [JobInfo.from_row(row, self.db.sealer) for row in session.scalars(query)]
+        query = select(Jobs).where(Jobs.parent_id == job_id).order_by(Jobs.created_at)
+        with self.db.transaction() as session:
+            return [JobInfo.from_row(row, self.db.sealer) for row in session.execute(query)]
 
     def attempts(self, job_id: str) -> list[AttemptInfo]:
-        query = select(AttemptRow).where(AttemptRow.job_id == job_id).order_by(AttemptRow.attempt)
-        with self.db.session() as session:
-            return [AttemptInfo.from_row(row, self.db.sealer) for row in session.scalars(query)]
+        query = select(Attempts).where(Attempts.job_id == job_id).order_by(Attempts.attempt)
+        with self.db.transaction() as session:
+            return [AttemptInfo.from_row(row, self.db.sealer) for row in session.execute(query)]
 
 
 #: The columns a producer writes: those of :func:`_queued_row`.

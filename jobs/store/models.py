@@ -1,181 +1,105 @@
-"""The job store's tables (SPEC §3). Alembic migrations must keep equal to these (tested)."""
+"""The job store's tables (SPEC §3) as ORM classes, for the commands and the dashboard: each is
+mapped onto its Core table in ``jobs/store/tables.py``, which worker processes use without the
+ORM. Alembic migrations must keep equal to these (tested)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Text,
-    UniqueConstraint,
-    Uuid,
-    text,
-)
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped
 
-# Stable constraint names, so that migrations can name what they alter.
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+from jobs.store import tables
+from jobs.store.tables import NAMING_CONVENTION, HashesType, JsonType, UuidStr
 
-JsonType = JSON().with_variant(JSONB(), "postgresql")
-#: Keyed hashes (GDPR subjects): ``bytea[]`` on PostgreSQL, a JSON list on SQLite (the demo).
-HashesType = JSON().with_variant(ARRAY(LargeBinary()), "postgresql")
-UuidStr = Uuid(as_uuid=False)
+__all__ = ["NAMING_CONVENTION", "Base", "HashesType", "JsonType", "UuidStr"]
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    metadata = tables.metadata
 
 
 class JobRow(Base):
     """One job: its payload, where it is in its life, and its result or last error."""
 
-    __tablename__ = "jobs"
+    __table__ = tables.jobs
 
-    id: Mapped[str] = mapped_column(UuidStr, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(64))
-    queue: Mapped[str] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(16))
-    payload: Mapped[dict[str, Any]] = mapped_column(JsonType)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
-    max_retries: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    #: Unique per namespace and kind (see ``__table_args__``); the queue names the namespace.
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    progress: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    id: Mapped[str]
+    kind: Mapped[str]
+    queue: Mapped[str]
+    status: Mapped[str]
+    payload: Mapped[dict[str, Any]]
+    result: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None]
+    attempts: Mapped[int]
+    max_retries: Mapped[int | None]
+    priority: Mapped[int | None]
+    #: Unique per namespace and kind; the queue names the namespace.
+    idempotency_key: Mapped[str | None]
+    progress: Mapped[int | None]
     #: An admin asked a running job to stop; it does at its next step (a cooperative check).
-    cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    cancel_requested_at: Mapped[datetime | None]
     #: The job that enqueued this one (a report's follow-up email).
-    parent_id: Mapped[str | None] = mapped_column(
-        UuidStr, ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True, index=True
-    )
+    parent_id: Mapped[str | None]
     #: When a delayed or retrying job is due.
-    eta: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    eta: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
     #: HMAC-SHA256 of each address the payload names (``jobs.subjects``), when encryption keys are
     #: set: how `conveyor gdpr` finds a person's jobs without reading payloads.
-    subjects: Mapped[list[bytes] | None] = mapped_column(HashesType, nullable=True)
-    #: The error fingerprint's key (``jobs.fingerprint``) while the job's message is in its
-    #: dead-letter queue: written by the worker with the failed end that dead-letters it, cleared
-    #: when ``conveyor dlq`` (or the dashboard) requeues or purges that message.
-    dead_fingerprint: Mapped[str | None] = mapped_column(String(16), nullable=True)
-
-    __table_args__ = (
-        # `jobs list --status S` and `--kind K`, newest first; stats over a time window.
-        Index(None, "status", "created_at"),
-        Index(None, "kind", "created_at"),
-        Index(None, "created_at"),
-        Index(None, "queue", "status"),
-        # `conveyor stats` and `top` read what finished in a window; `prune` what finished long ago.
-        Index(None, "finished_at"),
-        # The dashboard's overview: finished jobs and their latency per minute, from the index alone.
-        Index(
-            None,
-            "finished_at",
-            "status",
-            postgresql_include=["started_at", "created_at", "attempts", "queue"],
-        ),
-        # An idempotency key's scope is its namespace (the queue's prefix) and kind.
-        UniqueConstraint("idempotency_key", "kind", "queue"),
-        # `conveyor gdpr` finds a subject's jobs with `subjects && ARRAY[…]`.
-        Index(None, "subjects", postgresql_using="gin"),
-        # The dashboard: one queue's jobs newest first; payload search (`payload @> …`, migration
-        # 0012 makes it on PostgreSQL only).
-        Index(None, "queue", "created_at"),
-        Index(None, "payload", postgresql_using="gin", postgresql_ops={"payload": "jsonb_path_ops"}),
-        # The dashboard's error search walks only the jobs that have an error, newest first.
-        Index("ix_jobs_errors_created_at", "created_at", "id", postgresql_where=text("error IS NOT NULL")),
-        # The dashboard's dead letters: only the dead-lettered jobs, per queue (migration 0016).
-        Index(
-            "ix_jobs_dead_letters",
-            "queue",
-            "finished_at",
-            postgresql_where=text("dead_fingerprint IS NOT NULL"),
-            sqlite_where=text("dead_fingerprint IS NOT NULL"),
-        ),
-    )
+    subjects: Mapped[list[bytes] | None]
+    #: The error fingerprint's key while the job's message is in its dead-letter queue.
+    dead_fingerprint: Mapped[str | None]
 
 
 class AttemptRow(Base):
     """One run of a job on one worker."""
 
-    __tablename__ = "job_attempts"
+    __table__ = tables.job_attempts
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    job_id: Mapped[str] = mapped_column(UuidStr, ForeignKey("jobs.id", ondelete="CASCADE"))
-    attempt: Mapped[int] = mapped_column(Integer)
-    worker: Mapped[str] = mapped_column(String(255))
-    host: Mapped[str] = mapped_column(String(255))
-    pid: Mapped[int] = mapped_column(Integer)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    traceback: Mapped[str | None] = mapped_column(Text, nullable=True)
+    id: Mapped[int]
+    job_id: Mapped[str]
+    attempt: Mapped[int]
+    worker: Mapped[str]
+    host: Mapped[str]
+    pid: Mapped[int]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    outcome: Mapped[str | None]
+    error: Mapped[str | None]
+    traceback: Mapped[str | None]
     #: The W3C trace id (32 hex digits) the attempt ran under, when its message carried one.
-    trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
-
-    __table_args__ = (
-        UniqueConstraint("job_id", "attempt"),
-        # `conveyor workers` falls back to the attempts of the last minutes when Redis is down.
-        Index(None, "started_at"),
-    )
+    trace_id: Mapped[str | None]
 
 
 class ClaimRow(Base):
-    """A run started without a write to its job (``jobs/store/claims.py``), until its end is written.
+    """A run started without a write to its job (``jobs/store/claims.py``), until its end is written."""
 
-    Written by the claim that let the run go (unlogged on PostgreSQL: no WAL, and a crash of
-    PostgreSQL drops the claims with their locks), deleted in the transaction that records the
-    run. A row whose job's message comes again is a run whose worker died: it is recorded as a
-    ``lost`` attempt then.
-    """
+    __table__ = tables.job_claims
 
-    __tablename__ = "job_claims"
-
-    job_id: Mapped[str] = mapped_column(UuidStr, primary_key=True)
-    #: The attempt number the run took.
-    attempt: Mapped[int] = mapped_column(Integer)
-    worker: Mapped[str] = mapped_column(String(255))
-    host: Mapped[str] = mapped_column(String(255))
-    pid: Mapped[int] = mapped_column(Integer)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    job_id: Mapped[str]
+    attempt: Mapped[int]
+    worker: Mapped[str]
+    host: Mapped[str]
+    pid: Mapped[int]
+    started_at: Mapped[datetime]
 
 
 class ArtifactRow(Base):
     """A file a job consumes or produces. Small files live in ``data``; others at ``location``."""
 
-    __tablename__ = "artifacts"
+    __table__ = tables.artifacts
 
-    id: Mapped[str] = mapped_column(UuidStr, primary_key=True)
-    name: Mapped[str] = mapped_column(String(255))
-    content_type: Mapped[str] = mapped_column(String(255))
-    size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
-    data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    location: Mapped[str | None] = mapped_column(Text, nullable=True)
-    job_id: Mapped[str | None] = mapped_column(
-        UuidStr, ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True, index=True
-    )
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    id: Mapped[str]
+    name: Mapped[str]
+    content_type: Mapped[str]
+    size: Mapped[int]
+    sha256: Mapped[str]
+    data: Mapped[bytes | None]
+    location: Mapped[str | None]
+    job_id: Mapped[str | None]
+    created_at: Mapped[datetime]
 
 
 class EmailDeliveryRow(Base):
@@ -184,14 +108,14 @@ class EmailDeliveryRow(Base):
     Checked before every send, so that a retry or a redelivery never sends twice.
     """
 
-    __tablename__ = "email_deliveries"
+    __table__ = tables.email_deliveries
 
-    job_id: Mapped[str] = mapped_column(UuidStr, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
-    state: Mapped[str] = mapped_column(String(16))
-    message_id: Mapped[str] = mapped_column(String(255))
-    accepted: Mapped[list[str] | None] = mapped_column(JsonType, nullable=True)
-    rejected: Mapped[dict[str, str] | None] = mapped_column(JsonType, nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    job_id: Mapped[str]
+    state: Mapped[str]
+    message_id: Mapped[str]
+    accepted: Mapped[list[str] | None]
+    rejected: Mapped[dict[str, str] | None]
+    updated_at: Mapped[datetime]
 
 
 class DelayedMessageRow(Base):
@@ -202,14 +126,14 @@ class DelayedMessageRow(Base):
     dispatcher publishes what is due.
     """
 
-    __tablename__ = "delayed_messages"
+    __table__ = tables.delayed_messages
 
-    message_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    queue: Mapped[str] = mapped_column(String(255))
-    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    message_id: Mapped[str]
+    queue: Mapped[str]
+    due_at: Mapped[datetime]
     #: The Dramatiq message as it will be published (its JSON wire format).
-    body: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    body: Mapped[bytes]
+    created_at: Mapped[datetime]
 
 
 class OutboxRow(Base):
@@ -221,81 +145,73 @@ class OutboxRow(Base):
     conveyor_outbox``, the namespace as payload) through a trigger on PostgreSQL.
     """
 
-    __tablename__ = "outbox"
+    __table__ = tables.outbox
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    namespace: Mapped[str] = mapped_column(String(63))
-    job_id: Mapped[str] = mapped_column(UuidStr, ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
-    queue: Mapped[str] = mapped_column(String(255))
+    id: Mapped[int]
+    namespace: Mapped[str]
+    job_id: Mapped[str]
+    queue: Mapped[str]
     #: The Dramatiq message as it will be published (its JSON wire format, sealed when encryption is on).
-    message: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    message: Mapped[bytes]
+    created_at: Mapped[datetime]
     #: Publishing rounds that failed (RabbitMQ unreachable or refusing), and the last one's error.
-    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
-    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-
-    #: The relays' scan: a namespace's entries, oldest first.
-    __table_args__ = (Index(None, "namespace", "id"),)
+    attempts: Mapped[int]
+    last_error: Mapped[str | None]
 
 
 class ScheduleTickRow(Base):
     """The last tick of one schedule entry the scheduler has dealt with (enqueued, or skipped
     by the entry's catch-up rule); the leader moves it forward after each enqueue."""
 
-    __tablename__ = "schedule_ticks"
+    __table__ = tables.schedule_ticks
 
-    namespace: Mapped[str] = mapped_column(String(63), primary_key=True)
-    name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    last_tick: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    namespace: Mapped[str]
+    name: Mapped[str]
+    last_tick: Mapped[datetime]
+    updated_at: Mapped[datetime]
 
 
 class QueuePauseRow(Base):
     """A paused queue of a namespace: workers stop fetching its messages until the row is deleted."""
 
-    __tablename__ = "queue_pauses"
+    __table__ = tables.queue_pauses
 
-    namespace: Mapped[str] = mapped_column(String(63), primary_key=True)
+    namespace: Mapped[str]
     #: The queue's full name (``<namespace>.email``), as RabbitMQ knows it.
-    queue: Mapped[str] = mapped_column(String(255), primary_key=True)
-    paused_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    queue: Mapped[str]
+    paused_at: Mapped[datetime]
     #: Who paused it (``source:actor@host``, as in the audit log).
-    paused_by: Mapped[str] = mapped_column(String(255))
-
-
-# ---------------------------------------------------------------- audit log and GDPR
+    paused_by: Mapped[str]
 
 
 class AuditRow(Base):
     """One state-changing admin action: who, what, when, which jobs, how many."""
 
-    __tablename__ = "audit_log"
+    __table__ = tables.audit_log
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    namespace: Mapped[str] = mapped_column(String(63))
+    id: Mapped[int]
+    at: Mapped[datetime]
+    namespace: Mapped[str]
     #: ``cli``, ``web`` or ``scheduler``.
-    source: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str]
     #: The OS user (CLI), the web user, or the scheduler replica.
-    actor: Mapped[str] = mapped_column(String(255))
-    host: Mapped[str] = mapped_column(String(255))
-    action: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str]
+    host: Mapped[str]
+    action: Mapped[str]
     #: ``ok`` or ``error`` (the action stopped part-way; ``details`` says why).
-    outcome: Mapped[str] = mapped_column(String(16))
-    count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    outcome: Mapped[str]
+    count: Mapped[int | None]
     #: The jobs (or messages) acted on, by id; ``selection`` when they were chosen by a filter.
-    job_ids: Mapped[list[str] | None] = mapped_column(JsonType, nullable=True)
-    selection: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
-    details: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
-
-    __table_args__ = (Index(None, "namespace", "at"), Index(None, "action", "at"))
+    job_ids: Mapped[list[str] | None]
+    selection: Mapped[dict[str, Any] | None]
+    details: Mapped[dict[str, Any] | None]
 
 
 class InstallationRow(Base):
     """One row: a random secret made by the migration, keying the audit log's subject hashes."""
 
-    __tablename__ = "installation"
+    __table__ = tables.installation
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    secret: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    id: Mapped[int]
+    secret: Mapped[bytes]
+    created_at: Mapped[datetime]

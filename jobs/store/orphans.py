@@ -24,8 +24,8 @@ from jobs.store import transitions
 from jobs.store.database import Database
 from jobs.store.delayed import HeldMessage, hold
 from jobs.store.jobs import utcnow
-from jobs.store.models import AttemptRow, DelayedMessageRow, JobRow
 from jobs.store.steps import through
+from jobs.store.tables import Attempts, DelayedMessages, Jobs
 
 logger = logging.getLogger("conveyor.store")
 
@@ -55,36 +55,38 @@ class OrphanStore:
         """The namespace's ``running`` jobs whose open attempt began before ``older_than``, and its
         ``queued`` jobs never started, created (or last requeued) before it, with no held message."""
         # Namespaces may share a database: each replica sweeps its own.
-        own = JobRow.queue.startswith(f"{namespace}.", autoescape=True)
+        own = Jobs.queue.startswith(f"{namespace}.", autoescape=True)
         latest_open = and_(
-            AttemptRow.job_id == JobRow.id,
-            AttemptRow.attempt == JobRow.attempts,
-            AttemptRow.finished_at.is_(None),
-            AttemptRow.started_at < older_than,
+            Attempts.job_id == Jobs.id,
+            Attempts.attempt == Jobs.attempts,
+            Attempts.finished_at.is_(None),
+            Attempts.started_at < older_than,
         )
         running = (
-            select(JobRow, AttemptRow.worker)
-            .join(AttemptRow, latest_open)
-            .where(own, JobRow.status == JobStatus.RUNNING.value)
+            select(Jobs, Attempts.worker)
+            .join(Attempts, latest_open)
+            .where(own, Jobs.status == JobStatus.RUNNING.value)
             .limit(SWEEP_LIMIT)
         )
-        never_sent = ~exists().where(DelayedMessageRow.message_id == cast(JobRow.id, String))
+        never_sent = ~exists().where(DelayedMessages.message_id == cast(Jobs.id, String))
         queued = (
-            select(JobRow)
+            select(Jobs)
             .where(
                 own,
-                JobRow.status == JobStatus.QUEUED.value,
-                JobRow.attempts == 0,
-                JobRow.created_at < older_than,
-                or_(JobRow.eta.is_(None), JobRow.eta < older_than),
+                Jobs.status == JobStatus.QUEUED.value,
+                Jobs.attempts == 0,
+                Jobs.created_at < older_than,
+                or_(Jobs.eta.is_(None), Jobs.eta < older_than),
                 never_sent,
             )
             .limit(SWEEP_LIMIT)
         )
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             sealer = self.db.sealer
-            found = [_orphan(row, worker, sealer) for row, worker in session.execute(running).all()]
-            found += [_orphan(row, None, sealer) for row in session.scalars(queued)]
+            # A running one's row is the job's columns and its open attempt's ``worker`` (a name no
+            # column of ``jobs`` has).
+            found = [_orphan(row, row.worker, sealer) for row in session.execute(running).all()]
+            found += [_orphan(row, None, sealer) for row in session.execute(queued).all()]
         return [orphan for orphan in found if orphan is not None]
 
     def requeue(self, orphan: Orphan, held: HeldMessage, older_than: datetime) -> bool:
@@ -96,24 +98,24 @@ class OrphanStore:
         off it while its new message waits. Returns whether this call did it.
         """
         now = utcnow()
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             if orphan.status == JobStatus.RUNNING.value:
                 lose = sorted(status.value for status in sources(Event.LOSE))
-                guard = and_(JobRow.status.in_(lose), JobRow.attempts == orphan.attempts)
+                guard = and_(Jobs.status.in_(lose), Jobs.attempts == orphan.attempts)
                 values: dict[str, Any] = {"status": target(Event.LOSE).value, "error": _LOST, "eta": now}
             else:
                 guard = and_(
-                    JobRow.status == JobStatus.QUEUED.value,
-                    JobRow.attempts == 0,
-                    or_(JobRow.eta.is_(None), JobRow.eta < older_than),
+                    Jobs.status == JobStatus.QUEUED.value,
+                    Jobs.attempts == 0,
+                    or_(Jobs.eta.is_(None), Jobs.eta < older_than),
                 )
                 values = {"eta": now}
-            moved = session.execute(update(JobRow).where(JobRow.id == orphan.job_id, guard).values(**values))
-            if not moved.rowcount:  # type: ignore[attr-defined]
+            moved = session.execute(update(Jobs).where(Jobs.id == orphan.job_id, guard).values(**values))
+            if not moved.rowcount:
                 return False
             # Every attempt still open is closed ``lost`` (the same write as a take-over's).
             before = orphan.attempts + 1
-            transitions.mark_lost(through(session.connection()), orphan.job_id, before, now, error=_LOST)
+            transitions.mark_lost(through(session), orphan.job_id, before, now, error=_LOST)
             hold(session, held, sealer=self.db.sealer)
             return True
 
@@ -121,7 +123,7 @@ class OrphanStore:
 _LOST = "WorkerLost: its worker is gone and RabbitMQ no longer held its message; sent again"
 
 
-def _orphan(row: JobRow, worker: str | None, sealer: Sealer) -> Orphan | None:
+def _orphan(row: Any, worker: str | None, sealer: Sealer) -> Orphan | None:
     """The orphan of ``row``; None (left alone, logged) when its payload does not open here."""
     try:
         payload = sealer.open_json(row.payload, crypto.PAYLOAD, str(row.id))

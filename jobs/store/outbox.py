@@ -24,7 +24,6 @@ import dramatiq
 import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, Engine, delete, func, select, text, update
-from sqlalchemy.orm import Session
 
 from jobs import crypto
 from jobs.errors import DecryptionError
@@ -32,7 +31,7 @@ from jobs.store.database import Database
 from jobs.store.delayed import hold
 from jobs.store.direct import DirectConnection
 from jobs.store.jobs import QUEUED_COLUMNS, JobInfo, JobStore, NewJob
-from jobs.store.models import JobRow, OutboxRow
+from jobs.store.tables import Jobs, Outbox
 
 logger = logging.getLogger("conveyor.store")
 
@@ -160,14 +159,18 @@ class OutboxStore:
             raise error from None
 
     def _connection_of(self, executor: object) -> Connection:
-        if isinstance(executor, Session):
-            connection = executor.connection()
-        elif isinstance(executor, Connection):
+        if isinstance(executor, Connection):
             connection = executor
         else:
-            raise TypeError(
-                f"session= takes a SQLAlchemy Session or Connection, not {type(executor).__name__}"
-            )
+            # Imported here: an application passing an ORM session has loaded the ORM already,
+            # and a worker process (which relays, but never takes a session) does not need it.
+            from sqlalchemy.orm import Session
+
+            if not isinstance(executor, Session):
+                raise TypeError(
+                    f"session= takes a SQLAlchemy Session or Connection, not {type(executor).__name__}"
+                )
+            connection = executor.connection()
         if connection.dialect.name != "postgresql":
             raise ValueError(
                 f"session= needs PostgreSQL: this session is on {connection.dialect.name} "
@@ -197,14 +200,13 @@ class OutboxStore:
     def _existing(self, connection: Connection, job: NewJob) -> JobInfo:
         """The job holding ``job``'s idempotency key, read in the caller's transaction (it may
         have been written there, uncommitted)."""
-        query = select(JobRow).where(
-            JobRow.idempotency_key == job.idempotency_key, JobRow.kind == job.kind, JobRow.queue == job.queue
+        query = select(Jobs).where(
+            Jobs.idempotency_key == job.idempotency_key, Jobs.kind == job.kind, Jobs.queue == job.queue
         )
-        with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
-            row = session.scalars(query.order_by(JobRow.created_at).limit(1)).first()
-            if row is None:  # a conflict on something else than the key: not ours to hide
-                raise ValueError(f"job {job.id} could not be written: its id is taken")
-            return JobInfo.from_row(row, self.db.sealer)
+        row = connection.execute(query.order_by(Jobs.created_at).limit(1)).first()
+        if row is None:  # a conflict on something else than the key: not ours to hide
+            raise ValueError(f"job {job.id} could not be written: its id is taken")
+        return JobInfo.from_row(row, self.db.sealer)
 
     def relay(
         self,
@@ -223,14 +225,14 @@ class OutboxStore:
             How many entries were published.
         """
         query = (
-            select(OutboxRow.id, OutboxRow.job_id, OutboxRow.message)
-            .where(OutboxRow.namespace == namespace)
-            .order_by(OutboxRow.id)
+            select(Outbox.id, Outbox.job_id, Outbox.message)
+            .where(Outbox.namespace == namespace)
+            .order_by(Outbox.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
         failure: Exception | None = None
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             rows = session.execute(query).all()
             messages = {entry: m for entry, job_id, body in rows if (m := self._open(str(job_id), body))}
             if not messages:
@@ -240,12 +242,12 @@ class OutboxStore:
             except Exception as exc:  # recorded on the entries, then raised to the relay
                 failure = exc
                 session.execute(
-                    update(OutboxRow)
-                    .where(OutboxRow.id.in_(list(messages)))
-                    .values(attempts=OutboxRow.attempts + 1, last_error=str(exc)[:1000] or type(exc).__name__)
+                    update(Outbox)
+                    .where(Outbox.id.in_(list(messages)))
+                    .values(attempts=Outbox.attempts + 1, last_error=str(exc)[:1000] or type(exc).__name__)
                 )
             else:
-                session.execute(delete(OutboxRow).where(OutboxRow.id.in_(list(messages))))
+                session.execute(delete(Outbox).where(Outbox.id.in_(list(messages))))
         if failure is not None:
             raise failure
         return len(messages)
@@ -262,8 +264,8 @@ class OutboxStore:
 
     def pending(self, namespace: str) -> Pending:
         """How many entries of the namespace wait, and how long the oldest has."""
-        query = select(func.count(), func.min(OutboxRow.created_at)).where(OutboxRow.namespace == namespace)
-        with self.db.session() as session:
+        query = select(func.count(), func.min(Outbox.created_at)).where(Outbox.namespace == namespace)
+        with self.db.transaction() as session:
             count, oldest = session.execute(query).one()
         age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else None
         return Pending(int(count), age)

@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
 from jobs.store.database import Database
 from jobs.store.jobs import as_utc
-from jobs.store.models import QueuePauseRow
+from jobs.store.tables import QueuePauses
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,13 @@ class QueuePauseStore:
             "paused_at": datetime.now(UTC),
             "paused_by": by,
         }
-        dialect = postgresql if self.db.dialect == "postgresql" else sqlite
-        statement = dialect.insert(QueuePauseRow).values(**values).on_conflict_do_nothing()
-        with self.db.session() as session:
-            inserted = session.execute(statement.returning(QueuePauseRow.queue)).first()
+        if self.db.dialect == "postgresql":
+            dialect: Any = postgresql
+        else:  # the demo: SQLite's dialect is imported only there (half a MiB in every worker)
+            from sqlalchemy.dialects import sqlite as dialect
+        statement = dialect.insert(QueuePauses).values(**values).on_conflict_do_nothing()
+        with self.db.transaction() as session:
+            inserted = session.execute(statement.returning(QueuePauses.queue)).first()
         return inserted is not None
 
     def resume(self, queue: str) -> bool:
@@ -63,11 +66,11 @@ class QueuePauseStore:
             ServiceUnavailable: the database cannot be reached.
         """
         statement = (
-            delete(QueuePauseRow)
-            .where(QueuePauseRow.namespace == self.namespace, QueuePauseRow.queue == queue)
-            .returning(QueuePauseRow.queue)
+            delete(QueuePauses)
+            .where(QueuePauses.namespace == self.namespace, QueuePauses.queue == queue)
+            .returning(QueuePauses.queue)
         )
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             deleted = session.execute(statement).first()
         return deleted is not None
 
@@ -78,9 +81,9 @@ class QueuePauseStore:
             ServiceUnavailable: the database cannot be reached.
             SchemaMissing: ``conveyor db upgrade`` has not created the table yet.
         """
-        query = select(QueuePauseRow.queue, QueuePauseRow.paused_at, QueuePauseRow.paused_by).where(
-            QueuePauseRow.namespace == self.namespace
+        query = select(QueuePauses.queue, QueuePauses.paused_at, QueuePauses.paused_by).where(
+            QueuePauses.namespace == self.namespace
         )
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             rows = session.execute(query).all()
         return {queue: QueuePause(queue, as_utc(at) or datetime.now(UTC), by) for queue, at, by in rows}

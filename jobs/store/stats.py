@@ -15,7 +15,7 @@ from sqlalchemy import case, func, literal, or_, select
 from jobs.status import JobStatus
 from jobs.store.aggregates import percentiles_by, run_seconds, wait_seconds
 from jobs.store.database import Database
-from jobs.store.models import AttemptRow, JobRow
+from jobs.store.tables import Attempts, Jobs
 
 #: p50/p95/p99 in seconds (``None`` without finished attempts).
 Percentiles = dict[str, float | None]
@@ -69,23 +69,23 @@ class StatsStore:
         """
         if by not in ("kind", "queue"):
             raise ValueError(f"group by kind or queue, not {by!r}")
-        column = JobRow.kind if by == "kind" else JobRow.queue
-        finished = [JobRow.finished_at >= since]
+        column = Jobs.kind if by == "kind" else Jobs.queue
+        finished = [Jobs.finished_at >= since]
         dialect = self.db.dialect
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             rows = session.execute(
                 select(
                     column,
-                    func.sum(case((JobRow.status == JobStatus.SUCCEEDED.value, 1), else_=0)),
-                    func.sum(case((JobRow.status == JobStatus.FAILED.value, 1), else_=0)),
-                    func.sum(case((JobRow.attempts > 1, 1), else_=0)),
+                    func.sum(case((Jobs.status == JobStatus.SUCCEEDED.value, 1), else_=0)),
+                    func.sum(case((Jobs.status == JobStatus.FAILED.value, 1), else_=0)),
+                    func.sum(case((Jobs.attempts > 1, 1), else_=0)),
                     func.count(),
                 )
                 .where(*finished)
                 .group_by(column)
                 .order_by(column)
             ).all()
-            first = [*finished, AttemptRow.attempt == 1]
+            first = [*finished, Attempts.attempt == 1]
             waits = percentiles_by(session, dialect, wait_seconds(dialect), first, column)
             runs = percentiles_by(session, dialect, run_seconds(dialect), finished, column)
         empty: Percentiles = dict.fromkeys(("p50", "p95", "p99"))
@@ -114,21 +114,21 @@ class StatsStore:
         # few runs, and a generic plan, blind to which queue has a backlog, would walk every
         # queued job for a queue that has none.
         queued = literal(JobStatus.QUEUED.value, literal_execute=True)
-        waiting = (JobRow.status == queued) & or_(JobRow.eta.is_(None), JobRow.eta <= now)
-        with self.db.session() as session:
+        waiting = (Jobs.status == queued) & or_(Jobs.eta.is_(None), Jobs.eta <= now)
+        with self.db.transaction() as session:
             running = session.execute(
-                select(JobRow.queue, func.count())
+                select(Jobs.queue, func.count())
                 .where(
-                    JobRow.queue.in_(names),
-                    JobRow.status == literal(JobStatus.RUNNING.value, literal_execute=True),
+                    Jobs.queue.in_(names),
+                    Jobs.status == literal(JobStatus.RUNNING.value, literal_execute=True),
                 )
-                .group_by(JobRow.queue)
+                .group_by(Jobs.queue)
             ).all()
             # One min() per queue: each is the first matching entry of the (status, created_at)
             # index, where a GROUP BY would read every queued job of a backlog.
             firsts = [
-                select(func.min(JobRow.created_at))
-                .where(JobRow.queue == literal(name, literal_execute=True), waiting)
+                select(func.min(Jobs.created_at))
+                .where(Jobs.queue == literal(name, literal_execute=True), waiting)
                 .scalar_subquery()
                 for name in names
             ]
@@ -147,14 +147,14 @@ class StatsStore:
             ServiceUnavailable: the database cannot be reached.
             SchemaMissing: the database has no schema.
         """
-        last_seen = func.max(func.coalesce(AttemptRow.finished_at, AttemptRow.started_at)).label("last_seen")
+        last_seen = func.max(func.coalesce(Attempts.finished_at, Attempts.started_at)).label("last_seen")
         query = (
-            select(AttemptRow.host, AttemptRow.pid, func.count().label("attempts"), last_seen)
-            .where(or_(AttemptRow.started_at >= since, AttemptRow.finished_at >= since))
-            .group_by(AttemptRow.host, AttemptRow.pid)
+            select(Attempts.host, Attempts.pid, func.count().label("attempts"), last_seen)
+            .where(or_(Attempts.started_at >= since, Attempts.finished_at >= since))
+            .group_by(Attempts.host, Attempts.pid)
             .order_by(last_seen.desc())
         )
-        with self.db.session() as session:
+        with self.db.transaction() as session:
             rows = session.execute(query).all()
         return [
             WorkerActivity(host=host, pid=pid, attempts=int(attempts), last_seen=_utc(seen))
@@ -193,25 +193,25 @@ def running_attempts(db: Database, namespace: str, limit: int = 200) -> list[Run
     """
     query = (
         select(
-            JobRow.id,
-            JobRow.kind,
-            JobRow.queue,
-            AttemptRow.attempt,
-            AttemptRow.worker,
-            AttemptRow.host,
-            AttemptRow.pid,
-            AttemptRow.started_at,
+            Jobs.id,
+            Jobs.kind,
+            Jobs.queue,
+            Attempts.attempt,
+            Attempts.worker,
+            Attempts.host,
+            Attempts.pid,
+            Attempts.started_at,
         )
-        .join(AttemptRow, (AttemptRow.job_id == JobRow.id) & (AttemptRow.attempt == JobRow.attempts))
+        .join(Attempts, (Attempts.job_id == Jobs.id) & (Attempts.attempt == Jobs.attempts))
         .where(
-            JobRow.status == JobStatus.RUNNING.value,
-            AttemptRow.finished_at.is_(None),
-            JobRow.queue.startswith(f"{namespace}.", autoescape=True),
+            Jobs.status == JobStatus.RUNNING.value,
+            Attempts.finished_at.is_(None),
+            Jobs.queue.startswith(f"{namespace}.", autoescape=True),
         )
-        .order_by(AttemptRow.started_at)
+        .order_by(Attempts.started_at)
         .limit(limit)
     )
-    with db.session() as session:
+    with db.transaction() as session:
         rows = session.execute(query).all()
     return [
         RunningAttempt(str(job_id), kind, queue, int(attempt), worker, host, int(pid), _utc(started))

@@ -41,14 +41,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql import ColumnElement, Delete, FromClause, Insert, Update
 
 from jobs.crypto import Sealer
 from jobs.status import END_EVENTS, AttemptOutcome, Event, JobStatus, sources, target
 from jobs.store.delayed import HOLD, HeldMessage, held_params
-from jobs.store.models import AttemptRow, ClaimRow, JobRow
 from jobs.store.steps import Rows, Run, batch, one_row, param, step
+from jobs.store.tables import Attempts, Claims, Jobs
 
 
 @dataclass(frozen=True)
@@ -100,40 +99,38 @@ class AttemptEnd:
 _JSON_OR_NULL = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
-def _one_of(
-    value: ColumnElement[str] | InstrumentedAttribute[str], choices: Collection[str]
-) -> ColumnElement[bool]:
+def _one_of(value: ColumnElement[str], choices: Collection[str]) -> ColumnElement[bool]:
     # Literals, not an expanding IN: the statement compiles once to plain SQL.
     return value.in_([literal(choice, String) for choice in sorted(choices)])
 
 
 def _status_in(statuses: Collection[JobStatus]) -> ColumnElement[bool]:
-    return _one_of(JobRow.status, [status.value for status in statuses])
+    return _one_of(Jobs.status, [status.value for status in statuses])
 
 
 # ---------------------------------------------------------------- start
 
 #: A start's per-job values (``now`` is one for the whole write).
 START_COLUMNS: dict[str, Any] = {
-    "job": JobRow.id.type,
-    "job_kind": JobRow.kind.type,
-    "job_queue": JobRow.queue.type,
-    "job_payload": JobRow.payload.type,
+    "job": Jobs.id.type,
+    "job_kind": Jobs.kind.type,
+    "job_queue": Jobs.queue.type,
+    "job_payload": Jobs.payload.type,
     "job_max_retries": Integer(),
-    "job_created_at": JobRow.created_at.type,
+    "job_created_at": Jobs.created_at.type,
     "worker_id": String(),
     "worker_host": String(),
     "worker_pid": Integer(),
-    "trace_id": AttemptRow.trace_id.type,
+    "trace_id": Attempts.trace_id.type,
 }
-_NOW = {"now": JobRow.started_at.type}
+_NOW = {"now": Jobs.started_at.type}
 
 
 def _upsert_job(rows: Rows, event: Event) -> Insert:
     """The job row ``running``: inserted on first sight, else moved when the event allows it."""
     c = rows.c
     insert_ = rows.insert(
-        postgresql.insert(JobRow),
+        postgresql.insert(Jobs),
         {
             "id": c["job"],
             "kind": c["job_kind"],
@@ -148,15 +145,15 @@ def _upsert_job(rows: Rows, event: Event) -> Insert:
     )
     guard = _status_in(sources(event))
     if event is Event.TAKE_OVER:  # only while the attempt whose worker is gone is still the latest
-        guard = and_(guard, JobRow.attempts == param("take_over", Integer()))
+        guard = and_(guard, Jobs.attempts == param("take_over", Integer()))
     return insert_.on_conflict_do_update(
-        index_elements=[JobRow.id],
+        index_elements=[Jobs.id],
         set_={
-            JobRow.status: target(event).value,
-            JobRow.attempts: JobRow.attempts + 1,
-            JobRow.started_at: insert_.excluded.started_at,
-            JobRow.eta: null(),
-            JobRow.error: null(),
+            Jobs.status: target(event).value,
+            Jobs.attempts: Jobs.attempts + 1,
+            Jobs.started_at: insert_.excluded.started_at,
+            Jobs.eta: null(),
+            Jobs.error: null(),
         },
         where=guard,
     )
@@ -166,7 +163,7 @@ def _open_attempt(rows: Rows, moved: FromClause, *where: ColumnElement[bool]) ->
     """The attempt row of each job in ``moved`` (id, attempts): the jobs this start moved."""
     c = rows.c
     return (
-        insert(AttemptRow)
+        insert(Attempts)
         .from_select(
             ["job_id", "attempt", "worker", "host", "pid", "started_at", "trace_id"],
             select(
@@ -179,13 +176,13 @@ def _open_attempt(rows: Rows, moved: FromClause, *where: ColumnElement[bool]) ->
                 c["trace_id"],
             ).where(moved.c.id == c["job"], *where),
         )
-        .returning(AttemptRow.job_id, AttemptRow.attempt)
+        .returning(Attempts.job_id, Attempts.attempt)
     )
 
 
 def _start_at_once(rows: Rows) -> Insert:
     """A start in one statement (PostgreSQL): the attempts opened from the upsert's own rows."""
-    moved = _upsert_job(rows, Event.START).returning(JobRow.id, JobRow.attempts).cte("moved")
+    moved = _upsert_job(rows, Event.START).returning(Jobs.id, Jobs.attempts).cte("moved")
     return _open_attempt(rows, moved).add_cte(moved)
 
 
@@ -196,14 +193,14 @@ TAKE_OVER = step(_upsert_job(_ONE, Event.TAKE_OVER))
 #: The attempt row of a start that moved the job, in a statement of its own (SQLite has no
 #: writes in ``WITH``): the job is ``running`` since this very start (``started_at``) and has
 #: no row yet for its attempt number.
-_JOBS = JobRow.__table__
+_JOBS = Jobs.__table__
 OPEN_ATTEMPT = step(
     _open_attempt(
         _ONE,
         _JOBS,
-        JobRow.status == target(Event.START).value,
-        JobRow.started_at == _ONE.c["now"],
-        ~exists().where(AttemptRow.job_id == JobRow.id, AttemptRow.attempt == JobRow.attempts),
+        Jobs.status == target(Event.START).value,
+        Jobs.started_at == _ONE.c["now"],
+        ~exists().where(Attempts.job_id == Jobs.id, Attempts.attempt == Jobs.attempts),
     )
 )
 
@@ -245,22 +242,22 @@ WORKER_LOST = "worker lost mid-run"
 
 #: Attempts still open below a number (their worker died mid-run) closed as ``lost``.
 MARK_LOST = step(
-    update(AttemptRow)
+    update(Attempts)
     .where(
-        AttemptRow.job_id == param("job", AttemptRow.job_id.type),
-        AttemptRow.finished_at.is_(None),
-        AttemptRow.attempt < param("before", Integer()),
+        Attempts.job_id == param("job", Attempts.job_id.type),
+        Attempts.finished_at.is_(None),
+        Attempts.attempt < param("before", Integer()),
     )
     .values(
         outcome=AttemptOutcome.LOST.value,
-        finished_at=param("now", AttemptRow.finished_at.type),
+        finished_at=param("now", Attempts.finished_at.type),
         error=param("lost_error", String()),
     )
 )
 COUNT_LOST = step(
     select(func.count()).where(
-        AttemptRow.job_id == param("job", AttemptRow.job_id.type),
-        AttemptRow.outcome == AttemptOutcome.LOST.value,
+        Attempts.job_id == param("job", Attempts.job_id.type),
+        Attempts.outcome == AttemptOutcome.LOST.value,
     )
 )
 
@@ -280,16 +277,16 @@ def mark_lost(
 
 #: An end's per-job values (``now`` is one for the whole write).
 END_COLUMNS: dict[str, Any] = {
-    "job": JobRow.id.type,
+    "job": Jobs.id.type,
     "number": Integer(),
     "end_outcome": String(),
     "end_error": Text(),
     "end_traceback": Text(),
     "end_result": _JSON_OR_NULL,
-    "end_eta": JobRow.eta.type,
-    "end_fingerprint": JobRow.dead_fingerprint.type,
+    "end_eta": Jobs.eta.type,
+    "end_fingerprint": Jobs.dead_fingerprint.type,
 }
-_FINISHED = {AttemptRow.finished_at.key: AttemptRow.finished_at.type}
+_FINISHED = {Attempts.finished_at.key: Attempts.finished_at.type}
 # Every end has the same guard: the job is still on this attempt, in a status an end may move.
 (_END_SOURCES,) = {sources(event) for event in END_EVENTS.values()}
 
@@ -297,8 +294,8 @@ _FINISHED = {AttemptRow.finished_at.key: AttemptRow.finished_at.type}
 def _close_attempt(rows: Rows) -> Update:
     c = rows.c
     return (
-        update(AttemptRow)
-        .where(AttemptRow.job_id == c["job"], AttemptRow.attempt == c["number"])
+        update(Attempts)
+        .where(Attempts.job_id == c["job"], Attempts.attempt == c["number"])
         .values(
             outcome=c["end_outcome"], finished_at=c["now"], error=c["end_error"], traceback=c["end_traceback"]
         )
@@ -327,7 +324,7 @@ def _ended(rows: Rows) -> dict[str, Any]:
         # A failed end dead-letters the message: its group. Any other end leaves the mark, as
         # a message dead-lettered before (the job then run again by `jobs retry`) stays there.
         "dead_fingerprint": case(
-            (outcome == AttemptOutcome.FAILED.value, c["end_fingerprint"]), else_=JobRow.dead_fingerprint
+            (outcome == AttemptOutcome.FAILED.value, c["end_fingerprint"]), else_=Jobs.dead_fingerprint
         ),
     }
 
@@ -336,8 +333,8 @@ def _end_job(rows: Rows) -> Update:
     """The job moved by its attempt's end, only while that attempt is its latest."""
     c = rows.c
     return (
-        update(JobRow)
-        .where(JobRow.id == c["job"], JobRow.attempts == c["number"], _status_in(_END_SOURCES))
+        update(Jobs)
+        .where(Jobs.id == c["job"], Jobs.attempts == c["number"], _status_in(_END_SOURCES))
         .values(_ended(rows))
     )
 
@@ -346,7 +343,7 @@ def _end_at_once(rows: Rows) -> Update:
     """An end in one statement (PostgreSQL): the attempt closed in a ``WITH`` beside the job's move;
     returns the ids of the jobs that moved."""
     closed = _close_attempt(rows).cte("closed")
-    return _end_job(rows).add_cte(closed).returning(JobRow.id)
+    return _end_job(rows).add_cte(closed).returning(Jobs.id)
 
 
 _ONE_END = one_row(END_COLUMNS, scalars=_NOW)
@@ -376,13 +373,13 @@ def end_values(job_id: str, attempt: int, ending: AttemptEnd) -> dict[str, Any]:
 #: A short run's per-job values: its start (the attempt number it takes and when it began) and
 #: its end; ``now`` is when it ended (one for the whole write).
 RUN_COLUMNS: dict[str, Any] = {
-    "job": JobRow.id.type,
+    "job": Jobs.id.type,
     "number": Integer(),
-    "run_started_at": JobRow.started_at.type,
+    "run_started_at": Jobs.started_at.type,
     "worker_id": String(),
     "worker_host": String(),
     "worker_pid": Integer(),
-    "trace_id": AttemptRow.trace_id.type,
+    "trace_id": Attempts.trace_id.type,
     **{name: type_ for name, type_ in END_COLUMNS.items() if name.startswith("end_")},
 }
 
@@ -392,8 +389,8 @@ def _run_job(rows: Rows) -> Update:
     attempt before this one), ``END``'s target and values, by outcome from the table."""
     c = rows.c
     return (
-        update(JobRow)
-        .where(JobRow.id == c["job"], JobRow.attempts == c["number"] - 1, _status_in(sources(Event.START)))
+        update(Jobs)
+        .where(Jobs.id == c["job"], Jobs.attempts == c["number"] - 1, _status_in(sources(Event.START)))
         .values({**_ended(rows), "attempts": c["number"], "started_at": c["run_started_at"]})
     )
 
@@ -409,7 +406,7 @@ def _record_run(rows: Rows, moved: FromClause, *where: ColumnElement[bool]) -> I
     """The closed attempt row of each job in ``moved`` (id, attempts): the jobs the run moved."""
     c = rows.c
     return (
-        insert(AttemptRow)
+        insert(Attempts)
         .from_select(
             _RECORDED_RUN_COLUMNS,
             select(
@@ -426,19 +423,19 @@ def _record_run(rows: Rows, moved: FromClause, *where: ColumnElement[bool]) -> I
                 c["end_traceback"],
             ).where(moved.c.id == c["job"], *where),
         )
-        .returning(AttemptRow.job_id)
+        .returning(Attempts.job_id)
     )
 
 
 def _unmark(rows: Rows) -> Delete:
     """The claim row of each job whose run is recorded (``jobs/store/claims.py``)."""
-    return delete(ClaimRow).where(ClaimRow.job_id == rows.c["job"])
+    return delete(Claims).where(Claims.job_id == rows.c["job"])
 
 
 def _run_at_once(rows: Rows) -> Insert:
     """A short run in one statement (PostgreSQL): its attempt row written from the job's move,
     and its claim row deleted beside them."""
-    moved = _run_job(rows).returning(JobRow.id, JobRow.attempts).cte("moved")
+    moved = _run_job(rows).returning(Jobs.id, Jobs.attempts).cte("moved")
     return _record_run(rows, moved).add_cte(moved, _unmark(rows).cte("unmarked"))
 
 
@@ -450,9 +447,9 @@ RECORD_RUN = step(
     _record_run(
         _ONE_RUN,
         _JOBS,
-        JobRow.attempts == _ONE_RUN.c["number"],
-        JobRow.started_at == _ONE_RUN.c["run_started_at"],
-        ~exists().where(AttemptRow.job_id == JobRow.id, AttemptRow.attempt == JobRow.attempts),
+        Jobs.attempts == _ONE_RUN.c["number"],
+        Jobs.started_at == _ONE_RUN.c["run_started_at"],
+        ~exists().where(Attempts.job_id == Jobs.id, Attempts.attempt == Jobs.attempts),
     )
 )
 #: The claim row of a job whose run is recorded (the same statement as the batch's).
@@ -502,14 +499,12 @@ def run(
 
 #: A run whose job moved while it ran (an admin cancelled the waiting job as the run began): no
 #: status changes, but the attempt counts and gets its row, numbered after the job's latest.
-COUNT_STRAY_RUN = step(
-    update(JobRow).where(JobRow.id == _ONE_RUN.c["job"]).values(attempts=JobRow.attempts + 1)
-)
+COUNT_STRAY_RUN = step(update(Jobs).where(Jobs.id == _ONE_RUN.c["job"]).values(attempts=Jobs.attempts + 1))
 RECORD_STRAY_RUN = step(
     _record_run(
         _ONE_RUN,
         _JOBS,
-        ~exists().where(AttemptRow.job_id == JobRow.id, AttemptRow.attempt == JobRow.attempts),
+        ~exists().where(Attempts.job_id == Jobs.id, Attempts.attempt == Jobs.attempts),
     )
 )
 
