@@ -111,8 +111,9 @@ jobs = Table(
         "ix_jobs_dead_letters",
         "queue",
         "finished_at",
+        # Partial on SQLite too (migration 0016); naming ``sqlite_where`` here would load
+        # SQLAlchemy's SQLite dialect in every worker process.
         postgresql_where=text("dead_fingerprint IS NOT NULL"),
-        sqlite_where=text("dead_fingerprint IS NOT NULL"),
     ),
 )
 
