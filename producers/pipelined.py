@@ -25,6 +25,7 @@ from typing import Any
 import dramatiq
 import pika
 import pika.exceptions
+import pika.frame
 from pika.frame import Method
 from pika.spec import Basic
 
@@ -38,6 +39,9 @@ CONFIRM_TIMEOUT = 30.0
 CONFIRM_WINDOW = 2000
 #: Messages encoded between two sends to RabbitMQ.
 FLUSH_EVERY = 100
+
+
+_CONFIRMS = (Basic.Ack, Basic.Nack)
 
 
 class PublishNotConfirmed(pika.exceptions.AMQPError):  # type: ignore[misc]
@@ -221,10 +225,37 @@ class PipelinedPublisher:
         self._channel = channel
         self._next_tag = 0
         self._watchdog_armed = False
+        self._take_confirms_first(channel.channel_number)
         # Frames marshaled here need pika's way to hand them to its transport (pika 1.x has it).
         emits = callable(getattr(channel.connection, "_output_marshaled_frames", None))
         self._frames = PublishFrames(channel.channel_number) if emits else None
         return channel
+
+    def _take_confirms_first(self, channel_number: int) -> None:
+        """Hand this channel's confirms to :meth:`_on_confirm` as soon as pika has decoded them.
+
+        pika finds a confirm's callback through its generic callback registry, which cost almost
+        half of the CPU of taking a confirm (a third of a plain enqueue's wait); every other frame
+        still goes the usual way. Left as it is when pika has no ``_process_frame`` to wrap.
+        """
+        assert self._connection is not None
+        impl = self._connection._impl
+        process_frame = getattr(impl, "_process_frame", None)
+        if not callable(process_frame) or not hasattr(impl, "frames_received"):
+            return
+
+        def take_confirms_first(value: Any) -> None:
+            if (
+                type(value) is pika.frame.Method
+                and value.channel_number == channel_number
+                and type(value.method) in _CONFIRMS
+            ):
+                impl.frames_received += 1  # as pika counts (its heartbeat checker reads it)
+                self._on_confirm(value)
+                return
+            process_frame(value)
+
+        impl._process_frame = take_confirms_first
 
     def _on_confirm(self, frame: Method[Any]) -> None:
         method = frame.method

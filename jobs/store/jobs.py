@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -241,7 +242,7 @@ class JobStore:
         The row commits without waiting for its WAL flush (:data:`_INSERT_SENT_SQL`)."""
         values = self._row(job, utcnow())
         stored = self._sealed(values)
-        if not self._insert_direct(stored, _INSERT_SENT_SQL):
+        if not self._insert_sent_direct(stored):
             with self.db.session() as session:
                 statement = postgresql.insert(JobRow).values(**stored)
                 session.execute(statement.on_conflict_do_nothing(index_elements=[JobRow.id]))
@@ -292,6 +293,20 @@ class JobStore:
             if connection is None:
                 return False
             connection.execute(sql, {**values, "payload": Jsonb(values["payload"])})
+        return True
+
+    def _insert_sent_direct(self, values: dict[str, Any]) -> bool:
+        """:meth:`_insert_direct` of :data:`_INSERT_SENT_SQL`, its parameters encoded here (as
+        text, which the statement casts): False when the direct connection is busy or missing."""
+        direct = self.db.direct
+        if values["subjects"] is not None:  # a bytea[] is left to psycopg
+            return self._insert_direct(values, _INSERT_SENT_SQL)
+        if direct is None or not direct.lock.acquire(blocking=False):
+            return False
+        try:
+            direct.run_prepared(_INSERT_SENT_NAME, _INSERT_SENT_SQL_RAW, _text_params(values))
+        finally:
+            direct.lock.release()
         return True
 
     @contextmanager
@@ -572,6 +587,9 @@ _INSERT_SENT_SQL = (
     "INSERT INTO jobs ({}) SELECT {} FROM set_config('synchronous_commit', 'off', true) "
     "ON CONFLICT (id) DO NOTHING"
 ).format(", ".join(QUEUED_COLUMNS), ", ".join(f"CAST(%({c})s AS {_QUEUED_TYPES[c]})" for c in QUEUED_COLUMNS))
+#: :data:`_INSERT_SENT_SQL` with libpq's placeholders, for :meth:`DirectConnection.run_prepared`.
+_INSERT_SENT_NAME = "conveyor_insert_sent"
+_INSERT_SENT_SQL_RAW = _INSERT_SENT_SQL % {c: f"${i}" for i, c in enumerate(QUEUED_COLUMNS, 1)}
 _COPY_QUEUED_SQL = "COPY jobs ({}) FROM STDIN".format(", ".join(QUEUED_COLUMNS))
 
 
@@ -596,6 +614,22 @@ def _queued_row(job: NewJob, now: datetime) -> dict[str, Any]:
         "created_at": now,
         "subjects": None,
     }
+
+
+def _text_params(values: dict[str, Any]) -> list[bytes | None]:
+    """A queued row's values (without ``subjects``) as PostgreSQL reads them in text form."""
+    params: list[bytes | None] = []
+    for column in QUEUED_COLUMNS:
+        value = values[column]
+        if value is None:
+            params.append(None)
+        elif column == "payload":
+            params.append(json.dumps(value).encode())
+        elif isinstance(value, datetime):
+            params.append(value.isoformat().encode())
+        else:
+            params.append(str(value).encode())
+    return params
 
 
 def _queued_info(values: dict[str, Any]) -> JobInfo:

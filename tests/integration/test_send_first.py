@@ -163,9 +163,15 @@ def test_the_send_first_row_commits_lazily_without_changing_the_connections_sett
     client: Client, db: Database, settings: Settings
 ) -> None:
     client.enqueue("noop")  # opens the direct connection: the next enqueues send first
-    job = client.enqueue("noop")
+    job = client.enqueue(
+        "email", to="zoë@example.com", template="welcome", context={"n": 'ü"\n'}, max_retries=2
+    )
 
     assert rows_of(client, job.id) == 1
+    stored = client.get(job.id).info
+    assert stored.payload == {"to": ["zoë@example.com"], "template": "welcome", "context": {"n": 'ü"\n'}}
+    assert (stored.status, stored.max_retries, stored.priority, stored.kind) == ("queued", 2, None, "email")
+    assert stored.created_at == job.info.created_at
     assert db.direct is not None
     with db.direct.connect() as connection:  # the claims of email jobs commit on it durably
         assert connection.execute("SHOW synchronous_commit").fetchone() == ("on",)
@@ -190,10 +196,15 @@ def test_enqueue_many_sends_first_and_keeps_the_rows_faster_workers_wrote(
             )
         )
 
-    infos = job_store.create_many_sent(jobs)
+    before = job_store.create_sent(NewJob(str(uuid.uuid4()), "noop", queue, {}, max_retries=3))
+
+    infos = job_store.create_many_sent(jobs)  # COPY fails on the worker's row and rolls back
 
     assert [info.id for info in infos] == [job.id for job in jobs]
     assert [client.get(job.id).status for job in jobs] == ["queued", "running", "queued"]
+    # psycopg deallocates every prepared statement after a rollback: create_sent's comes back.
+    after = job_store.create_sent(NewJob(str(uuid.uuid4()), "noop", queue, {}, max_retries=3))
+    assert rows_of(client, before.id) == rows_of(client, after.id) == 1
     sent = client.enqueue_many("noop", [{}] * 30)
     assert all(rows_of(client, job.id) == 1 for job in sent)
     assert message_count(queue) == 31
