@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
+import json
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -42,6 +44,19 @@ FLUSH_EVERY = 100
 
 
 _CONFIRMS = (Basic.Ack, Basic.Nack)
+#: Dramatiq's default encoder's JSON (``dramatiq.encoder.JSONEncoder``), built once: ``json.dumps``
+#: with arguments builds a new encoder each call, and ``Message.asdict`` walks the dataclass's
+#: fields each time; together a fifth of ``enqueue_many``'s CPU.
+_JSON = json.JSONEncoder(separators=(",", ":"))
+_FIELDS = tuple(field.name for field in dataclasses.fields(dramatiq.Message))
+
+
+def encode(message: dramatiq.Message[Any]) -> bytes:
+    """``message.encode()``, byte for byte, for less CPU (another encoder set in Dramatiq is used
+    as it is)."""
+    if type(dramatiq.get_encoder()) is not dramatiq.JSONEncoder:
+        return message.encode()
+    return _JSON.encode({name: getattr(message, name) for name in _FIELDS}).encode("utf-8")
 
 
 class PublishNotConfirmed(pika.exceptions.AMQPError):  # type: ignore[misc]
@@ -97,7 +112,7 @@ class PipelinedPublisher:
             self._flush()
 
     def _publish_one(self, channel: Any, message: dramatiq.Message[Any]) -> None:
-        body = message.encode()
+        body = encode(message)
         priority = message.options.get("broker_priority")
         frames = self._frames.marshal(message.queue_name, priority, body) if self._frames else None
         if frames is None:
