@@ -176,9 +176,18 @@ class PipelinedPublisher:
         ioloop.poll()
         ioloop.process_timeouts()
         if self._channel is None or not self._channel.is_open:
-            # The connection or the channel closed under us (pika noted why): nothing more comes.
+            # The connection or the channel closed under us: nothing more comes. pika completes a
+            # connection's close (its socket included) in later turns of its loop, which its own
+            # wait runs, raising the reason; a channel closed alone ends that wait at its limit.
+            if not self._connection.is_closed:
+                self._connection.process_data_events(time_limit=1.0)
             closed = getattr(self._connection, "_closed_result", None)
             error = getattr(getattr(closed, "value", None), "error", None)
+            # What pika's own wait does once it sees the close: release the I/O loop (its
+            # wake-up socket pair would be left open).
+            cleanup = getattr(self._connection, "_cleanup", None)
+            if self._connection.is_closed and callable(cleanup):
+                cleanup()
             if isinstance(error, BaseException):
                 raise error
             raise PublishNotConfirmed("the channel to RabbitMQ closed before the confirms came")
