@@ -30,6 +30,7 @@ Writes ``bench/results/<date>.{json,md,png}`` and ``latest.md`` (a run of some s
 
     python bench/compare.py --runs 3
     python bench/compare.py --only email,images --runs 1 --emails 200 --images 6
+    python bench/compare.py --only noop --enqueue-only --systems pika,dramatiq,conveyor  # producers only
 """
 
 from __future__ import annotations
@@ -92,6 +93,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--processes", type=int, default=2, help="no-op worker processes (default 2)")
     parser.add_argument("--threads", type=int, default=8, help="no-op threads per worker process (default 8)")
+    parser.add_argument(
+        "--enqueue-only",
+        action="store_true",
+        help="noop section: only the producers' enqueue rates (no workers, drain or latency)",
+    )
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--probe-spacing-ms", type=float, default=20.0)
     parser.add_argument(
@@ -243,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     results["duration_s"] = round((finished - started).total_seconds(), 1)
     results["machine"]["loadavg_at_end"] = os.getloadavg()
     results["targets"] = targets.check_all(results)
-    whole = set(args.sections) >= set(DEFAULT_SECTIONS)
+    whole = set(args.sections) >= set(DEFAULT_SECTIONS) and not args.enqueue_only
     stem = results["date"] if whole else f"{results['date']}-{'-'.join(args.sections)}"
+    if args.enqueue_only:
+        stem += "-enqueue"
     paths = report.write_all(results, args.out, stem, latest=whole)
     print()
     print(report.markdown(results))

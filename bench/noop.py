@@ -6,6 +6,7 @@ each run, every system goes through:
 
 1. enqueue: N no-op jobs with each of its producer APIs, workers stopped (one at a time, each
    confirmed; and pipelined or batched where the system has it). The last batch is the backlog.
+   With ``--enqueue-only`` a run stops here: the producers alone, side by side, in a minute or two.
 2. drain: start the workers, wait until every consumer is attached ("ready"), time the backlog.
 3. RSS of the worker processes, then latency: single probe jobs into idle workers, 20 ms apart.
 4. end-to-end: enqueue N more with the workers running, with each producer API; time until the
@@ -69,6 +70,7 @@ class Runner:
         self.jobs: int = args.jobs
         self.samples: int = args.latency_samples
         self.spacing: float = args.probe_spacing_ms / 1000
+        self.enqueue_only: bool = getattr(args, "enqueue_only", False)
         self.config = config
         self.rabbit = rabbit
         self.log = log
@@ -130,8 +132,10 @@ class Runner:
             raise BenchFailed(f"{len(latencies)} of {self.samples} latency probes recorded")
         return latencies
 
-    def run_once(self, system: System) -> dict[str, float]:
-        n, metrics = self.jobs, {}
+    def enqueue_all(self, system: System) -> dict[str, float]:
+        """Every producer's enqueue rate into idle queues; the primary one's jobs are left queued
+        (the backlog of the drain)."""
+        metrics = {}
         system.reset()
         if hasattr(system, "vacuum"):
             system.vacuum()
@@ -140,6 +144,13 @@ class Runner:
             metrics[f"enqueue_{producer}_per_s"] = self.enqueue(system, producer)
             system.reset()
         metrics[f"enqueue_{system.primary}_per_s"] = self.enqueue(system, system.primary)
+        return metrics
+
+    def run_once(self, system: System) -> dict[str, float]:
+        n, metrics = self.jobs, self.enqueue_all(system)
+        if self.enqueue_only:
+            system.reset()
+            return metrics
         launched = time.time()
         workers = system.start_workers()
         try:
@@ -210,6 +221,7 @@ def run_noop(args: argparse.Namespace, config: Config, rabbit: Rabbit, log: Prog
             "prefetch": config.prefetch,
             "latency_samples": args.latency_samples,
             "probe_spacing_ms": args.probe_spacing_ms,
+            "enqueue_only": getattr(args, "enqueue_only", False),
         },
         "systems": {
             s.key: {

@@ -252,6 +252,8 @@ def noop_markdown(section: dict[str, Any]) -> list[str]:
     """The no-op section: a table per system, the ratios to each other system, how each ran."""
     config, meds = section["config"], section["medians"]
     systems = [s for s in section["systems"] if s in meds]
+    if config.get("enqueue_only"):
+        return _enqueue_only_markdown(section)
     lines = [
         f"{config['jobs']:,} no-op jobs per measurement; {config['processes']} worker processes × "
         f"{config['threads']} threads serving the no-op queue only, prefetch {config['prefetch']} per "
@@ -303,6 +305,50 @@ def noop_markdown(section: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _enqueue_only_markdown(section: dict[str, Any]) -> list[str]:
+    """``--enqueue-only``: the producers alone, their rates per run and the medians' ratios."""
+    config, meds = section["config"], section["medians"]
+    systems = [s for s in section["systems"] if s in meds]
+    keys = [
+        ("enqueue_each_per_s", "enqueue/s (one at a time)"),
+        ("enqueue_bulk_per_s", "enqueue/s (pipelined/batched)"),
+    ]
+    lines = [
+        f"Producers only (`--enqueue-only`): {config['jobs']:,} no-op jobs per measurement into idle "
+        f"queues, no workers; {section['duration_s'] / 60:.1f} min. Each run's rates, then the median.",
+        "",
+        "| system | " + " | ".join(label for _key, label in keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
+    for system in systems:
+        runs = [r for r in section["runs"] if r["system"] == system and not r.get("error")]
+        cells = []
+        for key, _label in keys:
+            each = [_fmt(r["metrics"].get(key), 0) for r in runs if key in r["metrics"]]
+            median = meds[system].get(key)
+            cells.append(f"**{_fmt(median, 0)}** ({' / '.join(each)})" if median is not None else "—")
+        lines.append(f"| {section['systems'][system]['label']} | " + " | ".join(cells) + " |")
+    ratio_table = section["ratios"]
+    rows = ("enqueue/s, one at a time", "enqueue/s, Conveyor batched (vs their fastest)")
+    baselines = [b for b in BASELINES if b in ratio_table]
+    if SUBJECT in meds and baselines:
+        lines += ["", "| Conveyor ÷ | " + " | ".join(BASELINES[b][2:] for b in baselines) + " |"]
+        lines += ["|---|" + "---:|" * len(baselines)]
+        for row in rows:
+            lines.append(
+                f"| {row} | " + " | ".join(_ratio(ratio_table[b].get(row)) for b in baselines) + " |"
+            )
+    lines += ["", "How each system's producers ran:", ""]
+    for system in systems:
+        info = section["systems"][system]
+        producers = "; ".join(f"{name}: {how}" for name, how in info["producers"].items())
+        lines.append(f"- **{info['label']}**: {producers}.")
+    loads = [f"{r['system']} {r['loadavg'][0]:.1f}" for r in section["runs"] if r.get("loadavg")]
+    if loads:
+        lines += ["", "Load average (1 min) as each measurement began: " + ", ".join(loads) + "."]
+    return lines + _failures(section, lambda run: f"{run['system']} run {run['run']}")
+
+
 def chart(results: dict[str, Any], path: Path) -> None:
     """No-op throughput per system (when that section ran), and each target's measured ratio."""
     import matplotlib
@@ -312,7 +358,8 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
     noop = results["sections"].get("noop")
     targets = [t for t in results["targets"] if t["ratio"] is not None]
-    panels = [p for p in (noop and noop["medians"] and "noop", targets and "targets") if p]
+    drained = noop and noop["medians"] and not noop["config"].get("enqueue_only")
+    panels = [p for p in (drained and "noop", targets and "targets") if p]
     if not panels:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(8 * len(panels), 5.5), squeeze=False)

@@ -32,15 +32,21 @@ class ServiceUnavailable(ConveyorError):
 
 class JobNotRecorded(ServiceUnavailable):
     """PostgreSQL stayed unreachable after RabbitMQ took the job's message: the job is not lost,
-    it runs once PostgreSQL is back (its worker writes the row), so it must not be enqueued again."""
+    it runs once PostgreSQL is back (its worker writes the row), so it must not be enqueued again.
 
-    def __init__(self, job_id: str, cause: ServiceUnavailable) -> None:
+    ``job_ids``: every job of an ``enqueue_many`` batch in that case (``job_id`` is the first)."""
+
+    def __init__(self, job_id: str, cause: ServiceUnavailable, *, job_ids: list[str] | None = None) -> None:
         self.job_id = job_id
-        super().__init__(
-            cause.service,
-            cause.masked_url,
-            f"{cause.reason} (job {job_id} was sent and runs once it is back: do not enqueue it again)",
-        )
+        self.job_ids = job_ids or [job_id]
+        if len(self.job_ids) == 1:
+            what = f"job {job_id} was sent and runs once it is back: do not enqueue it again"
+        else:
+            what = (
+                f"its {len(self.job_ids)} jobs, {job_id} first, were sent and run once it is back: "
+                "do not enqueue them again"
+            )
+        super().__init__(cause.service, cause.masked_url, f"{cause.reason} ({what})")
 
 
 class SchemaMissing(ConveyorError):

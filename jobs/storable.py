@@ -118,6 +118,10 @@ def _shown(key: str, limit: int = 40) -> str:
     return text + "…" if len(key) > limit else text
 
 
+#: Built once: ``json.dumps`` with arguments builds a new encoder on every call.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def payload_bytes(payload: Any) -> int:
     """The size of ``payload`` as stored: its compact JSON in UTF-8 (call :func:`check_storable` first).
 
@@ -125,7 +129,7 @@ def payload_bytes(payload: Any) -> int:
         ValueError: ``payload`` is not JSON-serialisable.
     """
     try:
-        encoded = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        encoded = _COMPACT.encode(payload)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ValueError(f"payload is not JSON-serialisable: {exc}") from None
     return len(encoded.encode("utf-8", "surrogatepass"))

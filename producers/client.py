@@ -172,8 +172,9 @@ class Client:
         traceparent: str | None = None,
         session: object | None = None,
     ) -> list[Job]:
-        """Enqueue one job of ``kind`` per payload: every row in one ``COPY``, then every message
-        published with pipelined confirms. Returns once all are confirmed.
+        """Enqueue one job of ``kind`` per payload: every message published with pipelined
+        confirms, and every row written in one ``COPY`` while RabbitMQ confirms them (delayed
+        jobs: the rows and held messages first). Returns once all are confirmed and written.
 
         With ``session`` (as in :meth:`enqueue`) the rows and their outbox entries are copied into
         that session's transaction instead, and the relays publish them once it commits.
@@ -181,8 +182,9 @@ class Client:
         A bad payload raises ``ValueError`` before anything is written or sent. If RabbitMQ
         cannot take them all (after retrying for ``CONVEYOR_ENQUEUE_TIMEOUT`` seconds), the rows
         are removed and ``ServiceUnavailable`` is raised; a message it took before failing still
-        runs (its worker writes the row again). Jobs that need an idempotency key go through
-        :meth:`enqueue`.
+        runs (its worker writes the row again). If PostgreSQL stays unreachable once the
+        messages are out, ``JobNotRecorded`` (its ``job_ids``) says the jobs run once it is back.
+        Jobs that need an idempotency key go through :meth:`enqueue`.
         """
         # Resolved once: a malformed header is reported once, not per message.
         resolved = outgoing_traceparent(traceparent)

@@ -9,14 +9,17 @@ returns before the last confirms so that the caller can work meanwhile: as durab
 would (same body, ``delivery_mode=2``, ``broker_priority`` as the AMQP priority, mandatory).
 
 pika's blocking connection does not see confirms that arrive through the underlying channel's
-callbacks, so a wait for them would last its whole time limit: :meth:`_on_confirm` sets a
-zero-delay timer when the awaited confirms are in, which ends the wait at once.
+callbacks (its ``process_data_events`` would wait out its whole time limit), so a wait turns
+the connection's I/O loop itself, one turn per arrival, and checks after each whether the
+awaited confirms are in.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
+import json
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -24,6 +27,7 @@ from typing import Any
 import dramatiq
 import pika
 import pika.exceptions
+import pika.frame
 from pika.frame import Method
 from pika.spec import Basic
 
@@ -37,6 +41,22 @@ CONFIRM_TIMEOUT = 30.0
 CONFIRM_WINDOW = 2000
 #: Messages encoded between two sends to RabbitMQ.
 FLUSH_EVERY = 100
+
+
+_CONFIRMS = (Basic.Ack, Basic.Nack)
+#: Dramatiq's default encoder's JSON (``dramatiq.encoder.JSONEncoder``), built once: ``json.dumps``
+#: with arguments builds a new encoder each call, and ``Message.asdict`` walks the dataclass's
+#: fields each time; together a fifth of ``enqueue_many``'s CPU.
+_JSON = json.JSONEncoder(separators=(",", ":"))
+_FIELDS = tuple(field.name for field in dataclasses.fields(dramatiq.Message))
+
+
+def encode(message: dramatiq.Message[Any]) -> bytes:
+    """``message.encode()``, byte for byte, for less CPU (another encoder set in Dramatiq is used
+    as it is)."""
+    if type(dramatiq.get_encoder()) is not dramatiq.JSONEncoder:
+        return message.encode()
+    return _JSON.encode({name: getattr(message, name) for name in _FIELDS}).encode("utf-8")
 
 
 class PublishNotConfirmed(pika.exceptions.AMQPError):  # type: ignore[misc]
@@ -54,7 +74,6 @@ class PipelinedPublisher:
         self._outstanding: collections.deque[int] = collections.deque()
         self._refused = 0
         self._next_tag = 0
-        self._wake_at: int | None = None
         self._sent = 0
         self._frames: PublishFrames | None = None
         self._watchdog_armed = False
@@ -93,7 +112,7 @@ class PipelinedPublisher:
             self._flush()
 
     def _publish_one(self, channel: Any, message: dramatiq.Message[Any]) -> None:
-        body = message.encode()
+        body = encode(message)
         priority = message.options.get("broker_priority")
         frames = self._frames.marshal(message.queue_name, priority, body) if self._frames else None
         if frames is None:
@@ -133,14 +152,45 @@ class PipelinedPublisher:
         assert self._connection is not None
         # pika sends each buffered piece with its own send() call; joined, they go out in one.
         buffers = getattr(getattr(self._connection._impl, "_transport", None), "_tx_buffers", None)
-        if isinstance(buffers, collections.deque):
-            if not buffers and only_if_buffered:
-                return  # pika's event loop is costly to turn; the wait that follows turns it
-            if len(buffers) > 1:
-                joined = b"".join(buffers)
-                buffers.clear()
-                buffers.append(joined)
-        self._connection.process_data_events(time_limit=0)
+        if not isinstance(buffers, collections.deque):
+            self._connection.process_data_events(time_limit=0)
+            return
+        if not buffers:
+            if not only_if_buffered:
+                self._connection.process_data_events(time_limit=0)
+            return
+        if len(buffers) > 1:
+            joined = b"".join(buffers)
+            buffers.clear()
+            buffers.append(joined)
+        # With bytes to send, pika's transport watches the socket for writability: one turn of
+        # the I/O loop sends them at once (and handles whatever arrived). Cheaper than
+        # process_data_events, which sets a timer and wraps the turn in several closures.
+        self._turn()
+
+    def _turn(self) -> None:
+        """One turn of pika's I/O loop: waits until the socket is ready or the next timer (the
+        watchdog at the latest) is due, sends and receives (confirms), runs the due timers."""
+        assert self._connection is not None
+        ioloop = self._connection._impl.ioloop
+        ioloop.poll()
+        ioloop.process_timeouts()
+        if self._channel is None or not self._channel.is_open:
+            # The connection or the channel closed under us: nothing more comes. pika completes a
+            # connection's close (its socket included) in later turns of its loop, which its own
+            # wait runs, raising the reason; a channel closed alone ends that wait at its limit.
+            if not self._connection.is_closed:
+                self._connection.process_data_events(time_limit=1.0)
+            closed = getattr(self._connection, "_closed_result", None)
+            error = getattr(getattr(closed, "value", None), "error", None)
+            # What pika's own wait does once it sees the close: release the I/O loop (its
+            # wake-up socket pair would be left open).
+            cleanup = getattr(self._connection, "_cleanup", None)
+            if self._connection.is_closed and callable(cleanup):
+                cleanup()
+            if isinstance(error, BaseException):
+                raise error
+            raise PublishNotConfirmed("the channel to RabbitMQ closed before the confirms came")
 
     def _await_confirms(self, down_to: int) -> None:
         """Send what is buffered and take confirms until at most ``down_to`` are unconfirmed.
@@ -150,21 +200,18 @@ class PipelinedPublisher:
         """
         if self._connection is None:
             raise PublishNotConfirmed("the connection to RabbitMQ was lost before the confirms came")
-        self._wake_at = down_to
         self._flush(only_if_buffered=True)
         deadline = time.monotonic() + CONFIRM_TIMEOUT
-        try:
-            while len(self._outstanding) > down_to and not self._refused:
-                if time.monotonic() >= deadline:
-                    raise PublishNotConfirmed(
-                        f"RabbitMQ did not confirm {len(self._outstanding)} of {self._sent} messages "
-                        f"within {CONFIRM_TIMEOUT:g} s"
-                    )
-                self._arm_watchdog(deadline - time.monotonic())
-                # Blocks until a wake-up: _on_confirm's when the wait is over, or the watchdog's.
-                self._connection.process_data_events(time_limit=None)
-        finally:
-            self._wake_at = None
+        while len(self._outstanding) > down_to and not self._refused:
+            if time.monotonic() >= deadline:
+                raise PublishNotConfirmed(
+                    f"RabbitMQ did not confirm {len(self._outstanding)} of {self._sent} messages "
+                    f"within {CONFIRM_TIMEOUT:g} s"
+                )
+            self._arm_watchdog(deadline - time.monotonic())
+            # Returns once something arrived (the confirms, handled by _on_confirm meanwhile) or
+            # the watchdog is due.
+            self._turn()
         if self._refused:
             raise PublishNotConfirmed(
                 f"RabbitMQ refused or could not route {self._refused} of {self._sent} messages"
@@ -173,13 +220,14 @@ class PipelinedPublisher:
     def _arm_watchdog(self, delay: float) -> None:
         # One timer at a time for every wait, rather than one per wait: pika keeps a cancelled
         # timer in its heap until its deadline, and a heap of thousands makes every enqueue pay
-        # for Python-level heap comparisons.
+        # for Python-level heap comparisons. A timer of the I/O loop itself: its callback runs
+        # within the loop's turn (a BlockingConnection timer would wait for process_data_events).
         if not self._watchdog_armed and self._connection is not None:
             self._watchdog_armed = True
-            self._connection.call_later(max(delay, 0.0), self._on_watchdog)
+            self._connection._impl.ioloop.call_later(max(delay, 0.0), self._on_watchdog)
 
     def _on_watchdog(self) -> None:
-        """Wakes the wait it was armed for; a later wait re-arms it for its own deadline."""
+        """Ends the turn it was armed for; a later wait re-arms it for its own deadline."""
         self._watchdog_armed = False
 
     def _open(self) -> Any:
@@ -201,10 +249,37 @@ class PipelinedPublisher:
         self._channel = channel
         self._next_tag = 0
         self._watchdog_armed = False
+        self._take_confirms_first(channel.channel_number)
         # Frames marshaled here need pika's way to hand them to its transport (pika 1.x has it).
         emits = callable(getattr(channel.connection, "_output_marshaled_frames", None))
         self._frames = PublishFrames(channel.channel_number) if emits else None
         return channel
+
+    def _take_confirms_first(self, channel_number: int) -> None:
+        """Hand this channel's confirms to :meth:`_on_confirm` as soon as pika has decoded them.
+
+        pika finds a confirm's callback through its generic callback registry, which cost almost
+        half of the CPU of taking a confirm (a third of a plain enqueue's wait); every other frame
+        still goes the usual way. Left as it is when pika has no ``_process_frame`` to wrap.
+        """
+        assert self._connection is not None
+        impl = self._connection._impl
+        process_frame = getattr(impl, "_process_frame", None)
+        if not callable(process_frame) or not hasattr(impl, "frames_received"):
+            return
+
+        def take_confirms_first(value: Any) -> None:
+            if (
+                type(value) is pika.frame.Method
+                and value.channel_number == channel_number
+                and type(value.method) in _CONFIRMS
+            ):
+                impl.frames_received += 1  # as pika counts (its heartbeat checker reads it)
+                self._on_confirm(value)
+                return
+            process_frame(value)
+
+        impl._process_frame = take_confirms_first
 
     def _on_confirm(self, frame: Method[Any]) -> None:
         method = frame.method
@@ -219,27 +294,13 @@ class PipelinedPublisher:
                 self._outstanding.remove(method.delivery_tag)
         if isinstance(method, Basic.Nack):
             self._refused += before - len(self._outstanding)
-        self._wake_if_done()
 
     def _on_return(self, _channel: Any, _method: Any, _properties: Any, _body: bytes) -> None:
         # An unroutable message (its queue is gone) is returned before it is confirmed.
         self._refused += 1
-        self._wake_if_done()
-
-    def _wake_if_done(self) -> None:
-        # pika's process_data_events does not know about callbacks of the underlying channel
-        # and would block until its time limit; a zero-delay timer makes it return now.
-        if self._wake_at is not None and (len(self._outstanding) <= self._wake_at or self._refused):
-            self._wake_at = None
-            assert self._connection is not None
-            self._connection.call_later(0, _nothing)
 
     def close(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
         if connection is not None and connection.is_open:
             with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                 connection.close()
-
-
-def _nothing() -> None:
-    """The wake-up timer's callback: returning from ``process_data_events`` is all it is for."""

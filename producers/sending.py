@@ -70,7 +70,16 @@ class Sender:
     def enqueue_many(
         self, messages: Sequence[dramatiq.Message[Any]], jobs: list[NewJob], delay_ms: int | None
     ) -> list[JobInfo]:
-        """Write every row in one statement, then publish every message with pipelined confirms."""
+        """Publish every message with pipelined confirms and write every row in one statement
+        while RabbitMQ confirms them (plain jobs, as :meth:`enqueue`); delayed jobs' rows and
+        held messages are written first, and nothing is published.
+
+        Raises:
+            ServiceUnavailable: as :meth:`enqueue`; :class:`JobNotRecorded` when the messages
+                were confirmed but PostgreSQL stayed unreachable.
+        """
+        if jobs and all(self._sends_first(job, delay_ms) for job in jobs):
+            return self._send_many_then_record(messages, jobs)
         infos = self.jobs.create_many(jobs)
         if all(job.held is None for job in jobs):
             self._publish_many(messages, delay_ms)
@@ -106,6 +115,38 @@ class Sender:
             logger.warning("enqueue of job %s: not confirmed (%s); publishing again", job.id, exc)
             self._publish(message, None)  # a duplicate copy is harmless: it is skipped
         return info
+
+    def _send_many_then_record(
+        self, messages: Sequence[dramatiq.Message[Any]], jobs: list[NewJob]
+    ) -> list[JobInfo]:
+        try:
+            for queue in {m.queue_name for m in messages}:
+                self.broker.declare_queue(queue, ensure=True)  # type: ignore[call-arg]
+            self._publisher.send(messages)
+        except BROKER_ERRORS as exc:
+            # Some may have gone out: the rows first (a worker's are kept), then all published again.
+            logger.warning("enqueue of %d jobs: RabbitMQ unavailable (%s); retrying", len(jobs), exc)
+            infos = self.jobs.create_many_sent(jobs)
+            self._publish_many(messages, None)
+            return infos
+        infos = self._record_many_sent(jobs)
+        try:
+            self._publisher.confirm()
+        except BROKER_ERRORS as exc:
+            logger.warning("enqueue of %d jobs: not confirmed (%s); publishing again", len(jobs), exc)
+            self._publish_many(messages, None)  # duplicate copies are harmless: they are skipped
+        return infos
+
+    def _record_many_sent(self, jobs: list[NewJob]) -> list[JobInfo]:
+        """:meth:`_record_sent` for the rows of a batch whose messages are out."""
+        try:
+            return self._retried(
+                lambda: self.jobs.create_many_sent(jobs), ServiceUnavailable, f"rows of {len(jobs)} jobs"
+            )
+        except ServiceUnavailable as exc:
+            with contextlib.suppress(*BROKER_ERRORS):
+                self._publisher.confirm()
+            raise JobNotRecorded(jobs[0].id, exc, job_ids=[job.id for job in jobs]) from None
 
     def _record_sent(self, job: NewJob) -> JobInfo:
         """Write the row of a job whose message is out, retrying while PostgreSQL is unreachable."""

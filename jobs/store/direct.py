@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+import psycopg.errors
+from psycopg.pq import ConnStatus, DiagnosticField, ExecStatus
+from psycopg.pq.abc import PGresult
 from sqlalchemy.engine import make_url
 
 from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
@@ -37,6 +40,8 @@ class DirectConnection:
         #: Turns a driver error into Conveyor's own (``Database.translate``), None to let it through.
         self._translate = translate
         self._connection: psycopg.Connection[Any] | None = None
+        #: The statements :meth:`run_prepared` prepared on the current connection.
+        self._prepared: set[str] = set()
         self.lock = threading.Lock()
 
     @contextmanager
@@ -76,6 +81,27 @@ class DirectConnection:
         finally:
             self.lock.release()
 
+    def run_prepared(self, name: str, sql: str, params: Sequence[bytes | None]) -> None:
+        """Run ``sql`` (placeholders ``$1``…, cast in the SQL to their columns' types) through
+        libpq's own prepared-statement call: no cursor, and no per-call conversion of the query
+        or of ``params`` (text, already encoded). Prepared as ``name`` on first use.
+
+        For the producer's one statement a job, where psycopg's conversions were a fifth of an
+        enqueue's CPU. Raises as :meth:`connect`.
+        """
+        with self.connect() as connection:
+            pgconn = connection.pgconn
+            if name not in self._prepared:
+                _checked(connection, pgconn.prepare(name.encode(), sql.encode()))
+                self._prepared.add(name)
+            # None is SQL NULL (libpq's own convention; psycopg's stub leaves it out of the type).
+            result = pgconn.exec_prepared(name.encode(), params)  # type: ignore[arg-type]
+            if result.error_field(DiagnosticField.SQLSTATE) == b"26000":
+                # Gone: psycopg sends DEALLOCATE ALL after a ROLLBACK on the connection.
+                _checked(connection, pgconn.prepare(name.encode(), sql.encode()))
+                result = pgconn.exec_prepared(name.encode(), params)  # type: ignore[arg-type]
+            _checked(connection, result)
+
     @property
     def connected(self) -> bool:
         return self._connection is not None and not self._connection.closed
@@ -90,6 +116,7 @@ class DirectConnection:
 
     def _connect(self) -> psycopg.Connection[Any]:
         if self._connection is None or self._connection.closed or self._connection.broken:
+            self._prepared.clear()
             self._connection = psycopg.connect(
                 self._conninfo,
                 autocommit=True,
@@ -98,6 +125,18 @@ class DirectConnection:
                 application_name="conveyor",
             )
         return self._connection
+
+
+def _checked(connection: psycopg.Connection[Any], result: PGresult) -> None:
+    """Raise what psycopg would for a failed ``result``: ``OperationalError`` when the connection
+    broke, else the error of its SQLSTATE."""
+    if result.status in (ExecStatus.COMMAND_OK, ExecStatus.TUPLES_OK):
+        return
+    pgconn = connection.pgconn
+    if pgconn.status != ConnStatus.OK:
+        message = pgconn.error_message.decode("utf-8", "replace").strip()
+        raise psycopg.OperationalError(message or "the connection to PostgreSQL broke")
+    raise psycopg.errors.error_from_result(result, encoding=connection.info.encoding)
 
 
 def hide_quoted_values(exc: BaseException | None) -> None:

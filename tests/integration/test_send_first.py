@@ -157,3 +157,78 @@ def test_a_database_back_within_the_enqueue_timeout_gets_the_row(
 
     assert rows_of(client, job.id) == 1
     assert client.get(job.id).status == "queued"
+
+
+def test_the_send_first_row_commits_lazily_without_changing_the_connections_setting(
+    client: Client, db: Database, settings: Settings
+) -> None:
+    client.enqueue("noop")  # opens the direct connection: the next enqueues send first
+    job = client.enqueue(
+        "email", to="zoë@example.com", template="welcome", context={"n": 'ü"\n'}, max_retries=2
+    )
+
+    assert rows_of(client, job.id) == 1
+    stored = client.get(job.id).info
+    assert stored.payload == {"to": ["zoë@example.com"], "template": "welcome", "context": {"n": 'ü"\n'}}
+    assert (stored.status, stored.max_retries, stored.priority, stored.kind) == ("queued", 2, None, "email")
+    assert stored.created_at == job.info.created_at
+    assert db.direct is not None
+    with db.direct.connect() as connection:  # the claims of email jobs commit on it durably
+        assert connection.execute("SHOW synchronous_commit").fetchone() == ("on",)
+
+
+def test_enqueue_many_sends_first_and_keeps_the_rows_faster_workers_wrote(
+    client: Client, settings: Settings, db: Database, job_store: JobStore
+) -> None:
+    client.enqueue("noop")
+    queue = settings.queue_name("default")
+    jobs = [NewJob(str(uuid.uuid4()), "noop", queue, {}, max_retries=3) for _ in range(3)]
+    with db.session() as session:  # a worker made the second row on first sight and started it
+        session.add(
+            JobRow(
+                id=jobs[1].id,
+                kind="noop",
+                queue=queue,
+                status="running",
+                payload={},
+                attempts=1,
+                created_at=utcnow(),
+            )
+        )
+
+    before = job_store.create_sent(NewJob(str(uuid.uuid4()), "noop", queue, {}, max_retries=3))
+
+    infos = job_store.create_many_sent(jobs)  # COPY fails on the worker's row and rolls back
+
+    assert [info.id for info in infos] == [job.id for job in jobs]
+    assert [client.get(job.id).status for job in jobs] == ["queued", "running", "queued"]
+    # psycopg deallocates every prepared statement after a rollback: create_sent's comes back.
+    after = job_store.create_sent(NewJob(str(uuid.uuid4()), "noop", queue, {}, max_retries=3))
+    assert rows_of(client, before.id) == rows_of(client, after.id) == 1
+    sent = client.enqueue_many("noop", [{}] * 30)
+    assert all(rows_of(client, job.id) == 1 for job in sent)
+    assert message_count(queue) == 31
+
+
+def test_a_database_that_goes_away_mid_enqueue_many_names_every_job_and_loses_none(
+    proxied_client: Client,
+    proxy: TcpProxy,
+    client: Client,
+    settings: Settings,
+    start_worker: WorkerProcess.Factory,
+) -> None:
+    proxied_client.enqueue("noop")
+    proxy.cut()
+
+    with pytest.raises(JobNotRecorded, match="its 5 jobs") as raised:
+        proxied_client.enqueue_many("noop", [{}] * 5)
+
+    ids = raised.value.job_ids
+    assert len(ids) == 5
+    assert raised.value.job_id == ids[0]
+    assert message_count(settings.queue_name("default")) == 6
+    assert all(rows_of(client, job_id) == 0 for job_id in ids)
+    start_worker("--processes", "1", "--threads", "2")
+    eventually(
+        lambda: all(client.get_many([i]) and client.get(i).status == "succeeded" for i in ids), timeout=30
+    )

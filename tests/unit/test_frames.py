@@ -1,12 +1,16 @@
-"""The frames ``PublishFrames`` marshals are byte for byte those of pika's ``basic_publish``."""
+"""The frames ``PublishFrames`` marshals are byte for byte those of pika's ``basic_publish``, and
+the bodies the publisher encodes those of Dramatiq's ``Message.encode``."""
 
 from __future__ import annotations
 
+import dramatiq
+import dramatiq.message
 import pika
 import pytest
 from pika import frame, spec
 
 from producers.frames import SINGLE_FRAME_BODY, PublishFrames
+from producers.pipelined import encode
 
 
 def pika_frames(channel: int, queue: str, priority: int | None, body: bytes) -> bytes:
@@ -48,3 +52,30 @@ def test_cached_parts_do_not_leak_between_queues_and_priorities() -> None:
     frames = PublishFrames(3)
     for queue, priority in [("a", None), ("b", None), ("a", 9), ("b", 1)]:
         assert frames.marshal(queue, priority, b"{}") == pika_frames(3, queue, priority, b"{}")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"to": ["zoë@example.com"], "context": {"n": 'ü"\n\\', "x": [1, 2.5, None, True]}}],
+)
+def test_the_publishers_message_bodies_are_dramatiqs_byte_for_byte(kwargs: dict[str, object]) -> None:
+    message: dramatiq.Message[object] = dramatiq.Message(
+        queue_name="ns.email",
+        actor_name="email",
+        args=(),
+        kwargs=kwargs,
+        options={"max_retries": 3, "broker_priority": 2, "traceparent": "00-ab-cd-01"},
+    )
+
+    assert encode(message) == message.encode()
+
+
+def test_another_dramatiq_encoder_is_used_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    message: dramatiq.Message[object] = dramatiq.Message(
+        queue_name="q", actor_name="a", args=(), kwargs={}, options={}
+    )
+    monkeypatch.setattr(dramatiq.message, "global_encoder", dramatiq.PickleEncoder())
+    monkeypatch.setattr(dramatiq, "get_encoder", lambda: dramatiq.message.global_encoder)
+
+    assert encode(message) == message.encode()
+    assert encode(message)[:1] == b"\x80"  # a pickle
