@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import pika
+from sqlalchemy import select
 
 from jobs.kinds import KINDS
-from jobs.store import SeenMessage
+from jobs.store import Database, SeenMessage
+from jobs.store.models import AttemptRow, ClaimRow
 from tests.logscan import observe, secret
 
 __all__ = ["observe", "secret"]  # the log scan's API, for tests that use passwords
@@ -46,6 +48,20 @@ def seen_noop(queue: str, job_id: str | None = None) -> SeenMessage:
         max_retries=3,
         created_at=datetime.now(UTC),
     )
+
+
+def running_pid(db: Database, job_id: str) -> int:
+    """The worker process running ``job_id`` now: its open attempt's, or for a short run whose
+    start is not written yet, its claim row's (``jobs/store/claims.py``)."""
+    with db.session() as session:
+        pid = session.scalar(select(ClaimRow.pid).where(ClaimRow.job_id == job_id))
+        if pid is None:
+            pid = session.scalar(
+                select(AttemptRow.pid).where(AttemptRow.job_id == job_id, AttemptRow.finished_at.is_(None))
+            )
+    if pid is None:
+        raise AssertionError(f"job {job_id} is not running")
+    return int(pid)
 
 
 def _declared(queue: str) -> tuple[int, int]:

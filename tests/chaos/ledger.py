@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from jobs.status import FINAL_STATUSES, AttemptOutcome, JobStatus
-from jobs.store.models import AttemptRow, JobRow
+from jobs.store.models import AttemptRow, ClaimRow, JobRow
 
 _FINAL = {status.value for status in FINAL_STATUSES}
 
@@ -180,13 +180,14 @@ class Ledger:
         return len(tally.status) - len(tally.unfinished)
 
     def running_pids(self, ids: Iterable[str]) -> dict[int, int]:
-        """Pid → open attempts, for attempts of ``ids`` still open (their worker runs them now)."""
+        """Pid → runs, for the runs of ``ids`` going on now: attempts still open, and short runs
+        whose start is not written yet (their claim rows, ``jobs/store/claims.py``)."""
+        wanted = list(ids)
         with self.engine.connect() as connection:
             rows = connection.execute(
-                select(AttemptRow.pid).where(
-                    AttemptRow.job_id.in_(list(ids)), AttemptRow.finished_at.is_(None)
-                )
+                select(AttemptRow.pid).where(AttemptRow.job_id.in_(wanted), AttemptRow.finished_at.is_(None))
             ).all()
+            rows += connection.execute(select(ClaimRow.pid).where(ClaimRow.job_id.in_(wanted))).all()
         return dict(Counter(int(pid) for (pid,) in rows))
 
     def queue_ids(self, queue: str) -> set[str]:

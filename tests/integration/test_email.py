@@ -20,7 +20,7 @@ from jobs.settings import Settings
 from jobs.store import Database, JobStore
 from jobs.store.models import JobRow
 from producers import Client, JobStatus
-from tests.helpers import WorkerProcess, eventually, secret
+from tests.helpers import WorkerProcess, eventually, running_pid, secret
 from tests.smtp import SmtpServer
 
 pytestmark = pytest.mark.integration
@@ -167,8 +167,7 @@ def test_a_worker_killed_right_after_the_server_accepted_does_not_send_twice(
 ) -> None:
     def kill_the_sender(message: object) -> None:
         job_id = message["X-Conveyor-Job"]  # type: ignore[index]
-        (attempt,) = [a for a in job_store.attempts(job_id) if a.finished_at is None]
-        os.kill(attempt.pid, signal.SIGKILL)
+        os.kill(running_pid(job_store.db, job_id), signal.SIGKILL)
 
     smtp.handler.behaviour.after_accept = kill_the_sender
     job = client.send_email("ada@example.com", "welcome", {"name": "Ada"}, **FAST_RETRY)
