@@ -114,6 +114,7 @@ class Recording(Middleware):
             return 0
         job_id, seen = attempt.job_id, attempt.seen
         at_once = not is_redelivered(message) and RECHECKS_OPTION not in message.options
+        began = datetime.now(UTC)  # as a written start's time: before its round trip
         claim = wait_for_store(lambda: claims.claim(job_id, at_once=at_once), self.stopping)
         if not claim.held:
             attempt.busy = True
@@ -126,7 +127,7 @@ class Recording(Middleware):
             return wait_for_store(lambda: self.attempts.record_lost_run(seen, dead), self.stopping)
         if not claim.at_once or claim.attempts is None:
             return 0
-        attempt.lazy, attempt.worker, attempt.started_at = True, self.identity, datetime.now(UTC)
+        attempt.lazy, attempt.worker, attempt.started_at = True, self.identity, began
         self.in_flight.enter(attempt, StartedAttempt(number=claim.attempts + 1, lost_runs=0), self.attempts)
         return None
 
