@@ -82,7 +82,6 @@ class _Run:
     end: AttemptEnd
     held: HeldMessage | None
     done: Future[bool]
-    detached: bool = True
 
 
 _Write = _Start | _Finish | _Run
@@ -282,7 +281,8 @@ class BatchedAttemptStore(AttemptStore):
 
 
 def _is_detached(item: _Write) -> bool:
-    return isinstance(item, _Finish | _Run) and item.detached
+    # A run is always handed over detached; an end only through ``finish_detached``.
+    return isinstance(item, _Run) or (isinstance(item, _Finish) and item.detached)
 
 
 def _job_id(item: _Write) -> str:
