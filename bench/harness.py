@@ -160,11 +160,13 @@ def wait_succeeded(
     target: int,
     worker: subprocess.Popen[bytes],
     what: str,
-    interval: float = 0.02,
+    interval: float = 0.25,
 ) -> float:
     """Poll ``count_outcomes()`` (a :func:`queue_outcomes`-like callable) every ``interval``
     seconds until ``target`` jobs succeeded; returns the last ``finished_at`` (epoch seconds),
-    which the interval does not shift.
+    which the interval does not shift. The interval is long because each poll counts the queue's
+    rows in PostgreSQL, on the cores the workers being measured need (at 20 ms, the polls cost
+    PostgreSQL more CPU than the workers' own writes: docs/engineering-log.md, 2026-12-07).
 
     Raises:
         BenchFailed: a job failed, the worker exited, or nothing finished for STALL_TIMEOUT s.

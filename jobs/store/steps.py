@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any, Protocol, TypeVar
 
 from psycopg.types.json import Jsonb
@@ -172,10 +173,33 @@ class Batch:
         """The SQL and psycopg parameters for ``rows`` (without ``unnest`` when there is one)."""
         if len(rows) == 1:
             return self.one.sql, self.one.psycopg_params({**rows[0], **scalars})
-        arrays: dict[str, Any] = {name: [row[name] for row in rows] for name in self.columns}
-        for name in self.json:
-            arrays[name] = [None if value is None else json.dumps(value) for value in arrays[name]]
+        arrays: dict[str, Any] = {}
+        for name in self.columns:
+            values = [row[name] for row in rows]
+            if name in self.json:
+                values = [None if value is None else json.dumps(value) for value in values]
+            arrays[name] = array_literal(values)
         return self.many.sql, self.many.psycopg_params({**arrays, **scalars})
+
+
+def array_literal(values: Sequence[Any]) -> str:
+    """``values`` as one PostgreSQL array literal (``{"a","b",NULL}``), cast by the statement.
+
+    psycopg's list dumper inspects and dumps every element in Python, which cost the batched
+    writer more CPU than anything else it does; one string of quoted elements costs a join.
+    Every element is quoted (so a comma, a brace or the text ``NULL`` stays itself); a quote
+    and a backslash are escaped. A time is sent as its ISO text, which PostgreSQL reads back.
+    """
+    return "{" + ",".join(_element(value) for value in values) + "}"
+
+
+def _element(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    text = value.isoformat() if isinstance(value, datetime | date) else str(value)
+    if "\\" in text or '"' in text:
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + text + '"'
 
 
 def batch(

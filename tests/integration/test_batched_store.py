@@ -123,3 +123,52 @@ def test_a_retry_is_held_in_the_transaction_of_its_attempt_end(
             == message.queue
         )
     assert JobStore(store.db).get(message.job_id).eta == due
+
+
+AWKWARD_TEXTS = ['say "hi"', "C:\\temp\\", "a,b", "{x}", "NULL", "", " padded ", "line\nbreak", "ü ✓", '\\"']
+
+
+def test_batch_values_reach_postgresql_as_they_were(database_url: str) -> None:
+    """A batch's arrays travel as one literal each (``steps.array_literal``): every text, time,
+    number, flag and missing value comes back from PostgreSQL exactly as it was sent."""
+    import psycopg
+
+    from jobs.store.steps import array_literal
+
+    texts: list[str | None] = [*AWKWARD_TEXTS, None]
+    times = [datetime(2026, 12, 7, 12, 0, 0, 123456, tzinfo=UTC), None, datetime(1999, 1, 1, tzinfo=UTC)]
+    with psycopg.connect(database_url.replace("+psycopg", "")) as pg:
+        row = pg.execute(
+            "SELECT %s::text[], %s::timestamptz[], %s::int[], %s::bool[]",
+            (
+                array_literal(texts),
+                array_literal(times),
+                array_literal([1, None, -3]),
+                array_literal([True, False]),
+            ),
+        ).fetchone()
+    assert row == (texts, times, [1, None, -3], [True, False])
+
+
+def test_a_batch_of_ends_stores_awkward_errors_exactly(store: BatchedAttemptStore, namespace: str) -> None:
+    messages = [seen(namespace) for _ in AWKWARD_TEXTS]
+    started = [store.start(message, WORKER) for message in messages]
+    errors = dict(zip((m.job_id for m in messages), AWKWARD_TEXTS, strict=True))
+    threads = [
+        threading.Thread(
+            target=store.finish,
+            args=(
+                m.job_id,
+                s.number,
+                AttemptEnd(AttemptOutcome.RETRYING, error=errors[m.job_id], traceback=errors[m.job_id]),
+            ),
+        )
+        for m, s in zip(messages, started, strict=True)
+        if s is not None
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    jobs = JobStore(store.db)
+    assert {info.id: info.error for info in jobs.by_ids(errors)} == errors
