@@ -18,13 +18,16 @@ the ack or nack is sent when it lands, and not at all if the end could not be st
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any
 
+import pika.exceptions
 from dramatiq.brokers.rabbitmq import _RabbitmqConsumer
+from dramatiq.errors import ConnectionClosed
 
 from jobs import metrics
 from jobs.errors import ServiceUnavailable
@@ -38,6 +41,8 @@ _DELIVERED_BY = "conveyor_delivered_by"
 _RECORDED = "conveyor_recorded"
 #: The attribute of a message RabbitMQ delivered before (to this consumer or another).
 _REDELIVERED = "conveyor_redelivered"
+#: Above every delivery tag (RabbitMQ numbers a channel's deliveries from 1, in 64 bits).
+_NO_TAG = 1 << 64
 
 
 class ChannelBoundConsumer(_RabbitmqConsumer):
@@ -80,7 +85,7 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
                 problem,
             )
             self.known_tags.discard(message._tag)
-            self._nack(message._tag)  # type: ignore[no-untyped-call]
+            self._nack(message._tag)
             metrics.dead_lettered(self.queue_name)
             return None
         setattr(message, _DELIVERED_BY, self)
@@ -109,7 +114,7 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
                     f"{len(body):,}",
                     f"{limit:,}",
                 )
-                self._nack(method.delivery_tag)  # type: ignore[no-untyped-call]
+                self._nack(method.delivery_tag)
                 metrics.dead_lettered(self.queue_name)
                 yield None, None, None
                 continue
@@ -122,16 +127,19 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
 
     def ack(self, message: Any) -> None:
         if self._delivered_here(message, "ack"):
-            self._once_recorded(message, super().ack, nack=False)
+            self._once_recorded(message, nack=False)
 
     def nack(self, message: Any) -> None:
         if self._delivered_here(message, "nack"):
-            self._once_recorded(message, super().nack, nack=True)
+            self._once_recorded(message, nack=True)
 
-    def _once_recorded(self, message: Any, settle: Callable[[Any], None], *, nack: bool) -> None:
+    def _once_recorded(self, message: Any, *, nack: bool) -> None:
         recorded: Future[bool] | None = getattr(message, _RECORDED, None)
         if recorded is None:
-            settle(message)
+            try:
+                self._settle_soon(message, nack)
+            except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as exc:
+                raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
             return
 
         def when_recorded(_: Future[bool]) -> None:
@@ -153,26 +161,47 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
     def _settle_soon(self, message: Any, nack: bool) -> None:
         """Ack (or nack) ``message`` with the others whose ends landed in the same batch: the
         connection's thread is woken once for them all, not once per message."""
-        try:
-            self.known_tags.remove(message._tag)
-        except KeyError:
-            logger.warning("message %s: not settled: its delivery tag is unknown", message.message_id)
-            return
         with self._settling_lock:
-            first = not self._settling
-            self._settling.append((message._tag, nack))
+            try:
+                self.known_tags.remove(message._tag)
+            except KeyError:
+                logger.warning("message %s: not settled: its delivery tag is unknown", message.message_id)
+                return
+            self._pend(message._tag, nack)
+
+    def _nack(self, tag: int) -> None:
+        """Dead-letter a delivery no middleware saw (undecodable, too large, malformed)."""
+        with self._settling_lock:
+            self._pend(tag, True)
+
+    def _pend(self, tag: int, nack: bool) -> None:
+        # Every settle of this channel goes through this list, in order: what it does not hold
+        # and ``known_tags`` does not either has been sent (``_settle_pending`` relies on it).
+        first = not self._settling
+        self._settling.append((tag, nack))
         if first:
             self.connection.add_callback_threadsafe(self._settle_pending)
 
     def _settle_pending(self) -> None:
-        """On the connection's thread: send every ack and nack waiting."""
+        """On the connection's thread: send every ack and nack waiting.
+
+        The acks below every tag still open (delivered and not settled, or a nack waiting) go
+        as one ``basic_ack`` with ``multiple``: RabbitMQ settles each delivery up to that tag,
+        and all of those are acks. The others go one by one.
+        """
         with self._settling_lock:
             pending, self._settling = self._settling, []
-        for tag, nack in pending:
-            if nack:
-                self.channel.basic_nack(tag, requeue=False)
-            else:
-                self.channel.basic_ack(tag)
+            acks = sorted(tag for tag, nack in pending if not nack)
+            nacks = [tag for tag, nack in pending if nack]
+            lowest_open = min(min(self.known_tags, default=_NO_TAG), min(nacks, default=_NO_TAG))
+        below = bisect.bisect_left(acks, lowest_open)
+        if below > 1:
+            self.channel.basic_ack(acks[below - 1], multiple=True)
+            acks = acks[below:]
+        for tag in acks:
+            self.channel.basic_ack(tag)
+        for tag in nacks:
+            self.channel.basic_nack(tag, requeue=False)
 
     def close(self) -> None:
         self.closed = True
