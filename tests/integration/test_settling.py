@@ -44,7 +44,7 @@ def test_acks_below_every_open_delivery_go_as_one_and_a_nack_among_them_stays_a_
             sent.append((tag, multiple))
             return basic_ack(tag, multiple=multiple)
 
-        consumer.channel.basic_ack = noting  # type: ignore[method-assign]
+        consumer.channel.basic_ack = noting
         for message, ack in ((m[1], True), (m[0], True), (m[3], False), (m[2], True), (m[5], True)):
             (consumer.ack if ack else consumer.nack)(message)
         _pump(consumer)
