@@ -262,6 +262,9 @@ def configure_logging(level: int = logging.INFO, log_format: str = "text") -> No
     """
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
+    # Neither format shows where a line was logged: skip the stack walk behind every record
+    # (a measurable share of a busy worker's CPU; the logging HOWTO's "Optimization").
+    logging._srcfile = None
     handler = _ConveyorHandler(_real_stderr())
     if log_format == "json":
         handler.setFormatter(JsonFormatter())

@@ -17,11 +17,11 @@ locks of the jobs still running are taken again on the new one.
 
 from __future__ import annotations
 
+import _thread
 import logging
 import queue
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,9 +42,14 @@ MAX_CLAIMS = 256
 # The lock's key: the job id hashed to 64 bits (a clash between two ids only makes one wait).
 _KEY = "hashtextextended(c.id::text, 7)"
 # Locks, reads the job and any claim row left by a dead run, and writes the claim row of each
-# job that runs at once (asked to, held, waiting, and no dead run to record first).
+# job that runs at once (asked to, held, waiting, and no dead run to record first). It also lets
+# go of the jobs released since the last round trip (``u``, joined so that it runs): in either
+# order, a job released and claimed again here ends up held once (the lock counts its takes).
 _CLAIM = f"""
-WITH c AS MATERIALIZED (
+WITH u AS MATERIALIZED (
+    SELECT count(pg_advisory_unlock({_KEY})) AS let_go
+    FROM unnest(string_to_array(%(released)s, ',')::uuid[]) AS c(id)
+), c AS MATERIALIZED (
     SELECT c.id, c.n, c.at_once, pg_try_advisory_lock({_KEY}) AS held
     FROM unnest(string_to_array(%(ids)s, ',')::uuid[], string_to_array(%(at_once)s, ',')::bool[])
          WITH ORDINALITY AS c(id, at_once, n)
@@ -58,7 +63,7 @@ WITH c AS MATERIALIZED (
     SELECT id, attempts + 1, %(worker)s, %(host)s, %(pid)s, now() FROM r WHERE go
     ON CONFLICT (job_id) DO NOTHING
 )
-SELECT id, held, status, attempts, go, worker, host, pid, started_at FROM r ORDER BY n
+SELECT id, held, status, attempts, go, worker, host, pid, started_at FROM r, u ORDER BY r.n
 """
 _RELEASE = "SELECT pg_advisory_unlock(" + _KEY + ") FROM unnest(%s::uuid[]) AS c(id)"
 _RETAKE = "SELECT c.id, pg_try_advisory_lock(" + _KEY + ") FROM unnest(%s::uuid[]) AS c(id)"
@@ -88,11 +93,37 @@ class Claim:
     dead_run: DeadRun | None = None
 
 
-@dataclass
 class _Ask:
-    job_id: str
-    at_once: bool
-    done: Future[Claim]
+    """One thread's claim, answered by the claimer thread: a lock held until the answer is in
+    (a ``Future`` costs a condition and its lock per claim, a measurable share of a worker)."""
+
+    __slots__ = ("_answered", "_claim", "_error", "at_once", "job_id")
+
+    def __init__(self, job_id: str, at_once: bool) -> None:
+        self.job_id, self.at_once = job_id, at_once
+        self._claim: Claim | None = None
+        self._error: BaseException | None = None
+        self._answered = _thread.allocate_lock()
+        self._answered.acquire()
+
+    def answer(self, claim: Claim) -> None:
+        self._claim = claim
+        self._answered.release()
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self._answered.release()
+
+    def wait(self) -> Claim:
+        self._answered.acquire()
+        if self._error is not None:
+            raise self._error
+        assert self._claim is not None
+        return self._claim
+
+    @property
+    def answered(self) -> bool:
+        return self._claim is not None or self._error is not None
 
 
 class Claims:
@@ -114,9 +145,9 @@ class Claims:
         Raises:
             ServiceUnavailable: PostgreSQL cannot be reached (nothing is held).
         """
-        done: Future[Claim] = Future()
-        self._queue.put(_Ask(job_id, at_once, done))
-        return done.result()
+        ask = _Ask(job_id, at_once)
+        self._queue.put(ask)
+        return ask.wait()
 
     def release(self, job_id: str) -> None:
         """Let go of a job this process holds (its run's end is stored, or it did not run)."""
@@ -136,22 +167,21 @@ class Claims:
                 self._round_trip(asks, releases)
             except Exception as exc:
                 for ask in asks:
-                    if not ask.done.done():
-                        ask.done.set_exception(exc)
+                    if not ask.answered:
+                        ask.fail(exc)
 
     def _round_trip(self, asks: Sequence[_Ask], releases: Sequence[str]) -> None:
         was_connected = self._connection.connected
         with self._connection.connect() as pg:
             if not was_connected and self._held:
                 self._take_again(pg)
-            if releases:
-                let_go = [job_id for job_id in releases if job_id in self._held]
-                self._held.difference_update(let_go)
+            let_go = [job_id for job_id in releases if job_id in self._held]
+            self._held.difference_update(let_go)
+            if not asks:
                 if let_go:
                     pg.execute(_RELEASE, (let_go,))
-            if not asks:
                 return
-            rows = pg.execute(_CLAIM, self._params(asks)).fetchall()
+            rows = pg.execute(_CLAIM, self._params(asks, let_go)).fetchall()
             extra = []
             for ask, row in zip(asks, rows, strict=True):
                 held = bool(row[1])
@@ -162,14 +192,15 @@ class Claims:
                     extra.append(ask.job_id)
                 if mine:
                     self._held.add(ask.job_id)
-                ask.done.set_result(_claim(row) if mine else Claim(False, row[2], row[3]))
+                ask.answer(_claim(row) if mine else Claim(False, row[2], row[3]))
             if extra:
                 pg.execute(_RELEASE, (extra,))
 
-    def _params(self, asks: Sequence[_Ask]) -> dict[str, Any]:
+    def _params(self, asks: Sequence[_Ask], released: Sequence[str]) -> dict[str, Any]:
         worker = self._worker
         return {
             # Joined into one text each: psycopg's array dumpers cost far more CPU per value.
+            "released": ",".join(released),
             "ids": ",".join(ask.job_id for ask in asks),
             "at_once": ",".join("t" if ask.at_once else "f" for ask in asks),
             "waiting": _WAITING,

@@ -152,3 +152,29 @@ def test_short_jobs_are_recorded_whole_and_leave_no_claim_rows(
         assert attempt.finished_at is not None
         assert attempt.started_at <= attempt.finished_at
         assert claim_rows(db, job.id) == 0
+
+
+def test_releases_that_travel_with_a_claim_let_go_and_a_job_released_and_taken_again_is_held_once(
+    db: Database, claims: tuple[Claims, Claims]
+) -> None:
+    """One round trip carries the claims asked and the releases since the last one (the claimer
+    thread sends them together; here the test thread sends them, the claimer being idle)."""
+    from jobs.store.claims import _Ask
+
+    here, there = claims
+    first, second = waiting_job(db), waiting_job(db)
+    asks = [_Ask(first, False)]
+    here._round_trip(asks, [])
+    assert asks[0].wait().held
+
+    asks = [_Ask(second, False), _Ask(first, False)]
+    here._round_trip(asks, [first])  # first: let go and taken again in the same statement
+    assert [ask.wait().held for ask in asks] == [True, True]
+    assert not there.claim(first, at_once=False).held
+    here._round_trip([], [first])  # one release frees it: it was held once, not twice
+    assert there.claim(first, at_once=False).held
+
+    asks = [_Ask(first, False)]
+    here._round_trip(asks, [second])
+    assert not asks[0].wait().held  # `there` holds it now
+    assert there.claim(second, at_once=False).held  # the release that travelled with it landed
