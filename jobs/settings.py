@@ -22,6 +22,8 @@ from jobs.keyring import Keyring
 from jobs.logs import PORT_THEN_QUERY, mask_secrets
 
 ENV_PREFIX = "CONVEYOR_"
+#: The most messages a worker thread may take ahead (``CONVEYOR_PREFETCH``).
+MAX_PREFETCH = 1000
 
 # A namespace becomes part of queue names, so it must satisfy Dramatiq's queue-name rule.
 _NAMESPACE_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]{0,62}$")
@@ -169,6 +171,10 @@ class Settings:
     #: ``0`` writes ``running`` before every job. At most 1 (SPEC §6: a job that has run for 1 s
     #: shows as ``running``).
     running_after: float = defaults.DEFAULT_RUNNING_AFTER
+    #: Messages a worker process takes ahead from each queue, per thread; ``None``: each kind's
+    #: own (32 for ``noop``, 8 for ``email``, 2 for ``image``, 1 for ``report``, 2 for a queue of
+    #: the application's own actors).
+    prefetch: int | None = None
     #: RabbitMQ queue type: ``classic`` (Dramatiq's own declaration) or ``quorum`` (replicated, for a
     #: cluster; a message is dead-lettered after ``CONVEYOR_DELIVERY_LIMIT`` deliveries).
     queue_type: str = "classic"
@@ -262,6 +268,8 @@ class Settings:
             raise SettingsError("CONVEYOR_DELIVERY_LIMIT must be at least 1")
         if not 0 <= self.running_after <= 1:
             raise SettingsError("CONVEYOR_RUNNING_AFTER must be between 0 and 1 second")
+        if self.prefetch is not None and not 1 <= self.prefetch <= MAX_PREFETCH:
+            raise SettingsError(f"CONVEYOR_PREFETCH must be between 1 and {MAX_PREFETCH} messages a thread")
         for name in ("enqueue_timeout", "consume_timeout", "reconcile_interval"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be a positive number of seconds")
@@ -419,8 +427,9 @@ def _convert(name: str, raw: str) -> Any:
         "image_max_output_pixels",
         "image_max_output_bytes",
         "metrics_port",
+        "prefetch",
     ):
-        if name == "metrics_port" and not raw:
+        if name in ("metrics_port", "prefetch") and not raw:
             return None
         try:
             return int(raw)

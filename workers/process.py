@@ -31,6 +31,7 @@ from jobs.store.outbox import OutboxStore
 from jobs.store.pauses import QueuePauseStore
 from workers.dispatcher import Dispatcher
 from workers.pauses import PausableConsumers, PausedAtBoot
+from workers.prefetch import PrefetchingWorker, queue_prefetch
 from workers.reconciler import Reconciler
 from workers.relay import Relay
 from workers.runtime import WorkerStack, build_worker_stack
@@ -133,8 +134,12 @@ def run_worker_process(
     )
     signals = StopSignals(lambda: _stop_now(stack, "a second stop signal", EXIT_STOPPED_AT_ONCE))
     signals.install()
-    worker = dramatiq.Worker(
-        stack.broker, queues=queues or None, worker_threads=threads, worker_timeout=WORKER_TIMEOUT_MS
+    worker = PrefetchingWorker(
+        stack.broker,
+        prefetch=queue_prefetch(settings, threads),
+        queues=queues or None,
+        worker_threads=threads,
+        worker_timeout=WORKER_TIMEOUT_MS,
     )
     pauses = _pausable(stack, worker)
     worker.start()

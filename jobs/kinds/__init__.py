@@ -34,6 +34,7 @@ _BUILTIN = (
         max_retries=5,
         min_backoff=5.0,
         max_backoff=3600.0,
+        prefetch=8,
     ),
     _deferred(
         "jobs.kinds.image",
@@ -55,6 +56,7 @@ _BUILTIN = (
         max_retries=3,
         min_backoff=5.0,
         max_backoff=600.0,
+        prefetch=1,  # minutes each: a report waits for a free thread in RabbitMQ, not here
     ),
 )
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in _BUILTIN}

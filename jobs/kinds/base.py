@@ -35,6 +35,12 @@ class JobKind:
     artifact_ids: Callable[[Payload], list[str]] = lambda _payload: []
     #: Seconds one attempt may run before it is stopped and failed for good (``None``: Dramatiq's 10 min).
     time_limit: float | None = None
+    #: Messages a worker process takes ahead from this kind's queue, per thread (its RabbitMQ
+    #: prefetch is this times its threads). A message is acknowledged only once its outcome is
+    #: stored, so short jobs need a deep window to keep every thread busy; a long job's should be
+    #: small, so that one process does not hold messages other replicas could run, and none
+    #: waits past RabbitMQ's consumer timeout. ``CONVEYOR_PREFETCH`` overrides it for all.
+    prefetch: int = 2
 
 
 class Deferred:

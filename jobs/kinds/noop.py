@@ -61,4 +61,5 @@ KIND = JobKind(
     max_backoff=300.0,
     validate=validate,
     run=run,
+    prefetch=32,  # a no-op takes nothing: the window is what keeps the threads busy
 )
