@@ -21,6 +21,11 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
 
+# `st.uuids()` imports this module on first draw; imported here, before the test's worker threads
+# start, because CPython 3.11.7 can fail to compile a module imported while other threads run
+# ("AST constructor recursion depth mismatch", fixed in 3.11.8).
+from hypothesis.strategies._internal import random as _hypothesis_random  # noqa: F401
+
 from jobs.errors import JobNotFound
 from jobs.settings import Settings
 from jobs.store import JobInfo, JobStore

@@ -57,9 +57,9 @@ GROUPS: list[tuple[str, str, str, tuple[str, ...]]] = [
     (
         "Workers",
         "workers",
-        "How worker processes show they are alive, when they give up, and how often they look "
-        "for orphaned jobs.",
-        ("worker_ttl", "consume_timeout", "reconcile_interval", "running_after"),
+        "How worker processes show they are alive, when they give up, how often they look "
+        "for orphaned jobs, and how many messages they take ahead.",
+        ("worker_ttl", "consume_timeout", "reconcile_interval", "running_after", "prefetch"),
     ),
     (
         "Security",
