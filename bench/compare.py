@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="runs of each section; medians are reported")
     parser.add_argument("--jobs", type=int, default=20000, help="no-op jobs per measurement (default 20000)")
     parser.add_argument("--emails", type=int, default=2000, help="emails per measurement (default 2000)")
-    parser.add_argument("--images", type=int, default=40, help="thumbnails per measurement (default 40)")
+    parser.add_argument("--images", type=int, default=200, help="thumbnails per measurement (default 200)")
     parser.add_argument(
         "--image-processes", default="1,2", help="process counts of the thumbnail comparison (default 1,2)"
     )
