@@ -28,6 +28,7 @@ import dramatiq
 import pika
 import pika.exceptions
 import pika.frame
+from pika.adapters.utils import io_services_utils
 from pika.frame import Method
 from pika.spec import Basic
 
@@ -44,6 +45,9 @@ FLUSH_EVERY = 100
 
 
 _CONFIRMS = (Basic.Ack, Basic.Nack)
+#: pika's transport of a plain TCP connection, whose socket :func:`_write_now` writes to (None
+#: if pika no longer has it: everything then goes through pika's buffer).
+_PLAIN_TRANSPORT = getattr(io_services_utils, "_AsyncPlaintextTransport", None)
 #: Dramatiq's default encoder's JSON (``dramatiq.encoder.JSONEncoder``), built once: ``json.dumps``
 #: with arguments builds a new encoder each call, and ``Message.asdict`` walks the dataclass's
 #: fields each time; together a fifth of ``enqueue_many``'s CPU.
@@ -57,6 +61,39 @@ def encode(message: dramatiq.Message[Any]) -> bytes:
     if type(dramatiq.get_encoder()) is not dramatiq.JSONEncoder:
         return message.encode()
     return _JSON.encode({name: getattr(message, name) for name in _FIELDS}).encode("utf-8")
+
+
+def _write_now(connection: Any, frames: bytes) -> bool:
+    """Write a publish's ``frames`` to the socket of pika's ``connection`` at once; False (nothing
+    done) unless it is a plain TCP connection with nothing waiting in its buffer.
+
+    pika buffers what it sends and has its I/O loop write it once the socket is writable: two
+    ``epoll_ctl`` calls to watch for that and stop, and a turn of the loop, before the message
+    leaves (about 60 µs of a plain enqueue's 190 µs before its message left, measured on the
+    development machine). What the socket does not take at once (it is full) goes into pika's
+    buffer as pika would have put it, for the loop to send. TLS connections keep pika's way.
+
+    Raises:
+        OSError: the connection broke (the caller closes it).
+    """
+    transport: Any = getattr(connection, "_transport", None)
+    if (
+        _PLAIN_TRANSPORT is None
+        or type(transport) is not _PLAIN_TRANSPORT
+        or transport._tx_buffers
+        or transport._state != transport._STATE_ACTIVE
+    ):
+        return False
+    try:
+        sent = transport._sock.send(frames)
+    except BlockingIOError:
+        sent = 0
+    # What pika's _output_marshaled_frames counts (its heartbeat checker reads bytes_sent).
+    connection.bytes_sent += len(frames)
+    connection.frames_sent += 3  # method, content header, body
+    if sent < len(frames):
+        transport.write(frames[sent:])
+    return True
 
 
 class PublishNotConfirmed(pika.exceptions.AMQPError):  # type: ignore[misc]
@@ -96,6 +133,8 @@ class PipelinedPublisher:
         Raises:
             pika.exceptions.AMQPError: as :meth:`publish`.
         """
+        # One message (a plain enqueue) goes straight to the socket: no turn of pika's loop.
+        alone = len(messages) == 1
         with self._closed_on_error():
             channel = self._open()
             self._outstanding.clear()
@@ -106,12 +145,13 @@ class PipelinedPublisher:
                     self._await_confirms(CONFIRM_WINDOW // 2)
                 elif count % FLUSH_EVERY == 0:
                     self._flush()
-                self._publish_one(channel, message)
+                self._publish_one(channel, message, now=alone)
                 self._next_tag += 1
                 self._outstanding.append(self._next_tag)
-            self._flush()
+            self._flush(only_if_buffered=alone)
 
-    def _publish_one(self, channel: Any, message: dramatiq.Message[Any]) -> None:
+    def _publish_one(self, channel: Any, message: dramatiq.Message[Any], *, now: bool = False) -> None:
+        """Publish ``message``: buffered in pika, or (``now``) written to the socket at once."""
         body = encode(message)
         priority = message.options.get("broker_priority")
         frames = self._frames.marshal(message.queue_name, priority, body) if self._frames else None
@@ -126,7 +166,8 @@ class PipelinedPublisher:
             return
         if not channel.is_open:  # what basic_publish would check
             raise pika.exceptions.ChannelWrongStateError("Channel is closed.")
-        channel.connection._output_marshaled_frames([frames])
+        if not (now and _write_now(channel.connection, frames)):
+            channel.connection._output_marshaled_frames([frames])
 
     def confirm(self) -> None:
         """Wait until RabbitMQ confirmed every message of the last :meth:`send`.
