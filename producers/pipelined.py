@@ -20,6 +20,7 @@ import collections
 import contextlib
 import dataclasses
 import json
+import select
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -42,6 +43,8 @@ CONFIRM_TIMEOUT = 30.0
 CONFIRM_WINDOW = 2000
 #: Messages encoded between two sends to RabbitMQ.
 FLUSH_EVERY = 100
+#: Most bytes taken from the socket at once (pika's own read size).
+RECV_BYTES = 128 * 1024
 
 
 _CONFIRMS = (Basic.Ack, Basic.Nack)
@@ -114,6 +117,8 @@ class PipelinedPublisher:
         self._sent = 0
         self._frames: PublishFrames | None = None
         self._watchdog_armed = False
+        #: Watches the connection's socket for :meth:`_read_now` (made for each connection).
+        self._readable: Any = None
 
     def publish(self, messages: Sequence[dramatiq.Message[Any]]) -> None:
         """Publish ``messages`` (to their own queues, which must exist) and wait for every confirm.
@@ -211,10 +216,12 @@ class PipelinedPublisher:
 
     def _turn(self) -> None:
         """One turn of pika's I/O loop: waits until the socket is ready or the next timer (the
-        watchdog at the latest) is due, sends and receives (confirms), runs the due timers."""
+        watchdog at the latest) is due, sends and receives (confirms), runs the due timers.
+        With nothing to send, the socket is read here rather than by the loop (:meth:`_read_now`)."""
         assert self._connection is not None
         ioloop = self._connection._impl.ioloop
-        ioloop.poll()
+        if not self._read_now(self._connection._impl):
+            ioloop.poll()
         ioloop.process_timeouts()
         if self._channel is None or not self._channel.is_open:
             # The connection or the channel closed under us: nothing more comes. pika completes a
@@ -232,6 +239,44 @@ class PipelinedPublisher:
             if isinstance(error, BaseException):
                 raise error
             raise PublishNotConfirmed("the channel to RabbitMQ closed before the confirms came")
+
+    def _read_now(self, impl: Any) -> bool:
+        """Wait until the socket has something (or pika's next timer, the watchdog at the latest,
+        is due), and hand what it has to pika to decode (confirms go to :meth:`_on_confirm`).
+
+        What pika's loop does when only the socket can wake it, for a fifth less of a plain
+        enqueue's CPU: its turn builds event maps, dispatches through wrappers, and reads on
+        until the socket raises ``EAGAIN``. False (nothing done) unless the connection is plain
+        TCP, with nothing to send, and pika's loop has what this needs; a closed socket is left
+        to pika's loop too (it closes the connection and says why).
+
+        Raises:
+            OSError: the connection broke (the caller closes it).
+        """
+        transport: Any = getattr(impl, "_transport", None)
+        remaining = getattr(impl.ioloop, "_get_remaining_interval", None)
+        if (
+            _PLAIN_TRANSPORT is None
+            or type(transport) is not _PLAIN_TRANSPORT
+            or transport._tx_buffers
+            or transport._state != transport._STATE_ACTIVE
+            or not callable(remaining)
+        ):
+            return False
+        if self._readable is None:
+            self._readable = select.poll()
+            self._readable.register(transport._sock, select.POLLIN)
+        wait = remaining()
+        if not self._readable.poll(None if wait is None else max(0, int(wait * 1000) + 1)):
+            return True  # a timer is due: the caller runs it
+        try:
+            data = transport._sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return True
+        if not data:
+            return False  # the end of the stream: pika's loop sees it too, and closes
+        impl._proto_data_received(data)
+        return True
 
     def _await_confirms(self, down_to: int) -> None:
         """Send what is buffered and take confirms until at most ``down_to`` are unconfirmed.
@@ -290,6 +335,7 @@ class PipelinedPublisher:
         self._channel = channel
         self._next_tag = 0
         self._watchdog_armed = False
+        self._readable = None
         self._take_confirms_first(channel.channel_number)
         # Frames marshaled here need pika's way to hand them to its transport (pika 1.x has it).
         emits = callable(getattr(channel.connection, "_output_marshaled_frames", None))
