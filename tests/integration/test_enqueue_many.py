@@ -136,14 +136,21 @@ def test_a_confirm_is_taken_from_the_socket_without_turning_pikas_loop(
     publisher.publish([noop_message(settings)])  # opens the connection
     assert publisher._connection is not None
     ioloop = publisher._connection._impl.ioloop
+    impl = publisher._connection._impl
     turns: list[bool] = []
     poll = ioloop.poll
     monkeypatch.setattr(ioloop, "poll", lambda: (turns.append(True), poll())[1])
+    decoded: list[bytes] = []
+    received = impl._proto_data_received
+    monkeypatch.setattr(impl, "_proto_data_received", lambda data: (decoded.append(data), received(data))[1])
+    counted = (impl.bytes_received, impl.frames_received)
 
     for _ in range(5):
         publisher.publish([noop_message(settings)])
 
-    assert turns == []  # each confirm was read from the socket and decoded by pika
+    assert turns == []  # each confirm was read from the socket here
+    assert decoded == []  # and, a lone Basic.Ack, taken without pika's frame decoding
+    assert (impl.bytes_received, impl.frames_received) == (counted[0] + 5 * 21, counted[1] + 5)
     assert message_count(settings.queue_name("default")) == 7  # with enqueue_many's
     publisher.close()
 
