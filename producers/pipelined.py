@@ -11,7 +11,10 @@ would (same body, ``delivery_mode=2``, ``broker_priority`` as the AMQP priority,
 pika's blocking connection does not see confirms that arrive through the underlying channel's
 callbacks (its ``process_data_events`` would wait out its whole time limit), so a wait turns
 the connection's I/O loop itself, one turn per arrival, and checks after each whether the
-awaited confirms are in.
+awaited confirms are in. A plain enqueue, one message on a plain TCP connection, goes further
+past pika's loop: its publish is written to the socket at once, the socket is read directly
+while it awaits the confirm (pika still decodes what comes, and runs its timers), and a lone
+``Basic.Ack`` is unpacked here. Everything else goes through pika as before.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ import collections
 import contextlib
 import dataclasses
 import json
+import math
+import select
+import struct
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -28,6 +34,8 @@ import dramatiq
 import pika
 import pika.exceptions
 import pika.frame
+from pika import spec
+from pika.adapters.utils import io_services_utils
 from pika.frame import Method
 from pika.spec import Basic
 
@@ -41,9 +49,17 @@ CONFIRM_TIMEOUT = 30.0
 CONFIRM_WINDOW = 2000
 #: Messages encoded between two sends to RabbitMQ.
 FLUSH_EVERY = 100
+#: Most bytes taken from the socket at once (pika's own read size).
+RECV_BYTES = 128 * 1024
 
 
 _CONFIRMS = (Basic.Ack, Basic.Nack)
+#: One ``Basic.Ack`` method frame, as RabbitMQ confirms a message: frame type, channel, size,
+#: method (class 60, method 80), delivery tag, the ``multiple`` bit, frame end (21 bytes).
+_ACK_FRAME = struct.Struct(">BHIIQBB")
+#: pika's transport of a plain TCP connection, whose socket :func:`_write_now` writes to (None
+#: if pika no longer has it: everything then goes through pika's buffer).
+_PLAIN_TRANSPORT = getattr(io_services_utils, "_AsyncPlaintextTransport", None)
 #: Dramatiq's default encoder's JSON (``dramatiq.encoder.JSONEncoder``), built once: ``json.dumps``
 #: with arguments builds a new encoder each call, and ``Message.asdict`` walks the dataclass's
 #: fields each time; together a fifth of ``enqueue_many``'s CPU.
@@ -57,6 +73,39 @@ def encode(message: dramatiq.Message[Any]) -> bytes:
     if type(dramatiq.get_encoder()) is not dramatiq.JSONEncoder:
         return message.encode()
     return _JSON.encode({name: getattr(message, name) for name in _FIELDS}).encode("utf-8")
+
+
+def _write_now(connection: Any, frames: bytes) -> bool:
+    """Write a publish's ``frames`` to the socket of pika's ``connection`` at once; False (nothing
+    done) unless it is a plain TCP connection with nothing waiting in its buffer.
+
+    pika buffers what it sends and has its I/O loop write it once the socket is writable: two
+    ``epoll_ctl`` calls to watch for that and stop, and a turn of the loop, before the message
+    leaves (about 60 µs of a plain enqueue's 190 µs before its message left, measured on the
+    development machine). What the socket does not take at once (it is full) goes into pika's
+    buffer as pika would have put it, for the loop to send. TLS connections keep pika's way.
+
+    Raises:
+        OSError: the connection broke (the caller closes it).
+    """
+    transport: Any = getattr(connection, "_transport", None)
+    if (
+        _PLAIN_TRANSPORT is None
+        or type(transport) is not _PLAIN_TRANSPORT
+        or transport._tx_buffers
+        or transport._state != transport._STATE_ACTIVE
+    ):
+        return False
+    try:
+        sent = transport._sock.send(frames)
+    except BlockingIOError:
+        sent = 0
+    # What pika's _output_marshaled_frames counts (its heartbeat checker reads bytes_sent).
+    connection.bytes_sent += len(frames)
+    connection.frames_sent += 3  # method, content header, body
+    if sent < len(frames):
+        transport.write(frames[sent:])
+    return True
 
 
 class PublishNotConfirmed(pika.exceptions.AMQPError):  # type: ignore[misc]
@@ -77,6 +126,8 @@ class PipelinedPublisher:
         self._sent = 0
         self._frames: PublishFrames | None = None
         self._watchdog_armed = False
+        #: Watches the connection's socket for :meth:`_read_now` (made for each connection).
+        self._readable: Any = None
 
     def publish(self, messages: Sequence[dramatiq.Message[Any]]) -> None:
         """Publish ``messages`` (to their own queues, which must exist) and wait for every confirm.
@@ -96,6 +147,8 @@ class PipelinedPublisher:
         Raises:
             pika.exceptions.AMQPError: as :meth:`publish`.
         """
+        # One message (a plain enqueue) goes straight to the socket: no turn of pika's loop.
+        alone = len(messages) == 1
         with self._closed_on_error():
             channel = self._open()
             self._outstanding.clear()
@@ -106,12 +159,13 @@ class PipelinedPublisher:
                     self._await_confirms(CONFIRM_WINDOW // 2)
                 elif count % FLUSH_EVERY == 0:
                     self._flush()
-                self._publish_one(channel, message)
+                self._publish_one(channel, message, now=alone)
                 self._next_tag += 1
                 self._outstanding.append(self._next_tag)
-            self._flush()
+            self._flush(only_if_buffered=alone)
 
-    def _publish_one(self, channel: Any, message: dramatiq.Message[Any]) -> None:
+    def _publish_one(self, channel: Any, message: dramatiq.Message[Any], *, now: bool = False) -> None:
+        """Publish ``message``: buffered in pika, or (``now``) written to the socket at once."""
         body = encode(message)
         priority = message.options.get("broker_priority")
         frames = self._frames.marshal(message.queue_name, priority, body) if self._frames else None
@@ -126,7 +180,8 @@ class PipelinedPublisher:
             return
         if not channel.is_open:  # what basic_publish would check
             raise pika.exceptions.ChannelWrongStateError("Channel is closed.")
-        channel.connection._output_marshaled_frames([frames])
+        if not (now and _write_now(channel.connection, frames)):
+            channel.connection._output_marshaled_frames([frames])
 
     def confirm(self) -> None:
         """Wait until RabbitMQ confirmed every message of the last :meth:`send`.
@@ -170,10 +225,12 @@ class PipelinedPublisher:
 
     def _turn(self) -> None:
         """One turn of pika's I/O loop: waits until the socket is ready or the next timer (the
-        watchdog at the latest) is due, sends and receives (confirms), runs the due timers."""
+        watchdog at the latest) is due, sends and receives (confirms), runs the due timers.
+        With nothing to send, the socket is read here rather than by the loop (:meth:`_read_now`)."""
         assert self._connection is not None
         ioloop = self._connection._impl.ioloop
-        ioloop.poll()
+        if not self._read_now(self._connection._impl):
+            ioloop.poll()
         ioloop.process_timeouts()
         if self._channel is None or not self._channel.is_open:
             # The connection or the channel closed under us: nothing more comes. pika completes a
@@ -191,6 +248,67 @@ class PipelinedPublisher:
             if isinstance(error, BaseException):
                 raise error
             raise PublishNotConfirmed("the channel to RabbitMQ closed before the confirms came")
+
+    def _read_now(self, impl: Any) -> bool:
+        """Wait until the socket has something (or pika's next timer, the watchdog at the latest,
+        is due), and hand what it has to pika to decode (confirms go to :meth:`_confirmed`).
+
+        What pika's loop does when only the socket can wake it, for about 7 % less of a plain
+        enqueue's CPU (measured): its turn builds event maps, dispatches through wrappers, and
+        reads on until the socket raises ``EAGAIN``. False (nothing done) unless the connection
+        is plain TCP, with nothing to send, and pika's loop has what this needs; a closed socket
+        is left to pika's loop too (it closes the connection and says why).
+
+        Raises:
+            OSError: the connection broke (the caller closes it).
+        """
+        transport: Any = getattr(impl, "_transport", None)
+        remaining = getattr(impl.ioloop, "_get_remaining_interval", None)
+        if (
+            _PLAIN_TRANSPORT is None
+            or type(transport) is not _PLAIN_TRANSPORT
+            or transport._tx_buffers
+            or transport._state != transport._STATE_ACTIVE
+            or not callable(remaining)
+        ):
+            return False
+        if self._readable is None:
+            self._readable = select.poll()
+            self._readable.register(transport._sock, select.POLLIN)
+        wait = remaining()
+        if not self._readable.poll(None if wait is None else math.ceil(max(wait, 0.0) * 1000)):
+            return True  # a timer is due: the caller runs it
+        try:
+            data = transport._sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return True
+        if not data:
+            return False  # the end of the stream: pika's loop sees it too, and closes
+        if not self._took_ack(impl, data):
+            impl._proto_data_received(data)
+        return True
+
+    def _took_ack(self, impl: Any, data: bytes) -> bool:
+        """Take ``data`` when it is one ``Basic.Ack`` for this channel and nothing else (what a
+        plain enqueue waits for), counted as pika counts what it reads; False (nothing done) for
+        anything else, which pika decodes. pika's decoding of one confirm (a frame object, a
+        method object, its buffer trimmed) was a tenth of the producer's time holding the GIL."""
+        undecoded: Any = getattr(impl, "_frame_buffer", None)  # what pika holds of a frame begun
+        if len(data) != _ACK_FRAME.size or undecoded is None or undecoded or self._channel is None:
+            return False
+        kind, channel, size, method, tag, bits, end = _ACK_FRAME.unpack(data)
+        if (kind, channel, size, method, end) != (
+            spec.FRAME_METHOD,
+            self._channel.channel_number,
+            _ACK_FRAME.size - spec.FRAME_HEADER_SIZE - spec.FRAME_END_SIZE,
+            Basic.Ack.INDEX,
+            spec.FRAME_END,
+        ):
+            return False
+        impl.bytes_received += len(data)  # pika's heartbeat checker reads it
+        impl.frames_received += 1
+        self._confirmed(tag, multiple=bool(bits & 1), refused=False)
+        return True
 
     def _await_confirms(self, down_to: int) -> None:
         """Send what is buffered and take confirms until at most ``down_to`` are unconfirmed.
@@ -249,6 +367,7 @@ class PipelinedPublisher:
         self._channel = channel
         self._next_tag = 0
         self._watchdog_armed = False
+        self._readable = None
         self._take_confirms_first(channel.channel_number)
         # Frames marshaled here need pika's way to hand them to its transport (pika 1.x has it).
         emits = callable(getattr(channel.connection, "_output_marshaled_frames", None))
@@ -283,16 +402,21 @@ class PipelinedPublisher:
 
     def _on_confirm(self, frame: Method[Any]) -> None:
         method = frame.method
+        self._confirmed(method.delivery_tag, multiple=method.multiple, refused=isinstance(method, Basic.Nack))
+
+    def _confirmed(self, tag: int, *, multiple: bool, refused: bool) -> None:
+        """RabbitMQ confirmed (or, ``refused``, nacked) message ``tag``, and (``multiple``) every
+        earlier one."""
         before = len(self._outstanding)
-        if method.multiple:
-            while self._outstanding and self._outstanding[0] <= method.delivery_tag:
+        if multiple:
+            while self._outstanding and self._outstanding[0] <= tag:
                 self._outstanding.popleft()
-        elif self._outstanding and self._outstanding[0] == method.delivery_tag:
+        elif self._outstanding and self._outstanding[0] == tag:
             self._outstanding.popleft()
         else:
             with contextlib.suppress(ValueError):
-                self._outstanding.remove(method.delivery_tag)
-        if isinstance(method, Basic.Nack):
+                self._outstanding.remove(tag)
+        if refused:
             self._refused += before - len(self._outstanding)
 
     def _on_return(self, _channel: Any, _method: Any, _properties: Any, _body: bytes) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from typing import Any
 
 import dramatiq
 import pika
@@ -124,3 +126,54 @@ def test_confirms_that_never_come_fail_the_publish_at_its_deadline(
         with pytest.raises(PublishNotConfirmed, match="did not confirm 1 of 1"):
             publisher.publish([message])
         publisher.close()
+
+
+def test_a_confirm_is_taken_from_the_socket_without_turning_pikas_loop(
+    client: Client, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client.enqueue_many("noop", [{}])  # declares the queue
+    publisher = PipelinedPublisher(settings)
+    publisher.publish([noop_message(settings)])  # opens the connection
+    assert publisher._connection is not None
+    ioloop = publisher._connection._impl.ioloop
+    impl = publisher._connection._impl
+    turns: list[bool] = []
+    poll = ioloop.poll
+    monkeypatch.setattr(ioloop, "poll", lambda: (turns.append(True), poll())[1])
+    decoded: list[bytes] = []
+    received = impl._proto_data_received
+    monkeypatch.setattr(impl, "_proto_data_received", lambda data: (decoded.append(data), received(data))[1])
+    counted = (impl.bytes_received, impl.frames_received)
+
+    for _ in range(5):
+        publisher.publish([noop_message(settings)])
+
+    assert turns == []  # each confirm was read from the socket here
+    assert decoded == []  # and, a lone Basic.Ack, taken without pika's frame decoding
+    assert (impl.bytes_received, impl.frames_received) == (counted[0] + 5 * 21, counted[1] + 5)
+    assert message_count(settings.queue_name("default")) == 7  # with enqueue_many's
+    publisher.close()
+
+
+def test_a_connection_lost_while_awaiting_a_confirm_fails_at_once(client: Client, settings: Settings) -> None:
+    client.enqueue_many("noop", [{}])  # declares the queue
+    proxy = TcpProxy(5672)
+    with proxy.running():
+        url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F"
+        publisher = PipelinedPublisher(settings.with_overrides(broker_url=url))
+        publisher.publish([noop_message(settings)])
+        proxy.stall()
+        publisher.send([noop_message(settings)])
+        proxy.cut()
+
+        started = time.monotonic()
+        with pytest.raises((pika.exceptions.AMQPError, OSError)):
+            publisher.confirm()
+        assert time.monotonic() - started < 5  # not the confirm timeout's 30 s
+        publisher.close()
+
+
+def noop_message(settings: Settings) -> dramatiq.Message[Any]:
+    return dramatiq.Message(
+        queue_name=settings.queue_name("default"), actor_name="noop", args=(), kwargs={}, options={}
+    )

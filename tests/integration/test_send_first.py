@@ -10,6 +10,8 @@ import threading
 import uuid
 from collections.abc import Iterator
 
+import dramatiq
+import pika
 import pytest
 
 from jobs.settings import Settings
@@ -18,6 +20,7 @@ from jobs.store import Database, JobStore, NewJob
 from jobs.store.jobs import utcnow
 from jobs.store.models import JobRow
 from producers import Client, JobNotRecorded, ServiceUnavailable
+from producers.frames import PublishFrames
 from tests.helpers import WorkerProcess, eventually, message_count
 from tests.proxy import TcpProxy
 
@@ -85,6 +88,36 @@ def test_enqueues_after_the_first_are_sent_first_and_each_has_its_row_and_messag
     assert all(rows_of(client, job.id) == 1 for job in jobs)
     assert all(job.refresh().status is JobStatus.QUEUED for job in jobs)
     assert message_count(settings.queue_name("default")) == 20
+
+
+def test_a_plain_enqueue_writes_its_publish_straight_to_the_socket(
+    client: Client, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client.enqueue("noop")  # opens the connections: the next one is sent first
+    client.enqueue("noop")
+    connection = client._sender._publisher._connection._impl
+    sent_before = connection.bytes_sent
+    nbio = connection._transport._nbio
+    watched: list[int] = []  # pika watches the socket for writability only to send what it buffered
+    set_writer = nbio.set_writer
+    monkeypatch.setattr(nbio, "set_writer", lambda fd, on: (watched.append(fd), set_writer(fd, on))[1])
+
+    job = client.enqueue("noop", sleep=0)
+
+    assert watched == []
+    assert not connection._transport._tx_buffers
+    with pika.BlockingConnection(pika.URLParameters(settings.broker_url)) as reader:
+        channel, bodies = reader.channel(), []
+        while (got := channel.basic_get(settings.queue_name("default"), auto_ack=True))[0]:
+            bodies.append(got[2])
+    body = next(b for b in bodies if dramatiq.Message.decode(b).message_id == job.id)
+    assert dramatiq.Message.decode(body).kwargs == {"sleep": 0}
+    frames = PublishFrames(client._sender._publisher._channel.channel_number)
+    expected = frames.marshal(settings.queue_name("default"), None, body)
+    assert expected is not None
+    # Counted as pika counts what it sends: exactly this publish's frames went out.
+    assert connection.bytes_sent - sent_before == len(expected)
+    assert rows_of(client, job.id) == 1
 
 
 def test_threads_sharing_a_client_publish_on_their_own_connections(

@@ -10,7 +10,7 @@ import pytest
 from pika import frame, spec
 
 from producers.frames import SINGLE_FRAME_BODY, PublishFrames
-from producers.pipelined import encode
+from producers.pipelined import _ACK_FRAME, encode
 
 
 def pika_frames(channel: int, queue: str, priority: int | None, body: bytes) -> bytes:
@@ -79,3 +79,21 @@ def test_another_dramatiq_encoder_is_used_as_it_is(monkeypatch: pytest.MonkeyPat
 
     assert encode(message) == message.encode()
     assert encode(message)[:1] == b"\x80"  # a pickle
+
+
+@pytest.mark.parametrize(
+    ("channel", "tag", "multiple"), [(1, 1, False), (7, 2**40 + 5, True), (65535, 2**64 - 1, False)]
+)
+def test_a_lone_ack_is_read_as_pika_marshals_it(channel: int, tag: int, multiple: bool) -> None:
+    marshaled = frame.Method(channel, spec.Basic.Ack(delivery_tag=tag, multiple=multiple)).marshal()
+
+    assert len(marshaled) == _ACK_FRAME.size
+    assert _ACK_FRAME.unpack(marshaled) == (
+        spec.FRAME_METHOD,
+        channel,
+        _ACK_FRAME.size - spec.FRAME_HEADER_SIZE - spec.FRAME_END_SIZE,
+        spec.Basic.Ack.INDEX,
+        tag,
+        int(multiple),
+        spec.FRAME_END,
+    )
