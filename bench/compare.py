@@ -94,6 +94,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--processes", type=int, default=2, help="no-op worker processes (default 2)")
     parser.add_argument("--threads", type=int, default=8, help="no-op threads per worker process (default 8)")
     parser.add_argument(
+        "--prefetch",
+        type=int,
+        default=32,
+        help="no-op section: unacknowledged messages per worker thread, the same for every system "
+        "(default 32, Conveyor's window for no-op jobs; Dramatiq's default is 2)",
+    )
+    parser.add_argument(
         "--enqueue-only",
         action="store_true",
         help="noop section: only the producers' enqueue rates (no workers, drain or latency)",
@@ -231,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         processes=args.processes,
         threads=args.threads,
         log_dir=log_dir,
+        prefetch_per_thread=args.prefetch,
     )
     wait_quiet(log)
     rabbit = Rabbit(config.amqp_url)

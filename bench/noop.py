@@ -1,7 +1,9 @@
 """The no-op section: Conveyor side by side with raw pika, bare Dramatiq and Celery, on one RabbitMQ.
 
 Every system gets the same broker, the same worker processes × threads and the same prefetch
-(Dramatiq's default, threads × 2 per process), and its workers serve the no-op queue only. For
+(``--prefetch`` per thread, default 32: Conveyor's window for no-op jobs, which it needs because a
+message is acknowledged only once its outcome is stored; Dramatiq's own default is 2), and its
+workers serve the no-op queue only. For
 each run, every system goes through:
 
 1. enqueue: N no-op jobs with each of its producer APIs, workers stopped (one at a time, each

@@ -54,11 +54,14 @@ class Config:
     processes: int = 2
     threads: int = 8
     log_dir: Path = field(default_factory=lambda: Path("/tmp"))
+    #: Unacknowledged messages per worker thread, the same for every system: Conveyor's window for
+    #: the no-op kind (``JobKind.prefetch``; Dramatiq's own default is 2).
+    prefetch_per_thread: int = 32
 
     @property
     def prefetch(self) -> int:
-        """Unacknowledged messages per worker process: Dramatiq's default, ``worker_threads × 2``."""
-        return self.threads * 2
+        """Unacknowledged messages per worker process, the same for every system."""
+        return self.threads * self.prefetch_per_thread
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,14 @@
 """(c) Celery: one no-op task over pyamqp on the same RabbitMQ, no result backend.
 
 Set up to give what Dramatiq and Conveyor give: ``task_acks_late`` (acknowledged after the task),
-publisher confirms (``confirm_publish``), persistent messages on a durable queue, and a prefetch
-equal to Dramatiq's (``threads × 2`` per process) through ``--prefetch-multiplier``. Two pools:
+publisher confirms (``confirm_publish``), persistent messages on a durable queue, and the same
+prefetch per process as the other systems (``threads × --prefetch``) through
+``--prefetch-multiplier``. Two pools:
 
-- prefork: ``celery worker -P prefork -c P``, multiplier ``2 × threads`` (P × 2T unacked in all);
-- threads: P instances of ``celery worker -P threads -c T``, multiplier 2 (2T unacked each).
+- prefork: ``celery worker -P prefork -c P``, multiplier ``threads × prefetch`` (that many
+  unacked per process);
+- threads: P instances of ``celery worker -P threads -c T``, multiplier ``prefetch`` (T ×
+  prefetch unacked each).
 
 Gossip, mingle and the event heartbeat are off (``--without-gossip --without-mingle
 --without-heartbeat``), as usual for a worker fleet that does not need them.
@@ -72,7 +75,11 @@ class CelerySystem(RedisCountedSystem):
         if pool == "prefork":
             self.instances, self.concurrency, self.multiplier = 1, config.processes, config.prefetch
         else:
-            self.instances, self.concurrency, self.multiplier = config.processes, config.threads, 2
+            self.instances, self.concurrency, self.multiplier = (
+                config.processes,
+                config.threads,
+                config.prefetch_per_thread,
+            )
         self.description = (
             f"{self.instances} × celery worker -P {pool} -c {self.concurrency} "
             f"--prefetch-multiplier {self.multiplier}, acks_late"

@@ -46,6 +46,8 @@ class ConveyorSystem(System):
             "database_url": config.database_url,
             "redis_url": config.redis_url,
             "namespace": NAMESPACE,
+            # Its default for the no-op queue too, set so that every system gets the same window.
+            "prefetch": str(config.prefetch_per_thread),
         }
         self.producers: dict[str, str] = {"each": "Client.enqueue"}
         self._client: Client | None = None

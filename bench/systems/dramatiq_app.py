@@ -87,6 +87,7 @@ class DramatiqSystem(RedisCountedSystem):
         args = ["-m", "dramatiq", __name__, "-p", str(self.config.processes), "-t", str(self.config.threads)]
         args += ["-Q", QUEUE]
         env = worker_env(self.config, self.counter.prefix)
+        env["dramatiq_queue_prefetch"] = str(self.config.prefetch)  # Dramatiq's own setting
         return [launch(args, env, self.config.log_dir / f"{self.key}.log")]
 
 
