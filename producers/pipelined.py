@@ -75,6 +75,20 @@ def encode(message: dramatiq.Message[Any]) -> bytes:
     return _JSON.encode({name: getattr(message, name) for name in _FIELDS}).encode("utf-8")
 
 
+def _idle_plain_transport(connection: Any) -> Any:
+    """pika's transport of ``connection`` when it is plain TCP, open, with nothing waiting in its
+    buffer (what may be written to and read from past pika's loop), else None."""
+    transport: Any = getattr(connection, "_transport", None)
+    if (
+        _PLAIN_TRANSPORT is None
+        or type(transport) is not _PLAIN_TRANSPORT
+        or transport._tx_buffers
+        or transport._state != transport._STATE_ACTIVE
+    ):
+        return None
+    return transport
+
+
 def _write_now(connection: Any, frames: bytes) -> bool:
     """Write a publish's ``frames`` to the socket of pika's ``connection`` at once; False (nothing
     done) unless it is a plain TCP connection with nothing waiting in its buffer.
@@ -88,13 +102,8 @@ def _write_now(connection: Any, frames: bytes) -> bool:
     Raises:
         OSError: the connection broke (the caller closes it).
     """
-    transport: Any = getattr(connection, "_transport", None)
-    if (
-        _PLAIN_TRANSPORT is None
-        or type(transport) is not _PLAIN_TRANSPORT
-        or transport._tx_buffers
-        or transport._state != transport._STATE_ACTIVE
-    ):
+    transport = _idle_plain_transport(connection)
+    if transport is None:
         return False
     try:
         sent = transport._sock.send(frames)
@@ -262,15 +271,9 @@ class PipelinedPublisher:
         Raises:
             OSError: the connection broke (the caller closes it).
         """
-        transport: Any = getattr(impl, "_transport", None)
+        transport = _idle_plain_transport(impl)
         remaining = getattr(impl.ioloop, "_get_remaining_interval", None)
-        if (
-            _PLAIN_TRANSPORT is None
-            or type(transport) is not _PLAIN_TRANSPORT
-            or transport._tx_buffers
-            or transport._state != transport._STATE_ACTIVE
-            or not callable(remaining)
-        ):
+        if transport is None or not callable(remaining):
             return False
         if self._readable is None:
             self._readable = select.poll()

@@ -108,7 +108,7 @@ class Sender:
             info = self.jobs.create_sent(job)  # some of it may have gone out: a worker's row is kept
             self._publish(message, None)
             return info
-        info = self._record_sent(job)
+        info = self._record_sent(lambda: self.jobs.create_sent(job), [job], f"row of job {job.id}")
         try:
             self._publisher.confirm()
         except BROKER_ERRORS as exc:
@@ -129,7 +129,7 @@ class Sender:
             infos = self.jobs.create_many_sent(jobs)
             self._publish_many(messages, None)
             return infos
-        infos = self._record_many_sent(jobs)
+        infos = self._record_sent(lambda: self.jobs.create_many_sent(jobs), jobs, f"rows of {len(jobs)} jobs")
         try:
             self._publisher.confirm()
         except BROKER_ERRORS as exc:
@@ -137,27 +137,15 @@ class Sender:
             self._publish_many(messages, None)  # duplicate copies are harmless: they are skipped
         return infos
 
-    def _record_many_sent(self, jobs: list[NewJob]) -> list[JobInfo]:
-        """:meth:`_record_sent` for the rows of a batch whose messages are out."""
+    def _record_sent(self, write: Callable[[], T], jobs: Sequence[NewJob], what: str) -> T:
+        """``write()`` the rows of jobs whose messages are out, retrying while PostgreSQL is
+        unreachable; then :class:`JobNotRecorded` (the jobs still run: their workers write them)."""
         try:
-            return self._retried(
-                lambda: self.jobs.create_many_sent(jobs), ServiceUnavailable, f"rows of {len(jobs)} jobs"
-            )
+            return self._retried(write, ServiceUnavailable, what)
         except ServiceUnavailable as exc:
             with contextlib.suppress(*BROKER_ERRORS):
                 self._publisher.confirm()
             raise JobNotRecorded(jobs[0].id, exc, job_ids=[job.id for job in jobs]) from None
-
-    def _record_sent(self, job: NewJob) -> JobInfo:
-        """Write the row of a job whose message is out, retrying while PostgreSQL is unreachable."""
-        try:
-            return self._retried(
-                lambda: self.jobs.create_sent(job), ServiceUnavailable, f"row of job {job.id}"
-            )
-        except ServiceUnavailable as exc:
-            with contextlib.suppress(*BROKER_ERRORS):
-                self._publisher.confirm()
-            raise JobNotRecorded(job.id, exc) from None
 
     def _publish(self, message: dramatiq.Message[Any], delay_ms: int | None) -> None:
         """Publish and wait for RabbitMQ's confirm, retrying while RabbitMQ is unreachable (a

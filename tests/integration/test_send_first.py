@@ -53,12 +53,9 @@ def rows_of(client: Client, job_id: str) -> int:
     return len(client.get_many([job_id]))
 
 
-def test_the_row_of_a_sent_job_keeps_what_a_faster_worker_wrote(
-    client: Client, settings: Settings, db: Database
-) -> None:
-    job_id = str(uuid.uuid4())
-    queue = settings.queue_name("default")
-    with db.session() as session:  # a worker made the row on first sight and started the job
+def worker_started(db: Database, job_id: str, queue: str) -> None:
+    """The row a worker writes for a job it meets before its producer wrote one, and starts."""
+    with db.session() as session:
         session.add(
             JobRow(
                 id=job_id,
@@ -70,6 +67,14 @@ def test_the_row_of_a_sent_job_keeps_what_a_faster_worker_wrote(
                 created_at=utcnow(),
             )
         )
+
+
+def test_the_row_of_a_sent_job_keeps_what_a_faster_worker_wrote(
+    client: Client, settings: Settings, db: Database
+) -> None:
+    job_id = str(uuid.uuid4())
+    queue = settings.queue_name("default")
+    worker_started(db, job_id, queue)  # a worker made the row on first sight and started the job
 
     info = JobStore(db).create_sent(NewJob(job_id, "noop", queue, {}, max_retries=3))
 
@@ -216,18 +221,7 @@ def test_enqueue_many_sends_first_and_keeps_the_rows_faster_workers_wrote(
     client.enqueue("noop")
     queue = settings.queue_name("default")
     jobs = [NewJob(str(uuid.uuid4()), "noop", queue, {}, max_retries=3) for _ in range(3)]
-    with db.session() as session:  # a worker made the second row on first sight and started it
-        session.add(
-            JobRow(
-                id=jobs[1].id,
-                kind="noop",
-                queue=queue,
-                status="running",
-                payload={},
-                attempts=1,
-                created_at=utcnow(),
-            )
-        )
+    worker_started(db, jobs[1].id, queue)  # a worker made the second row on first sight
 
     before = job_store.create_sent(NewJob(str(uuid.uuid4()), "noop", queue, {}, max_retries=3))
 
