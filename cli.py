@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 from rich.progress import Progress, TaskID
+from rich.table import Table
 
 from console.admin import config, prune_command, queues, stats, top
 from console.audit import audit
@@ -275,6 +276,28 @@ def db_upgrade(state: AppState, revision: str) -> None:
     click.echo(
         f"schema at {after} (was {before or 'empty'})" if before != after else f"schema up to date at {after}"
     )
+
+
+@db.command("partitions")
+@json_option
+@click.pass_obj
+def db_partitions(state: AppState, as_json: bool) -> None:
+    """List the partitions of the jobs table: one a day, and the default one (PostgreSQL)."""
+
+    partitions = state.ops.partitions()
+    if as_json:
+        echo_json([p.to_dict() for p in partitions])
+        return
+    if not partitions:
+        click.echo("the jobs table has no partitions (SQLite, or the schema is older than 0017)")
+        return
+    table = Table(title=f"{len(partitions)} partition(s) of jobs", title_justify="left")
+    for column in ("partition", "holds", "rows (estimate)", "size"):
+        table.add_column(column, justify="right" if column in ("rows (estimate)", "size") else "left")
+    for p in partitions:
+        holds = f"ids made on {p.day.isoformat()}" if p.day else "other ids (UUIDv4, rows of before 0017)"
+        table.add_row(p.name, holds, f"{p.rows:,}", f"{p.bytes / 1048576:,.1f} MiB")
+    out.print(table)
 
 
 @main.command()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
 import warnings
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -16,6 +15,7 @@ import dramatiq
 
 from jobs.broker import BROKER_ERRORS, broker_unavailable, build_broker
 from jobs.delivery import DeliveryOptions
+from jobs.ids import new_job_id
 from jobs.keyring import keyring_of
 from jobs.kinds import JobKind, get_kind
 from jobs.settings import Settings
@@ -413,7 +413,7 @@ class Client:
             args=(),
             kwargs=payload,
             options=message_options,
-            message_id=str(uuid.uuid4()),
+            message_id=new_job_id(),
         )
         # Signed before anything else reads it: the row's payload is then the signed one.
         return self._signer.sign(message) if self._signer is not None else message

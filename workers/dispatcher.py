@@ -41,6 +41,7 @@ class Dispatcher(threading.Thread):
         namespace: str,
         sweep: Callable[[], object] | None = None,
         sweep_interval: float = 30.0,
+        upkeep: Callable[[], object] | None = None,
         interval: float = DELAYED_POLL_INTERVAL,
     ) -> None:
         super().__init__(name="conveyor-dispatcher", daemon=True)
@@ -49,6 +50,8 @@ class Dispatcher(threading.Thread):
         self.namespace = namespace
         self.sweep = sweep
         self.sweep_interval = sweep_interval
+        #: Run with each sweep: the partitions of ``jobs`` (it keeps its own, hourly, pace).
+        self.upkeep = upkeep
         self.interval = interval
         self.published = 0
         self._stop_event = threading.Event()
@@ -64,6 +67,8 @@ class Dispatcher(threading.Thread):
             if self.sweep is not None and time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + self.sweep_interval
                 self._guard("sweeping for orphaned jobs", self.sweep)
+                if self.upkeep is not None:
+                    self._guard("making the partitions of jobs", self.upkeep)
         # A final round, so that what came due during shutdown does not wait for the next replica.
         self._guard("publishing delayed messages", self.dispatch_once)
 

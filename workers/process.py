@@ -22,12 +22,14 @@ from types import FrameType
 import dramatiq
 
 from jobs import metrics
+from jobs.admin.partitions import PartitionUpkeep
 from jobs.middleware.heartbeat import Replica
 from jobs.settings import Settings, mask_url
 from jobs.store import JobStore
 from jobs.store.delayed import DelayedStore
 from jobs.store.orphans import OrphanStore
 from jobs.store.outbox import OutboxStore
+from jobs.store.partitions import PartitionStore
 from jobs.store.pauses import QueuePauseStore
 from workers.dispatcher import Dispatcher
 from workers.pauses import PausableConsumers, PausedAtBoot
@@ -212,6 +214,7 @@ def _start_dispatcher(stack: WorkerStack) -> Dispatcher | None:
         namespace=stack.settings.namespace,
         sweep=reconciler.sweep,
         sweep_interval=stack.settings.reconcile_interval,
+        upkeep=PartitionUpkeep(PartitionStore(stack.db)),
     )
     dispatcher.start()
     return dispatcher

@@ -21,6 +21,7 @@ from jobs.admin.dead_groups import DeadView, dead_view
 from jobs.admin.files import RemovedFiles, outbox_folder, remove_job_files
 from jobs.admin.gdpr import Subjects
 from jobs.admin.overview import charts, job_counters, queue_names, window
+from jobs.admin.partitions import PartitionUpkeep
 from jobs.admin.pauses import PauseOutcome, pause_queue, paused_queues, resume_queue
 from jobs.admin.queues import QueueStats, queue_stats, rabbitmq_counts
 from jobs.admin.retention import Retention
@@ -37,6 +38,7 @@ from jobs.store import AttemptInfo, Database, JobInfo, JobSelection, JobStore
 from jobs.store.artifacts import ArtifactInfo, ArtifactStore
 from jobs.store.audit import AuditEntry
 from jobs.store.migrate import ensure_database, upgrade
+from jobs.store.partitions import Partition, PartitionStore
 from jobs.store.pauses import QueuePause
 from jobs.store.schedule import TickStore
 from jobs.store.search import JobPage, JobQuery, SearchStore
@@ -254,7 +256,8 @@ class Operations:
         if self.settings.retention_days is not None or self.settings.retention_days_by_kind:
             auditor = Auditor(self._db, self.settings.namespace, Actor.scheduler(identity))
             retention = Retention(self.settings, self._db, auditor)
-        return Scheduler(plan, producer, self._db, identity=identity, retention=retention)
+        upkeep = PartitionUpkeep(PartitionStore(self._db))
+        return Scheduler(plan, producer, self._db, identity=identity, retention=retention, upkeep=upkeep)
 
     def schedule_status(self, plan: Schedule, count: int) -> tuple[list[EntryStatus], str | None]:
         """Each entry's next ``count`` runs and last tick, and the leading replica (PostgreSQL only)."""
@@ -263,6 +266,14 @@ class Operations:
             current_leader(self._db, self.settings.namespace) if self._db.dialect == "postgresql" else None
         )
         return statuses, leader
+
+    def partitions(self) -> list[Partition]:
+        """The partitions of ``jobs`` (PostgreSQL; none on SQLite), the default one first.
+
+        Raises:
+            ServiceUnavailable: the database cannot be reached.
+        """
+        return PartitionStore(self._db).partitions()
 
     def schedule_ticks(self) -> tuple[dict[str, datetime], str | None]:
         """Each entry's last tick in this namespace (by name) and the leading replica, without

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -11,7 +11,7 @@ from typing import Any
 from jobs.admin.files import RemovedFiles, inputs_of, remove_email_copies, unlink_artifact_files
 from jobs.status import FINAL_STATUSES
 from jobs.store import Database
-from jobs.store.maintenance import PruneStore
+from jobs.store.maintenance import PrunedBatch, PruneScope, PruneStore
 
 #: Jobs deleted per transaction: short transactions, no long locks.
 BATCH = 1000
@@ -56,6 +56,22 @@ def prune(
     return result.jobs, result.removed.artifacts
 
 
+def pruned_batches(
+    store: PruneStore,
+    older_than: datetime,
+    statuses: list[str],
+    scope: PruneScope | None = None,
+    *,
+    with_ids: bool,
+) -> Iterator[PrunedBatch]:
+    """Deletes as it is iterated: first each day partition of ``jobs`` that can go whole (one
+    batch each), then the other prunable jobs row by row, :data:`BATCH` at a time. ``with_ids``:
+    a dropped partition's batch lists its jobs (for their ``.eml`` copies)."""
+    yield from store.drop_partitions(older_than, statuses, inputs_of, scope, with_ids=with_ids)
+    while (batch := store.delete_batch(older_than, statuses, BATCH, inputs_of, scope)).selected:
+        yield batch
+
+
 def prune_jobs(
     db: Database,
     older_than: datetime,
@@ -85,10 +101,7 @@ def prune_jobs(
             on_batch(len(ids))
         return PruneResult(jobs, removed, dry_run=True)
     jobs, removed = 0, RemovedFiles()
-    while True:
-        batch = store.delete_batch(older_than, wanted, BATCH, inputs_of)
-        if not batch.selected:
-            break
+    for batch in pruned_batches(store, older_than, wanted, with_ids=outbox is not None):
         # After the commit: a crash leaves a stray file, never a row pointing at a missing one.
         jobs += batch.jobs
         removed += RemovedFiles(

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from jobs.admin.audit import Auditor
-from jobs.admin.files import inputs_of, outbox_folder, remove_email_copies, unlink_artifact_files
-from jobs.admin.prune import BATCH
+from jobs.admin.files import outbox_folder, remove_email_copies, unlink_artifact_files
+from jobs.admin.prune import pruned_batches
 from jobs.errors import SettingsError
 from jobs.kinds import KINDS
 from jobs.settings import Settings
@@ -114,9 +114,9 @@ class Retention:
         self, cutoff: datetime, statuses: list[str], scope: PruneScope, max_batches: int, done: RetentionRun
     ) -> int:
         deleted = 0
+        batches = pruned_batches(self.store, cutoff, statuses, scope, with_ids=self.outbox is not None)
         for _ in range(max_batches):
-            batch = self.store.delete_batch(cutoff, statuses, BATCH, inputs_of, scope)
-            if not batch.selected:
+            if (batch := next(batches, None)) is None:
                 return deleted
             deleted += batch.jobs
             done.jobs += batch.jobs

@@ -98,6 +98,7 @@ class Scheduler:
         identity: str | None = None,
         clock: Callable[[], datetime] = _now,
         retention: Retention | None = None,
+        upkeep: Callable[[], object] | None = None,
     ) -> None:
         self.schedule = schedule
         self.producer = producer
@@ -112,6 +113,8 @@ class Scheduler:
         # The leader applies CONVEYOR_RETENTION_DAYS at start, then hourly.
         self.retention = retention
         self._next_retention: float | None = None
+        #: The leader makes the partitions of ``jobs`` ahead too (it keeps its own, hourly, pace).
+        self.upkeep = upkeep
 
     @property
     def leading(self) -> bool:
@@ -150,6 +153,8 @@ class Scheduler:
         try:
             self._enqueue_due(now or self.clock())
             self._retain(now or self.clock())
+            if self.upkeep is not None:
+                self.upkeep()
         except ServiceUnavailable as exc:
             if str(exc) != self._outage:
                 logger.warning("%s: enqueueing paused, retried every %g s", exc, OUTAGE_RETRY)

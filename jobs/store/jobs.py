@@ -25,7 +25,7 @@ from jobs.ids import is_uuid
 from jobs.status import Event, JobStatus, sources, target
 from jobs.store.database import Database
 from jobs.store.delayed import HeldMessage, hold
-from jobs.store.tables import Attempts, DelayedMessages, Jobs
+from jobs.store.tables import Attempts, DelayedMessages, JobKeys, Jobs
 from jobs.subjects import SubjectHasher
 
 
@@ -38,6 +38,11 @@ def as_utc(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=UTC)
+
+
+def key_values(job: NewJob) -> dict[str, Any]:
+    """The ``job_keys`` row of a job enqueued with an idempotency key."""
+    return {"idempotency_key": job.idempotency_key, "kind": job.kind, "queue": job.queue, "job_id": job.id}
 
 
 @dataclass(frozen=True)
@@ -221,13 +226,16 @@ class JobStore:
         try:
             with self.db.transaction() as session:
                 # A Core statement, not the ORM's unit of work: an enqueue's CPU is mostly this.
-                # The job row goes first, so the unique key decides before anything is held.
+                # The job row goes first (the key's row refers to it); the key's primary key
+                # decides before anything is held.
                 session.execute(insert(Jobs).values(**stored))
+                if job.idempotency_key is not None:
+                    session.execute(insert(JobKeys).values(key_values(job)))
                 if job.held is not None:
                     hold(session, job.held, sealer=self.db.sealer)
             return _queued_info(values), True
         except IntegrityError:
-            # The unique key (idempotency_key, kind, queue) decides: whoever inserted first owns it.
+            # The key's row (idempotency_key, kind, queue) decides: whoever inserted first owns it.
             if job.idempotency_key is None:
                 raise
             existing = self.find_by_idempotency_key(job.idempotency_key, kind=job.kind, queue=job.queue)
@@ -372,11 +380,11 @@ class JobStore:
     ) -> JobInfo | None:
         """The job that holds ``key`` in the scope of ``kind`` and ``queue`` (its namespace); without
         them, the oldest job holding the key in any scope."""
-        query = select(Jobs).where(Jobs.idempotency_key == key)
+        query = select(Jobs).join(JobKeys, JobKeys.job_id == Jobs.id).where(JobKeys.idempotency_key == key)
         if kind is not None:
-            query = query.where(Jobs.kind == kind)
+            query = query.where(JobKeys.kind == kind)
         if queue is not None:
-            query = query.where(Jobs.queue == queue)
+            query = query.where(JobKeys.queue == queue)
         with self.db.transaction() as session:
             row = session.execute(query.order_by(Jobs.created_at).limit(1)).first()
             return JobInfo.from_row(row, self.db.sealer) if row else None

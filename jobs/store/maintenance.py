@@ -9,21 +9,24 @@ passes :data:`InputsOf` (the kinds' ``artifact_ids``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, and_, cast, delete, func, not_, or_, select
+from sqlalchemy import ColumnElement, Text, and_, cast, delete, exists, func, not_, or_, select
 from sqlalchemy.orm import Session
 
 from jobs import crypto
 from jobs.crypto import Sealer
 from jobs.store.database import Database
 from jobs.store.models import ArtifactRow, JobRow
+from jobs.store.partitions import Partition, PartitionStore, drop_day, lock_day
 
 #: ``(kind, payload)`` → the ids of the artifacts a job of that kind reads.
 InputsOf = Callable[[str, dict[str, Any]], Iterable[str]]
+#: Picks some jobs by a condition on a column holding job ids (``jobs.id``, ``artifacts.job_id``).
+Chosen = Callable[[Any], ColumnElement[bool]]
 #: Candidate inputs checked against other jobs' payloads per query.
 _REFERENCE_CHUNK = 200
 
@@ -103,6 +106,64 @@ class PruneStore:
             jobs = session.execute(delete(JobRow).where(JobRow.id.in_(ids))).rowcount  # type: ignore[attr-defined]
         return PrunedBatch(len(ids), int(jobs), artifacts, owned.files, ids)
 
+    def drop_partitions(
+        self,
+        older_than: datetime,
+        statuses: Sequence[str],
+        inputs_of: InputsOf | None = None,
+        scope: PruneScope | None = None,
+        *,
+        with_ids: bool = False,
+    ) -> Iterator[PrunedBatch]:
+        """Drop whole each day partition of ``jobs`` (PostgreSQL) all of whose jobs
+        :meth:`delete_batch` would delete: made before ``older_than``, and none that must stay.
+        Their artifacts go as :meth:`delete_batch`'s do; their attempts and other rows go with
+        the partition (``jobs/store/partitions.py``). One transaction per partition.
+
+        Yields:
+            What each dropped partition held (``job_ids`` only ``with_ids``: a day may hold millions).
+
+        Raises:
+            ServiceUnavailable: the database cannot be reached.
+        """
+        prunable = and_(*_prunable(older_than, statuses, scope))
+        keep = not_(func.coalesce(prunable, False))
+        # Days before the cutoff, and before those that partition upkeep makes (yesterday on).
+        last = min(
+            older_than.astimezone(UTC).date() - timedelta(days=1),
+            datetime.now(UTC).date() - timedelta(days=2),
+        )
+        for partition in PartitionStore(self.db).partitions():
+            if partition.day is None or partition.day > last:
+                continue
+            batch = self._drop_partition(partition, keep, inputs_of, with_ids=with_ids)
+            if batch is not None:
+                yield batch
+
+    def _drop_partition(
+        self, partition: Partition, keep: ColumnElement[bool], inputs_of: InputsOf | None, *, with_ids: bool
+    ) -> PrunedBatch | None:
+        low, high = partition.bounds or ("", "")
+        chosen = _in_range(low, high)
+        with self.db.session() as session:
+            lock_day(session, partition)
+            if session.scalar(select(exists().where(chosen(JobRow.id), keep))):
+                return None  # some job stays: the row-by-row batches deal with the others
+            count = int(
+                session.scalar(select(func.count()).select_from(JobRow).where(chosen(JobRow.id))) or 0
+            )
+            ids = (
+                [str(i) for i in session.scalars(select(JobRow.id).where(chosen(JobRow.id)))]
+                if with_ids
+                else []
+            )
+            owned = artifacts_of_jobs(
+                session, self.db.sealer, chosen, inputs_of, others=not_(chosen(JobRow.id))
+            )
+            artifacts = _delete_artifacts(session, owned.ids)
+            drop_day(session, partition)
+        return PrunedBatch(count, count, artifacts, owned.files, ids)
+
     def plan(
         self, older_than: datetime, statuses: Sequence[str], limit: int, inputs_of: InputsOf | None = None
     ) -> Iterable[tuple[list[str], ArtifactsOfJobs]]:
@@ -161,22 +222,24 @@ class JobFilesStore:
 def artifacts_of_jobs(
     session: Session,
     sealer: Sealer,
-    job_ids: list[str],
+    job_ids: list[str] | Chosen,
     inputs_of: InputsOf | None,
     *,
     others: ColumnElement[bool],
 ) -> ArtifactsOfJobs:
-    """The artifacts of ``job_ids``: their outputs, and the inputs their payloads name that are
-    uploads (no job of their own, or one of these jobs) and that no job matching ``others`` names.
-    Payloads are read through ``sealer``: an encrypted payload names its inputs too."""
+    """The artifacts of ``job_ids`` (or of the jobs a :data:`Chosen` picks): their outputs, and
+    the inputs their payloads name that are uploads (no job of their own, or one of these jobs)
+    and that no job matching ``others`` names. Payloads are read through ``sealer``: an
+    encrypted payload names its inputs too."""
+    chosen = job_ids if callable(job_ids) else _among(job_ids)
     outputs = session.execute(
-        select(ArtifactRow.id, ArtifactRow.location).where(ArtifactRow.job_id.in_(job_ids))
+        select(ArtifactRow.id, ArtifactRow.location).where(chosen(ArtifactRow.job_id))
     ).all()
     found = {str(artifact_id): location for artifact_id, location in outputs}
     candidates: set[str] = set()
     if inputs_of is not None:
         for job_id, kind, payload in session.execute(
-            select(JobRow.id, JobRow.kind, JobRow.payload).where(JobRow.id.in_(job_ids))
+            select(JobRow.id, JobRow.kind, JobRow.payload).where(chosen(JobRow.id))
         ):
             opened = sealer.open_json(payload, crypto.PAYLOAD, str(job_id))
             candidates.update(str(a) for a in inputs_of(kind, opened or {}))
@@ -185,7 +248,7 @@ def artifacts_of_jobs(
     if unused:
         inputs = session.execute(
             select(ArtifactRow.id, ArtifactRow.location).where(
-                ArtifactRow.id.in_(unused), or_(ArtifactRow.job_id.is_(None), ArtifactRow.job_id.in_(job_ids))
+                ArtifactRow.id.in_(unused), or_(ArtifactRow.job_id.is_(None), chosen(ArtifactRow.job_id))
             )
         ).all()
         found.update({str(artifact_id): location for artifact_id, location in inputs})
@@ -213,6 +276,14 @@ def _named_by(
                 payload_text = json.dumps(sealer.open_json(payload, crypto.PAYLOAD, str(job_id)))
             named.update(a for a in chunk if a in (payload_text or ""))
     return named
+
+
+def _among(job_ids: list[str]) -> Chosen:
+    return lambda column: column.in_(job_ids)
+
+
+def _in_range(low: str, high: str) -> Chosen:
+    return lambda column: and_(column >= low, column < high)
 
 
 def _delete_artifacts(session: Session, artifact_ids: list[str]) -> int:

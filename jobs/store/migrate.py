@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -16,11 +18,22 @@ from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
 from jobs.errors import ServiceUnavailable
 from jobs.settings import mask_url
 from jobs.store.database import Database
+from jobs.store.partitions import PartitionStore, is_partition
 from jobs.tls import explained
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Replicas started together all run `db upgrade`; one migrates, the others wait.
 _MIGRATION_LOCK_ID = 0x636F6E76  # "conv"
+
+
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """What autogenerate compares with the models: not the partitions of ``jobs``, nor the copies
+    of each foreign key to ``jobs`` that PostgreSQL keeps for every partition."""
+    if type_ == "table":
+        return not is_partition(name or "")
+    if type_ == "foreign_key_constraint" and reflected:
+        return not is_partition(obj.referred_table.name)
+    return True
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -94,4 +107,6 @@ def upgrade(db: Database, revision: str = "head") -> tuple[str | None, str | Non
             after = MigrationContext.configure(connection).get_current_revision()
     except OperationalError as exc:
         raise db.unavailable(exc) from None
+    if after == head_revision():
+        PartitionStore(db).ensure(datetime.now(UTC).date())
     return before, after

@@ -73,6 +73,17 @@ class AttemptRow(Base):
     trace_id: Mapped[str | None]
 
 
+class JobKeyRow(Base):
+    """The idempotency key of a job enqueued with one, unique in its namespace and kind."""
+
+    __table__ = tables.job_keys
+
+    idempotency_key: Mapped[str]
+    kind: Mapped[str]
+    queue: Mapped[str]
+    job_id: Mapped[str]
+
+
 class ClaimRow(Base):
     """A run started without a write to its job (``jobs/store/claims.py``), until its end is written."""
 

@@ -23,7 +23,7 @@ from typing import Any
 import dramatiq
 import psycopg
 from psycopg.types.json import Jsonb
-from sqlalchemy import Connection, Engine, delete, func, select, text, update
+from sqlalchemy import Connection, Engine, TextClause, delete, func, select, text, update
 
 from jobs import crypto
 from jobs.errors import DecryptionError
@@ -31,28 +31,43 @@ from jobs.store.database import Database
 from jobs.store.delayed import hold
 from jobs.store.direct import DirectConnection
 from jobs.store.jobs import QUEUED_COLUMNS, JobInfo, JobStore, NewJob
-from jobs.store.tables import Jobs, Outbox
+from jobs.store.tables import JobKeys, Jobs, Outbox
 
 logger = logging.getLogger("conveyor.store")
 
 #: The channel an outbox insert notifies (migration 0014's trigger), with the namespace as payload.
 CHANNEL = "conveyor_outbox"
 
-#: The job's row, and its outbox entry only when the row was written (an idempotency key
-#: already taken writes neither): one round trip in the caller's transaction.
-_WRITE_SQL = text(
-    "WITH job AS (INSERT INTO jobs ({columns}) VALUES ({values}) ON CONFLICT DO NOTHING RETURNING id) "
+_COLUMNS = ", ".join(QUEUED_COLUMNS)
+_VALUES = ", ".join(f":{c}" for c in QUEUED_COLUMNS)
+#: An idempotency key's row: nothing when the key is taken.
+_KEY = (
+    "key AS (INSERT INTO job_keys (idempotency_key, kind, queue, job_id) "
+    "VALUES (:idempotency_key, :kind, :queue, :id) ON CONFLICT DO NOTHING RETURNING job_id)"
+)
+#: The job's row, unless its id is taken; keyed, only when its key's row was written (the key's
+#: reference to the job is checked at the statement's end, when both rows are there).
+_JOB = {
+    keyed: f"job AS (INSERT INTO jobs ({_COLUMNS}) {source} ON CONFLICT DO NOTHING RETURNING id)"
+    for keyed, source in ((False, f"VALUES ({_VALUES})"), (True, f"SELECT {_VALUES} FROM key"))
+}
+#: The job's outbox entry, when its row was written.
+_ENTRY = (
     "INSERT INTO outbox (namespace, job_id, queue, message, created_at, attempts) "
-    "SELECT :namespace, job.id, :queue, :message, :created_at, 0 FROM job RETURNING job_id".format(
-        columns=", ".join(QUEUED_COLUMNS), values=", ".join(f":{c}" for c in QUEUED_COLUMNS)
-    )
+    "SELECT :namespace, job.id, :queue, :message, :created_at, 0 FROM job RETURNING job_id"
 )
-#: A delayed job's row alone (its message is held in ``delayed_messages`` until due).
-_WRITE_ROW_SQL = text(
-    "INSERT INTO jobs ({columns}) VALUES ({values}) ON CONFLICT DO NOTHING RETURNING id".format(
-        columns=", ".join(QUEUED_COLUMNS), values=", ".join(f":{c}" for c in QUEUED_COLUMNS)
-    )
-)
+
+
+def _write_sql(*, keyed: bool, entry: bool) -> TextClause:
+    """One round trip in the caller's transaction: the job's row (with its key's), and its outbox
+    entry only when the row was written (an idempotency key already taken writes nothing). A
+    delayed job has no entry: its message is held in ``delayed_messages`` until due."""
+    ctes = [_KEY, _JOB[True]] if keyed else [_JOB[False]]
+    return text(f"WITH {', '.join(ctes)} {_ENTRY if entry else 'SELECT id FROM job'}")
+
+
+#: By (keyed, with an outbox entry).
+_WRITE_SQL = {(k, e): _write_sql(keyed=k, entry=e) for k in (False, True) for e in (False, True)}
 _COPY_JOBS_SQL = "COPY jobs ({}) FROM STDIN".format(", ".join(QUEUED_COLUMNS))
 _COPY_OUTBOX_SQL = "COPY outbox (namespace, job_id, queue, message, created_at, attempts) FROM STDIN"
 #: What names a database server and database: two connections that agree are on the same one.
@@ -98,13 +113,12 @@ class OutboxStore:
         values, stored = self.jobs.queued_values(job)
         params = {**stored, "payload": Jsonb(stored["payload"])}
         with self.db.translated():
-            if job.held is not None:
-                created = connection.execute(_WRITE_ROW_SQL, params).first() is not None
-                if created:
-                    hold(connection, job.held, sealer=self.db.sealer)
-            else:
+            if job.held is None:
                 params.update(namespace=namespace, message=self._sealed(message))
-                created = connection.execute(_WRITE_SQL, params).first() is not None
+            sql = _WRITE_SQL[job.idempotency_key is not None, job.held is None]
+            created = connection.execute(sql, params).first() is not None
+            if created and job.held is not None:
+                hold(connection, job.held, sealer=self.db.sealer)
             if created:
                 return self.jobs.queued_info(values), True
             return self._existing(connection, job), False
@@ -200,10 +214,16 @@ class OutboxStore:
     def _existing(self, connection: Connection, job: NewJob) -> JobInfo:
         """The job holding ``job``'s idempotency key, read in the caller's transaction (it may
         have been written there, uncommitted)."""
-        query = select(Jobs).where(
-            Jobs.idempotency_key == job.idempotency_key, Jobs.kind == job.kind, Jobs.queue == job.queue
+        query = (
+            select(Jobs)
+            .join(JobKeys, JobKeys.job_id == Jobs.id)
+            .where(
+                JobKeys.idempotency_key == job.idempotency_key,
+                JobKeys.kind == job.kind,
+                JobKeys.queue == job.queue,
+            )
         )
-        row = connection.execute(query.order_by(Jobs.created_at).limit(1)).first()
+        row = connection.execute(query).first()
         if row is None:  # a conflict on something else than the key: not ours to hide
             raise ValueError(f"job {job.id} could not be written: its id is taken")
         return JobInfo.from_row(row, self.db.sealer)

@@ -32,6 +32,7 @@ from jobs.store.models import (
     EmailDeliveryRow,
     JobRow,
 )
+from jobs.store.tables import JobKeys
 from jobs.subjects import SubjectMatcher
 
 #: What a waiting job's row keeps once erased: no trace of what it was for.
@@ -260,6 +261,8 @@ class SubjectStore:
         )
         # Artifacts go in erase(); their rows must not hold the deleted jobs back.
         session.execute(update(ArtifactRow).where(ArtifactRow.job_id.in_(settled)).values(job_id=None))
+        # A key may name the person too; the redacted jobs keep no key (deleted ones lose theirs by cascade).
+        session.execute(delete(JobKeys).where(JobKeys.job_id.in_(settled)))
         waiting = _values(sources(Event.CANCEL))
         done.jobs_deleted += _count(
             session.execute(delete(JobRow).where(JobRow.id.in_(settled), JobRow.status.not_in(waiting)))

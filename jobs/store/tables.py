@@ -96,8 +96,6 @@ jobs = Table(
     Index(
         None, "finished_at", "status", postgresql_include=["started_at", "created_at", "attempts", "queue"]
     ),
-    # An idempotency key's scope is its namespace (the queue's prefix) and kind.
-    UniqueConstraint("idempotency_key", "kind", "queue"),
     # `conveyor gdpr` finds a subject's jobs with `subjects && ARRAY[…]`.
     Index(None, "subjects", postgresql_using="gin"),
     # The dashboard: one queue's jobs newest first; payload search (`payload @> …`, migration
@@ -115,6 +113,22 @@ jobs = Table(
         # SQLAlchemy's SQLite dialect in every worker process.
         postgresql_where=text("dead_fingerprint IS NOT NULL"),
     ),
+    # One partition a day of UUIDv7 ids, and a DEFAULT one for other ids (``partitions.py``);
+    # migration 0017 makes it so on PostgreSQL.
+    postgresql_partition_by="RANGE (id)",
+)
+
+#: The idempotency key of a job enqueued with one (``enqueue(..., idempotency_key=K)``). Its
+#: scope is the namespace (the queue's prefix) and kind. Kept out of ``jobs``: a unique
+#: constraint of a partitioned table must hold its partition key, and a key must be unique
+#: across every partition. Written with the job's row, deleted with it (cascade).
+job_keys = Table(
+    "job_keys",
+    metadata,
+    Column("idempotency_key", String(255), primary_key=True),
+    Column("kind", String(64), primary_key=True),
+    Column("queue", String(255), primary_key=True),
+    Column("job_id", UuidStr, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True),
 )
 
 #: One run of a job on one worker.
@@ -301,6 +315,10 @@ class Columns(metaclass=_ColumnsOf):
 
 class Jobs(Columns):
     __table__ = jobs
+
+
+class JobKeys(Columns):
+    __table__ = job_keys
 
 
 class Attempts(Columns):

@@ -24,6 +24,7 @@ from jobs.admin.operations import Operations
 from jobs.settings import Settings
 from jobs.store import Database
 from jobs.store.artifacts import ArtifactStore
+from jobs.store.partitions import is_partition
 from jobs.subjects import spellings
 from producers import Client, JobStatus
 from tests.helpers import WorkerProcess, run_cli
@@ -156,7 +157,8 @@ def cli_json(env: dict[str, str], *args: str) -> Any:
 
 
 def tables(db: Database) -> dict[str, list[str]]:
-    """Every table of the schema, with its ``bytea`` columns."""
+    """Every table of the schema, with its ``bytea`` columns (the partitions of ``jobs`` are searched
+    through ``jobs``)."""
     with db.engine.connect() as connection:
         rows = connection.execute(
             text(
@@ -167,6 +169,8 @@ def tables(db: Database) -> dict[str, list[str]]:
         )
         found: dict[str, list[str]] = {}
         for table, column in rows:
+            if is_partition(table):
+                continue
             found.setdefault(table, []).extend([column] if column else [])
         return found
 

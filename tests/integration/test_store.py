@@ -13,7 +13,7 @@ from sqlalchemy import inspect
 
 from jobs.status import AttemptOutcome
 from jobs.store import AttemptEnd, AttemptStore, Database, JobStore, NewJob, SeenMessage, WorkerIdentity
-from jobs.store.migrate import current_revision, head_revision
+from jobs.store.migrate import current_revision, head_revision, include_object
 from jobs.store.models import Base
 
 pytestmark = pytest.mark.integration
@@ -31,7 +31,9 @@ def db(database_url: str) -> Database:
 def test_the_migrated_schema_equals_the_models(db: Database) -> None:
     assert current_revision(db) == head_revision()
     with db.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "include_object": include_object}
+        )
         assert compare_metadata(context, Base.metadata) == []
         indexes = {ix["name"] for ix in inspect(connection).get_indexes("jobs")}
     assert {"ix_jobs_status_created_at", "ix_jobs_kind_created_at"} <= indexes
