@@ -88,6 +88,7 @@ class Retention:
                 kind=rule.kind,
                 not_kinds=() if rule.kind is not None else with_rules,
                 queue_prefix=f"{self.namespace}.",
+                whole_days=True,
             )
             cutoff = now - timedelta(days=rule.days)
             deleted = self._apply(cutoff, statuses, scope, max_batches, done)

@@ -58,7 +58,8 @@ WITH u AS MATERIALIZED (
     SELECT c.id, c.n, c.held, j.status, j.attempts,
            c.held AND c.at_once AND j.status = ANY(%(waiting)s) AND m.job_id IS NULL AS go,
            m.worker, m.host, m.pid, m.started_at
-    FROM c LEFT JOIN jobs AS j ON j.id = c.id LEFT JOIN job_claims AS m ON m.job_id = c.id
+    FROM c LEFT JOIN jobs AS j ON j.id = c.id AND j.id = ANY(%(ids)s::uuid[])
+         LEFT JOIN job_claims AS m ON m.job_id = c.id
 ), marked AS (
     INSERT INTO job_claims (job_id, attempt, worker, host, pid, started_at)
     SELECT id, attempts + 1, %(worker)s, %(host)s, %(pid)s, now() FROM r WHERE go
@@ -182,7 +183,9 @@ class Claims:
                 if let_go:
                     pg.execute(_RELEASE, (array_literal(let_go),))
                 return
-            rows = pg.execute(_CLAIM, self._params(asks, let_go)).fetchall()
+            # Not prepared: planned for the partitions of ``jobs`` holding these ids only
+            # (``j.id = ANY``), where a generic plan would open every partition at every run.
+            rows = pg.execute(_CLAIM, self._params(asks, let_go), prepare=False).fetchall()
             extra = []
             for ask, row in zip(asks, rows, strict=True):
                 held = bool(row[1])

@@ -14,14 +14,26 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, and_, cast, delete, exists, func, not_, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Text,
+    and_,
+    cast,
+    delete,
+    exists,
+    func,
+    literal_column,
+    not_,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from jobs import crypto
 from jobs.crypto import Sealer
 from jobs.store.database import Database
 from jobs.store.models import ArtifactRow, JobRow
-from jobs.store.partitions import Partition, PartitionStore, drop_day, lock_day
+from jobs.store.partitions import DEFAULT, Partition, PartitionStore, drop_day, lock_day
 
 #: ``(kind, payload)`` → the ids of the artifacts a job of that kind reads.
 InputsOf = Callable[[str, dict[str, Any]], Iterable[str]]
@@ -61,6 +73,10 @@ class PruneScope:
     not_kinds: tuple[str, ...] = ()
     #: ``<namespace>.``: the queues of one namespace (retention runs per namespace).
     queue_prefix: str | None = None
+    #: Retention's rule on PostgreSQL: a job in a day partition of ``jobs`` goes with its whole
+    #: day (:meth:`PruneStore.drop_partitions`), and row by row only once a day past the cutoff
+    #: (a day held back by a job that stays). Rows of the default partition go at the cutoff.
+    whole_days: bool = False
 
 
 class PruneStore:
@@ -89,12 +105,12 @@ class PruneStore:
     ) -> PrunedBatch:
         """Delete up to ``limit`` such jobs (within ``scope``: a kind, a namespace) in one
         transaction, with their artifact rows: outputs, and the inputs no remaining job names
-        (attempts go with their job: ON DELETE CASCADE). An empty batch means nothing is left.
+        (attempts go with their job: a trigger deletes them). An empty batch means nothing is left.
 
         Raises:
             ServiceUnavailable: the database cannot be reached.
         """
-        conditions = _prunable(older_than, statuses, scope)
+        conditions = [*_prunable(older_than, statuses, scope), *self._held_for_their_day(older_than, scope)]
         with self.db.session() as session:
             ids = [str(i) for i in session.scalars(select(JobRow.id).where(*conditions).limit(limit))]
             if not ids:
@@ -105,6 +121,15 @@ class PruneStore:
             artifacts = _delete_artifacts(session, owned.ids)
             jobs = session.execute(delete(JobRow).where(JobRow.id.in_(ids))).rowcount  # type: ignore[attr-defined]
         return PrunedBatch(len(ids), int(jobs), artifacts, owned.files, ids)
+
+    def _held_for_their_day(
+        self, older_than: datetime, scope: PruneScope | None
+    ) -> list[ColumnElement[bool]]:
+        """``scope.whole_days``: the jobs of day partitions stay a day past ``older_than``."""
+        if scope is None or not scope.whole_days or self.db.dialect != "postgresql":
+            return []
+        in_default = literal_column("jobs.tableoid") == literal_column(f"'{DEFAULT}'::regclass")
+        return [or_(in_default, JobRow.finished_at < older_than - timedelta(days=1))]
 
     def drop_partitions(
         self,

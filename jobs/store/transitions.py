@@ -334,7 +334,8 @@ def _end_job(rows: Rows) -> Update:
     c = rows.c
     return (
         update(Jobs)
-        .where(Jobs.id == c["job"], Jobs.attempts == c["number"], _status_in(_END_SOURCES))
+        .where(Jobs.id == c["job"], *rows.pruning(Jobs.id, "job"))
+        .where(Jobs.attempts == c["number"], _status_in(_END_SOURCES))
         .values(_ended(rows))
     )
 
@@ -390,7 +391,8 @@ def _run_job(rows: Rows) -> Update:
     c = rows.c
     return (
         update(Jobs)
-        .where(Jobs.id == c["job"], Jobs.attempts == c["number"] - 1, _status_in(sources(Event.START)))
+        .where(Jobs.id == c["job"], *rows.pruning(Jobs.id, "job"))
+        .where(Jobs.attempts == c["number"] - 1, _status_in(sources(Event.START)))
         .values({**_ended(rows), "attempts": c["number"], "started_at": c["run_started_at"]})
     )
 

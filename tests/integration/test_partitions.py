@@ -13,7 +13,9 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, text
 
+from jobs.admin.audit import Actor, Auditor
 from jobs.admin.prune import prune_jobs
+from jobs.admin.retention import Retention
 from jobs.ids import id_time, new_job_id
 from jobs.settings import Settings
 from jobs.store import Database, JobStore, NewJob
@@ -228,3 +230,23 @@ def test_the_migration_keeps_every_row_key_and_reference(own_db: Database) -> No
     store = JobStore(own_db)
     assert store.find_by_idempotency_key("k1", kind="noop", queue="p.noop").id == old[1]  # type: ignore[union-attr]
     assert not store.create(_job(new_job_id(), key="k1"))[1]
+
+
+def test_retention_keeps_a_days_jobs_for_their_partition_then_drops_it_whole(migrated: Database) -> None:
+    """Scheduled retention deletes a day partition's jobs with their day, once its last job is
+    past retention, rather than row by row as each crosses the cutoff (up to a day late)."""
+    store = JobStore(migrated)
+    noon, ids = _old_day(migrated, 40)
+    for job_id in ids:
+        store.create(_job(job_id))
+    _finish(migrated, ids[:-1], noon)
+    _finish(migrated, ids[-1:], noon + timedelta(hours=18))  # the day's last end: 06:00 the day after
+    settings = Settings(database_url=migrated.url, namespace="p", retention_days=30)
+    retention = Retention(settings, migrated, Auditor(migrated, "p", Actor.scheduler("test")))
+    midnight = noon - timedelta(hours=12)
+    # 20:00 thirty days on: four jobs are past the cutoff, one is not; none is a day past it.
+    assert retention.run(midnight + timedelta(days=30, hours=20)).jobs == 0
+    assert _exists(migrated, partition_name(noon.date()))
+    # Noon the day after: the whole day is past, and goes at once.
+    assert retention.run(midnight + timedelta(days=31, hours=12)).jobs == 5
+    assert not _exists(migrated, partition_name(noon.date()))
