@@ -23,7 +23,9 @@ _ISSUE = re.compile(r"\(issue \d+:?\s*")
 #: Meanings of columns whose model has no ``#:`` comment, by ``table.column`` (a name that is not
 #: a column fails the build).
 COLUMN_NOTES = {
-    "jobs.id": "The Dramatiq `message_id`, a UUID; stable across retries.",
+    "jobs.id": "The Dramatiq `message_id`, a UUID; stable across retries. The client makes UUIDv7s, "
+    "whose first 48 bits are the time: on PostgreSQL, the day partition `jobs_pYYYYMMDD` holds them "
+    "([partitions](../operations/capacity.md#time-partitions-of-jobs)); other ids are in `jobs_default`.",
     "jobs.kind": "The job kind (`email`, `report`, `image`, `noop`, or a registered custom kind).",
     "jobs.queue": "The queue its message went to, `<namespace>.<queue>`.",
     "jobs.status": "One of the [job statuses](statuses.md#statuses).",
@@ -37,6 +39,8 @@ COLUMN_NOTES = {
     "jobs.created_at": "When it was enqueued.",
     "jobs.started_at": "When its latest run started.",
     "jobs.finished_at": "When it reached a final status.",
+    "job_attempts.job_id": "The job that ran. Deleted with it by a trigger (`jobs_deleted`), not by a "
+    "foreign key: a check against the partitioned `jobs` for every attempt row cost too much.",
     "job_attempts.attempt": "1 for the first run, then 2, 3…",
     "job_attempts.worker": "The worker process that ran it.",
     "job_attempts.host": "The host of that worker.",
