@@ -246,14 +246,10 @@ class BatchedAttemptStore(AttemptStore):
             if starts:
                 rows = pg.execute(*_starts(starts, now)).fetchall()
                 numbers = {str(job_id): int(number) for job_id, number in rows}
-            # Not prepared: a plan of the batch's own ids, for their partitions of ``jobs`` only
-            # (a prepared statement's generic plan would open every partition at every run).
             if plain:
-                ended = pg.execute(*_ends(plain, now), prepare=False).fetchall()
-                moved.update(str(job_id) for (job_id,) in ended)
+                moved.update(str(job_id) for (job_id,) in pg.execute(*_ends(plain, now)).fetchall())
             if runs:
-                ran = pg.execute(*_runs(runs, now), prepare=False).fetchall()
-                moved.update(str(job_id) for (job_id,) in ran)
+                moved.update(str(job_id) for (job_id,) in pg.execute(*_runs(runs, now)).fetchall())
         if holding:
             with self.db.transaction() as sa:
                 moved.update(str(job_id) for (job_id,) in sa.exec_driver_sql(*_ends(holding, now)))

@@ -58,6 +58,7 @@ WITH u AS MATERIALIZED (
     SELECT c.id, c.n, c.held, j.status, j.attempts,
            c.held AND c.at_once AND j.status = ANY(%(waiting)s) AND m.job_id IS NULL AS go,
            m.worker, m.host, m.pid, m.started_at
+    -- ``j.id = ANY``: PostgreSQL prunes the partitions of ``jobs`` to those of these ids.
     FROM c LEFT JOIN jobs AS j ON j.id = c.id AND j.id = ANY(%(ids)s::uuid[])
          LEFT JOIN job_claims AS m ON m.job_id = c.id
 ), marked AS (
@@ -183,9 +184,7 @@ class Claims:
                 if let_go:
                     pg.execute(_RELEASE, (array_literal(let_go),))
                 return
-            # Not prepared: planned for the partitions of ``jobs`` holding these ids only
-            # (``j.id = ANY``), where a generic plan would open every partition at every run.
-            rows = pg.execute(_CLAIM, self._params(asks, let_go), prepare=False).fetchall()
+            rows = pg.execute(_CLAIM, self._params(asks, let_go)).fetchall()
             extra = []
             for ask, row in zip(asks, rows, strict=True):
                 held = bool(row[1])
