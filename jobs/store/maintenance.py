@@ -262,7 +262,7 @@ def artifacts_of_jobs(
     ).all()
     found = {str(artifact_id): location for artifact_id, location in outputs}
     candidates: set[str] = set()
-    if inputs_of is not None:
+    if inputs_of is not None and _may_have_inputs(session, chosen):
         for job_id, kind, payload in session.execute(
             select(JobRow.id, JobRow.kind, JobRow.payload).where(chosen(JobRow.id))
         ):
@@ -301,6 +301,13 @@ def _named_by(
                 payload_text = json.dumps(sealer.open_json(payload, crypto.PAYLOAD, str(job_id)))
             named.update(a for a in chunk if a in (payload_text or ""))
     return named
+
+
+def _may_have_inputs(session: Session, chosen: Chosen) -> bool:
+    """Whether any artifact could be an input of the chosen jobs: an upload (no job of its own) or
+    one of theirs. Without one, their payloads are not read (a day's partition holds millions)."""
+    could = or_(ArtifactRow.job_id.is_(None), chosen(ArtifactRow.job_id))
+    return bool(session.scalar(select(exists().where(could))))
 
 
 def _among(job_ids: list[str]) -> Chosen:
