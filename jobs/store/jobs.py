@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import psycopg.errors
 from psycopg.types.json import Jsonb
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Select, delete, insert, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 
@@ -43,6 +43,16 @@ def as_utc(moment: datetime | None) -> datetime | None:
 def key_values(job: NewJob) -> dict[str, Any]:
     """The ``job_keys`` row of a job enqueued with an idempotency key."""
     return {"idempotency_key": job.idempotency_key, "kind": job.kind, "queue": job.queue, "job_id": job.id}
+
+
+def holder_of_key(key: str, *, kind: str | None = None, queue: str | None = None) -> Select[Any]:
+    """The job row holding an idempotency key, within ``kind`` and ``queue`` when given."""
+    query = select(Jobs).join(JobKeys, JobKeys.job_id == Jobs.id).where(JobKeys.idempotency_key == key)
+    if kind is not None:
+        query = query.where(JobKeys.kind == kind)
+    if queue is not None:
+        query = query.where(JobKeys.queue == queue)
+    return query
 
 
 @dataclass(frozen=True)
@@ -380,11 +390,7 @@ class JobStore:
     ) -> JobInfo | None:
         """The job that holds ``key`` in the scope of ``kind`` and ``queue`` (its namespace); without
         them, the oldest job holding the key in any scope."""
-        query = select(Jobs).join(JobKeys, JobKeys.job_id == Jobs.id).where(JobKeys.idempotency_key == key)
-        if kind is not None:
-            query = query.where(JobKeys.kind == kind)
-        if queue is not None:
-            query = query.where(JobKeys.queue == queue)
+        query = holder_of_key(key, kind=kind, queue=queue)
         with self.db.transaction() as session:
             row = session.execute(query.order_by(Jobs.created_at).limit(1)).first()
             return JobInfo.from_row(row, self.db.sealer) if row else None

@@ -168,10 +168,8 @@ class PruneStore:
     def _drop_partition(
         self, partition: Partition, keep: ColumnElement[bool], inputs_of: InputsOf | None, *, with_ids: bool
     ) -> PrunedBatch | None:
-        low, high = partition.bounds or ("", "")
-        chosen = _in_range(low, high)
         with self.db.session() as session:
-            lock_day(session, partition)
+            chosen = _in_range(*lock_day(session, partition))
             if session.scalar(select(exists().where(chosen(JobRow.id), keep))):
                 return None  # some job stays: the row-by-row batches deal with the others
             count = int(

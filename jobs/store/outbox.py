@@ -30,8 +30,8 @@ from jobs.errors import DecryptionError
 from jobs.store.database import Database
 from jobs.store.delayed import hold
 from jobs.store.direct import DirectConnection
-from jobs.store.jobs import QUEUED_COLUMNS, JobInfo, JobStore, NewJob
-from jobs.store.tables import JobKeys, Jobs, Outbox
+from jobs.store.jobs import QUEUED_COLUMNS, JobInfo, JobStore, NewJob, holder_of_key
+from jobs.store.tables import Outbox
 
 logger = logging.getLogger("conveyor.store")
 
@@ -214,16 +214,12 @@ class OutboxStore:
     def _existing(self, connection: Connection, job: NewJob) -> JobInfo:
         """The job holding ``job``'s idempotency key, read in the caller's transaction (it may
         have been written there, uncommitted)."""
-        query = (
-            select(Jobs)
-            .join(JobKeys, JobKeys.job_id == Jobs.id)
-            .where(
-                JobKeys.idempotency_key == job.idempotency_key,
-                JobKeys.kind == job.kind,
-                JobKeys.queue == job.queue,
-            )
+        key = job.idempotency_key
+        row = (
+            None
+            if key is None
+            else connection.execute(holder_of_key(key, kind=job.kind, queue=job.queue)).first()
         )
-        row = connection.execute(query).first()
         if row is None:  # a conflict on something else than the key: not ours to hide
             raise ValueError(f"job {job.id} could not be written: its id is taken")
         return JobInfo.from_row(row, self.db.sealer)

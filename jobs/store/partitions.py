@@ -158,9 +158,10 @@ class PartitionStore:
         """
         if not self.enabled:
             return []
+        existing = {p.name for p in self.partitions()}
+        days = [today + timedelta(days=offset) for offset in range(-1, ahead + 1)]
         made = []
-        for offset in range(-1, ahead + 1):
-            day = today + timedelta(days=offset)
+        for day in (d for d in days if partition_name(d) not in existing):
             with self.db.transaction() as connection:
                 connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
                 if create_day(connection, day):
@@ -173,9 +174,7 @@ class PartitionStore:
 def lock_day(connection: Connection | Session, partition: Partition) -> tuple[str, str]:
     """Take the partition-making lock and lock ``partition`` against writes until the transaction
     ends (reads go on); its ids ``[low, high)``."""
-    bounds = partition.bounds
-    if bounds is None:
-        raise ValueError(f"{partition.name} is not a day's partition")
+    bounds = _bounds_of(partition)
     connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
     connection.execute(text(f"LOCK TABLE {partition.name} IN SHARE ROW EXCLUSIVE MODE"))
     return bounds
@@ -186,7 +185,7 @@ def drop_day(connection: Connection | Session, partition: Partition) -> None:
     row that refers to its jobs: attempts, deliveries, outbox entries, idempotency keys; other
     jobs' ``parent_id`` naming them is cleared (PostgreSQL refuses to detach a partition that a
     row refers to). Artifacts are the caller's (they have files)."""
-    low, high = lock_day(connection, partition)  # held already: taken again at no cost
+    low, high = _bounds_of(partition)
     for table in (Attempts, EmailDeliveries, Outbox, JobKeys):
         connection.execute(delete(table).where(table.job_id >= low, table.job_id < high))
     outside = not_(and_(Jobs.id >= low, Jobs.id < high))
@@ -196,3 +195,9 @@ def drop_day(connection: Connection | Session, partition: Partition) -> None:
     connection.execute(text(f"ALTER TABLE jobs DETACH PARTITION {partition.name}"))
     connection.execute(text(f"DROP TABLE {partition.name}"))
     logger.info("jobs partition %s dropped", partition.name)
+
+
+def _bounds_of(partition: Partition) -> tuple[str, str]:
+    if partition.bounds is None:
+        raise ValueError(f"{partition.name} is not a day's partition")
+    return partition.bounds
