@@ -134,7 +134,7 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
             self._once_recorded(message, nack=True)
 
     def _once_recorded(self, message: Any, *, nack: bool) -> None:
-        recorded: Future[bool] | None = getattr(message, _RECORDED, None)
+        recorded = _take_recorded(message)
         if recorded is None:
             try:
                 self._settle_soon(message, nack)
@@ -142,9 +142,9 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
                 raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
             return
 
-        def when_recorded(_: Future[bool]) -> None:
+        def when_recorded(done: Future[bool]) -> None:
             # Runs on the store's writer thread; pika takes the ack or nack over thread-safely.
-            if isinstance(recorded.exception(), ServiceUnavailable):
+            if isinstance(done.exception(), ServiceUnavailable):
                 logger.warning(
                     "message %s: its job's end is not stored (the database is unreachable); "
                     "RabbitMQ delivers it again",
@@ -232,6 +232,15 @@ class ChannelBoundConsumer(_RabbitmqConsumer):
 def ack_after(message: Any, recorded: Future[bool]) -> None:
     """Acknowledge (or reject) ``message`` only once ``recorded``, the write of its job's end, is done."""
     setattr(message, _RECORDED, recorded)
+
+
+def _take_recorded(message: Any) -> Future[bool] | None:
+    """The write ``message`` waits for, which the message then stops holding: the Future's
+    callback holds the message until it settles, and a cycle would wait for the cyclic GC."""
+    recorded: Future[bool] | None = getattr(message, _RECORDED, None)
+    if recorded is not None:
+        delattr(message, _RECORDED)
+    return recorded
 
 
 def is_redelivered(message: Any) -> bool:

@@ -139,11 +139,12 @@ class InFlightJobs:
         with self._lock:
             self._ending[job_id] = recorded
 
-        def landed(_: Future[bool]) -> None:
+        # The callback takes the Future as its argument: closing over it would make a cycle.
+        def landed(done: Future[bool]) -> None:
             with self._lock:
-                if self._ending.get(job_id) is recorded:
+                if self._ending.get(job_id) is done:
                     del self._ending[job_id]
-            if (error := recorded.exception()) is not None:
+            if (error := done.exception()) is not None:
                 logger.error("job %s: its end could not be recorded: %s", job_id, error)
 
         recorded.add_done_callback(landed)
