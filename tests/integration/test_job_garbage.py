@@ -2,7 +2,7 @@
 
 Objects in a reference cycle are freed only by the cyclic collector's full passes, which come
 rarely: until then every job's message, attempt and Future stayed in memory, and a worker
-process drained a backlog 10 MiB above its idle size (docs/performance/index.md, issue 14).
+process drained a backlog 12 MiB above its idle size (docs/performance/index.md, issue 14).
 The worker stack here is the one a worker process builds, on real RabbitMQ and PostgreSQL.
 """
 
@@ -45,6 +45,7 @@ def cyclic_collector_off() -> Iterator[None]:
 
 
 def alive(types: tuple[type, ...]) -> Counter[str]:
+    """How many objects of ``types`` the process holds, by class name."""
     return Counter(type(o).__name__ for o in gc.get_objects() if isinstance(o, types))
 
 
