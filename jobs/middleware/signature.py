@@ -4,9 +4,11 @@ An unsigned message, or one whose signature does not verify (``jobs/signing.py``
 its actor, nor any middleware after this one: its job is failed with the reason, through the
 usual start and fail transitions (``AttemptStore.refuse``), and the message is rejected to its
 dead-letter queue. A message with no job row gets no row (a forger must not be able to fill the
-store): it is only dead-lettered, with a log line. Nor is a row touched when the message carries
-another payload than its job's (a forged copy reusing a waiting job's id), or when the job is not
-waiting (running, finished): the message alone is dead-lettered.
+store): it is only dead-lettered, with a log line. (``Client.enqueue`` publishes before it writes
+the row, so a fresh message's row is waited for, ``ROW_GRACE``, before it counts as missing.) Nor
+is a row touched when the message carries another payload than its job's (a forged copy reusing a
+waiting job's id), or when the job is not waiting (running, finished): the message alone is
+dead-lettered.
 
 With ``CONVEYOR_ACCEPT_UNSIGNED=1`` (a migration from plain Dramatiq producers) an unsigned
 message runs, counted and logged; a wrong signature is still refused.
@@ -31,13 +33,19 @@ from jobs.kinds import ACTOR_KINDS, JobKind
 from jobs.middleware.recording import describe_error, seen_message
 from jobs.settings import Settings
 from jobs.signing import MessageSigner
-from jobs.store import AttemptStore, JobStore, WorkerIdentity
+from jobs.store import AttemptStore, JobInfo, JobStore, WorkerIdentity
 from jobs.store.waiting import wait_for_store
 
 logger = logging.getLogger("conveyor.signature")
 
 #: Seconds between two warnings about unsigned messages run under ``CONVEYOR_ACCEPT_UNSIGNED``.
 WARN_EVERY = 60.0
+#: Seconds after a refused message was published during which its missing job row may still be
+#: on its way (the producer writes it once RabbitMQ confirmed the message, milliseconds later).
+ROW_GRACE = 2.0
+#: Seconds between two looks for that row (doubling up to the maximum).
+ROW_POLL_MIN = 0.02
+ROW_POLL_MAX = 0.25
 
 
 class Signature(Middleware):
@@ -52,6 +60,7 @@ class Signature(Middleware):
         accept_unsigned: bool = False,
         kinds: Mapping[str, JobKind] = ACTOR_KINDS,
         stopping: threading.Event | None = None,
+        row_grace: float = ROW_GRACE,
     ) -> None:
         self.signer = signer
         self.attempts = attempts
@@ -60,6 +69,7 @@ class Signature(Middleware):
         self.accept_unsigned = accept_unsigned
         self.kinds = kinds
         self.stopping = stopping or threading.Event()
+        self.row_grace = row_grace
         #: Messages refused, and unsigned messages run (``accept_unsigned``), by this process.
         self.refused = 0
         self.unsigned_run = 0
@@ -109,7 +119,7 @@ class Signature(Middleware):
         self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, kind: JobKind, reason: str
     ) -> str:
         try:
-            info = wait_for_store(lambda: self.jobs.get(message.message_id), self.stopping)
+            info = self._row_of(message)
         except JobNotFound:
             return "no job row: message dead-lettered"
         if info.kind != kind.name or info.payload != message.kwargs:
@@ -120,6 +130,29 @@ class Signature(Middleware):
         if not failed:
             return f"job is {info.status}, not waiting: message dead-lettered, job left as it is"
         return "job failed, message dead-lettered"
+
+    def _row_of(self, message: dramatiq.MessageProxy) -> JobInfo:
+        """The message's job row, waited for while the message is fresh: a producer publishes
+        first and writes the row after RabbitMQ's confirm. The wait ends ``row_grace`` seconds
+        after the message's timestamp, and never later than ``row_grace`` from now (a sender's
+        timestamp in the future holds no thread longer).
+
+        Raises:
+            JobNotFound: still no row once the grace is over.
+        """
+        # The consumer dead-letters a message whose timestamp is not a number (``jobs.wire``).
+        published = min(message.message_timestamp / 1000, time.time())
+        give_up = published + self.row_grace
+        pause = ROW_POLL_MIN
+        while True:
+            try:
+                return wait_for_store(lambda: self.jobs.get(message.message_id), self.stopping)
+            except JobNotFound:
+                left = give_up - time.time()
+                if self.stopping.is_set() or left <= 0:
+                    raise
+            self.stopping.wait(min(pause, left))
+            pause = min(pause * 2, ROW_POLL_MAX)
 
     def _count_unsigned(self, message: dramatiq.MessageProxy) -> None:
         now = time.monotonic()

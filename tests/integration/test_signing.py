@@ -145,11 +145,11 @@ def test_messages_published_without_the_key_never_run(
     worker = start_worker(env=signed_env)
     queue = settings.queue_name("default")
 
-    # A producer without the key: its jobs have rows, which are failed with the reason. (An
-    # idempotency key makes the row come before the message: a plain enqueue publishes first, and
-    # a refused message that arrives before its row is only dead-lettered, the row left queued.)
+    # A producer without the key: its jobs have rows, which are failed with the reason. A plain
+    # enqueue publishes before it writes its row (the worker waits for it); an idempotency key
+    # writes the row first.
     with client_with(settings, db, None) as unsigned, client_with(settings, db, OTHER) as forger:
-        job = unsigned.enqueue("noop", fail_attempts=1, idempotency_key=f"u-{uuid.uuid4()}")
+        job = unsigned.enqueue("noop", fail_attempts=1)
         failed_with(job, "SignatureError: message is not signed")
         forged = forger.enqueue("noop", idempotency_key=f"f-{uuid.uuid4()}")
         failed_with(forged, "message signature invalid: made with an unknown key")

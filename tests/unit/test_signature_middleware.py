@@ -4,6 +4,7 @@ a refused message never runs, its waiting job is failed with the reason, the mes
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from jobs.middleware.signature import Signature
 from jobs.services import Services
 from jobs.settings import Settings
 from jobs.signing import SIGNATURE_OPTION, MessageSigner, SigningKey
-from jobs.store import AttemptStore, Database
+from jobs.store import AttemptStore, Database, JobStore, NewJob
 from jobs.store.delayed import DelayedStore
 from jobs.store.migrate import ensure_database, upgrade
 from producers import Client
@@ -58,7 +59,7 @@ class SignedRig:
         return dramatiq.Message.decode(self.broker.queues[QUEUE].get_nowait())
 
 
-def make_rig(tmp_path: Path, *, accept_unsigned: bool = False) -> SignedRig:
+def make_rig(tmp_path: Path, *, accept_unsigned: bool = False, row_grace: float = 0.3) -> SignedRig:
     database_url = f"sqlite:///{tmp_path}/jobs.db"
     plain = Settings(broker_url="memory://", database_url=database_url, namespace="unit")
     settings = dataclasses.replace(plain, signing_key=KEY, accept_unsigned=accept_unsigned)
@@ -69,7 +70,7 @@ def make_rig(tmp_path: Path, *, accept_unsigned: bool = False) -> SignedRig:
     lifecycle = Lifecycle.build(store, HERE, recheck_after=5.0)
     signer = MessageSigner.from_settings(settings)
     assert signer is not None
-    signature = Signature(signer, store, HERE, accept_unsigned=accept_unsigned)
+    signature = Signature(signer, store, HERE, accept_unsigned=accept_unsigned, row_grace=row_grace)
     broker = HoldingStubBroker(middleware=worker_middleware(lifecycle, None, signature))
     broker.declare_queue(QUEUE)
     broker.hold = lifecycle.delayed.hold
@@ -118,6 +119,44 @@ def test_an_unsigned_message_with_no_row_is_dead_lettered_and_no_row_is_made(rig
 
     rig.process(message)
 
+    assert rig.settled.nacked == [message.message_id]
+    with pytest.raises(JobNotFound):
+        rig.client.get(message.message_id)
+
+
+def test_a_refused_message_that_comes_before_its_row_still_fails_its_job(tmp_path: Path) -> None:
+    # Client.enqueue publishes first and writes the row after RabbitMQ's confirm.
+    rig = make_rig(tmp_path, row_grace=10.0)
+    message = noop_message()
+    row = NewJob(id=message.message_id, kind="noop", queue=QUEUE, payload={}, max_retries=0)
+    producer = threading.Timer(0.2, JobStore(rig.store.db).create, args=(row,))
+    try:
+        producer.start()
+        rig.process(message)
+
+        failed = rig.client.get(message.message_id)
+        assert failed.status == "failed"
+        assert failed.error == "SignatureError: message is not signed"
+        assert rig.settled.nacked == [message.message_id]
+    finally:
+        producer.cancel()
+        rig.client.close()
+        rig.unsigned_client.close()
+        rig.store.db.dispose()
+
+
+def test_an_old_message_with_no_row_is_not_waited_for(
+    rig: SignedRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig.signature.row_grace = 3600.0  # from its timestamp: this message was published long ago
+    message = dataclasses.replace(noop_message(), message_timestamp=int((time.time() - 7200) * 1000))
+    lookups: list[str] = []
+    look = rig.signature.jobs.get
+    monkeypatch.setattr(rig.signature.jobs, "get", lambda job_id: lookups.append(job_id) or look(job_id))
+
+    rig.process(message)
+
+    assert lookups == [message.message_id]  # one look, no wait
     assert rig.settled.nacked == [message.message_id]
     with pytest.raises(JobNotFound):
         rig.client.get(message.message_id)
