@@ -3,7 +3,8 @@
 Enqueues N no-op jobs with ``enqueue_many``, then drains them with ``conveyor worker -p 2 -t 8
 --queues default`` from the checkout at ROOT (another worktree, to compare two versions side by
 side on the same services), and prints the drain rate and the CPU seconds per job of the
-replica (from ``/proc``), of every ``postgres`` process and of every ``beam`` process. Each
+replica (from ``/proc``), of every ``postgres`` process and of every ``beam`` process, and the
+rate of the ``enqueue_many`` calls with PostgreSQL's CPU per enqueued job. Each
 checkout gets a database of its own (``conveyor_drain_<name>``). Run it alternately::
 
     python bench/drain_cpu.py /path/to/old-checkout 10000
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -56,8 +58,15 @@ def main() -> None:
     sql, queue = sql_connect(database), "drainab.default"
     sql.execute("DELETE FROM jobs WHERE queue = %s", (queue,))
     with new_client(settings) as client:
-        for first in range(0, jobs, 500):
-            client.enqueue_many("noop", [{}] * min(500, jobs - first))
+        client.enqueue_many("noop", [{}])  # connections open, statements prepared
+        started, postgres = time.monotonic(), _cpu("postgres")
+        for first in range(0, jobs - 1, 500):
+            client.enqueue_many("noop", [{}] * min(500, jobs - 1 - first))
+        took, postgres = time.monotonic() - started, _cpu("postgres") - postgres
+    print(
+        f"{root.name}: enqueue_many {(jobs - 1) / took:,.0f} jobs/s; "
+        f"PostgreSQL CPU per enqueued job {1000 * postgres / (jobs - 1):.3f} ms"
+    )
     with running_worker(settings, "--processes", "2", "--threads", "8", "--queues", "default") as worker:
         wait_succeeded(lambda: queue_outcomes(sql, queue), 1, worker, "no-op jobs")
         before = (cpu_seconds(worker.pid), _cpu("postgres"), _cpu("beam"), queue_outcomes(sql, queue)[0])

@@ -72,7 +72,7 @@ jobs = Table(
     # An admin asked a running job to stop; it does at its next step (a cooperative check).
     _moment("cancel_requested_at", nullable=True),
     # The job that enqueued this one (a report's follow-up email).
-    Column("parent_id", UuidStr, ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True, index=True),
+    Column("parent_id", UuidStr, ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True),
     # When a delayed or retrying job is due.
     _moment("eta", nullable=True),
     _moment("created_at"),
@@ -90,14 +90,22 @@ jobs = Table(
     Index(None, "kind", "created_at"),
     Index(None, "created_at"),
     Index(None, "queue", "status"),
-    # `conveyor stats` and `top` read what finished in a window; `prune` what finished long ago.
-    Index(None, "finished_at"),
-    # The dashboard's overview: finished jobs and their latency per minute, from the index alone.
+    # Partial indexes (migration 0018, partial on SQLite too): a row enters them only once the
+    # column is set, and every query that reads them compares that column, which implies it.
+    # `conveyor stats`, `top`, `prune` and the dashboard's overview read what finished in a
+    # window: finished jobs and their latency per minute, from the index alone.
     Index(
-        None, "finished_at", "status", postgresql_include=["started_at", "created_at", "attempts", "queue"]
+        None,
+        "finished_at",
+        "status",
+        postgresql_include=["started_at", "created_at", "attempts", "queue"],
+        postgresql_where=text("finished_at IS NOT NULL"),
     ),
-    # `conveyor gdpr` finds a subject's jobs with `subjects && ARRAY[…]`.
-    Index(None, "subjects", postgresql_using="gin"),
+    # A job's follow-ups (`parent_id = …`); most jobs have no parent.
+    Index(None, "parent_id", postgresql_where=text("parent_id IS NOT NULL")),
+    # `conveyor gdpr` finds a subject's jobs with `subjects && ARRAY[…]` (hashes are written only
+    # with encryption keys).
+    Index(None, "subjects", postgresql_using="gin", postgresql_where=text("subjects IS NOT NULL")),
     # The dashboard: one queue's jobs newest first; payload search (`payload @> …`, migration
     # 0012 makes it on PostgreSQL only).
     Index(None, "queue", "created_at"),
