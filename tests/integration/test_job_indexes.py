@@ -75,5 +75,5 @@ def test_a_subjects_jobs_are_found_through_the_subjects_index(connection: Connec
 
     shown = plan(connection, query)
 
-    assert "subjects" in shown and "Index" in shown, shown
+    assert "subjects_idx" in shown or "ix_jobs_subjects" in shown, shown
     assert "Seq Scan" not in shown, shown
