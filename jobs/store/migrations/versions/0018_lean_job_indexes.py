@@ -34,7 +34,8 @@ down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_REDUNDANT = ("ix_jobs_finished_at", ["finished_at"])
+#: Covered by ``ix_jobs_finished_at_status``, which leads with the same column.
+_REDUNDANT = "ix_jobs_finished_at"
 #: name, columns, the column that must be set, options (PostgreSQL).
 _PARTIAL: list[tuple[str, list[str], str, dict[str, Any]]] = [
     (
@@ -49,7 +50,7 @@ _PARTIAL: list[tuple[str, list[str], str, dict[str, Any]]] = [
 
 
 def upgrade() -> None:
-    op.drop_index(_REDUNDANT[0], table_name="jobs")
+    op.drop_index(_REDUNDANT, table_name="jobs")
     for name, columns, column, options in _PARTIAL:
         op.drop_index(name, table_name="jobs")
         where = sa.text(f"{column} IS NOT NULL")
@@ -60,4 +61,4 @@ def downgrade() -> None:
     for name, columns, _, options in _PARTIAL:
         op.drop_index(name, table_name="jobs")
         op.create_index(name, "jobs", columns, **options)
-    op.create_index(_REDUNDANT[0], "jobs", _REDUNDANT[1])
+    op.create_index(_REDUNDANT, "jobs", ["finished_at"])
