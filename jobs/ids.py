@@ -30,12 +30,27 @@ def is_uuid(value: object) -> bool:
 
 def new_job_id(at: datetime | None = None) -> str:
     """A UUIDv7 of the current time (or of ``at``): 48 bits of Unix milliseconds, then 74 random bits."""
-    random = int.from_bytes(os.urandom(10), "big")
     milliseconds = time.time_ns() // 1_000_000 if at is None else _milliseconds(at)
+    return _uuid7(milliseconds, os.urandom(10))
+
+
+def new_job_ids(count: int) -> list[str]:
+    """``count`` UUIDv7 of the current time, their random bits read from the OS in one call
+    (a call per id was a tenth of ``enqueue_many``'s CPU)."""
+    milliseconds = time.time_ns() // 1_000_000
+    random = os.urandom(10 * count)
+    return [_uuid7(milliseconds, random[start : start + 10]) for start in range(0, 10 * count, 10)]
+
+
+def _uuid7(milliseconds: int, random_bytes: bytes) -> str:
+    """The UUIDv7 of ``milliseconds`` and 10 random bytes (74 of their bits kept), in text form:
+    what ``str(uuid.UUID(int=...))`` gives, without building the object."""
+    random = int.from_bytes(random_bytes, "big")
     value = (
         milliseconds << 80 | _VERSION_7 | ((random >> 62) & _RANDOM_A) << 64 | _VARIANT | (random & _RANDOM_B)
     )
-    return str(uuid.UUID(int=value))
+    digits = f"{value:032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def id_floor(moment: datetime) -> str:

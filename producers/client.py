@@ -15,7 +15,7 @@ import dramatiq
 
 from jobs.broker import BROKER_ERRORS, broker_unavailable, build_broker
 from jobs.delivery import DeliveryOptions
-from jobs.ids import new_job_id
+from jobs.ids import new_job_ids
 from jobs.keyring import keyring_of
 from jobs.kinds import JobKind, get_kind
 from jobs.settings import Settings
@@ -204,7 +204,7 @@ class Client:
         missing = self.artifacts.missing([a for clean in cleaned for a in job_kind.artifact_ids(clean)])
         if missing:
             raise ValueError(f"{job_kind.name} payload: no artifact {', '.join(missing)}")
-        messages = [self._message(job_kind, clean, options) for clean in cleaned]
+        messages = self._messages(job_kind, cleaned, options)
         new_jobs = [self._new_job(job_kind, m, options) for m in messages]
         if session is not None:
             namespace = self.settings.namespace
@@ -404,19 +404,31 @@ class Client:
     def _message(
         self, kind: JobKind, payload: dict[str, Any], options: DeliveryOptions
     ) -> dramatiq.Message[Any]:
+        return self._messages(kind, [payload], options)[0]
+
+    def _messages(
+        self, kind: JobKind, payloads: list[dict[str, Any]], options: DeliveryOptions
+    ) -> list[dramatiq.Message[Any]]:
+        """One message per payload, their options and ids made once for all of them."""
         message_options = options.message_options()
         if (traceparent := outgoing_traceparent(options.traceparent)) is not None:
             message_options[TRACEPARENT_OPTION] = traceparent
-        message: dramatiq.Message[Any] = dramatiq.Message(
-            queue_name=self.settings.queue_name(kind.queue),
-            actor_name=kind.actor_name,
-            args=(),
-            kwargs=payload,
-            options=message_options,
-            message_id=new_job_id(),
-        )
-        # Signed before anything else reads it: the row's payload is then the signed one.
-        return self._signer.sign(message) if self._signer is not None else message
+        queue_name = self.settings.queue_name(kind.queue)
+        messages: list[dramatiq.Message[Any]] = [
+            dramatiq.Message(
+                queue_name=queue_name,
+                actor_name=kind.actor_name,
+                args=(),
+                kwargs=payload,
+                options=dict(message_options),  # each its own: middleware writes to a message's options
+                message_id=message_id,
+            )
+            for payload, message_id in zip(payloads, new_job_ids(len(payloads)), strict=True)
+        ]
+        # Signed before anything else reads them: the rows' payloads are then the signed ones.
+        if self._signer is not None:
+            return [self._signer.sign(message) for message in messages]
+        return messages
 
     def _new_job(
         self,
