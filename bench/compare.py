@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import report, targets
-from bench.harness import Progress, prepare_database, wait_quiet
+from bench.harness import Progress, compile_conveyor, prepare_database, wait_quiet
 from bench.sections import Section, run_section
 from bench.systems.base import (
     DEFAULT_AMQP_URL,
@@ -243,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     wait_quiet(log)
     rabbit = Rabbit(config.amqp_url)
     prepare_database(args.database_url)  # a fresh clone has no benchmark database yet
+    compile_conveyor()
     started = datetime.now().astimezone()
     results: dict[str, Any] = {
         "date": started.date().isoformat(),

@@ -8,6 +8,7 @@ harness keeps working while the worker's internals change.
 
 from __future__ import annotations
 
+import compileall
 import os
 import subprocess
 import sys
@@ -86,6 +87,25 @@ def conveyor_env(settings: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     env.update({f"CONVEYOR_{name.upper()}": value for name, value in settings.items()})
     return env
+
+
+#: Conveyor's own code, which an editable install leaves uncompiled.
+CONVEYOR_SOURCES = ("jobs", "producers", "workers", "console", "cli.py")
+
+
+def compile_conveyor() -> None:
+    """Write the bytecode of Conveyor's own modules, as ``pip install`` does for an installed
+    package (and for Dramatiq's and Celery's here). Without it, wherever Python is told not to
+    write bytecode (``PYTHONDONTWRITEBYTECODE``), every worker process compiles Conveyor's modules
+    from source as it starts: slower, and 1.3 MiB more memory a process, which the RSS figures
+    would count against Conveyor alone."""
+    for name in CONVEYOR_SOURCES:
+        path = ROOT / name
+        done = (
+            compileall.compile_dir(path, quiet=1) if path.is_dir() else compileall.compile_file(path, quiet=1)
+        )
+        if not done:
+            raise BenchFailed(f"cannot compile {path}")
 
 
 def prepare_database(url: str) -> None:

@@ -18,7 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import new_client, prepare_database, queue_outcomes, running_worker, sql_connect
+from bench.harness import (
+    compile_conveyor,
+    new_client,
+    prepare_database,
+    queue_outcomes,
+    running_worker,
+    sql_connect,
+)
 
 DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/conveyor_bench"
 STEPS = (10_000, 90_000)
@@ -40,6 +47,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
     prepare_database(DATABASE_URL)
+    compile_conveyor()
     namespace = f"rss{uuid.uuid4().hex[:6]}"
     settings = {"database_url": DATABASE_URL, "namespace": namespace}
     queue = f"{namespace}.default"
