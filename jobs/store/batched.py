@@ -242,14 +242,14 @@ class BatchedAttemptStore(AttemptStore):
         holding = [f for f in finishes if f.held is not None]
         numbers: dict[str, int] = {}
         moved: set[str] = set()
-        with connection.connect() as pg:
-            if starts:
-                rows = pg.execute(*_starts(starts, now)).fetchall()
-                numbers = {str(job_id): int(number) for job_id, number in rows}
-            if plain:
-                moved.update(str(job_id) for (job_id,) in pg.execute(*_ends(plain, now)).fetchall())
-            if runs:
-                moved.update(str(job_id) for (job_id,) in pg.execute(*_runs(runs, now)).fetchall())
+        # Through libpq's prepared-statement call (``DirectConnection.fetch``): less CPU than a cursor.
+        if starts:
+            rows = connection.fetch(*_starts(starts, now))
+            numbers = {str(job_id): int(number) for job_id, number in rows}
+        if plain:
+            moved.update(str(job_id) for (job_id,) in connection.fetch(*_ends(plain, now)))
+        if runs:
+            moved.update(str(job_id) for (job_id,) in connection.fetch(*_runs(runs, now)))
         if holding:
             with self.db.transaction() as sa:
                 moved.update(str(job_id) for (job_id,) in sa.exec_driver_sql(*_ends(holding, now)))

@@ -12,16 +12,25 @@ Plans stay custom (PostgreSQL's default): a generic plan cannot know how many ro
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
+import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import psycopg.errors
+from psycopg import abc
+from psycopg.adapt import Transformer
 from psycopg.pq import ConnStatus, DiagnosticField, ExecStatus
 from psycopg.pq.abc import PGresult
+from psycopg.types.json import Jsonb
 from sqlalchemy.engine import make_url
 
 from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
@@ -42,6 +51,8 @@ class DirectConnection:
         self._connection: psycopg.Connection[Any] | None = None
         #: The statements :meth:`run_prepared` prepared on the current connection.
         self._prepared: set[str] = set()
+        #: Loads :meth:`fetch_prepared`'s rows (made for each connection).
+        self._loader: abc.Transformer | None = None
         self.lock = threading.Lock()
 
     @contextmanager
@@ -90,17 +101,40 @@ class DirectConnection:
         enqueue's CPU. Raises as :meth:`connect`.
         """
         with self.connect() as connection:
-            pgconn = connection.pgconn
-            if name not in self._prepared:
-                _checked(connection, pgconn.prepare(name.encode(), sql.encode()))
-                self._prepared.add(name)
-            # None is SQL NULL (libpq's own convention; psycopg's stub leaves it out of the type).
+            self._exec_prepared(connection, name, sql, params)
+
+    def fetch_prepared(self, name: str, sql: str, params: Sequence[bytes | None]) -> list[tuple[Any, ...]]:
+        """:meth:`run_prepared`, and the rows the statement returned, loaded as a cursor loads
+        them (psycopg's cursor cost a worker's claim round trip a third of its CPU)."""
+        with self.connect() as connection:
+            result = self._exec_prepared(connection, name, sql, params)
+            if self._loader is None:
+                self._loader = Transformer(connection)
+            self._loader.set_pgresult(result)
+            return self._loader.load_rows(0, result.ntuples, tuple)
+
+    def fetch(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """``execute(sql, params).fetchall()`` for a statement with psycopg's placeholders
+        (``%(name)s``), through :meth:`fetch_prepared`: its libpq form made once, its parameters
+        sent as text (each cast in the SQL to its type). Raises as :meth:`connect`."""
+        form = _libpq_form(sql)
+        return self.fetch_prepared(form.name, form.text, [_as_text(params[name]) for name in form.names])
+
+    def _exec_prepared(
+        self, connection: psycopg.Connection[Any], name: str, sql: str, params: Sequence[bytes | None]
+    ) -> PGresult:
+        pgconn = connection.pgconn
+        if name not in self._prepared:
+            _checked(connection, pgconn.prepare(name.encode(), sql.encode()))
+            self._prepared.add(name)
+        # None is SQL NULL (libpq's own convention; psycopg's stub leaves it out of the type).
+        result = pgconn.exec_prepared(name.encode(), params)  # type: ignore[arg-type]
+        if result.error_field(DiagnosticField.SQLSTATE) == b"26000":
+            # Gone: psycopg sends DEALLOCATE ALL after a ROLLBACK on the connection.
+            _checked(connection, pgconn.prepare(name.encode(), sql.encode()))
             result = pgconn.exec_prepared(name.encode(), params)  # type: ignore[arg-type]
-            if result.error_field(DiagnosticField.SQLSTATE) == b"26000":
-                # Gone: psycopg sends DEALLOCATE ALL after a ROLLBACK on the connection.
-                _checked(connection, pgconn.prepare(name.encode(), sql.encode()))
-                result = pgconn.exec_prepared(name.encode(), params)  # type: ignore[arg-type]
-            _checked(connection, result)
+        _checked(connection, result)
+        return result
 
     @property
     def connected(self) -> bool:
@@ -117,6 +151,7 @@ class DirectConnection:
     def _connect(self) -> psycopg.Connection[Any]:
         if self._connection is None or self._connection.closed or self._connection.broken:
             self._prepared.clear()
+            self._loader = None
             self._connection = psycopg.connect(
                 self._conninfo,
                 autocommit=True,
@@ -125,6 +160,57 @@ class DirectConnection:
                 application_name="conveyor",
             )
         return self._connection
+
+
+@dataclass(frozen=True)
+class _LibpqForm:
+    """A statement as libpq's prepared-statement calls take it."""
+
+    name: str
+    text: str
+    #: The parameters' names, for ``$1``, ``$2``…
+    names: tuple[str, ...]
+
+
+#: The libpq form of each statement seen (a fixed set: the store's statements, built at import).
+_FORMS: dict[str, _LibpqForm] = {}
+_FORM_NUMBERS = itertools.count(1)
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
+
+
+def _libpq_form(sql: str) -> _LibpqForm:
+    form = _FORMS.get(sql)
+    if form is None:
+        names: list[str] = []
+
+        def numbered(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name is None:
+                return "%"
+            if name not in names:
+                names.append(name)
+            return f"${names.index(name) + 1}"
+
+        text = _PLACEHOLDER.sub(numbered, sql)
+        form = _FORMS.setdefault(sql, _LibpqForm(f"conveyor_{next(_FORM_NUMBERS)}", text, tuple(names)))
+    return form
+
+
+def _as_text(value: Any) -> bytes | None:
+    """A parameter as PostgreSQL reads it in text form (the statement casts it)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return b"t" if value else b"f"
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, int | float | UUID):
+        return str(value).encode()
+    if isinstance(value, datetime | date):
+        return value.isoformat().encode()
+    if isinstance(value, Jsonb):
+        return json.dumps(value.obj).encode()
+    raise TypeError(f"no text form for a {type(value).__name__} parameter")
 
 
 def _checked(connection: psycopg.Connection[Any], result: PGresult) -> None:
