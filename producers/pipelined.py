@@ -365,8 +365,14 @@ class PipelinedPublisher:
         channel.confirm_delivery(
             ack_nack_callback=self._on_confirm, callback=lambda _frame: done.append(True)
         )
+        # A short limit: the blocking connection does not see the reply arrive on the underlying
+        # channel (see the module's docstring), so each call waits out its whole limit (a limit of
+        # 50 ms cost every new connection's first publish 50 ms).
+        deadline = time.monotonic() + CONFIRM_TIMEOUT
         while not done:
-            self._connection.process_data_events(time_limit=0.05)
+            if time.monotonic() > deadline:
+                raise PublishNotConfirmed("RabbitMQ did not put the channel in confirm mode in time")
+            self._connection.process_data_events(time_limit=0.001)
         self._channel = channel
         self._next_tag = 0
         self._watchdog_armed = False

@@ -128,6 +128,30 @@ def test_confirms_that_never_come_fail_the_publish_at_its_deadline(
         publisher.close()
 
 
+def test_a_channel_rabbitmq_never_puts_in_confirm_mode_fails_at_the_deadline(
+    client: Client, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipelined, "CONFIRM_TIMEOUT", 1.0)
+    client.enqueue_many("noop", [{}])  # declares the queue
+    proxy = TcpProxy(5672)
+    confirm_delivery = pika.channel.Channel.confirm_delivery
+
+    def stalled_first(channel: Any, *args: Any, **kwargs: Any) -> Any:
+        proxy.stall()  # RabbitMQ's answer (Confirm.SelectOk) waits in the proxy
+        return confirm_delivery(channel, *args, **kwargs)
+
+    monkeypatch.setattr(pika.channel.Channel, "confirm_delivery", stalled_first)
+    with proxy.running():
+        url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F"
+        publisher = PipelinedPublisher(settings.with_overrides(broker_url=url))
+        # Flowing again only well after the deadline, so that the failed publish's close of its
+        # connection gets an answer; without the deadline, the publish would succeed then.
+        threading.Timer(3.0, proxy.resume).start()
+        with pytest.raises(PublishNotConfirmed, match="confirm mode"):
+            publisher.publish([noop_message(settings)])
+        publisher.close()
+
+
 def test_a_confirm_is_taken_from_the_socket_without_turning_pikas_loop(
     client: Client, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
