@@ -57,7 +57,8 @@ def main() -> None:
     prepare_database(database)
     # Bytecode for the checkout under test, old ones included (``harness.compile_conveyor``).
     subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", "jobs", "producers", "workers", "cli.py"], check=True
+        [sys.executable, "-m", "compileall", "-q", "jobs", "producers", "workers", "console", "cli.py"],
+        check=True,
     )
     sql, queue = sql_connect(database), "drainab.default"
     sql.execute("DELETE FROM jobs WHERE queue = %s", (queue,))

@@ -89,7 +89,8 @@ def test_a_new_connection_prepares_again(db: Database, direct: DirectConnection)
     with direct.connect() as pg:
         backend = pg.info.backend_pid
     with psycopg.connect(db.url.replace("+psycopg", ""), autocommit=True) as other:
-        other.execute("SELECT pg_terminate_backend(%s)", (backend,))
+        # With a timeout, it returns once the backend is gone (not as soon as it is signalled).
+        other.execute("SELECT pg_terminate_backend(%s, 5000)", (backend,))
     with pytest.raises(ServiceUnavailable):
         direct.fetch(STATEMENT, params)
     assert direct.fetch(STATEMENT, params) == first  # reconnected, and prepared on the new one
