@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
-
 from jobs.status import STARTABLE_STATUSES
 from jobs.store.database import Database
 from jobs.store.direct import DirectConnection
@@ -71,7 +69,7 @@ SELECT id, held, status, attempts, go, worker, host, pid, started_at FROM r, u O
 #: The statuses a job may start from, as one array literal (made once, not on each claim).
 _WAITING = array_literal(sorted(status.value for status in STARTABLE_STATUSES))
 _RELEASE = "SELECT pg_advisory_unlock(" + _KEY + ") FROM unnest(%(ids)s::uuid[]) AS c(id)"
-_RETAKE = "SELECT c.id, pg_try_advisory_lock(" + _KEY + ") FROM unnest(%s::uuid[]) AS c(id)"
+_RETAKE = "SELECT c.id, pg_try_advisory_lock(" + _KEY + ") FROM unnest(%(ids)s::uuid[]) AS c(id)"
 
 
 @dataclass(frozen=True)
@@ -175,31 +173,30 @@ class Claims:
                         ask.fail(exc)
 
     def _round_trip(self, asks: Sequence[_Ask], releases: Sequence[str]) -> None:
-        was_connected = self._connection.connected
-        with self._connection.connect() as pg:
-            if not was_connected and self._held:
-                self._take_again(pg)
-            let_go = [job_id for job_id in releases if job_id in self._held]
-            self._held.difference_update(let_go)
-            if not asks:
-                if let_go:
-                    self._release(let_go)
-                return
-            # Through libpq's prepared-statement call: psycopg's cursor was a third of a worker's CPU.
-            rows = self._connection.fetch(_CLAIM, self._params(asks, let_go))
-            extra = []
-            for ask, row in zip(asks, rows, strict=True):
-                held = bool(row[1])
-                # The lock is re-entrant within a session: a second copy of a job this process
-                # already runs takes it again, and is told the job is held (by this very process).
-                mine = held and ask.job_id not in self._held
-                if held and not mine:
-                    extra.append(ask.job_id)
-                if mine:
-                    self._held.add(ask.job_id)
-                ask.answer(_claim(row) if mine else Claim(False, row[2], row[3]))
-            if extra:
-                self._release(extra)
+        # Each statement goes through libpq's prepared-statement call (``DirectConnection.fetch``):
+        # psycopg's cursor was a third of a worker's CPU.
+        if not self._connection.connected and self._held:
+            self._take_again()
+        let_go = [job_id for job_id in releases if job_id in self._held]
+        self._held.difference_update(let_go)
+        if not asks:
+            if let_go:
+                self._release(let_go)
+            return
+        rows = self._connection.fetch(_CLAIM, self._params(asks, let_go))
+        extra = []
+        for ask, row in zip(asks, rows, strict=True):
+            held = bool(row[1])
+            # The lock is re-entrant within a session: a second copy of a job this process
+            # already runs takes it again, and is told the job is held (by this very process).
+            mine = held and ask.job_id not in self._held
+            if held and not mine:
+                extra.append(ask.job_id)
+            if mine:
+                self._held.add(ask.job_id)
+            ask.answer(_claim(row) if mine else Claim(False, row[2], row[3]))
+        if extra:
+            self._release(extra)
 
     def _release(self, job_ids: Sequence[str]) -> None:
         self._connection.fetch(_RELEASE, {"ids": array_literal(job_ids)})
@@ -217,9 +214,9 @@ class Claims:
             "pid": worker.pid,
         }
 
-    def _take_again(self, pg: psycopg.Connection[Any]) -> None:
+    def _take_again(self) -> None:
         """A new connection holds nothing: take again the jobs still running here."""
-        rows = pg.execute(_RETAKE, (array_literal(sorted(self._held)),)).fetchall()
+        rows = self._connection.fetch(_RETAKE, {"ids": array_literal(sorted(self._held))})
         lost = [str(job_id) for job_id, held in rows if not held]
         if lost:
             logger.warning(

@@ -1,10 +1,10 @@
 """A dedicated PostgreSQL connection for the hot paths: autocommit, statements prepared at once.
 
-The lifecycle's writer threads (``jobs/store/batched.py``) and a producer's plain enqueue
-(``JobStore.create``) each send one self-contained statement per operation. Through a pooled
-SQLAlchemy session that statement costs six round trips (pre-ping, BEGIN, the statement,
-COMMIT, the pool's reset); here it costs one, committed by itself, and far less CPU on both
-sides.
+The lifecycle's writer threads (``jobs/store/batched.py``), a worker process's claims
+(``jobs/store/claims.py``) and a producer's plain enqueue (``JobStore.create_sent``) each send
+one self-contained statement per operation. Through a pooled SQLAlchemy session that statement
+costs six round trips (pre-ping, BEGIN, the statement, COMMIT, the pool's reset); here it costs
+one, committed by itself, and far less CPU on both sides.
 
 Plans stay custom (PostgreSQL's default): a generic plan cannot know how many rows an
 ``unnest`` of a parameter gives, and picks sequential scans that cost PostgreSQL far more time.
@@ -17,7 +17,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -49,9 +49,9 @@ class DirectConnection:
         #: Turns a driver error into Conveyor's own (``Database.translate``), None to let it through.
         self._translate = translate
         self._connection: psycopg.Connection[Any] | None = None
-        #: The statements :meth:`run_prepared` prepared on the current connection.
+        #: The statements :meth:`fetch` prepared on the current connection.
         self._prepared: set[str] = set()
-        #: Loads :meth:`fetch_prepared`'s rows (made for each connection).
+        #: Loads :meth:`fetch`'s rows (made for each connection).
         self._loader: abc.Transformer | None = None
         self.lock = threading.Lock()
 
@@ -92,49 +92,33 @@ class DirectConnection:
         finally:
             self.lock.release()
 
-    def run_prepared(self, name: str, sql: str, params: Sequence[bytes | None]) -> None:
-        """Run ``sql`` (placeholders ``$1``…, cast in the SQL to their columns' types) through
-        libpq's own prepared-statement call: no cursor, and no per-call conversion of the query
-        or of ``params`` (text, already encoded). Prepared as ``name`` on first use.
-
-        For the producer's one statement a job, where psycopg's conversions were a fifth of an
-        enqueue's CPU. Raises as :meth:`connect`.
+    def fetch(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """``execute(sql, params).fetchall()`` for a statement with psycopg's placeholders
+        (``%(name)s``), through libpq's own prepared-statement call rather than psycopg's cursor,
+        whose conversions of the query and its parameters were a fifth of a plain enqueue's CPU
+        and a third of a worker's claim round trip's. The statement's libpq form (``$1``…) is
+        made once and prepared on first use on each connection; its parameters are sent as text,
+        each cast in the SQL to its type; the rows are loaded as a cursor loads them (none for a
+        statement that returns none). Raises as :meth:`connect`.
         """
+        form = _libpq_form(sql)
+        values = [_as_text(params[name]) for name in form.names]
         with self.connect() as connection:
-            self._exec_prepared(connection, name, sql, params)
-
-    def fetch_prepared(self, name: str, sql: str, params: Sequence[bytes | None]) -> list[tuple[Any, ...]]:
-        """:meth:`run_prepared`, and the rows the statement returned, loaded as a cursor loads
-        them (psycopg's cursor cost a worker's claim round trip a third of its CPU)."""
-        with self.connect() as connection:
-            result = self._exec_prepared(connection, name, sql, params)
+            pgconn = connection.pgconn
+            if form.name not in self._prepared:
+                _checked(connection, pgconn.prepare(form.name.encode(), form.text.encode()))
+                self._prepared.add(form.name)
+            # None is SQL NULL (libpq's own convention; psycopg's stub leaves it out of the type).
+            result = pgconn.exec_prepared(form.name.encode(), values)  # type: ignore[arg-type]
+            if result.error_field(DiagnosticField.SQLSTATE) == b"26000":
+                # Gone: psycopg sends DEALLOCATE ALL after a ROLLBACK on the connection.
+                _checked(connection, pgconn.prepare(form.name.encode(), form.text.encode()))
+                result = pgconn.exec_prepared(form.name.encode(), values)  # type: ignore[arg-type]
+            _checked(connection, result)
             if self._loader is None:
                 self._loader = Transformer(connection)
             self._loader.set_pgresult(result)
             return self._loader.load_rows(0, result.ntuples, tuple)
-
-    def fetch(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        """``execute(sql, params).fetchall()`` for a statement with psycopg's placeholders
-        (``%(name)s``), through :meth:`fetch_prepared`: its libpq form made once, its parameters
-        sent as text (each cast in the SQL to its type). Raises as :meth:`connect`."""
-        form = _libpq_form(sql)
-        return self.fetch_prepared(form.name, form.text, [_as_text(params[name]) for name in form.names])
-
-    def _exec_prepared(
-        self, connection: psycopg.Connection[Any], name: str, sql: str, params: Sequence[bytes | None]
-    ) -> PGresult:
-        pgconn = connection.pgconn
-        if name not in self._prepared:
-            _checked(connection, pgconn.prepare(name.encode(), sql.encode()))
-            self._prepared.add(name)
-        # None is SQL NULL (libpq's own convention; psycopg's stub leaves it out of the type).
-        result = pgconn.exec_prepared(name.encode(), params)  # type: ignore[arg-type]
-        if result.error_field(DiagnosticField.SQLSTATE) == b"26000":
-            # Gone: psycopg sends DEALLOCATE ALL after a ROLLBACK on the connection.
-            _checked(connection, pgconn.prepare(name.encode(), sql.encode()))
-            result = pgconn.exec_prepared(name.encode(), params)  # type: ignore[arg-type]
-        _checked(connection, result)
-        return result
 
     @property
     def connected(self) -> bool:

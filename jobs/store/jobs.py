@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import operator
 from collections.abc import Generator, Iterable
 from contextlib import closing
@@ -315,15 +314,15 @@ class JobStore:
         return True
 
     def _insert_sent_direct(self, values: dict[str, Any]) -> bool:
-        """:meth:`_insert_direct` of :data:`_INSERT_SENT_SQL`, its parameters encoded here (as
-        text, which the statement casts): False when the direct connection is busy or missing."""
+        """:meth:`_insert_direct` of :data:`_INSERT_SENT_SQL`, through libpq's prepared-statement
+        call (``DirectConnection.fetch``): False when the direct connection is busy or missing."""
         direct = self.db.direct
         if values["subjects"] is not None:  # a bytea[] is left to psycopg
             return self._insert_direct(values, _INSERT_SENT_SQL)
         if direct is None or not direct.lock.acquire(blocking=False):
             return False
         try:
-            direct.run_prepared(_INSERT_SENT_NAME, _INSERT_SENT_SQL_RAW, _text_params(values))
+            direct.fetch(_INSERT_SENT_SQL, {**values, "payload": Jsonb(values["payload"])})
         finally:
             direct.lock.release()
         return True
@@ -591,9 +590,6 @@ _INSERT_SENT_SQL = (
     "INSERT INTO jobs ({}) SELECT {} FROM set_config('synchronous_commit', 'off', true) "
     "ON CONFLICT (id) DO NOTHING"
 ).format(", ".join(QUEUED_COLUMNS), ", ".join(f"CAST(%({c})s AS {_QUEUED_TYPES[c]})" for c in QUEUED_COLUMNS))
-#: :data:`_INSERT_SENT_SQL` with libpq's placeholders, for :meth:`DirectConnection.run_prepared`.
-_INSERT_SENT_NAME = "conveyor_insert_sent"
-_INSERT_SENT_SQL_RAW = _INSERT_SENT_SQL % {c: f"${i}" for i, c in enumerate(QUEUED_COLUMNS, 1)}
 _COPY_QUEUED_SQL = "COPY jobs ({}) FROM STDIN".format(", ".join(QUEUED_COLUMNS))
 
 
@@ -618,22 +614,6 @@ def _queued_row(job: NewJob, now: datetime) -> dict[str, Any]:
         "created_at": now,
         "subjects": None,
     }
-
-
-def _text_params(values: dict[str, Any]) -> list[bytes | None]:
-    """A queued row's values (without ``subjects``) as PostgreSQL reads them in text form."""
-    params: list[bytes | None] = []
-    for column in QUEUED_COLUMNS:
-        value = values[column]
-        if value is None:
-            params.append(None)
-        elif column == "payload":
-            params.append(json.dumps(value).encode())
-        elif isinstance(value, datetime):
-            params.append(value.isoformat().encode())
-        else:
-            params.append(str(value).encode())
-    return params
 
 
 #: What a queued row has not: the rest of a :class:`JobInfo`'s fields.
