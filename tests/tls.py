@@ -4,7 +4,7 @@ Certificates come from ``trustme``: one CA signs a server certificate for ``loca
 ``127.0.0.1``; a second CA (``wrong_ca``) signs nothing, so trusting it must fail verification.
 
 The services listen on the ports reserved for these tests, bound to 127.0.0.1, and live in a
-temporary folder removed at the end (logs included): PostgreSQL 55432 (``hostssl`` only, a plain
+temporary folder removed at the end (logs included): PostgreSQL 25432 (``hostssl`` only, a plain
 connection is rejected), RabbitMQ AMQPS 5671 (no plain listener; node ``conveyor-tls@localhost``,
 distribution port 25673, no plugins), Redis 6390 (TLS only). The ports are fixed, so the xdist
 workers of a run share one set (:func:`running_tls_services`, under a file lock): the first starts
@@ -37,14 +37,15 @@ import pytest
 import redis
 import trustme
 
-PG_PORT = 55432
+#: Below Linux's ephemeral range (32768–60999): no client socket of the machine can hold it.
+PG_PORT = 25432
 AMQPS_PORT = 5671
 RABBITMQ_DIST_PORT = 25673
 RABBITMQ_NODE = "conveyor-tls@localhost"
 REDIS_PORT = 6390
 #: Seconds a service may take to accept TLS connections.
 STARTUP_TIMEOUT = 90.0
-#: Attempts to bind a port that a passing client socket may hold.
+#: Attempts to bind a port that a dead session's server may still hold.
 PORT_RETRIES = 20
 
 #: Every test that uses the TLS services carries this mark: one xdist worker then starts them.
@@ -200,8 +201,7 @@ class TlsPostgres:
             "60",
             "start",
         ]
-        # 55432 lies in Linux's ephemeral range: a client socket of the busy shared machine may hold
-        # it for a moment (EADDRINUSE), so a failed bind is tried again.
+        # A failed bind (EADDRINUSE: a dead session's server still going away) is tried again.
         for attempt in range(PORT_RETRIES):
             try:
                 self._run(*start)

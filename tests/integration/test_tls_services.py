@@ -151,8 +151,8 @@ def assert_one_clear_line(result: object, service: str, url_start: str) -> None:
 @pytest.mark.parametrize(
     ("service", "name", "url_start", "command"),
     [
-        ("database", "PostgreSQL", "postgresql+psycopg://postgres@localhost:55432/", ["db", "upgrade"]),
-        ("database", "PostgreSQL", "postgresql+psycopg://postgres@localhost:55432/", ["jobs", "list"]),
+        ("database", "PostgreSQL", "postgresql+psycopg://postgres@localhost:25432/", ["db", "upgrade"]),
+        ("database", "PostgreSQL", "postgresql+psycopg://postgres@localhost:25432/", ["jobs", "list"]),
         ("broker", "RabbitMQ", "amqps://guest:***@localhost:5671/", ["queues"]),
         ("redis", "Redis", "rediss://localhost:6390/0", ["workers"]),
     ],
