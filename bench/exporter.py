@@ -29,8 +29,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import event, text
 
 from jobs.admin.exporter import ClusterCollector, ExporterOptions, FinalCounts
+from jobs.redis_lite import redis_client
 from jobs.schedule.leader import current_leader
-from jobs.services import redis_client
 from jobs.settings import Settings
 from jobs.store import Database
 from jobs.store.exporter import ExporterStore

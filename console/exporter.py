@@ -13,7 +13,7 @@ from console.exit_codes import EXIT_USAGE
 from jobs.admin.exporter import ClusterCollector, ExporterOptions, make_exporter_server
 from jobs.errors import SettingsError
 from jobs.logs import configure_logging
-from jobs.services import redis_client
+from jobs.redis_lite import redis_client
 
 #: The exporter's TCP port unless ``--port`` says otherwise.
 DEFAULT_EXPORTER_PORT = 9465

@@ -14,6 +14,7 @@ from jobs.errors import (
     JobNotFound,
     JobNotRecorded,
     PermanentError,
+    RegistryUnavailable,
     SchemaMissing,
     ServiceUnavailable,
     SettingsError,
@@ -32,6 +33,7 @@ __all__ = [  # noqa: RUF022
     "SettingsError",
     # Services and the store
     "JobNotRecorded",
+    "RegistryUnavailable",
     "SchemaMissing",
     "ServiceUnavailable",
     "StoreRefused",

@@ -30,6 +30,11 @@ class ServiceUnavailable(ConveyorError):
         super().__init__(f"{service} is unreachable at {masked_url}: {reason}")
 
 
+class RegistryUnavailable(ConveyorError):
+    """Redis failed or could not be reached while a worker read or wrote the worker registry
+    (``jobs/redis_lite.py``); the registry is an aid, so callers log it and go on."""
+
+
 class JobNotRecorded(ServiceUnavailable):
     """PostgreSQL stayed unreachable after RabbitMQ took the job's message: the job is not lost,
     it runs once PostgreSQL is back (its worker writes the row), so it must not be enqueued again.

@@ -5,27 +5,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from functools import cached_property
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-import redis
-
-from jobs.defaults import DEFAULT_REDIS_TIMEOUT
 from jobs.delivery import DeliveryOptions
 from jobs.errors import ServiceUnavailable
+from jobs.redis_lite import redis_client, registry_client
 from jobs.settings import Settings, mask_url
 from jobs.store import Database
 from jobs.store.artifacts import ArtifactStore
 from jobs.tls import certificate_failure
 
+if TYPE_CHECKING:
+    import redis
+
+    from jobs.redis_lite import RegistryClient
+
 T = TypeVar("T")
-
-
-def redis_client(url: str) -> redis.Redis:
-    """A Redis client with short timeouts: Redis is an aid, never a reason to stall jobs or commands."""
-    return redis.Redis.from_url(
-        url, socket_timeout=DEFAULT_REDIS_TIMEOUT, socket_connect_timeout=DEFAULT_REDIS_TIMEOUT
-    )
 
 
 def redis_certificate_error(settings: Settings, exc: BaseException) -> ServiceUnavailable | None:
@@ -47,6 +43,8 @@ def check_redis_certificate(settings: Settings) -> None:
     """
     if urlsplit(settings.redis_url).scheme != "rediss":
         return
+    import redis  # the CLI's check, before a command or a worker starts
+
     client = redis_client(settings.redis_url)
     try:
         client.ping()
@@ -96,7 +94,13 @@ class Services:
 
     @cached_property
     def redis(self) -> redis.Redis:
+        """redis-py, for job code (rate limits, caches); imported on first use."""
         return redis_client(self.settings.redis_url)
+
+    @cached_property
+    def registry(self) -> RegistryClient:
+        """The worker registry's client (``jobs/redis_lite.py``)."""
+        return registry_client(self.settings.redis_url)
 
     def resource(self, name: str, factory: Callable[[], T]) -> T:
         """A per-process resource (an SMTP pool, compiled templates), made on first use."""
@@ -113,3 +117,5 @@ class Services:
                 close()
         if "redis" in self.__dict__:
             self.redis.close()
+        if "registry" in self.__dict__:
+            self.registry.close()

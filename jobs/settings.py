@@ -117,7 +117,10 @@ class Settings:
     database_url: str = defaults.DEFAULT_DATABASE_URL
     #: Redis: ``redis://``, ``rediss://`` (TLS: ``ssl_ca_certs=``, ``ssl_certfile=``,
     #: ``ssl_keyfile=``) or ``unix://``. It holds the email rate limit, the worker registry and
-    #: the report cache; while it is down, jobs still run (fail open).
+    #: the report cache; while it is down, jobs still run (fail open). Worker processes write the
+    #: registry with a small client of their own that reads these and ``db=``, ``username=``,
+    #: ``password=``, ``ssl_cert_reqs=``, ``ssl_check_hostname=``; with any other of redis-py's URL
+    #: options, they use redis-py for it too.
     redis_url: str = defaults.DEFAULT_REDIS_URL
     #: Where emails go: ``smtp://user:password@host:port``, ``smtps://`` (TLS from the first byte)
     #: or ``file://DIR`` (one ``.eml`` file per message). Parameters: ``starttls=auto`` (upgrade

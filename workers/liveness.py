@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-
-import redis
+from typing import TYPE_CHECKING
 
 from jobs.admin.workers import read_beats
+
+if TYPE_CHECKING:
+    from jobs.redis_lite import RegistryClient
 
 logger = logging.getLogger("conveyor.liveness")
 
@@ -24,7 +26,7 @@ FRESH_FOR = 1.0
 class RegistryLiveness:
     """``alive(worker_id)``: True or False per the registry, None when Redis cannot say."""
 
-    def __init__(self, client: redis.Redis, namespace: str) -> None:
+    def __init__(self, client: RegistryClient, namespace: str) -> None:
         self.client = client
         self.namespace = namespace
         self._lock = threading.Lock()
@@ -46,14 +48,16 @@ class RegistryLiveness:
     def _read(self) -> set[str] | None:
         try:
             return {beat.worker_id for beat in read_beats(self.client, self.namespace)}
-        except redis.RedisError as exc:
+        # Any error of the registry's client (LiteRedis's RegistryUnavailable, or redis-py's
+        # RedisError for a URL only redis-py reads) means the same: Redis cannot say.
+        except Exception as exc:
             logger.warning("worker registry unavailable (%s): which workers are alive is unknown", exc)
             return None
 
 
-def forget_process(client: redis.Redis, key: str) -> None:
+def forget_process(client: RegistryClient, key: str) -> None:
     """Drop a dead process's registry entry now, rather than when its TTL runs out."""
     try:
         client.delete(key)
-    except redis.RedisError as exc:
+    except Exception as exc:  # as in RegistryLiveness._read
         logger.info("worker registry: could not drop %s (%s); it expires on its own", key, exc)

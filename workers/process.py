@@ -207,7 +207,7 @@ def _pausable(stack: WorkerStack, worker: dramatiq.Worker) -> PausableConsumers 
 def _start_dispatcher(stack: WorkerStack) -> Dispatcher | None:
     if stack.settings.is_embedded:
         return None
-    reconciler = Reconciler(stack.settings, OrphanStore(stack.db), stack.services.redis)
+    reconciler = Reconciler(stack.settings, OrphanStore(stack.db), stack.services.registry)
     dispatcher = Dispatcher(
         stack.broker,
         DelayedStore(stack.db),

@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import dramatiq
-import redis
 
 from jobs import metrics
 from jobs.admin.queues import rabbitmq_counts
@@ -29,11 +29,14 @@ from jobs.store.delayed import HeldMessage
 from jobs.store.orphans import Orphan, OrphanStore
 from workers.liveness import RegistryLiveness
 
+if TYPE_CHECKING:
+    from jobs.redis_lite import RegistryClient
+
 logger = logging.getLogger("conveyor.reconciler")
 
 
 class Reconciler:
-    def __init__(self, settings: Settings, store: OrphanStore, redis_client: redis.Redis) -> None:
+    def __init__(self, settings: Settings, store: OrphanStore, redis_client: RegistryClient) -> None:
         self.settings = settings
         self.store = store
         self.liveness = RegistryLiveness(redis_client, settings.namespace)

@@ -142,7 +142,7 @@ def build_worker_stack(
     heartbeat = None
     if not settings.is_embedded:
         heartbeat = Heartbeat(
-            services.redis,
+            services.registry,
             namespace=settings.namespace,
             replica=replica or Replica.create(processes=1),
             threads=threads,
@@ -160,7 +160,7 @@ def build_worker_stack(
         attempts,
         identity,
         stopping=stopping,
-        alive=RegistryLiveness(services.redis, settings.namespace) if heartbeat else lambda _: None,
+        alive=RegistryLiveness(services.registry, settings.namespace) if heartbeat else lambda _: None,
         recheck_after=heartbeat_interval(settings.worker_ttl),
         max_payload_bytes=settings.max_payload_bytes,
         running_after=settings.running_after,

@@ -246,10 +246,10 @@ class Supervisor:
         if self.settings.is_embedded:
             return
         from jobs.middleware.heartbeat import registry_key  # only once a process has died
-        from jobs.services import redis_client
+        from jobs.redis_lite import registry_client
         from workers.liveness import forget_process
 
-        client = redis_client(self.settings.redis_url)
+        client = registry_client(self.settings.redis_url)
         try:
             forget_process(client, registry_key(self.settings.namespace, self.replica["replica_id"], pid))
         finally:

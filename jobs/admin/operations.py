@@ -28,11 +28,12 @@ from jobs.admin.retention import Retention
 from jobs.admin.stats import GroupStats, job_stats
 from jobs.admin.workers import WorkersView, live_replicas
 from jobs.errors import SchemaMissing, ServiceUnavailable
+from jobs.redis_lite import redis_client
 from jobs.schedule.leader import current_leader
 from jobs.schedule.runner import Scheduler, replica_identity
 from jobs.schedule.spec import Schedule
 from jobs.schedule.status import EntryStatus, entry_statuses
-from jobs.services import Producer, redis_client
+from jobs.services import Producer
 from jobs.settings import Settings
 from jobs.store import AttemptInfo, Database, JobInfo, JobSelection, JobStore
 from jobs.store.artifacts import ArtifactInfo, ArtifactStore

@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
-
-import redis
+from typing import TYPE_CHECKING, Any, Literal
 
 from jobs.logs import mask_secrets
 from jobs.middleware.heartbeat import registry_prefix
@@ -21,6 +19,11 @@ from jobs.services import redis_certificate_error
 from jobs.settings import Settings, mask_url
 from jobs.store import Database
 from jobs.store.stats import StatsStore
+
+if TYPE_CHECKING:
+    import redis
+
+    from jobs.redis_lite import RegistryClient
 
 #: How far back the PostgreSQL fallback looks for workers that ran jobs.
 RECENT_WINDOW = timedelta(minutes=10)
@@ -132,6 +135,8 @@ def live_replicas(settings: Settings, redis_client: redis.Redis, db: Database) -
             Redis is unreachable and so is the job store.
         SchemaMissing: Redis is unreachable and the job store has no schema.
     """
+    import redis  # loaded already: redis_client is redis-py's
+
     try:
         beats = read_beats(redis_client, settings.namespace)
     except redis.RedisError as exc:
@@ -148,11 +153,12 @@ def live_replicas(settings: Settings, redis_client: redis.Redis, db: Database) -
     return WorkersView(source="redis", note=None, replicas=group_replicas(beats))
 
 
-def read_beats(client: redis.Redis, namespace: str) -> list[ProcessBeat]:
+def read_beats(client: RegistryClient, namespace: str) -> list[ProcessBeat]:
     """Every process entry of ``namespace`` (SCAN, never KEYS: it does not block Redis).
 
     Raises:
-        redis.RedisError: Redis is unreachable or failed.
+        redis.RedisError: (redis-py) Redis is unreachable or failed.
+        RegistryUnavailable: the same, from :class:`~jobs.redis_lite.LiteRedis`.
     """
     keys = list(client.scan_iter(match=f"{registry_prefix(namespace)}*", count=SCAN_BATCH))
     beats = []

@@ -26,11 +26,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
-import redis
 from dramatiq.middleware import Middleware
+
+if TYPE_CHECKING:
+    from jobs.redis_lite import RegistryClient
 
 logger = logging.getLogger("conveyor.heartbeat")
 
@@ -92,7 +94,7 @@ class Heartbeat(Middleware):
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RegistryClient,
         *,
         namespace: str,
         replica: Replica,

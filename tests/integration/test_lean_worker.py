@@ -31,6 +31,8 @@ UNNEEDED_IN_WORKERS = (
     "sqlalchemy.dialects.sqlite",
     "email_validator",
     "urllib.request",
+    # redis-py (8.7 MiB): the registry speaks through jobs/redis_lite.py; job code loads it.
+    "redis",
 )
 #: What the supervisor must not import either: it only forks and watches its processes.
 UNNEEDED_IN_SUPERVISOR = ("dramatiq", "sqlalchemy", "psycopg", "redis", "pika")

@@ -19,10 +19,12 @@ from sqlalchemy import text
 from jobs.admin.operations import Operations
 from jobs.admin.queues import rabbitmq_counts
 from jobs.broker import check_broker
-from jobs.errors import ServiceUnavailable, SettingsError
-from jobs.services import check_redis_certificate, redis_client
+from jobs.errors import RegistryUnavailable, ServiceUnavailable, SettingsError
+from jobs.redis_lite import LiteRedis, redis_client, registry_client
+from jobs.services import check_redis_certificate
 from jobs.settings import Settings, check_tls_files
 from jobs.store import Database
+from jobs.tls import certificate_failure
 from producers import Client
 from tests.helpers import run_cli
 from tests.tls import TlsServices, tls_group
@@ -74,6 +76,26 @@ def test_redis_is_reached_over_rediss_with_the_ca_verified(tls_settings: Setting
         assert client.ping() is True
     finally:
         client.close()
+
+
+def test_the_worker_registry_reaches_rediss_with_the_ca_verified_and_refuses_the_wrong_ca(
+    tls_settings: Settings, tls_services: TlsServices
+) -> None:
+    client = registry_client(tls_settings.redis_url)
+    assert isinstance(client, LiteRedis)  # not redis-py: a worker's own client
+    try:
+        assert client.ping() is True
+    finally:
+        client.close()
+
+    ca, wrong = quote(str(tls_services.certs.ca)), quote(str(tls_services.certs.wrong_ca))
+    refused = registry_client(tls_settings.redis_url.replace(ca, wrong))
+    with pytest.raises(RegistryUnavailable) as failure:
+        refused.ping()
+    assert certificate_failure(failure.value) is not None
+    plain = registry_client(tls_settings.redis_url.replace("rediss://", "redis://").split("?")[0])
+    with pytest.raises(RegistryUnavailable):  # the TLS listener refuses plain connections
+        plain.ping()
 
 
 def test_a_client_certificate_can_be_presented_to_rabbitmq(tls_services: TlsServices, namespace: str) -> None:

@@ -10,7 +10,7 @@ import re
 import signal
 import socket
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 import redis
@@ -19,9 +19,13 @@ from jobs.admin.workers import ProcessBeat, group_replicas, parse_beat, read_bea
 from jobs.errors import SettingsError
 from jobs.kinds import KINDS
 from jobs.middleware.heartbeat import Heartbeat, Replica, heartbeat_interval, registry_prefix
+from jobs.redis_lite import LiteRedis, registry_client
 from jobs.settings import Settings
 from producers import Client
 from tests.helpers import WorkerProcess, eventually, run_cli, secret
+
+if TYPE_CHECKING:
+    from jobs.redis_lite import RegistryClient
 
 pytestmark = pytest.mark.integration
 
@@ -224,8 +228,24 @@ def _hash_of(beat: ProcessBeat) -> dict[str, Any]:
     return fields
 
 
-def test_heartbeat_counts_jobs_and_fails_open_when_redis_is_down(caplog: pytest.LogCaptureFixture) -> None:
-    client = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_timeout=1, socket_connect_timeout=1)
+#: The registry's two clients: a worker's (jobs/redis_lite.py), and redis-py's, which the CLI and
+#: a worker whose Redis URL has options only redis-py reads use.
+CLIENTS = ("lite", "redis-py")
+
+
+def _client(kind: str, url: str) -> RegistryClient:
+    client = (
+        registry_client(url, timeout=1) if kind == "lite" else redis.Redis.from_url(url, socket_timeout=1)
+    )
+    assert isinstance(client, LiteRedis) == (kind == "lite")
+    return client
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_heartbeat_counts_jobs_and_fails_open_when_redis_is_down(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = _client(kind, "redis://127.0.0.1:1/0")
     heartbeat = Heartbeat(client, namespace="unit", replica=Replica.create(processes=1), threads=2, ttl=3)
     none = cast(Any, None)
     try:
@@ -245,30 +265,37 @@ def test_heartbeat_counts_jobs_and_fails_open_when_redis_is_down(caplog: pytest.
     assert len([r for r in caplog.records if "cannot reach Redis" in r.getMessage()]) == 1
 
 
-def test_heartbeat_writes_its_key_with_a_ttl(namespace: str) -> None:
-    client = redis.Redis.from_url(Settings().redis_url)
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_heartbeat_writes_its_key_with_a_ttl(kind: str, namespace: str) -> None:
+    client = _client(kind, Settings().redis_url)
     heartbeat = Heartbeat(client, namespace=namespace, replica=Replica.create(processes=1), threads=2, ttl=9)
+    check = redis.Redis.from_url(Settings().redis_url)
     try:
         assert heartbeat.beat() is True
-        assert 0 < int(client.ttl(heartbeat.key)) <= 9
-        assert client.hget(heartbeat.key, "pid") == str(os.getpid()).encode()
+        assert 0 < int(check.ttl(heartbeat.key)) <= 9
+        assert check.hget(heartbeat.key, "pid") == str(os.getpid()).encode()
+        assert parse_beat(check.hgetall(heartbeat.key)) is not None
     finally:
-        client.delete(heartbeat.key)
+        check.delete(heartbeat.key)
+        check.close()
         client.close()
 
 
-def test_reading_the_registry_skips_stray_keys_under_its_prefix(namespace: str) -> None:
-    client = redis.Redis.from_url(Settings().redis_url)
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_reading_the_registry_skips_stray_keys_under_its_prefix(kind: str, namespace: str) -> None:
+    client = _client(kind, Settings().redis_url)
     heartbeat = Heartbeat(client, namespace=namespace, replica=Replica.create(processes=1), threads=2, ttl=9)
     stray = f"{registry_prefix(namespace)}junk"
+    check = redis.Redis.from_url(Settings().redis_url)
     try:
-        client.set(stray, "not a hash", ex=9)
-        client.hset(f"{stray}2", mapping={"replica_id": "x"})
+        check.set(stray, "not a hash", ex=9)
+        check.hset(f"{stray}2", mapping={"replica_id": "x"})
         assert heartbeat.beat() is True
 
         beats = read_beats(client, namespace)
     finally:
-        client.delete(heartbeat.key, stray, f"{stray}2")
+        check.delete(heartbeat.key, stray, f"{stray}2")
+        check.close()
         client.close()
 
     assert [(b.replica_id, b.pid) for b in beats] == [(heartbeat.replica.replica_id, os.getpid())]
