@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def _cpu(pattern: str) -> float:
@@ -31,6 +32,15 @@ def _cpu(pattern: str) -> float:
             continue
         total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def _commits(sql: Any) -> int:
+    """Transactions committed in the database so far (every statement of the direct connections
+    is one: how many round trips the drain's jobs shared)."""
+    row = sql.execute(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+    ).fetchone()
+    return int(row[0])
 
 
 def main() -> None:
@@ -62,6 +72,10 @@ def main() -> None:
     )
     sql, queue = sql_connect(database), "drainab.default"
     sql.execute("DELETE FROM jobs WHERE queue = %s", (queue,))
+    # As `make bench` does before each run: the same table state, and statistics taken before
+    # the backlog arrives (what PostgreSQL plans the drain's statements with).
+    for table in ("jobs", "job_attempts", "job_claims"):
+        sql.execute(f"VACUUM ANALYZE {table}")
     with new_client(settings) as client:
         client.enqueue_many("noop", [{}])  # connections open, statements prepared
         started, postgres = time.monotonic(), _cpu("postgres")
@@ -75,15 +89,19 @@ def main() -> None:
     with running_worker(settings, "--processes", "2", "--threads", "8", "--queues", "default") as worker:
         wait_succeeded(lambda: queue_outcomes(sql, queue), 1, worker, "no-op jobs")
         before = (cpu_seconds(worker.pid), _cpu("postgres"), _cpu("beam"), queue_outcomes(sql, queue)[0])
+        commits = _commits(sql)
         last = wait_succeeded(lambda: queue_outcomes(sql, queue), jobs, worker, "no-op jobs")
         after = (cpu_seconds(worker.pid), _cpu("postgres"), _cpu("beam"))
+        time.sleep(1.5)  # PostgreSQL's backends publish their counts at most once a second
+        commits = _commits(sql) - commits
     row = sql.execute(
         "SELECT extract(epoch FROM min(started_at)) FROM jobs WHERE queue = %s", (queue,)
     ).fetchone()
     per_job = [1000 * (b - a) / max(jobs - before[3], 1) for a, b in zip(before, after, strict=False)]
     print(
         f"{root.name}: drain {jobs / (last - float(row[0])):,.0f} jobs/s; CPU per job: worker {per_job[0]:.3f} ms, "
-        f"PostgreSQL {per_job[1]:.3f} ms, RabbitMQ {per_job[2]:.3f} ms; load {os.getloadavg()[0]:.1f}"
+        f"PostgreSQL {per_job[1]:.3f} ms, RabbitMQ {per_job[2]:.3f} ms; "
+        f"{commits / max(jobs - before[3], 1):.2f} transactions a job; load {os.getloadavg()[0]:.1f}"
     )
     sql.execute("DELETE FROM jobs WHERE queue = %s", (queue,))
 

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import dramatiq
 import pytest
 from sqlalchemy import select
 
+from jobs.ids import new_job_ids
 from jobs.status import AttemptOutcome
-from jobs.store import AttemptEnd, Database, JobStore, SeenMessage, WorkerIdentity
+from jobs.store import AttemptEnd, Database, JobStore, NewJob, SeenMessage, WorkerIdentity
 from jobs.store.batched import BatchedAttemptStore
 from jobs.store.delayed import HeldMessage
+from jobs.store.direct import DirectConnection
 from jobs.store.models import DelayedMessageRow
 from tests.helpers import seen_noop
 
@@ -172,3 +175,52 @@ def test_a_batch_of_ends_stores_awkward_errors_exactly(store: BatchedAttemptStor
         thread.join()
     jobs = JobStore(store.db)
     assert {info.id: info.error for info in jobs.by_ids(errors)} == errors
+
+
+def test_batched_writes_find_their_jobs_by_id_whatever_the_backlog(
+    store: BatchedAttemptStore, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With statistics taken before a backlog arrived, PostgreSQL once read the status index
+    for the guard of each write (``status IN ('queued', …)``) and with it the entry of every
+    queued job: a cost that grew with the backlog. Every write must go by the job's id alone."""
+    jobs, queue = JobStore(store.db), f"{namespace}.default"
+    with store.db.transaction() as connection:
+        connection.exec_driver_sql("ANALYZE jobs")  # the statistics: before the backlog
+    backlog = [NewJob(id=i, kind="noop", queue=queue, payload={}, max_retries=0) for i in new_job_ids(5_000)]
+    jobs.create_many(backlog)
+    plans: list[str] = []
+    batches = 0
+    fetch = DirectConnection.fetch
+
+    def explained(self: DirectConnection, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        nonlocal batches
+        if "jobs" in sql and not sql.lstrip().upper().startswith("SELECT"):
+            batches += "unnest" in sql  # the form of a batch of several jobs
+            plans.append("\n".join(line for (line,) in fetch(self, f"EXPLAIN {sql}", params)))
+        return fetch(self, sql, params)
+
+    def run(share: list[NewJob]) -> None:
+        for job in share:
+            started = store.start(seen_noop(queue, job.id), WORKER)
+            assert started is not None
+            assert store.finish(job.id, started.number, AttemptEnd(AttemptOutcome.SUCCEEDED, result={}))
+
+    monkeypatch.setattr(DirectConnection, "fetch", explained)
+    try:
+        # Threads at once: their starts and ends share batches, the statements' many-row form.
+        threads = [threading.Thread(target=run, args=(backlog[i:80:8],)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [info.status for info in jobs.by_ids(job.id for job in backlog[:80])] == ["succeeded"] * 80
+    finally:
+        monkeypatch.undo()
+        with store.db.transaction() as connection:
+            connection.exec_driver_sql("DELETE FROM jobs WHERE queue = %(queue)s", {"queue": queue})
+
+    assert plans, "no write went through the direct connection"
+    assert batches, "no batch of several jobs"
+    scans = [line.strip() for plan in plans for line in plan.splitlines() if "Index Scan" in line]
+    assert any("pkey" in scan for scan in scans)
+    assert [scan for scan in scans if "status" in scan] == []
