@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 
 def _cpu(pattern: str) -> float:
     """User + system CPU seconds of every process whose command line matches ``pattern``."""
@@ -34,13 +36,35 @@ def _cpu(pattern: str) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def _commits(sql: Any) -> int:
+def _commits(sql: psycopg.Connection[Any]) -> int:
     """Transactions committed in the database so far (every statement of the direct connections
     is one: how many round trips the drain's jobs shared)."""
     row = sql.execute(
         "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
     ).fetchone()
     return int(row[0])
+
+
+def _empty_queue(sql: psycopg.Connection[Any], queue: str) -> None:
+    """Drop ``queue``'s jobs, then vacuum and analyze as `make bench` does before each run: the
+    same table state, and statistics taken before the backlog arrives (what PostgreSQL plans
+    the drain's statements with)."""
+    sql.execute("DELETE FROM jobs WHERE queue = %s", (queue,))
+    for table in ("jobs", "job_attempts", "job_claims"):
+        sql.execute(f"VACUUM ANALYZE {table}")
+
+
+def _enqueue(client: Any, jobs: int, name: str) -> None:
+    """``jobs`` no-op jobs by ``enqueue_many`` in batches of 500; prints their rate."""
+    client.enqueue_many("noop", [{}])  # connections open, statements prepared
+    started, postgres = time.monotonic(), _cpu("postgres")
+    for first in range(0, jobs - 1, 500):
+        client.enqueue_many("noop", [{}] * min(500, jobs - 1 - first))
+    took, postgres = time.monotonic() - started, _cpu("postgres") - postgres
+    print(
+        f"{name}: enqueue_many {(jobs - 1) / took:,.0f} jobs/s; "
+        f"PostgreSQL CPU per enqueued job {1000 * postgres / (jobs - 1):.3f} ms"
+    )
 
 
 def main() -> None:
@@ -71,21 +95,9 @@ def main() -> None:
         check=True,
     )
     sql, queue = sql_connect(database), "drainab.default"
-    sql.execute("DELETE FROM jobs WHERE queue = %s", (queue,))
-    # As `make bench` does before each run: the same table state, and statistics taken before
-    # the backlog arrives (what PostgreSQL plans the drain's statements with).
-    for table in ("jobs", "job_attempts", "job_claims"):
-        sql.execute(f"VACUUM ANALYZE {table}")
+    _empty_queue(sql, queue)
     with new_client(settings) as client:
-        client.enqueue_many("noop", [{}])  # connections open, statements prepared
-        started, postgres = time.monotonic(), _cpu("postgres")
-        for first in range(0, jobs - 1, 500):
-            client.enqueue_many("noop", [{}] * min(500, jobs - 1 - first))
-        took, postgres = time.monotonic() - started, _cpu("postgres") - postgres
-    print(
-        f"{root.name}: enqueue_many {(jobs - 1) / took:,.0f} jobs/s; "
-        f"PostgreSQL CPU per enqueued job {1000 * postgres / (jobs - 1):.3f} ms"
-    )
+        _enqueue(client, jobs, root.name)
     with running_worker(settings, "--processes", "2", "--threads", "8", "--queues", "default") as worker:
         wait_succeeded(lambda: queue_outcomes(sql, queue), 1, worker, "no-op jobs")
         before = (cpu_seconds(worker.pid), _cpu("postgres"), _cpu("beam"), queue_outcomes(sql, queue)[0])

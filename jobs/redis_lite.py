@@ -143,18 +143,15 @@ class LiteRedis:
         """
         payload = b"".join(_command(*command) for command in commands)
         with self._lock:
-            reused = self._sock is not None
-            try:
-                return self._round_trip(payload, len(commands))
-            except _BROKEN as exc:
-                self._drop()
-                if not reused or isinstance(exc, TimeoutError):
-                    raise self._unavailable(exc) from exc
-            try:
-                return self._round_trip(payload, len(commands))
-            except _BROKEN as exc:
-                self._drop()
-                raise self._unavailable(exc) from exc
+            again = self._sock is not None  # only a connection made earlier gets a second try
+            while True:
+                try:
+                    return self._round_trip(payload, len(commands))
+                except _BROKEN as exc:
+                    self._drop()
+                    if not again or isinstance(exc, TimeoutError):
+                        raise self._unavailable(exc) from exc
+                    again = False
 
     def _round_trip(self, payload: bytes, replies: int) -> list[Any]:
         if self._sock is None:

@@ -149,13 +149,7 @@ def build_worker_stack(
             ttl=settings.worker_ttl,
             worker_id=identity.worker_id,
         )
-    # Group commit on PostgreSQL: the writes of all this process's threads share transactions.
-    observe = job_metrics.store_batch_written if job_metrics.enabled() else None
-    # Claims let a short run be written once, start and end together (``CONVEYOR_RUNNING_AFTER``).
-    attempts: AttemptStore = AttemptStore(db)
-    if db.dialect == "postgresql":
-        claims = Claims(db, identity) if settings.running_after > 0 else None
-        attempts = BatchedAttemptStore(db, observe=observe, claims=claims)
+    attempts = _attempt_store(settings, db, identity)
     lifecycle = Lifecycle.build(
         attempts,
         identity,
@@ -181,6 +175,17 @@ def build_worker_stack(
         stopping=stopping,
         lifecycle=lifecycle,
     )
+
+
+def _attempt_store(settings: Settings, db: Database, identity: WorkerIdentity) -> AttemptStore:
+    """Where the lifecycle writes: group commit on PostgreSQL (the writes of all this process's
+    threads share transactions), with claims that let a short run be written once, start and
+    end together (``CONVEYOR_RUNNING_AFTER``); each write on its own with SQLite."""
+    if db.dialect != "postgresql":
+        return AttemptStore(db)
+    observe = job_metrics.store_batch_written if job_metrics.enabled() else None
+    claims = Claims(db, identity) if settings.running_after > 0 else None
+    return BatchedAttemptStore(db, observe=observe, claims=claims)
 
 
 def resolve_queues(settings: Settings, names: Iterable[str]) -> set[str]:
