@@ -19,6 +19,7 @@ from jobs.errors import (
     ServiceUnavailable,
     SettingsError,
     SignatureError,
+    StoreConflict,
     StoreRefused,
     TransientError,
     UnknownKey,
@@ -36,6 +37,7 @@ __all__ = [  # noqa: RUF022
     "RegistryUnavailable",
     "SchemaMissing",
     "ServiceUnavailable",
+    "StoreConflict",
     "StoreRefused",
     # Messages refused by a worker (signing)
     "SignatureError",

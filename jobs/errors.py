@@ -30,6 +30,20 @@ class ServiceUnavailable(ConveyorError):
         super().__init__(f"{service} is unreachable at {masked_url}: {reason}")
 
 
+class StoreConflict(ServiceUnavailable):
+    """PostgreSQL rolled back a transaction that conflicted with another (a deadlock, or a
+    serialization failure: SQLSTATE class 40). Nothing of it was written, and it can be tried
+    again: a :class:`ServiceUnavailable`, so that every caller that waits out an outage and tries
+    again (the producer, the workers' writers) does the same here, and the CLI exits with 3."""
+
+    def __init__(self, service: str, masked_url: str, reason: str) -> None:
+        super().__init__(service, masked_url, reason)
+        self.args = (
+            f"{service} at {masked_url} rolled back a transaction that conflicted with another: "
+            f"{reason}; it can be tried again",
+        )
+
+
 class RegistryUnavailable(ConveyorError):
     """Redis failed or could not be reached while a worker read or wrote the worker registry
     (``jobs/redis_lite.py``); the registry is an aid, so callers log it and go on."""

@@ -20,10 +20,10 @@ from sqlalchemy.exc import InterfaceError as SAInterfaceError
 
 from jobs.crypto import Sealer
 from jobs.defaults import DEFAULT_CONNECT_TIMEOUT
-from jobs.errors import SchemaMissing, ServiceUnavailable, StoreRefused
+from jobs.errors import SchemaMissing, ServiceUnavailable, StoreConflict, StoreRefused
 from jobs.keyring import Keyring
 from jobs.settings import mask_url
-from jobs.store.direct import DirectConnection, hide_quoted_values
+from jobs.store.direct import DirectConnection, hide_quoted_values, is_conflict
 from jobs.tls import explained
 
 if TYPE_CHECKING:
@@ -120,6 +120,8 @@ class Database:
             return SchemaMissing(self.masked_url)
         if sqlstate == "42703":  # undefined_column: an older schema
             return SchemaMissing(self.masked_url, outdated=True)
+        if is_conflict(exc):
+            return StoreConflict(self.service, self.masked_url, explained(exc))
         if unreachable or isinstance(exc, psycopg.OperationalError):
             return self.unavailable(exc)
         if isinstance(exc, psycopg.DataError):  # class 22: a value the column cannot hold

@@ -66,7 +66,7 @@ class DirectConnection:
         try:
             yield self._connect()
         except psycopg.Error as exc:
-            if isinstance(exc, psycopg.OperationalError):
+            if isinstance(exc, psycopg.OperationalError) and not is_conflict(exc):
                 self.close()
             error = self._translate(exc)
             if error is None:
@@ -207,6 +207,13 @@ def _checked(connection: psycopg.Connection[Any], result: PGresult) -> None:
         message = pgconn.error_message.decode("utf-8", "replace").strip()
         raise psycopg.OperationalError(message or "the connection to PostgreSQL broke")
     raise psycopg.errors.error_from_result(result, encoding=connection.info.encoding)
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """PostgreSQL rolled the transaction back for a conflict with another (SQLSTATE class 40: a
+    deadlock, a serialization failure): the connection stays usable, and the work can be tried
+    again. (psycopg files a deadlock under ``OperationalError``, not ``TransactionRollback``.)"""
+    return str(getattr(exc, "sqlstate", None) or "").startswith("40")
 
 
 def hide_quoted_values(exc: BaseException | None) -> None:

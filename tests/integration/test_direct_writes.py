@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from jobs.errors import ServiceUnavailable
+from jobs.errors import ServiceUnavailable, StoreConflict
 from jobs.store import Database
 from jobs.store.database import SchemaMissing
 from jobs.store.jobs import JobStore, NewJob
@@ -94,3 +96,76 @@ def test_an_outage_is_service_unavailable_and_the_next_write_reconnects(database
     finally:
         db.dispose()
         proxy.cut()
+
+
+#: A transaction through one of the store's two paths: take lock ``a``, meet the other
+#: transaction (``met``), wait ``pause`` seconds, then take lock ``b``.
+Locker = Callable[[int, int, threading.Barrier, float], None]
+
+
+def deadlock(victim: Locker, other: Locker) -> list[BaseException]:
+    """Two transactions that each hold one advisory lock and wait for the other's. ``victim``
+    waits first, so its deadlock check runs first and PostgreSQL aborts it. Returns what the
+    victim and the other raised, in that order (None for none)."""
+    met = threading.Barrier(2, timeout=10)
+    raised: list[BaseException | None] = [None, None]
+
+    def run(n: int, lock: Locker, a: int, b: int, pause: float) -> None:
+        try:
+            lock(a, b, met, pause)
+        except BaseException as exc:  # the caller checks what was raised
+            raised[n] = exc
+
+    key = uuid.uuid4().int % 2**62
+    threads = [
+        threading.Thread(target=run, args=(0, victim, key, key + 1, 0.0)),
+        threading.Thread(target=run, args=(1, other, key + 1, key, 0.3)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return raised
+
+
+def through_the_pool(db: Database) -> Locker:
+    def lock(a: int, b: int, met: threading.Barrier, pause: float) -> None:
+        with db.transaction() as connection:
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": a})
+            met.wait()
+            time.sleep(pause)
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": b})
+
+    return lock
+
+
+def through_the_direct_connection(db: Database) -> Locker:
+    def lock(a: int, b: int, met: threading.Barrier, pause: float) -> None:
+        assert db.direct is not None
+        with db.direct.connect() as connection, connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (a,))
+            met.wait()
+            time.sleep(pause)
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (b,))
+
+    return lock
+
+
+@pytest.mark.parametrize("path", ["pool", "direct"])
+def test_a_deadlock_is_a_conflict_to_try_again_not_an_outage(db: Database, path: str) -> None:
+    pool, direct = through_the_pool(db), through_the_direct_connection(db)
+    assert db.direct is not None
+    with db.direct.connect() as before:
+        pass
+
+    conflict, other = deadlock(pool, direct) if path == "pool" else deadlock(direct, pool)
+
+    assert other is None  # PostgreSQL aborted one transaction; the other went through
+    assert isinstance(conflict, StoreConflict), conflict
+    assert isinstance(conflict, ServiceUnavailable)  # waited out and tried again like an outage
+    assert "rolled back a transaction that conflicted with another: deadlock detected" in str(conflict)
+    assert "unreachable" not in str(conflict)
+    assert "postgres:***@127.0.0.1" in str(conflict)  # the URL, its password masked
+    with db.direct.connect() as after:  # the direct connection was not dropped for it
+        assert after is before
+        assert after.execute("SELECT 1").fetchone() == (1,)

@@ -6,6 +6,7 @@ job nor makes two rows, and a database that is gone before the enqueue fails it 
 
 from __future__ import annotations
 
+import random
 import threading
 import uuid
 from collections.abc import Iterator
@@ -16,15 +17,20 @@ import pytest
 
 from jobs.settings import Settings
 from jobs.status import JobStatus
-from jobs.store import Database, JobStore, NewJob
+from jobs.store import Database, JobStore, NewJob, SeenMessage, WorkerIdentity
+from jobs.store.batched import BatchedAttemptStore
 from jobs.store.jobs import utcnow
 from jobs.store.models import JobRow
 from producers import Client, JobNotRecorded, ServiceUnavailable
 from producers.frames import PublishFrames
-from tests.helpers import WorkerProcess, eventually, message_count
+from tests.helpers import WorkerProcess, eventually, message_count, seen_noop
 from tests.proxy import TcpProxy
 
 pytestmark = [pytest.mark.integration]
+
+WORKER = WorkerIdentity(worker_id="test:1:abc", host="test", pid=1)
+#: Rounds of the producer-against-workers race: without id order, most of them deadlocked.
+ROUNDS = 10
 
 
 @pytest.fixture
@@ -259,3 +265,44 @@ def test_a_database_that_goes_away_mid_enqueue_many_names_every_job_and_loses_no
     eventually(
         lambda: all(client.get_many([i]) and client.get(i).status == "succeeded" for i in ids), timeout=30
     )
+
+
+def test_rows_written_by_a_producer_and_by_workers_at_once_never_deadlock(
+    db: Database, job_store: JobStore, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A producer's ``COPY`` of published jobs' rows, and workers' batched starts that make the
+    same rows on first sight, each meeting the jobs in its own order: both write in id order, so
+    neither waits on the other in a cycle (a CI run met PostgreSQL's deadlock detector here)."""
+    queue = settings.queue_name("default")
+    shuffle = random.Random(14).shuffle
+    writer = BatchedAttemptStore(Database(settings.database_url))
+    failures: list[BaseException] = []
+
+    def start_all(share: list[SeenMessage]) -> None:
+        try:
+            for message in share:
+                writer.start(message, WORKER)
+        except Exception as exc:  # reported by the assertion below
+            failures.append(exc)
+
+    try:
+        for _ in range(ROUNDS):
+            jobs = [NewJob(str(uuid.uuid4()), "noop", queue, {}, max_retries=3) for _ in range(200)]
+            seen = [seen_noop(queue, job.id) for job in jobs]
+            shuffle(seen)
+            threads = [threading.Thread(target=start_all, args=(seen[i::8],)) for i in range(8)]
+            for thread in threads:
+                thread.start()
+            shuffle(jobs)
+            try:
+                infos = job_store.create_many_sent(jobs)
+            finally:
+                for thread in threads:
+                    thread.join()
+            assert [info.id for info in infos] == [job.id for job in jobs]  # in the caller's order
+            assert not failures
+            assert {info.status for info in job_store.by_ids(job.id for job in jobs)} == {"running"}
+    finally:
+        writer.close()
+        writer.db.dispose()
+    assert "deadlock" not in caplog.text
