@@ -23,11 +23,14 @@ class ServiceUnavailable(ConveyorError):
     The message names the service and its URL with the password masked.
     """
 
+    #: The message, from ``service``, ``masked_url`` and ``reason``.
+    template = "{service} is unreachable at {masked_url}: {reason}"
+
     def __init__(self, service: str, masked_url: str, reason: str) -> None:
         self.service = service
         self.masked_url = masked_url
         self.reason = reason
-        super().__init__(f"{service} is unreachable at {masked_url}: {reason}")
+        super().__init__(self.template.format(service=service, masked_url=masked_url, reason=reason))
 
 
 class StoreConflict(ServiceUnavailable):
@@ -36,12 +39,10 @@ class StoreConflict(ServiceUnavailable):
     again: a :class:`ServiceUnavailable`, so that every caller that waits out an outage and tries
     again (the producer, the workers' writers) does the same here, and the CLI exits with 3."""
 
-    def __init__(self, service: str, masked_url: str, reason: str) -> None:
-        super().__init__(service, masked_url, reason)
-        self.args = (
-            f"{service} at {masked_url} rolled back a transaction that conflicted with another: "
-            f"{reason}; it can be tried again",
-        )
+    template = (
+        "{service} at {masked_url} rolled back a transaction that conflicted with another: "
+        "{reason}; it can be tried again"
+    )
 
 
 class RegistryUnavailable(ConveyorError):

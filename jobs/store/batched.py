@@ -290,24 +290,19 @@ def _job_id(item: _Write) -> str:
 
 
 # The start and end transitions of ``jobs/store/transitions.py``, each one statement per batch
-# (over arrays; without them when a batch carries one job), compiled once at import. Each writes
-# its jobs in id order, as a producer's rows are copied (``JobStore.create_many_sent``): two
-# statements that make or lock the same rows then never wait on each other in a cycle.
+# (over arrays; without them when a batch carries one job), compiled once at import.
 
 
 def _starts(starts: Sequence[_Start], now: datetime) -> tuple[str, dict[str, Any]]:
-    rows = [transitions.start_values(s.seen, s.worker) for s in sorted(starts, key=_job_id)]
+    rows = [transitions.start_values(s.seen, s.worker) for s in starts]
     return transitions.START_BATCH.compiled(rows, now=now)
 
 
 def _ends(finishes: Sequence[_Finish], now: datetime) -> tuple[str, dict[str, Any]]:
-    rows = [transitions.end_values(f.job_id, f.attempt, f.end) for f in sorted(finishes, key=_job_id)]
+    rows = [transitions.end_values(f.job_id, f.attempt, f.end) for f in finishes]
     return transitions.END_BATCH.compiled(rows, now=now)
 
 
 def _runs(runs: Sequence[_Run], now: datetime) -> tuple[str, dict[str, Any]]:
-    rows = [
-        transitions.run_values(r.seen, r.worker, r.number, r.started_at, r.end)
-        for r in sorted(runs, key=_job_id)
-    ]
+    rows = [transitions.run_values(r.seen, r.worker, r.number, r.started_at, r.end) for r in runs]
     return transitions.RUN_BATCH.compiled(rows, now=now)

@@ -272,9 +272,9 @@ class JobStore:
         faster worker made first are kept."""
         now = utcnow()
         rows = [self._row(job, now) for job in jobs]
-        # In id order, as workers write the rows they make on first sight: waiting on each
-        # other's new rows, the two never wait in a cycle (PostgreSQL would abort one).
-        stored = sorted((self._sealed(row) for row in rows), key=_by_id)
+        # In id order, as the workers' batches write the rows they make on first sight
+        # (``steps.Batch.compiled``): the two never wait on each other in a cycle.
+        stored = sorted((self._sealed(row) for row in rows), key=_BY_ID)
         if stored and not self._copy_direct(stored, lazy=True):
             statement = postgresql.insert(Jobs).on_conflict_do_nothing(index_elements=[Jobs.id])
             with self.db.transaction() as session:
@@ -562,6 +562,7 @@ QUEUED_COLUMNS = (
 #: A queued row's values in :data:`QUEUED_COLUMNS`' order, and where its payload is among them.
 _QUEUED_VALUES = operator.itemgetter(*QUEUED_COLUMNS)
 _PAYLOAD_AT = QUEUED_COLUMNS.index("payload")
+_BY_ID = operator.itemgetter("id")
 _INSERT_QUEUED_SQL = "INSERT INTO jobs ({}) VALUES ({})".format(
     ", ".join(QUEUED_COLUMNS), ", ".join(f"%({c})s" for c in QUEUED_COLUMNS)
 )
@@ -593,10 +594,6 @@ _INSERT_SENT_SQL = (
     "ON CONFLICT (id) DO NOTHING"
 ).format(", ".join(QUEUED_COLUMNS), ", ".join(f"CAST(%({c})s AS {_QUEUED_TYPES[c]})" for c in QUEUED_COLUMNS))
 _COPY_QUEUED_SQL = "COPY jobs ({}) FROM STDIN".format(", ".join(QUEUED_COLUMNS))
-
-
-def _by_id(row: dict[str, Any]) -> str:
-    return str(row["id"])
 
 
 def _values(statuses: frozenset[JobStatus]) -> list[str]:

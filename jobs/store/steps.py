@@ -12,6 +12,7 @@ once for every path.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -168,6 +169,9 @@ def unnested(columns: Mapping[str, Any], *, scalars: Mapping[str, Any], once: bo
     return Rows(c, batch=True, arrays=params)
 
 
+_BY_JOB = operator.itemgetter("job")
+
+
 @dataclass(frozen=True)
 class Batch:
     """A statement compiled twice for the writer: for one job, and over arrays for many."""
@@ -183,6 +187,9 @@ class Batch:
         """The SQL and psycopg parameters for ``rows`` (without ``unnest`` when there is one)."""
         if len(rows) == 1:
             return self.one.sql, self.one.psycopg_params({**rows[0], **scalars})
+        # In job order, as a producer's rows are copied (``JobStore.create_many_sent``): two
+        # statements that make or lock the same job rows never wait on each other in a cycle.
+        rows = sorted(rows, key=_BY_JOB)
         arrays: dict[str, Any] = {}
         for name in self.columns:
             values = [row[name] for row in rows]
@@ -219,7 +226,10 @@ def batch(
     scalars: Mapping[str, Any],
     once: bool = False,
 ) -> Batch:
-    """``build``'s statement, compiled for one job's parameters and for a batch's arrays."""
+    """``build``'s statement, compiled for one job's parameters and for a batch's arrays.
+    ``columns`` name the job's id ``job``: a batch is sent in its order."""
+    if "job" not in columns:
+        raise ValueError("a batch's columns name the job's id `job`")
     return Batch(
         one=step(build(one_row(columns, scalars=scalars))),
         many=step(build(unnested(columns, scalars=scalars, once=once))),
